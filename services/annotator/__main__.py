@@ -1,0 +1,15 @@
+"""python -m services.annotator — reads SAIM_* settings, serves until SIGTERM."""
+
+from services.common import main
+
+from .server import AnnotatorDeps, LeaseChecker, create_annotator
+
+
+def build(settings, infra):
+    deps = AnnotatorDeps(pool=infra.pool, model=infra.live_model(), sessions=infra.sessions(),
+                         publisher=infra.publisher("annotator"), leases=LeaseChecker(infra.selector_target()))
+    return create_annotator(settings, deps)
+
+
+if __name__ == "__main__":
+    main("annotator", build)

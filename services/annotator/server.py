@@ -1,0 +1,153 @@
+"""Annotator service: interactive inference. Every reply names the model version that produced it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from saim.errors import InvalidInput, PermissionDenied, Unavailable
+from saim.events import (ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventConsumer, EventPublisher,
+                         new_meta)
+from saim.live_model import LiveModel, ServedModel
+from saim.model.encoding import Click
+from saim.pool import PoolStore
+from saim.rpc import metrics as m
+from saim.rpc.server import Health, create_server
+from saim.session import AnnotationSession, SessionStore
+from saim.settings import ServiceSettings
+from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2, selector_pb2, selector_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE = "saim.v1.AnnotatorService"
+
+
+def mask_message(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:
+    return annotator_pb2.SliceMask(slice=index, labels=np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+
+
+class LeaseChecker:
+    """Asks the selector who holds a lease (the selector owns work distribution)."""
+
+    def __init__(self, selector_target: str | None):
+        self._stub = None
+        if selector_target:
+            self._stub = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(selector_target))
+
+    def check(self, case: str, lease_id: str, annotator: str) -> int:
+        if self._stub is None:
+            return 0
+        try:
+            reply = self._stub.CheckLease(selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id,
+                                                                         annotator_id=annotator), timeout=10)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise PermissionDenied(exc.details()) from None
+            raise Unavailable(f"selector could not check the lease: {exc.code().name}") from None
+        return reply.iteration
+
+
+@dataclass
+class AnnotatorDeps:
+    pool: PoolStore
+    model: LiveModel
+    sessions: SessionStore
+    publisher: EventPublisher
+    leases: LeaseChecker
+
+
+class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
+    def __init__(self, deps: AnnotatorDeps):
+        self.d = deps
+
+    def OpenSession(self, request, context):
+        started = time.perf_counter()
+        if not request.case_id or not request.annotator_id:
+            raise InvalidInput("case_id and annotator_id are required")
+        iteration = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
+        series = self.d.pool.load_series(request.case_id)
+        model = self.d.model.current
+        session = AnnotationSession.open(request.case_id, request.annotator_id, iteration, request.lease_id, series, model)
+        self.d.sessions.add(session)
+        m.OPEN_LATENCY.observe(time.perf_counter() - started)
+        size = series.images.shape[1]
+        return annotator_pb2.OpenSessionResponse(
+            session_id=session.session_id, case_id=session.case, num_slices=series.num_slices, height=size, width=size,
+            classes=list(self.d.pool.classes), slice_index=[int(z) for z in series.slice_index],
+            volume_shape=list(series.volume_shape), masks=[mask_message(i, s.auto) for i, s in enumerate(session.slices)],
+            model_version=model.version, iteration=iteration,
+        )
+
+    def _mask_reply(self, session, index: int, mask, model: ServedModel, started: float):
+        elapsed = time.perf_counter() - started
+        m.CLICK_LATENCY.observe(elapsed)
+        return annotator_pb2.MaskResponse(mask=mask_message(index, mask), model_version=model.version,
+                                          clicks_on_slice=len(session.slices[index].clicks), inference_ms=elapsed * 1000)
+
+    def AddClick(self, request, context):
+        started = time.perf_counter()
+        session = self.d.sessions.get(request.session_id)
+        model = self.d.model.current
+        click = Click(cls=int(request.class_index), y=int(request.y), x=int(request.x), positive=bool(request.positive))
+        mask = session.add_click(model, int(request.slice), click)
+        return self._mask_reply(session, request.slice, mask, model, started)
+
+    def Undo(self, request, context):
+        started = time.perf_counter()
+        session = self.d.sessions.get(request.session_id)
+        model = self.d.model.current
+        mask = session.undo(model, int(request.slice))
+        return self._mask_reply(session, request.slice, mask, model, started)
+
+    def Submit(self, request, context):
+        session = self.d.sessions.get(request.session_id)
+        with session.lock:
+            provenance = session.provenance(request.seconds_spent or None)
+            ann_key, prov_key = self.d.pool.write_annotation(session.case, session.labels(), provenance)
+        event = events_pb2.AnnotationSubmitted(
+            meta=new_meta("annotator"), case_id=session.case, iteration=session.iteration, annotation_key=ann_key,
+            provenance_key=prov_key, annotator_id=session.annotator, model_version=session.opened_version)
+        self.d.publisher.publish(ANNOTATION_SUBMITTED, event, key=session.case)
+        self.d.sessions.remove(session.session_id)
+        m.ANNOTATOR_DONE.labels(session.annotator).inc()
+        return annotator_pb2.SubmitResponse(annotation_key=ann_key, provenance_key=prov_key,
+                                            model_version=session.opened_version, event_id=event.meta.event_id)
+
+
+class AnnotatorApp:
+    """Wires the servicer, the model hot reload (Kafka) and health."""
+
+    def __init__(self, settings: ServiceSettings, deps: AnnotatorDeps, health: Health):
+        self.settings, self.deps, self.health = settings, deps, health
+        instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.consumer = EventConsumer(settings.kafka_bootstrap, GROUP_ANNOTATOR_PREFIX + instance, [MODEL_PUBLISHED],
+                                      self._on_event, on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s))
+
+    def _on_event(self, topic, event) -> None:
+        m.EVENTS_HANDLED.labels(topic.name).inc()
+        if self.deps.model.load(event.version):
+            m.MODEL_RELOADS.labels("annotator").inc()
+        self.health.set(True)
+
+    def start(self) -> None:
+        if self.deps.model.load_current():
+            self.health.set(True)
+        self.consumer.start()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+        self.deps.publisher.close()
+
+
+def create_annotator(settings: ServiceSettings, deps: AnnotatorDeps) -> tuple[grpc.Server, int, AnnotatorApp]:
+    health = Health(SERVICE)
+    deps.model.on_change = lambda served: m.MODEL_VERSION.labels("annotator").set(m.version_number(served.version))
+    servicer = AnnotatorServicer(deps)
+    server, port = create_server("annotator", SERVICE, lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(
+        servicer, s), health, settings.grpc_host, settings.grpc_port, settings.max_message_mb)
+    return server, port, AnnotatorApp(settings, deps, health)

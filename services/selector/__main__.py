@@ -1,0 +1,18 @@
+"""python -m services.selector — reads SAIM_* settings, serves until SIGTERM."""
+
+from saim.batches import SelectionLoop
+from saim.selection import make_strategy
+from services.common import main
+
+from .server import SelectorDeps, create_selector
+
+
+def build(settings, infra):
+    loop = SelectionLoop(infra.pool, make_strategy(settings.selection, settings.seed), settings.batch_size,
+                         settings.max_iterations)
+    deps = SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
+    return create_selector(settings, deps)
+
+
+if __name__ == "__main__":
+    main("selector", build)

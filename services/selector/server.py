@@ -1,0 +1,128 @@
+"""Selector service: entropy scores of the pool under the current model, batches and work distribution."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import grpc
+
+from saim.batches import SelectionLoop
+from saim.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from saim.events import (ANNOTATION_SUBMITTED, BATCH_COMPLETED, GROUP_SELECTOR, MODEL_PUBLISHED, EventConsumer,
+                         EventPublisher, new_meta)
+from saim.live_model import LiveModel
+from saim.rpc import metrics as m
+from saim.rpc.server import Health, create_server
+from saim.settings import ServiceSettings
+from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE = "saim.v1.SelectorService"
+
+
+@dataclass
+class SelectorDeps:
+    loop: SelectionLoop
+    model: LiveModel
+    publisher: EventPublisher
+
+
+class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
+    def __init__(self, deps: SelectorDeps):
+        self.d = deps
+
+    def GetStatus(self, request, context):
+        loop = self.d.loop
+        b = loop.batch
+        return selector_pb2.SelectorStatus(
+            iteration=loop.iteration, batch=b.cases if b else [], batch_done=sorted(b.done) if b else [],
+            model_version=b.model_version if b else (self.d.model.version() or ""), pool_size=len(loop.unannotated()),
+            annotated=len(loop.annotated), initial=len(loop.pool.splits.initial), complete=loop.complete(),
+            max_iterations=loop.max_iterations)
+
+    def NextCase(self, request, context):
+        if not request.annotator_id:
+            raise InvalidInput("annotator_id is required")
+        case, iteration, lease, version = self.d.loop.next_case(request.annotator_id)
+        return selector_pb2.NextCaseResponse(case_id=case, iteration=iteration, lease_id=lease, model_version=version)
+
+    def GetScores(self, request, context):
+        table = self.d.loop.scores
+        if table is None:
+            raise FailedPrecondition("the pool has not been scored yet")
+        return selector_pb2.GetScoresResponse(
+            scores=[selector_pb2.CaseScore(case_id=c, score=s, model_version=table.version)
+                    for c, s in sorted(table.scores.items(), key=lambda kv: -kv[1])],
+            strategy=self.d.loop.strategy.name)
+
+    def CheckLease(self, request, context):
+        holder = self.d.loop.lease_holder(request.case_id, request.lease_id)
+        if holder is None or holder != request.annotator_id:
+            raise PermissionDenied(f"case {request.case_id!r} is not leased to {request.annotator_id!r} "
+                                   f"under lease {request.lease_id!r}")
+        return selector_pb2.CheckLeaseResponse(iteration=self.d.loop.iteration)
+
+
+class SelectorApp:
+    def __init__(self, settings: ServiceSettings, deps: SelectorDeps, health: Health):
+        self.settings, self.deps, self.health = settings, deps, health
+        self._lock = threading.Lock()  # events are handled one at a time
+        self.consumer = EventConsumer(settings.kafka_bootstrap, GROUP_SELECTOR, [MODEL_PUBLISHED, ANNOTATION_SUBMITTED],
+                                      self._on_event, on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s))
+
+    def _update_gauges(self) -> None:
+        loop = self.deps.loop
+        m.POOL.labels("unannotated").set(len(loop.unannotated()))
+        m.POOL.labels("batch").set(len(loop.batch.cases) if loop.batch else 0)
+        m.POOL.labels("annotated").set(len(loop.annotated))
+        m.POOL.labels("initial").set(len(loop.pool.splits.initial))
+        m.BATCH_ITERATION.set(loop.iteration)
+
+    def _on_model(self, event) -> None:
+        self.deps.model.load(event.version)
+        served = self.deps.model.current
+        table_before = self.deps.loop.scores
+        self.deps.loop.on_model(served, event.iteration)
+        table = self.deps.loop.scores
+        if table is not None and table is not table_before and table.seconds > 0:
+            slices = sum(1 for _ in table.scores) * (self.settings.max_slices or 1)
+            m.SCORING_RATE.set(slices / table.seconds)
+            m.SCORED_SERIES.inc(len(table.scores))
+        self.health.set(True)
+
+    def _on_event(self, topic, event) -> None:
+        with self._lock:
+            m.EVENTS_HANDLED.labels(topic.name).inc()
+            if topic is MODEL_PUBLISHED:
+                self._on_model(event)
+            elif topic is ANNOTATION_SUBMITTED:
+                completed = self.deps.loop.on_annotation(event.case_id, event.iteration)
+                if completed is not None:
+                    self.deps.publisher.publish(BATCH_COMPLETED, events_pb2.BatchCompleted(
+                        meta=new_meta("selector"), iteration=completed.iteration, case_ids=completed.cases))
+                    log.info("batch %d complete", completed.iteration)
+            self._update_gauges()
+
+    def start(self) -> None:
+        version = self.deps.model.registry.current_version()
+        if version is not None:
+            meta = self.deps.model.registry.metadata(version)
+            with self._lock:
+                self._on_model(events_pb2.ModelPublished(version=version, iteration=int(meta.get("iteration", 0))))
+                self._update_gauges()
+        self.consumer.start()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+        self.deps.publisher.close()
+
+
+def create_selector(settings: ServiceSettings, deps: SelectorDeps) -> tuple[grpc.Server, int, SelectorApp]:
+    health = Health(SERVICE)
+    deps.model.on_change = lambda served: m.MODEL_VERSION.labels("selector").set(m.version_number(served.version))
+    servicer = SelectorServicer(deps)
+    server, port = create_server("selector", SERVICE, lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(
+        servicer, s), health, settings.grpc_host, settings.grpc_port, settings.max_message_mb)
+    return server, port, SelectorApp(settings, deps, health)

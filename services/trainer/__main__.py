@@ -1,0 +1,17 @@
+"""python -m services.trainer — reads SAIM_* settings, serves until SIGTERM."""
+
+from saim.retrain import TrainingPipeline
+from services.common import main
+
+from .server import TrainerDeps, create_trainer
+
+
+def build(settings, infra):
+    pipeline = TrainingPipeline(infra.pool, infra.registry, settings.predictor_config(infra.pool.classes),
+                                lambda iteration: settings.train_config(settings.seed + iteration))
+    deps = TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
+    return create_trainer(settings, deps)
+
+
+if __name__ == "__main__":
+    main("trainer", build)

@@ -1,0 +1,163 @@
+"""Trainer service: retrain on the whole annotated pool when a batch completes; publish the new version.
+
+Runs are non-preemptive: one at a time in a worker thread; a batch completion that arrives while a run is going is
+queued (a replayed completion of an iteration already trained or queued changes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import grpc
+
+from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventConsumer, EventPublisher, new_meta
+from saim.retrain import TrainingPipeline
+from saim.rpc import metrics as m
+from saim.rpc.server import Health, create_server
+from saim.settings import ServiceSettings
+from saim.storage import ModelRegistry
+from saim.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE = "saim.v1.TrainerService"
+
+
+@dataclass
+class TrainerState:
+    state: str = "idle"
+    runs_completed: int = 0
+    last_duration: float = 0.0
+    last_loss: float = 0.0
+    planned: set[int] = field(default_factory=set)  # iterations trained or queued
+
+
+@dataclass
+class TrainerDeps:
+    pipeline: TrainingPipeline
+    registry: ModelRegistry
+    publisher: EventPublisher
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, app: "TrainerApp"):
+        self.app = app
+
+    def GetStatus(self, request, context):
+        s = self.app.state
+        return trainer_pb2.TrainerStatus(state=s.state, current_version=self.app.deps.registry.current_version() or "",
+                                         runs_completed=s.runs_completed, last_duration_seconds=s.last_duration,
+                                         last_loss=s.last_loss, queued=self.app.queue.qsize())
+
+    def ListModels(self, request, context):
+        registry = self.app.deps.registry
+        current = registry.current_version()
+        out = []
+        for version in registry.versions():
+            meta = registry.metadata(version)
+            metrics = {k: float(v) for k, v in meta.get("metrics", {}).items() if isinstance(v, (int, float))}
+            out.append(trainer_pb2.ModelVersion(
+                version=version, parent_version=meta.get("parent_version") or "", created_at=meta.get("created_at", ""),
+                iteration=int(meta.get("iteration", 0)), metrics=metrics,
+                training_series=len(meta.get("training_set", [])), current=version == current))
+        return trainer_pb2.ListModelsResponse(models=out)
+
+    def TriggerTraining(self, request, context):
+        run_id = self.app.enqueue(self.app.latest_iteration(), force=True, reason=request.reason or "manual")
+        return trainer_pb2.TriggerTrainingResponse(accepted=True, run_id=run_id)
+
+
+class TrainerApp:
+    def __init__(self, settings: ServiceSettings, deps: TrainerDeps, health: Health):
+        self.settings, self.deps, self.health = settings, deps, health
+        self.state = TrainerState()
+        self.queue: queue.Queue[tuple[int, str]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
+        self.consumer = EventConsumer(settings.kafka_bootstrap, GROUP_TRAINER, [BATCH_COMPLETED], self._on_event,
+                                      on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s))
+
+    def latest_iteration(self) -> int:
+        version = self.deps.registry.current_version()
+        return 0 if version is None else int(self.deps.registry.metadata(version).get("iteration", 0))
+
+    def _trained_iterations(self) -> set[int]:
+        reg = self.deps.registry
+        return {int(reg.metadata(v).get("iteration", 0)) for v in reg.versions()}
+
+    def enqueue(self, iteration: int, force: bool = False, reason: str = "") -> str:
+        with self._lock:
+            if not force and iteration in self.state.planned:
+                return ""
+            self.state.planned.add(iteration)
+            run_id = uuid.uuid4().hex[:12]
+            self.queue.put((iteration, run_id))
+            log.info("queued training run %s for iteration %d (%s)", run_id, iteration, reason)
+            return run_id
+
+    def _on_event(self, topic, event) -> None:
+        m.EVENTS_HANDLED.labels(topic.name).inc()
+        self.enqueue(event.iteration, reason=f"batch {event.iteration} completed")
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                iteration, run_id = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.state.state = "training"
+            started = time.perf_counter()
+            try:
+                parent = self.deps.registry.current_version()
+                meta = self.deps.pipeline.run(iteration, parent)
+            except Exception:
+                log.exception("training run %s (iteration %d) failed", run_id, iteration)
+                m.TRAINING_RUNS.labels("failed").inc()
+                with self._lock:
+                    self.state.planned.discard(iteration)
+                self.state.state = "idle"
+                continue
+            duration = time.perf_counter() - started
+            self.state.runs_completed += 1
+            self.state.last_duration, self.state.last_loss = duration, float(meta["metrics"]["train_loss"])
+            m.TRAINING_SECONDS.observe(duration)
+            m.TRAINING_LOSS.set(self.state.last_loss)
+            m.TRAINING_RUNS.labels("published").inc()
+            m.MODEL_VERSION.labels("trainer").set(m.version_number(meta["version"]))
+            event = events_pb2.ModelPublished(
+                meta=new_meta("trainer"), version=meta["version"], parent_version=meta.get("parent_version") or "",
+                weights_key=self.deps.registry.weights_key(meta["version"]),
+                metadata_key=self.deps.registry.metadata_key(meta["version"]), iteration=iteration,
+                metrics={k: float(v) for k, v in meta["metrics"].items()})
+            self.deps.publisher.publish(MODEL_PUBLISHED, event)
+            self.health.set(True)
+            self.state.state = "idle"
+
+    def start(self) -> None:
+        self.state.planned = self._trained_iterations()
+        if self.deps.registry.current_version() is not None:
+            self.health.set(True)
+        else:
+            self.enqueue(0, reason="no model yet: pre-train on the initial split")
+        self._worker.start()
+        self.consumer.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.consumer.stop()
+        self._worker.join(timeout=5)
+        self.deps.publisher.close()
+
+
+def create_trainer(settings: ServiceSettings, deps: TrainerDeps) -> tuple[grpc.Server, int, TrainerApp]:
+    health = Health(SERVICE)
+    app = TrainerApp(settings, deps, health)
+    servicer = TrainerServicer(app)
+    server, port = create_server("trainer", SERVICE, lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
+        servicer, s), health, settings.grpc_host, settings.grpc_port, settings.max_message_mb)
+    return server, port, app

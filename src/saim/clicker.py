@@ -1,0 +1,116 @@
+"""The virtual user (paper §3.3, §4.2): deterministic clicks computed from ground truth.
+
+The next click for a class goes to the point farthest from the boundary of the largest error region of that
+class (distance-transform peak; the image border counts as boundary): positive where the class is missed,
+negative where it is wrongly predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from saim.metrics import image_mious
+from saim.model.encoding import Click
+from saim.model.predictor import InteractivePredictor
+
+
+@dataclass(frozen=True)
+class ErrorRegion:
+    size: int
+    click: Click
+
+
+def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | None:
+    """The largest connected error region of class `cls` and the click that corrects it; None if no error."""
+    best: tuple[int, np.ndarray, bool] | None = None
+    for mask, positive in (((gt == cls) & (pred != cls), True), ((pred == cls) & (gt != cls), False)):
+        regions, n = ndimage.label(mask)
+        if n == 0:
+            continue
+        sizes = np.bincount(regions.ravel())[1:]
+        i = int(np.argmax(sizes))
+        if best is None or sizes[i] > best[0]:
+            best = (int(sizes[i]), regions == i + 1, positive)
+    if best is None:
+        return None
+    size, region, positive = best
+    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return ErrorRegion(size, Click(cls=cls, y=int(y), x=int(x), positive=positive))
+
+
+def next_click(gt: np.ndarray, pred: np.ndarray, cls: int) -> Click | None:
+    region = largest_error(gt, pred, cls)
+    return None if region is None else region.click
+
+
+def worst_click(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> Click | None:
+    """The click for the largest error region over all classes (ties: lowest class)."""
+    regions = [r for c in range(1, num_classes + 1) if (r := largest_error(gt, pred, c)) is not None]
+    return max(regions, key=lambda r: r.size).click if regions else None
+
+
+@dataclass
+class AnnotationResult:
+    labels: np.ndarray  # (N, H, W) final annotation
+    clicks: list[list[Click]]
+    auto_labels: np.ndarray  # the model's prediction before any click
+
+
+class VirtualUser:
+    """Drives an interactive predictor with ground-truth-derived clicks."""
+
+    def __init__(self, clicks_per_class: int = 3):
+        self.clicks_per_class = clicks_per_class
+
+    def annotate(self, predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray) -> AnnotationResult:
+        """k rounds; each round adds at most one click per class per image, then the model answers."""
+        k = predictor.config.num_classes
+        auto = predictor.predict(images)
+        pred = auto.copy()
+        clicks: list[list[Click]] = [[] for _ in range(len(images))]
+        for _ in range(self.clicks_per_class):
+            touched = []
+            for i in range(len(images)):
+                new = [c for cls in range(1, k + 1) if (c := next_click(gt[i], pred[i], cls)) is not None]
+                if new:
+                    clicks[i].extend(new)
+                    touched.append(i)
+            if not touched:
+                break
+            idx = np.array(touched)
+            pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx])
+        return AnnotationResult(pred, clicks, auto)
+
+
+def number_of_clicks(
+    predictor: InteractivePredictor,
+    images: np.ndarray,
+    gt: np.ndarray,
+    targets: tuple[float, ...] = (0.85, 0.90),
+    max_clicks: int = 20,
+) -> dict[float, float]:
+    """NoC@target: mean clicks until the per-image mIoU reaches each target, capped at `max_clicks`."""
+    k = predictor.config.num_classes
+    pred = predictor.predict(images)
+    iou = image_mious(gt, pred, k)
+    noc = {t: np.where(iou >= t, 0.0, np.nan) for t in targets}
+    clicks: list[list[Click]] = [[] for _ in range(len(images))]
+    top = max(targets)
+    for n in range(1, max_clicks + 1):
+        active = np.flatnonzero(iou < top)
+        if active.size == 0:
+            break
+        for i in active:
+            c = worst_click(gt[i], pred[i], k)
+            if c is not None:
+                clicks[i].append(c)
+        pred[active] = predictor.predict(images[active], [clicks[i] for i in active], pred[active])
+        iou[active] = image_mious(gt[active], pred[active], k)
+        for t in targets:
+            reached = np.isnan(noc[t]) & (iou >= t)
+            noc[t][reached] = n
+    return {t: float(np.nan_to_num(v, nan=max_clicks).mean()) for t, v in noc.items()}

@@ -1,0 +1,59 @@
+"""Typed configuration of the core: the model's architecture/encoding and a training run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    classes: tuple[str, ...]  # foreground class names; output channel 0 is background
+    image_size: int = 64
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None  # "imagenet" loads the real pretrained weights (needs network access)
+    click_encoding: Literal["disk", "gaussian"] = "disk"
+    click_radius: float = 5.0
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes (K)."""
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        """Image + positive and negative click maps per class + previous mask per class."""
+        return 1 + 3 * self.num_classes
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["classes"] = tuple(d["classes"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    steps_per_epoch: int = 25  # nnU-Net convention: an epoch is a fixed number of iterations, not a data pass
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    focal_gamma: float = 2.0
+    mode: Literal["retrain", "finetune"] = "retrain"  # paper: full retraining; finetune warm-starts from a parent
+    finetune_epochs: int | None = None  # epochs when fine-tuning (default: half of `epochs`)
+    click_rounds: int = 2  # max iterative click rounds that feed the previous prediction back (Mahadevan et al.)
+    p_no_clicks: float = 0.25  # share of samples trained in automatic mode (no clicks, no previous mask)
+    max_clicks_per_round: int = 1
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

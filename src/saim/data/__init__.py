@@ -1,0 +1,1 @@
+"""Data IO: NIfTI volumes, nnU-Net raw datasets, slicing, synthetic phantoms, TotalSegmentator import."""

@@ -1,0 +1,149 @@
+"""nnU-Net raw layout: dataset.json, imagesTr/{case}_0000{ending}, labelsTr/{case}{ending}.
+
+A dataset is validated when opened; errors name the offending file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from saim.data.nifti import check_finite, load_volume, save_volume
+from saim.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple[str, ...]  # foreground classes in label-value order (value i+1)
+    label_values: tuple[int, ...]  # label value of each foreground class in the files
+    file_ending: str = ".nii.gz"
+    channel_names: dict[str, str] = field(default_factory=lambda: {"0": "MRI"})
+
+    def to_json(self) -> dict:
+        labels = {"background": 0}
+        labels.update({name: value for name, value in zip(self.classes, self.label_values)})
+        return {
+            "name": self.name,
+            "channel_names": self.channel_names,
+            "labels": labels,
+            "file_ending": self.file_ending,
+        }
+
+
+def _parse_dataset_json(path: Path) -> DatasetInfo:
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset.json not found")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    labels = meta.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise DatasetError(f"{path}: 'labels' must be a non-empty object of name -> integer")
+    if labels.get("background") != 0:
+        raise DatasetError(f"{path}: 'labels' must map 'background' to 0")
+    fg = [(n, v) for n, v in labels.items() if n != "background"]
+    if not fg:
+        raise DatasetError(f"{path}: no foreground class in 'labels'")
+    for name, value in fg:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise DatasetError(f"{path}: label '{name}' must be a positive integer (region labels are not supported)")
+    if len({v for _, v in fg}) != len(fg):
+        raise DatasetError(f"{path}: duplicate label values")
+    fg.sort(key=lambda nv: nv[1])
+    ending = meta.get("file_ending", ".nii.gz")
+    if ending not in (".nii.gz", ".nii"):
+        raise DatasetError(f"{path}: file_ending {ending!r} is not supported (use .nii.gz or .nii)")
+    channels = meta.get("channel_names", {"0": "image"})
+    if not isinstance(channels, dict) or len(channels) != 1:
+        raise DatasetError(f"{path}: exactly one input channel is supported, got channel_names={channels!r}")
+    return DatasetInfo(
+        name=str(meta.get("name", path.parent.name)),
+        classes=tuple(n for n, _ in fg),
+        label_values=tuple(v for _, v in fg),
+        file_ending=ending,
+        channel_names={str(k): str(v) for k, v in channels.items()},
+    )
+
+
+class NnUNetDataset:
+    """A validated nnU-Net raw dataset directory."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset directory not found")
+        self.info = _parse_dataset_json(self.root / "dataset.json")
+        self._cases = self._discover()
+
+    def _discover(self) -> list[str]:
+        images_dir = self.root / "imagesTr"
+        if not images_dir.is_dir():
+            raise DatasetError(f"{images_dir}: imagesTr directory not found")
+        suffix = "_0000" + self.info.file_ending
+        cases = sorted(p.name[: -len(suffix)] for p in images_dir.iterdir() if p.name.endswith(suffix))
+        if not cases:
+            raise DatasetError(f"{images_dir}: no images named {{case}}{suffix}")
+        for case in cases:
+            if not self.label_path(case).is_file():
+                raise DatasetError(f"{self.label_path(case)}: label file missing for case {case!r}")
+        return cases
+
+    @property
+    def cases(self) -> list[str]:
+        return list(self._cases)
+
+    def image_path(self, case: str) -> Path:
+        return self.root / "imagesTr" / f"{case}_0000{self.info.file_ending}"
+
+    def label_path(self, case: str) -> Path:
+        return self.root / "labelsTr" / f"{case}{self.info.file_ending}"
+
+    def load_case(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (image float32, label uint8 with values 0..K, affine); validates shapes and values."""
+        image, affine = load_volume(self.image_path(case))
+        check_finite(image, str(self.image_path(case)))
+        label_raw, _ = load_volume(self.label_path(case))
+        if label_raw.shape != image.shape:
+            raise DatasetError(
+                f"{self.label_path(case)}: label shape {label_raw.shape} does not match image shape {image.shape}"
+            )
+        return image.astype(np.float32), remap_labels(label_raw, self.info, str(self.label_path(case))), affine
+
+
+def remap_labels(label: np.ndarray, info: DatasetInfo, name: str) -> np.ndarray:
+    """Map the file's label values onto 0..K (K = number of foreground classes)."""
+    if np.issubdtype(label.dtype, np.floating):
+        if not np.isfinite(label).all() or not np.all(label == np.round(label)):
+            raise DatasetError(f"{name}: label map must hold integer values")
+    label = label.astype(np.int64)
+    lut_size = max(info.label_values) + 1
+    present = np.unique(label)
+    unknown = [int(v) for v in present if v < 0 or v >= lut_size or (v != 0 and v not in info.label_values)]
+    if unknown:
+        raise DatasetError(f"{name}: label values {unknown} are not declared in dataset.json")
+    lut = np.zeros(lut_size, dtype=np.uint8)
+    for i, value in enumerate(info.label_values):
+        lut[value] = i + 1
+    return lut[label]
+
+
+def write_dataset(root: Path | str, info: DatasetInfo, cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+    """Write {case: (image, label with values 0..K, affine)} in the nnU-Net raw layout."""
+    root = Path(root)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    lut = np.array((0, *info.label_values), dtype=np.uint8)
+    for case, (image, label, affine) in cases.items():
+        save_volume(root / "imagesTr" / f"{case}_0000{info.file_ending}", image.astype(np.float32), affine)
+        save_volume(root / "labelsTr" / f"{case}{info.file_ending}", lut[label.astype(np.int64)], affine)
+    meta = info.to_json()
+    meta["numTraining"] = len(cases)
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return root

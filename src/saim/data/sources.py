@@ -1,0 +1,31 @@
+"""Resolve a data source ("synthetic" or an nnU-Net raw directory) into model-resolution series."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from saim.data import phantom
+from saim.data.dataset import NnUNetDataset
+from saim.data.slices import Series, series_from_volume
+
+
+def load_series(dataset: NnUNetDataset, image_size: int, max_slices: int | None) -> list[Series]:
+    out = []
+    for case in dataset.cases:
+        image, label, _ = dataset.load_case(case)
+        out.append(series_from_volume(case, image, label, image_size, max_slices))
+    return out
+
+
+def open_source(
+    source: str, image_size: int, max_slices: int | None, synthetic_series: int = 24, synthetic_slices: int = 12, seed: int = 0
+) -> tuple[tuple[str, ...], list[Series]]:
+    """Returns (foreground class names, series). "synthetic" generates phantoms into a temporary directory and
+    reads them back through the same nnU-Net reader as any real dataset."""
+    if source == "synthetic":
+        with tempfile.TemporaryDirectory(prefix="saim-phantom-") as tmp:
+            ds = NnUNetDataset(phantom.generate(Path(tmp), synthetic_series, synthetic_slices, seed=seed))
+            return ds.info.classes, load_series(ds, image_size, max_slices)
+    ds = NnUNetDataset(source)
+    return ds.info.classes, load_series(ds, image_size, max_slices)

@@ -1,0 +1,244 @@
+"""The emulated annotation scenario (paper §4.2): SAIM with a virtual user, optionally against classical annotation.
+
+Split: fixed test and validation series, an initial (pre-training) set annotated with ground truth, and the
+unannotated pool. Per iteration: select series with the current model, annotate them with the virtual user driving
+that model, add them to the training set, retrain, evaluate on the fixed test set. The classical baseline trains
+on the ground truth of the same series.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from saim.clicker import VirtualUser, number_of_clicks
+from saim.config import ModelConfig, TrainConfig
+from saim.data.slices import Series, stack
+from saim.data.sources import open_source
+from saim.metrics import iou_per_class, mean_iou
+from saim.model.predictor import InteractivePredictor
+from saim.model.training import train_predictor
+from saim.pool import make_splits
+from saim.selection import make_strategy, top_n
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmulationConfig:
+    data: str = "synthetic"
+    iterations: int = 3
+    batch_size: int | None = None  # series per iteration; default: size of the initial training set (paper)
+    pretrain_fraction: float = 0.15
+    val_fraction: float = 0.1
+    test_fraction: float = 0.15
+    image_size: int = 64
+    max_slices: int | None = 8
+    epochs: int = 6
+    steps_per_epoch: int = 25
+    train_batch_size: int = 8
+    lr: float = 2e-3
+    clicks: int = 3
+    selection: Literal["entropy", "random"] = "entropy"
+    baseline: Literal["none", "classical"] = "none"
+    mode: Literal["retrain", "finetune"] = "retrain"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    synthetic_series: int = 24
+    synthetic_slices: int = 12
+    noc: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Split:
+    test: list[Series]
+    val: list[Series]
+    initial: list[Series]
+    pool: list[Series]
+
+
+def split_series(series: list[Series], cfg: EmulationConfig) -> Split:
+    if len(series) < 4:
+        raise ValueError(f"need at least 4 series to split into test/val/initial/pool, got {len(series)}")
+    by_case = {s.case: s for s in series}
+    sp = make_splits([s.case for s in series], cfg.seed, cfg.test_fraction, cfg.val_fraction, cfg.pretrain_fraction)
+    return Split(*([by_case[c] for c in cases] for cases in (sp.test, sp.val, sp.initial, sp.pool)))
+
+
+def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int, noc: bool) -> dict:
+    images, gt = stack(series)
+    k = predictor.config.num_classes
+    auto = predictor.predict(images)
+    per_class = iou_per_class(gt, auto, k)
+    interactive = VirtualUser(clicks).annotate(predictor, images, gt).labels
+    out = {
+        "miou": mean_iou(gt, auto, k),
+        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(predictor.config.classes, per_class)},
+        "interactive_miou": mean_iou(gt, interactive, k),
+    }
+    if noc:
+        nocs = number_of_clicks(predictor, images, gt, (0.85, 0.90))
+        out.update(noc85=nocs[0.85], noc90=nocs[0.90])
+    return out
+
+
+class Emulation:
+    def __init__(self, cfg: EmulationConfig, show_progress: bool = True):
+        self.cfg = cfg
+        self.show_progress = show_progress
+
+    def _train(self, mc: ModelConfig, train: list[tuple[np.ndarray, np.ndarray]], seed: int, parent, desc: str):
+        images = np.concatenate([i for i, _ in train])
+        labels = np.concatenate([l for _, l in train])
+        tc = TrainConfig(
+            epochs=self.cfg.epochs, steps_per_epoch=self.cfg.steps_per_epoch, batch_size=self.cfg.train_batch_size, lr=self.cfg.lr, mode=self.cfg.mode,
+            seed=seed, device=self.cfg.device,
+        )
+        bar = tqdm(desc=desc, total=None, leave=False, disable=not self.show_progress, unit="step")
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        result = train_predictor(mc, images, labels, tc, parent=parent, progress=progress)
+        bar.close()
+        return result
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        started = time.perf_counter()
+        classes, series = open_source(cfg.data, cfg.image_size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed)
+        split = split_series(series, cfg)
+        total_train = len(split.initial) + len(split.pool)
+        batch = cfg.batch_size or len(split.initial)
+        mc = ModelConfig(classes=classes, image_size=cfg.image_size, encoder=cfg.encoder, encoder_weights=cfg.encoder_weights)
+        strategy = make_strategy(cfg.selection, cfg.seed)
+        user = VirtualUser(cfg.clicks)
+
+        saim_set = {s.case: (s.images, s.labels) for s in split.initial}
+        classical_set = dict(saim_set)
+        pool = {s.case: s for s in split.pool}
+        rows: list[dict] = []
+        result = self._train(mc, list(saim_set.values()), cfg.seed, None, "pre-train")
+        model, classical_model = result.predictor, None
+        train_seconds = result.stats["seconds"]
+        selected: list[str] = []
+        annotation_miou = None
+        for it in range(cfg.iterations + 1):
+            if it > 0:
+                if not pool:
+                    log.info("pool exhausted after %d iterations", it - 1)
+                    break
+                scores = strategy.score(model, {c: s.images for c, s in pool.items()})
+                selected = top_n(scores, batch)
+                chosen = [pool.pop(c) for c in selected]
+                images, gt = stack(chosen)
+                annotated = user.annotate(model, images, gt)
+                annotation_miou = mean_iou(gt, annotated.labels, mc.num_classes)
+                offset = 0
+                for s in chosen:
+                    saim_set[s.case] = (s.images, annotated.labels[offset : offset + s.num_slices])
+                    classical_set[s.case] = (s.images, s.labels)
+                    offset += s.num_slices
+                result = self._train(mc, list(saim_set.values()), cfg.seed + it, model, f"retrain it {it}")
+                model, train_seconds = result.predictor, result.stats["seconds"]
+                if cfg.baseline == "classical":
+                    classical_model = self._train(
+                        mc, list(classical_set.values()), cfg.seed + it, classical_model or model, f"classical it {it}"
+                    ).predictor
+            metrics = evaluate(model, split.test, cfg.clicks, cfg.noc)
+            if cfg.baseline == "classical":
+                miou_classical = metrics["miou"] if it == 0 else evaluate(classical_model, split.test, cfg.clicks, False)["miou"]
+            else:
+                miou_classical = None
+            row = {
+                "iteration": it,
+                "annotated_series": len(saim_set),
+                "annotated_fraction": len(saim_set) / total_train,
+                "miou": metrics["miou"],
+                "miou_classical": miou_classical,
+                "per_class_iou": metrics["per_class_iou"],
+                "interactive_miou": metrics["interactive_miou"],
+                "clicks_per_class": cfg.clicks,
+                "noc85": metrics.get("noc85"),
+                "noc90": metrics.get("noc90"),
+                "annotation_miou": annotation_miou,
+                "selection": cfg.selection,
+                "selected": selected,
+                "train_seconds": train_seconds,
+            }
+            rows.append(row)
+            if self.show_progress:
+                tqdm.write(format_row(row))
+        return {
+            "config": {**asdict(cfg), "batch_size": batch},
+            "classes": list(classes),
+            "split": {
+                "test": [s.case for s in split.test],
+                "val": [s.case for s in split.val],
+                "initial": [s.case for s in split.initial],
+                "pool": [s.case for s in split.pool],
+            },
+            "iterations": rows,
+            "final": {"miou": rows[-1]["miou"], "miou_classical": rows[-1]["miou_classical"]},
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+
+
+TABLE_HEADER = f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'annot.':>7} {'train s':>8}"
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_row(row: dict) -> str:
+    frac = f"{row['annotated_series']} ({row['annotated_fraction']:.0%})"
+    return (
+        f"{row['iteration']:>3} {frac:>10} {row['miou']:>7.3f} {_fmt(row['miou_classical'], '.3f'):>9} "
+        f"{row['interactive_miou']:>7.3f} {_fmt(row['noc85'], '.2f'):>6} {_fmt(row['annotation_miou'], '.3f'):>7} "
+        f"{row['train_seconds']:>8.1f}"
+    )
+
+
+def format_table(report: dict) -> str:
+    return "\n".join([TABLE_HEADER] + [format_row(r) for r in report["iterations"]])
+
+
+def plot_report(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["iterations"]
+    x = [r["iteration"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [r["miou"] for r in rows], "o-", color="tab:blue", label="SAIM (virtual-user annotations)")
+    if rows[0]["miou_classical"] is not None:
+        ax.plot(x, [r["miou_classical"] for r in rows], "s--", color="tab:green", label="classical (ground truth)")
+    for r in rows:
+        ax.annotate(f"{r['annotated_fraction']:.0%}", (r["iteration"], r["miou"]), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=8)
+    ax.set_xlabel("iteration (label: annotated fraction of the training pool)")
+    ax.set_ylabel("test mIoU (automatic, foreground classes)")
+    ax.set_xticks(x)
+    ax.set_title(f"SAIM emulation: {report['config']['data']} ({report['config']['selection']} selection)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

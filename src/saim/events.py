@@ -1,0 +1,175 @@
+"""Kafka events (kafka-python), protobuf-encoded. Topics, partitions and consumer groups are configured here.
+
+Every event carries a unique id; consumers skip ids they have already handled (idempotent), and a message that
+does not decode goes to the dead-letter topic while the consumer carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError, Message
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from saim.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    message: type[Message] | None
+    partitions: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+
+ANNOTATION_SUBMITTED = TopicSpec("saim.annotation.submitted", events_pb2.AnnotationSubmitted, partitions=3)
+BATCH_COMPLETED = TopicSpec("saim.batch.completed", events_pb2.BatchCompleted)
+MODEL_PUBLISHED = TopicSpec("saim.model.published", events_pb2.ModelPublished)
+DEAD_LETTER = TopicSpec("saim.dead-letter", None)
+TOPICS = (ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, DEAD_LETTER)
+BY_NAME = {t.name: t for t in TOPICS}
+
+# Consumer groups. The annotator consumes model events as a broadcast: each replica uses its own group.
+GROUP_SELECTOR = "saim-selector"
+GROUP_TRAINER = "saim-trainer"
+GROUP_ANNOTATOR_PREFIX = "saim-annotator-"
+
+KAFKA_CLIENT_DEFAULTS = {"request_timeout_ms": 20000, "reconnect_backoff_max_ms": 2000}
+CONSUMER_DEFAULTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 600000}
+
+
+def new_meta(producer: str) -> events_pb2.EventMeta:
+    return events_pb2.EventMeta(event_id=uuid.uuid4().hex, created_unix_ms=int(time.time() * 1000), producer=producer)
+
+
+def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Create the saim topics if missing (production declares them as Strimzi KafkaTopic resources)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="saim-admin", **KAFKA_CLIENT_DEFAULTS)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
+                   for t in TOPICS if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class EventPublisher:
+    def __init__(self, bootstrap: str, producer_name: str):
+        self.producer_name = producer_name
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=5, linger_ms=0,
+                                       client_id=producer_name, **KAFKA_CLIENT_DEFAULTS)
+
+    def publish(self, topic: TopicSpec, event: Message, key: str | None = None) -> None:
+        """Send and wait for the broker's acknowledgement (at-least-once: state is stored before its event)."""
+        future = self._producer.send(topic.name, value=event.SerializeToString(), key=key.encode() if key else None)
+        future.get(timeout=30)
+
+    def send_raw(self, topic_name: str, value: bytes, key: bytes | None = None) -> None:
+        self._producer.send(topic_name, value=value, key=key).get(timeout=30)
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+
+Handler = Callable[[TopicSpec, Message], None]
+
+
+class EventConsumer:
+    """A background thread polling topics for one consumer group; commits after the handler returns."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: list[TopicSpec], handler: Handler,
+                 dead_letter: EventPublisher | None = None, on_lag: Callable[[str, float], None] | None = None,
+                 dedup_size: int = 10000):
+        self.bootstrap, self.group_id, self.topics, self.handler = bootstrap, group_id, topics, handler
+        self.dead_letter, self.on_lag = dead_letter, on_lag
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._dedup_size = dedup_size
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{group_id}", daemon=True)
+        self.ready = threading.Event()
+
+    def start(self) -> "EventConsumer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _connect(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            *[t.name for t in self.topics], bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            auto_offset_reset="earliest", enable_auto_commit=False, client_id=self.group_id,
+            **CONSUMER_DEFAULTS, **KAFKA_CLIENT_DEFAULTS,
+        )
+
+    def _run(self) -> None:
+        consumer = None
+        while not self._stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = self._connect()
+                batch = consumer.poll(timeout_ms=500)
+                if consumer.assignment():
+                    self.ready.set()
+                for records in batch.values():
+                    for record in records:
+                        self._dispatch(record)
+                if batch:
+                    consumer.commit()
+            except Exception:
+                log.exception("consumer %s failed; reconnecting", self.group_id)
+                if consumer is not None:
+                    try:
+                        consumer.close()
+                    except Exception:
+                        pass
+                consumer = None
+                self._stop.wait(1.0)
+        if consumer is not None:
+            consumer.close()
+
+    def _dispatch(self, record) -> None:
+        spec = BY_NAME.get(record.topic)
+        try:
+            event = spec.message.FromString(record.value)
+            event_id = event.meta.event_id
+            if not event_id:
+                raise DecodeError("event without meta.event_id")
+        except (DecodeError, AttributeError, TypeError) as exc:
+            log.warning("malformed event on %s offset %s: %s; sent to %s", record.topic, record.offset, exc,
+                        DEAD_LETTER.name)
+            if self.dead_letter is not None:
+                self.dead_letter.send_raw(DEAD_LETTER.name, record.value or b"", record.key)
+            return
+        if event_id in self._seen:
+            return
+        if self.on_lag is not None:
+            self.on_lag(record.topic, max(0.0, time.time() - event.meta.created_unix_ms / 1000))
+        self.handler(spec, event)
+        self._seen[event_id] = None
+        if len(self._seen) > self._dedup_size:
+            self._seen.popitem(last=False)

@@ -1,0 +1,1 @@
+"""The interactive predictor: input encoding, network, training, weights IO."""

@@ -1,0 +1,155 @@
+"""The interactive predictor shared by selection, annotation and training (paper §3.3, §4.1).
+
+A segmentation-models-pytorch Unet (ResNet34 encoder by default) takes the encoded input (image, click maps,
+previous mask) and returns per-class logits; probabilities are a softmax over background + K classes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from saim.config import ModelConfig
+from saim.errors import InvalidInput
+from saim.model.encoding import Click, encode, one_hot_foreground, paint_clicks
+
+MODEL_FORMAT = "saim-model/1"
+WEIGHTS_FILE = "weights.safetensors"
+METADATA_FILE = "metadata.json"
+
+
+def build_network(config: ModelConfig) -> torch.nn.Module:
+    return smp.Unet(
+        encoder_name=config.encoder,
+        encoder_weights=config.encoder_weights,
+        in_channels=config.in_channels,
+        classes=config.num_classes + 1,
+    )
+
+
+class InteractivePredictor:
+    """Image + clicks + previous mask in, per-class probabilities out."""
+
+    def __init__(self, config: ModelConfig, device: str = "cpu", network: torch.nn.Module | None = None):
+        self.config = config
+        self.device = torch.device(device)
+        self.network = (network or build_network(config)).to(self.device)
+        self.network.eval()
+        self.metadata: dict = {}
+
+    # ---- inference -------------------------------------------------------------------------------------------
+    def click_tensors(self, clicks: list[list[Click]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image click lists -> (pos, neg), each (B, K, H, W)."""
+        b, k, s = len(clicks), self.config.num_classes, self.config.image_size
+        pos = torch.zeros(b, k, s, s, device=self.device)
+        neg = torch.zeros(b, k, s, s, device=self.device)
+        for i, image_clicks in enumerate(clicks):
+            for c in image_clicks:
+                self.validate_click(c)
+                valid = torch.zeros(b, k, dtype=torch.bool, device=self.device)
+                valid[i, c.cls - 1] = True
+                y = torch.full((b, k), c.y, device=self.device)
+                x = torch.full((b, k), c.x, device=self.device)
+                if c.positive:
+                    pos = paint_clicks(pos, y, x, valid, self.config.click_radius, self.config.click_encoding)
+                else:
+                    neg = paint_clicks(neg, y, x, valid, self.config.click_radius, self.config.click_encoding)
+        return pos, neg
+
+    def validate_click(self, c: Click) -> None:
+        k, s = self.config.num_classes, self.config.image_size
+        if not 1 <= c.cls <= k:
+            raise InvalidInput(f"click class {c.cls} is not a foreground class (1..{k})")
+        if not (0 <= c.y < s and 0 <= c.x < s):
+            raise InvalidInput(f"click ({c.y}, {c.x}) is outside the {s}x{s} slice")
+
+    @torch.no_grad()
+    def probabilities(
+        self,
+        images: np.ndarray,
+        clicks: list[list[Click]] | None = None,
+        prev_masks: np.ndarray | None = None,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """images (B, H, W) in [0, 1]; clicks per image; prev_masks (B, H, W) label maps -> probs (B, K+1, H, W)."""
+        images = np.asarray(images, dtype=np.float32)
+        s = self.config.image_size
+        if images.ndim != 3 or images.shape[1:] != (s, s):
+            raise InvalidInput(f"images must be (B, {s}, {s}), got {images.shape}")
+        out = []
+        for start in range(0, len(images), batch_size):
+            stop = start + batch_size
+            img = torch.from_numpy(images[start:stop]).to(self.device)[:, None]
+            b, k = img.shape[0], self.config.num_classes
+            if clicks is None:
+                pos = neg = torch.zeros(b, k, s, s, device=self.device)
+            else:
+                pos, neg = self.click_tensors(clicks[start:stop])
+            if prev_masks is None:
+                prev = torch.zeros(b, k, s, s, device=self.device)
+            else:
+                prev = one_hot_foreground(torch.from_numpy(np.asarray(prev_masks[start:stop])).long().to(self.device), k)
+            logits = self.network(encode(img, pos, neg, prev))
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.config.num_classes + 1, s, s), np.float32)
+
+    def predict(self, images: np.ndarray, clicks=None, prev_masks=None) -> np.ndarray:
+        """Label maps (B, H, W) uint8."""
+        return self.probabilities(images, clicks, prev_masks).argmax(axis=1).astype(np.uint8)
+
+    # ---- weights IO ------------------------------------------------------------------------------------------
+    def describe(self, **extra) -> dict:
+        k = self.config.num_classes
+        meta = {
+            "format": MODEL_FORMAT,
+            "architecture": {"library": "segmentation_models_pytorch", "name": "Unet", "encoder": self.config.encoder},
+            "model_config": self.config.to_dict(),
+            "classes": ["background", *self.config.classes],
+            "input_encoding": {
+                "channels": ["image"] + [f"pos_{c}" for c in self.config.classes] + [f"neg_{c}" for c in self.config.classes]
+                + [f"prev_{c}" for c in self.config.classes],
+                "image": "per-series percentile [0.5, 99.5] to [0, 1], then per-image standardisation",
+                "clicks": f"{self.config.click_encoding} radius {self.config.click_radius} px",
+                "in_channels": 1 + 3 * k,
+            },
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
+        meta.update(self.metadata)
+        meta.update(extra)
+        return meta
+
+    def to_bytes(self) -> bytes:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        return st_save(state)
+
+    @classmethod
+    def from_bytes(cls, weights: bytes, metadata: dict, device: str = "cpu") -> "InteractivePredictor":
+        if metadata.get("format") != MODEL_FORMAT:
+            raise InvalidInput(f"unknown model format {metadata.get('format')!r}")
+        config = ModelConfig.from_dict({**metadata["model_config"], "encoder_weights": None})
+        predictor = cls(config, device=device)
+        predictor.network.load_state_dict(st_load(weights))
+        predictor.network.eval()
+        predictor.metadata = dict(metadata)
+        return predictor
+
+    def save(self, directory: Path | str, **extra) -> dict:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = self.describe(**extra)
+        (directory / WEIGHTS_FILE).write_bytes(self.to_bytes())
+        (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return meta
+
+    @classmethod
+    def load(cls, directory: Path | str, device: str = "cpu") -> "InteractivePredictor":
+        directory = Path(directory)
+        meta = json.loads((directory / METADATA_FILE).read_text())
+        return cls.from_bytes((directory / WEIGHTS_FILE).read_bytes(), meta, device=device)

@@ -1,0 +1,248 @@
+"""Training the interactive predictor (paper §3.4, §4.1).
+
+Focal loss with per-class weights recomputed from the current training set before every (re)training; the paper's
+augmentations; clicks simulated on the fly from ground truth in error regions, with iterative rounds that feed the
+previous prediction back (iterative interactive training). Full retraining from scratch (paper) or warm-start
+fine-tuning from a parent model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from saim.config import ModelConfig, TrainConfig
+from saim.errors import InvalidInput
+from saim.model.encoding import encode, one_hot_foreground, paint_clicks
+from saim.model.predictor import InteractivePredictor, build_network
+
+log = logging.getLogger(__name__)
+
+
+def class_weights(labels: np.ndarray, num_outputs: int, clip: tuple[float, float] = (0.05, 20.0)) -> np.ndarray:
+    """Median-frequency balancing over background + K classes, normalised to mean 1 over present classes.
+
+    Classes absent from the training set get weight 0 (no pixel would use it anyway).
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_outputs)[:num_outputs].astype(float)
+    present = counts > 0
+    weights = np.zeros(num_outputs)
+    freq = counts[present] / counts.sum()
+    weights[present] = np.clip(np.median(freq) / freq, *clip)
+    weights[present] /= weights[present].mean()
+    return weights
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Multi-class focal loss (Lin et al.) with per-class weights; mean over pixels."""
+    logp = F.log_softmax(logits, dim=1)
+    logp_t = logp.gather(1, target[:, None]).squeeze(1)
+    p_t = logp_t.exp()
+    w = weights[target]
+    return (-w * (1 - p_t) ** gamma * logp_t).mean()
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image (B, 1, H, W) with its own sigma (B,)."""
+    radius = 3
+    offs = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    k = torch.exp(-(offs[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(dim=1, keepdim=True)  # (B, 2r+1)
+    b = images.shape[0]
+    x = images.transpose(0, 1)  # (1, B, H, W): one group per image
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(b, 1, 1, -1), groups=b)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(b, 1, -1, 1), groups=b)
+    return x.transpose(0, 1)
+
+
+def has_lateral_classes(classes: tuple[str, ...]) -> bool:
+    names = [c.lower() for c in classes]
+    return any("left" in n for n in names) and any("right" in n for n in names)
+
+
+def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paper §4.1: flips, intensity shift, gamma, blur, unsharp masking. images (B, 1, H, W) in [0, 1]."""
+    b = images.shape[0]
+    dev = images.device
+
+    def coin(p: float) -> torch.Tensor:
+        return torch.rand(b, generator=gen) < p
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=gen)
+
+    def per_image(mask: torch.Tensor) -> torch.Tensor:
+        return mask.to(dev).view(b, 1, 1, 1)
+
+    if hflip:
+        m = coin(0.5)
+        images = torch.where(per_image(m), images.flip(-1), images)
+        labels = torch.where(m.to(dev).view(b, 1, 1), labels.flip(-1), labels)
+    m = coin(0.5)
+    images = torch.where(per_image(m), images.flip(-2), images)
+    labels = torch.where(m.to(dev).view(b, 1, 1), labels.flip(-2), labels)
+    images = images + (uniform(-0.1, 0.1) * coin(0.5)).to(dev).view(b, 1, 1, 1)  # intensity shift
+    images = images.clamp(0, 1)
+    gamma = torch.where(coin(0.5), uniform(0.7, 1.5), torch.ones(b)).to(dev).view(b, 1, 1, 1)
+    images = images.clamp_min(1e-6) ** gamma  # gamma correction
+    blur_m, sharp_m = coin(0.2), coin(0.2)
+    if blur_m.any():
+        images = torch.where(per_image(blur_m), _gaussian_blur(images, uniform(0.5, 1.2).to(dev)), images)
+    if sharp_m.any():
+        smooth = _gaussian_blur(images, uniform(0.7, 1.5).to(dev))
+        sharpened = images + uniform(0.3, 1.0).to(dev).view(b, 1, 1, 1) * (images - smooth)
+        images = torch.where(per_image(sharp_m), sharpened, images)
+    return images.clamp(0, 1), labels
+
+
+def _erode(mask: torch.Tensor, r: int) -> torch.Tensor:
+    return -F.max_pool2d(-mask.float(), 2 * r + 1, stride=1, padding=r) > 0.5
+
+
+def sample_error_clicks(
+    gt: torch.Tensor, pred: torch.Tensor, allow: torch.Tensor, gen: torch.Generator, interior_p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random click per (b, k) inside the error region of class k (missed -> positive, false -> negative).
+
+    gt, pred: (B, K, H, W) bool. Half of the clicks are drawn from the eroded error region, nearer to the
+    virtual user's test-time behaviour (clicks away from region borders). Returns y, x, valid, positive (B, K).
+    """
+    b, k, h, w = gt.shape
+    fn, fp = gt & ~pred, pred & ~gt
+    err = fn | fp
+    inner = _erode(err, 2)
+    use_inner = (torch.rand(b, k, generator=gen).to(gt.device) < interior_p) & inner.flatten(2).any(-1)
+    region = torch.where(use_inner[..., None, None], inner, err)
+    score = torch.rand(b, k, h, w, generator=gen).to(gt.device) * region
+    idx = score.flatten(2).argmax(-1)
+    valid = region.flatten(2).any(-1) & allow
+    positive = fn.flatten(2).gather(2, idx[..., None]).squeeze(-1)
+    return idx // w, idx % w, valid, positive
+
+
+@torch.no_grad()
+def _forward_labels(net: torch.nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+    was_training = net.training
+    net.eval()
+    pred = net(x).argmax(1)
+    net.train(was_training)
+    return one_hot_foreground(pred, k) > 0.5
+
+
+def simulate_interaction(
+    net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mc: ModelConfig, tc: TrainConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """Build the network input for a training batch with simulated clicks and interaction memory."""
+    b, k, s = images.shape[0], mc.num_classes, mc.image_size
+    dev = images.device
+    gt = one_hot_foreground(labels, k) > 0.5
+    zeros = torch.zeros(b, k, s, s, device=dev)
+    pos, neg, prev = zeros.clone(), zeros.clone(), zeros.clone()
+    interactive = (torch.rand(b, generator=gen) >= tc.p_no_clicks).to(dev)
+    if not interactive.any():
+        return encode(images, pos, neg, prev)
+    pred = torch.zeros_like(gt)
+    if torch.rand(1, generator=gen).item() < 0.5:  # start from the automatic prediction, as at annotation time
+        pred = _forward_labels(net, encode(images, pos, neg, prev), k)
+        prev = pred.float()
+    extra_rounds = int(torch.randint(0, tc.click_rounds + 1, (1,), generator=gen))
+    for r in range(extra_rounds + 1):
+        for _ in range(tc.max_clicks_per_round):
+            allow = interactive[:, None] & (torch.rand(b, k, generator=gen) < 0.8).to(dev)
+            y, x, valid, positive = sample_error_clicks(gt, pred, allow, gen)
+            pos = paint_clicks(pos, y, x, valid & positive, mc.click_radius, mc.click_encoding)
+            neg = paint_clicks(neg, y, x, valid & ~positive, mc.click_radius, mc.click_encoding)
+        if r < extra_rounds:
+            pred = _forward_labels(net, encode(images, pos, neg, prev), k)
+            prev = pred.float()
+    keep = interactive.view(b, 1, 1, 1).float()
+    return encode(images, pos * keep, neg * keep, prev * keep)
+
+
+def _sample_order(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """Concatenated random permutations: every slice is seen once before any is seen twice."""
+    perms = [torch.randperm(n, generator=gen) for _ in range(-(-count // n))]
+    return torch.cat(perms)[:count]
+
+
+@dataclass
+class TrainResult:
+    predictor: InteractivePredictor
+    stats: dict
+
+
+def train_predictor(
+    model_config: ModelConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    parent: InteractivePredictor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train on slices images (N, H, W) in [0, 1] with label maps (N, H, W) in 0..K."""
+    n = len(images)
+    if n < 2 or labels.shape != images.shape:
+        raise InvalidInput(f"need at least 2 labelled slices with matching shapes, got {images.shape} / {labels.shape}")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    dev = torch.device(config.device)
+    net = build_network(model_config).to(dev)
+    finetune = config.mode == "finetune" and parent is not None
+    if finetune:
+        net.load_state_dict(parent.network.state_dict())
+    epochs = (config.finetune_epochs or max(1, config.epochs // 2)) if finetune else config.epochs
+    weights_np = class_weights(labels, model_config.num_classes + 1)
+    weights = torch.tensor(weights_np, dtype=torch.float32, device=dev)
+    hflip = not has_lateral_classes(model_config.classes)
+    img_all = torch.from_numpy(np.asarray(images, np.float32))[:, None]
+    lab_all = torch.from_numpy(np.asarray(labels)).long()
+    bs = min(config.batch_size, n)
+    steps_per_epoch = config.steps_per_epoch
+    total = epochs * steps_per_epoch
+    order = _sample_order(n, total * bs, gen)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
+    net.train()
+    history, step = [], 0
+    for epoch in range(epochs):
+        epoch_loss = 0.0
+        for _ in range(steps_per_epoch):
+            idx = order[step * bs : (step + 1) * bs]
+            img, lab = img_all[idx].to(dev), lab_all[idx].to(dev)
+            if config.augment:
+                img, lab = augment(img, lab, gen, hflip)
+            x = simulate_interaction(net, img, lab, model_config, config, gen)
+            loss = focal_loss(net(x), lab, weights, config.focal_gamma)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            epoch_loss += loss.item()
+            if progress:
+                progress(step, total, loss.item())
+        history.append(epoch_loss / steps_per_epoch)
+        if not math.isfinite(history[-1]):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {history[-1]})")
+    net.eval()
+    predictor = InteractivePredictor(model_config, device=config.device, network=net)
+    stats = {
+        "mode": "finetune" if finetune else "retrain",
+        "epochs": epochs,
+        "steps": step,
+        "slices": n,
+        "final_loss": history[-1],
+        "loss_history": [round(v, 5) for v in history],
+        "class_weights": [round(float(w), 4) for w in weights_np],
+        "hflip": hflip,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return TrainResult(predictor, stats)

@@ -1,0 +1,124 @@
+"""The annotation pool in object storage: dataset import with fixed splits, series IO, annotations with provenance.
+
+Only the initial (pre-training), validation and test series have ground truth in the bucket; the pool's labels are
+withheld, as in a real deployment. In the emulated scenario the virtual annotators hold the ground truth locally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels
+from saim.data.nifti import check_finite, volume_from_bytes, volume_to_bytes
+from saim.data.slices import Series, series_from_volume
+from saim.errors import FailedPrecondition, InvalidInput, NotFound
+from saim.storage import ObjectStore
+
+DATASET_JSON = "dataset/dataset.json"
+SPLITS_JSON = "dataset/splits.json"
+
+
+@dataclass(frozen=True)
+class Splits:
+    initial: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    pool: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+
+def make_splits(cases: list[str], seed: int, test_fraction=0.15, val_fraction=0.1, pretrain_fraction=0.15) -> Splits:
+    """The same split rule as the in-process emulation (saim.emulate.split_series)."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    shuffled = [cases[i] for i in order]
+    n = len(shuffled)
+    n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
+    rest = shuffled[n_test + n_val :]
+    n_init = min(len(rest) - 1, max(1, round(pretrain_fraction * len(rest))))
+    return Splits(tuple(rest[:n_init]), tuple(shuffled[n_test : n_test + n_val]), tuple(shuffled[:n_test]),
+                  tuple(rest[n_init:]))
+
+
+def image_key(case: str) -> str:
+    return f"dataset/imagesTr/{case}_0000.nii.gz"
+
+
+def label_key(case: str) -> str:
+    return f"dataset/labelsTr/{case}.nii.gz"
+
+
+def annotation_key(case: str) -> str:
+    return f"annotations/{case}.nii.gz"
+
+
+def provenance_key(case: str) -> str:
+    return f"annotations/{case}.json"
+
+
+def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> None:
+    """Upload images of every case, labels of initial/val/test only, then splits and dataset.json (written last:
+    their presence marks a complete import)."""
+    with_labels = set(splits.initial) | set(splits.val) | set(splits.test)
+    for case in dataset.cases:
+        store.put_bytes(image_key(case), dataset.image_path(case).read_bytes())
+        if case in with_labels:
+            store.put_bytes(label_key(case), dataset.label_path(case).read_bytes())
+    store.put_json(SPLITS_JSON, splits.to_json())
+    store.put_json(DATASET_JSON, {**dataset.info.to_json(), "numTraining": len(dataset.cases)})
+
+
+class PoolStore:
+    """Read access to the imported dataset for the services."""
+
+    def __init__(self, store: ObjectStore, image_size: int, max_slices: int | None):
+        self.store, self.image_size, self.max_slices = store, image_size, max_slices
+        try:
+            meta = store.get_json(DATASET_JSON)
+            self.splits = Splits(**{k: tuple(v) for k, v in store.get_json(SPLITS_JSON).items()})
+        except NotFound as exc:
+            raise FailedPrecondition(f"no dataset imported into bucket {store.bucket!r} ({exc})") from exc
+        labels = meta["labels"]
+        fg = sorted(((n, v) for n, v in labels.items() if n != "background"), key=lambda nv: nv[1])
+        self.info = DatasetInfo(meta.get("name", "dataset"), tuple(n for n, _ in fg), tuple(v for _, v in fg))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    def all_cases(self) -> set[str]:
+        s = self.splits
+        return set(s.initial) | set(s.val) | set(s.test) | set(s.pool)
+
+    def load_series(self, case: str, with_label: bool = False) -> Series:
+        if case not in self.all_cases():
+            raise NotFound(f"unknown case {case!r}")
+        image, _ = volume_from_bytes(self.store.get_bytes(image_key(case)), image_key(case))
+        check_finite(image, image_key(case))
+        label = None
+        if with_label:
+            raw, _ = volume_from_bytes(self.store.get_bytes(label_key(case)), label_key(case))
+            label = remap_labels(raw, self.info, label_key(case))
+        return series_from_volume(case, image, label, self.image_size, self.max_slices)
+
+    # ---- annotations -----------------------------------------------------------------------------------------
+    def write_annotation(self, case: str, labels: np.ndarray, provenance: dict) -> tuple[str, str]:
+        """Label map (S, H, W) at model resolution, stored as a (H, W, S) NIfTI; provenance JSON written after it."""
+        if labels.dtype != np.uint8 or labels.ndim != 3 or labels.max(initial=0) > len(self.classes):
+            raise InvalidInput("annotation must be a uint8 (S, H, W) label map with values 0..K")
+        self.store.put_bytes(annotation_key(case), volume_to_bytes(np.moveaxis(labels, 0, 2)))
+        self.store.put_json(provenance_key(case), provenance)
+        return annotation_key(case), provenance_key(case)
+
+    def annotated_cases(self) -> list[str]:
+        """Cases whose annotation is complete (the provenance, written last, exists)."""
+        return sorted(k[len("annotations/") : -len(".json")] for k in self.store.list("annotations/") if k.endswith(".json"))
+
+    def read_annotation(self, case: str) -> tuple[np.ndarray, dict]:
+        prov = self.store.get_json(provenance_key(case))
+        vol, _ = volume_from_bytes(self.store.get_bytes(annotation_key(case)), annotation_key(case))
+        return np.moveaxis(vol.astype(np.uint8), 2, 0), prov
+

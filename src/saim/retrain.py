@@ -1,0 +1,95 @@
+"""The trainer's pipeline: gather the whole annotated pool from object storage, retrain, evaluate on the fixed
+validation and test splits, publish a self-describing version to the registry."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from saim.config import ModelConfig, TrainConfig
+from saim.data.slices import Series, stack
+from saim.emulate import evaluate
+from saim.model.predictor import InteractivePredictor
+from saim.model.training import train_predictor
+from saim.pool import PoolStore, annotation_key
+from saim.storage import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class TrainingPipeline:
+    def __init__(self, pool: PoolStore, registry: ModelRegistry, model_config: ModelConfig,
+                 train_config: Callable[[int], TrainConfig], eval_clicks: int = 3):
+        self.pool, self.registry = pool, registry
+        self.model_config, self.train_config, self.eval_clicks = model_config, train_config, eval_clicks
+        self._images: dict[str, Series] = {}  # series images never change: cache them
+        self._eval: dict[str, list[Series]] = {}
+
+    def _series(self, case: str, with_label: bool = False) -> Series:
+        key = f"{case}:{with_label}"
+        if key not in self._images:
+            self._images[key] = self.pool.load_series(case, with_label=with_label)
+        return self._images[key]
+
+    def training_set(self) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Ground truth of the initial split plus every SAIM annotation in the bucket, with a manifest."""
+        images, labels, manifest = [], [], []
+        for case in self.pool.splits.initial:
+            s = self._series(case, with_label=True)
+            images.append(s.images)
+            labels.append(s.labels)
+            manifest.append({"case": case, "source": "ground_truth"})
+        for case in self.pool.annotated_cases():
+            annotation, prov = self.pool.read_annotation(case)
+            s = self._series(case)
+            if annotation.shape != s.images.shape:
+                log.warning("annotation of %s has shape %s, expected %s; skipped", case, annotation.shape, s.images.shape)
+                continue
+            images.append(s.images)
+            labels.append(annotation)
+            manifest.append({"case": case, "source": "saim", "annotation_key": annotation_key(case),
+                             "annotator": prov.get("annotator"), "model_versions": prov.get("model_versions_used")})
+        return np.concatenate(images), np.concatenate(labels), manifest
+
+    def split(self, name: str) -> list[Series]:
+        if name not in self._eval:
+            self._eval[name] = [self._series(c, with_label=True) for c in getattr(self.pool.splits, name)]
+        return self._eval[name]
+
+    def evaluate(self, predictor: InteractivePredictor) -> dict[str, float]:
+        test = evaluate(predictor, self.split("test"), self.eval_clicks, noc=False)
+        val_images, val_gt = stack(self.split("val"))
+        from saim.metrics import mean_iou
+
+        metrics = {
+            "val_miou": mean_iou(val_gt, predictor.predict(val_images), predictor.config.num_classes),
+            "test_miou": test["miou"],
+            "test_interactive_miou": test["interactive_miou"],
+        }
+        metrics.update({f"test_iou_{c}": v for c, v in test["per_class_iou"].items() if v is not None})
+        return metrics
+
+    def run(self, iteration: int, parent_version: str | None, progress=None) -> dict:
+        """Train, evaluate and publish; returns the published metadata."""
+        started = time.perf_counter()
+        images, labels, manifest = self.training_set()
+        parent = self.registry.load(parent_version) if parent_version else None
+        result = train_predictor(self.model_config, images, labels, self.train_config(iteration), parent=parent,
+                                 progress=progress)
+        metrics = self.evaluate(result.predictor)
+        metrics.update(train_loss=result.stats["final_loss"], train_seconds=result.stats["seconds"])
+        meta = self.registry.publish(
+            result.predictor,
+            parent_version=parent_version,
+            iteration=iteration,
+            training_set=manifest,
+            training=result.stats,
+            metrics=metrics,
+            duration_seconds=round(time.perf_counter() - started, 2),
+        )
+        log.info("published %s (iteration %d, %d series, test mIoU %.3f)", meta["version"], iteration, len(manifest),
+                 metrics["test_miou"])
+        return meta

@@ -1,0 +1,69 @@
+"""Data selection (paper §3.2): score the unannotated pool, pick the top N series.
+
+A strategy is one small class with one method, `score`; new criteria (MC-dropout, representativeness, external
+metadata) plug in beside these two.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import numpy as np
+
+from saim.model.predictor import InteractivePredictor
+
+
+def pixel_entropy(probs: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Per-pixel entropy (nats) of class probabilities (B, C, H, W) -> (B, H, W)."""
+    p = np.clip(probs, eps, 1.0)
+    return -(probs * np.log(p)).sum(axis=1)
+
+
+def mean_entropy(probs: np.ndarray) -> np.ndarray:
+    """Mean per-pixel entropy of each image (B,)."""
+    return pixel_entropy(probs).reshape(len(probs), -1).mean(axis=1)
+
+
+class SelectionStrategy(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Informativeness of each series (higher = annotate sooner). pool: case -> slices (S, H, W)."""
+
+
+class EntropyStrategy(SelectionStrategy):
+    """Mean per-pixel entropy of the automatic prediction (no clicks), averaged over the series' slices."""
+
+    name = "entropy"
+
+    def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {case: float(mean_entropy(predictor.probabilities(slices)).mean()) for case, slices in pool.items()}
+
+
+class RandomStrategy(SelectionStrategy):
+    """Baseline: uniform random scores from a seeded generator (a new draw each call)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self._rng = np.random.default_rng(seed)
+
+    def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
+        draws = self._rng.random(len(pool))
+        return {case: float(v) for case, v in zip(sorted(pool), draws)}
+
+
+STRATEGIES: dict[str, type[SelectionStrategy]] = {"entropy": EntropyStrategy, "random": RandomStrategy}
+
+
+def make_strategy(name: str, seed: int = 0) -> SelectionStrategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {name!r}; choose from {sorted(STRATEGIES)}")
+    return RandomStrategy(seed) if name == "random" else STRATEGIES[name]()
+
+
+def top_n(scores: Mapping[str, float], n: int) -> list[str]:
+    """The n highest-scoring cases; ties broken by case id so the result is deterministic."""
+    return [case for case, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]

@@ -1,0 +1,72 @@
+"""Typed settings of the services, read from SAIM_* environment variables (the same names in `saim up`,
+docker compose and the Kubernetes ConfigMap/Secret)."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saim.config import ModelConfig, TrainConfig
+from saim.errors import SaimError
+from saim.storage import S3Config
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAIM_", extra="ignore")
+
+    # infrastructure (required: no silent defaults pointing at nowhere)
+    kafka_bootstrap: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str = "saim"
+    s3_secure: bool = False
+    s3_region: str | None = None
+
+    # this process
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0  # 0: pick a free port (tests); deployments set 50051..
+    metrics_port: int | None = None  # None: no Prometheus endpoint; 0: pick a free port
+    torch_threads: int = 1
+    device: str = "cpu"
+    instance_id: str = ""  # distinguishes annotator replicas (broadcast consumer group); default: host+pid
+    ready_file: str | None = None  # written with "host:grpc_port metrics_port" once serving (used by `saim up`)
+
+    # the SAIM loop
+    image_size: int = 64
+    max_slices: int = 8
+    batch_size: int = 3  # series per iteration
+    max_iterations: int = 3
+    selection: str = "entropy"
+    epochs: int = 6
+    steps_per_epoch: int = 25
+    train_batch_size: int = 8
+    lr: float = 2e-3
+    train_mode: str = "retrain"
+    encoder: str = "resnet34"
+    seed: int = 0
+    max_message_mb: int = 16
+    session_ttl_s: float = Field(1800.0, description="idle annotator sessions are dropped after this")
+
+    def s3(self) -> S3Config:
+        return S3Config(self.s3_endpoint, self.s3_access_key, self.s3_secret_key, self.s3_bucket, self.s3_secure,
+                        self.s3_region)
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.train_batch_size,
+                           lr=self.lr, mode=self.train_mode, seed=seed, device=self.device)
+
+    def predictor_config(self, classes: tuple[str, ...]) -> ModelConfig:
+        return ModelConfig(classes=classes, image_size=self.image_size, encoder=self.encoder)
+
+
+def load_settings() -> ServiceSettings:
+    """Read settings from the environment; a missing or malformed variable is a clear SaimError."""
+    try:
+        return ServiceSettings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "SAIM_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {'is required but not set' if err['type'] == 'missing' else err['msg']}")
+        raise SaimError("invalid service settings: " + "; ".join(problems)) from None

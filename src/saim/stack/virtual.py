@@ -1,0 +1,94 @@
+"""Virtual annotators: gRPC clients that take cases from the selector and correct the annotator service's masks
+with ground-truth-derived clicks (the same virtual user as the emulation, one click and one model answer at a
+time)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from saim.clicker import next_click
+from saim.data.slices import label_slices
+from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AnnotatorStats:
+    cases: list[str] = field(default_factory=list)
+    click_latency_ms: list[float] = field(default_factory=list)
+    versions_seen: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+
+def decode_mask(msg: annotator_pb2.SliceMask, size: int) -> np.ndarray:
+    return np.frombuffer(msg.labels, dtype=np.uint8).reshape(size, size)
+
+
+class VirtualAnnotator(threading.Thread):
+    def __init__(self, name: str, annotator_target: str, selector_target: str, ground_truth: dict[str, np.ndarray],
+                 clicks_per_class: int, stop: threading.Event, metadata: tuple = ()):
+        super().__init__(name=f"virtual-{name}", daemon=True)
+        self.annotator_id, self.gt, self.k, self.stop_event = name, ground_truth, clicks_per_class, stop
+        self.metadata = metadata
+        self._ann_channel = grpc.insecure_channel(annotator_target)
+        self._sel_channel = grpc.insecure_channel(selector_target)
+        self.annotator = annotator_pb2_grpc.AnnotatorServiceStub(self._ann_channel)
+        self.selector = selector_pb2_grpc.SelectorServiceStub(self._sel_channel)
+        self.stats = AnnotatorStats()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                lease = self.selector.NextCase(selector_pb2.NextCaseRequest(annotator_id=self.annotator_id),
+                                               timeout=30, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
+                    self.stats.errors.append(f"NextCase: {exc.code().name} {exc.details()}")
+                self.stop_event.wait(0.5)  # no free case yet: the batch is being worked on or retraining runs
+                continue
+            try:
+                self.annotate(lease)
+            except grpc.RpcError as exc:
+                self.stats.errors.append(f"{lease.case_id}: {exc.code().name} {exc.details()}")
+                self.stop_event.wait(0.5)
+        self._ann_channel.close()
+        self._sel_channel.close()
+
+    def annotate(self, lease: selector_pb2.NextCaseResponse) -> None:
+        started = time.perf_counter()
+        opened = self.annotator.OpenSession(annotator_pb2.OpenSessionRequest(
+            case_id=lease.case_id, annotator_id=self.annotator_id, lease_id=lease.lease_id), timeout=120,
+            metadata=self.metadata)
+        self.stats.versions_seen.add(opened.model_version)
+        size = opened.height
+        gt = label_slices(self.gt[lease.case_id], np.array(opened.slice_index), size)
+        classes = len(opened.classes)
+        for msg in opened.masks:
+            mask = decode_mask(msg, size)
+            for _ in range(self.k):
+                clicked = False
+                for cls in range(1, classes + 1):
+                    click = next_click(gt[msg.slice], mask, cls)
+                    if click is None:
+                        continue
+                    t0 = time.perf_counter()
+                    reply = self.annotator.AddClick(annotator_pb2.AddClickRequest(
+                        session_id=opened.session_id, slice=msg.slice, class_index=click.cls, y=click.y, x=click.x,
+                        positive=click.positive), timeout=60, metadata=self.metadata)
+                    self.stats.click_latency_ms.append((time.perf_counter() - t0) * 1000)
+                    self.stats.versions_seen.add(reply.model_version)
+                    mask = decode_mask(reply.mask, size)
+                    clicked = True
+                if not clicked:
+                    break
+        self.annotator.Submit(annotator_pb2.SubmitRequest(session_id=opened.session_id,
+                                                          seconds_spent=time.perf_counter() - started),
+                              timeout=60, metadata=self.metadata)
+        self.stats.cases.append(lease.case_id)

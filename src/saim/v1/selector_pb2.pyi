@@ -1,0 +1,89 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CheckLeaseRequest(_message.Message):
+    __slots__ = ("case_id", "lease_id", "annotator_id")
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    case_id: str
+    lease_id: str
+    annotator_id: str
+    def __init__(self, case_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., annotator_id: _Optional[str] = ...) -> None: ...
+
+class CheckLeaseResponse(_message.Message):
+    __slots__ = ("iteration",)
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    def __init__(self, iteration: _Optional[int] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SelectorStatus(_message.Message):
+    __slots__ = ("iteration", "batch", "batch_done", "model_version", "pool_size", "annotated", "initial", "complete", "max_iterations")
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_DONE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATED_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    iteration: int
+    batch: _containers.RepeatedScalarFieldContainer[str]
+    batch_done: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    pool_size: int
+    annotated: int
+    initial: int
+    complete: bool
+    max_iterations: int
+    def __init__(self, iteration: _Optional[int] = ..., batch: _Optional[_Iterable[str]] = ..., batch_done: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., pool_size: _Optional[int] = ..., annotated: _Optional[int] = ..., initial: _Optional[int] = ..., complete: _Optional[bool] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+
+class NextCaseRequest(_message.Message):
+    __slots__ = ("annotator_id",)
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    def __init__(self, annotator_id: _Optional[str] = ...) -> None: ...
+
+class NextCaseResponse(_message.Message):
+    __slots__ = ("case_id", "iteration", "lease_id", "model_version")
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    case_id: str
+    iteration: int
+    lease_id: str
+    model_version: str
+    def __init__(self, case_id: _Optional[str] = ..., iteration: _Optional[int] = ..., lease_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetScoresRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CaseScore(_message.Message):
+    __slots__ = ("case_id", "score", "model_version")
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    case_id: str
+    score: float
+    model_version: str
+    def __init__(self, case_id: _Optional[str] = ..., score: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetScoresResponse(_message.Message):
+    __slots__ = ("scores", "strategy")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedCompositeFieldContainer[CaseScore]
+    strategy: str
+    def __init__(self, scores: _Optional[_Iterable[_Union[CaseScore, _Mapping]]] = ..., strategy: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,88 @@
+import pytest
+
+from saim.batches import SelectionLoop
+from saim.data import phantom
+from saim.data.dataset import NnUNetDataset
+from saim.errors import FailedPrecondition
+from saim.live_model import ServedModel
+from saim.model.predictor import InteractivePredictor
+from saim.pool import PoolStore, Splits, import_dataset
+from saim.selection import EntropyStrategy
+from tests.unit.fakes import MemoryStore
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return NnUNetDataset(phantom.generate(tmp_path_factory.mktemp("ph"), num_series=8, depth=3, size=32, seed=0))
+
+
+@pytest.fixture
+def pool(dataset):
+    store = MemoryStore()
+    cases = dataset.cases
+    import_dataset(store, dataset, Splits(tuple(cases[:1]), tuple(cases[1:2]), tuple(cases[2:3]), tuple(cases[3:])))
+    return PoolStore(store, image_size=32, max_slices=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from saim.config import ModelConfig
+
+    return ServedModel("v0000", InteractivePredictor(ModelConfig(classes=phantom.CLASSES, image_size=32,
+                                                                 encoder="resnet18")), {})
+
+
+def test_pool_labels_are_withheld(pool):
+    assert all(pool.store.exists(f"dataset/labelsTr/{c}.nii.gz") for c in pool.splits.initial + pool.splits.test)
+    assert not any(pool.store.exists(f"dataset/labelsTr/{c}.nii.gz") for c in pool.splits.pool)
+
+
+def test_first_model_opens_batch_of_top_scored_cases(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    batch = loop.on_model(model, 0)
+    assert batch.iteration == 1 and len(batch.cases) == 2 and batch.model_version == "v0000"
+    ranked = sorted(loop.scores.scores, key=lambda c: (-loop.scores.scores[c], c))
+    assert batch.cases == ranked[:2]
+    stored = pool.store.get_json("scores/v0000.json")
+    assert stored["model_version"] == "v0000" and set(stored["scores"]) == set(pool.splits.pool)
+    assert loop.on_model(model, 0) is None and loop.batch is batch  # replay: nothing changes
+
+
+def test_work_distribution_and_exactly_once_completion(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    loop.on_model(model, 0)
+    a = loop.next_case("alice")
+    b = loop.next_case("bob")
+    assert a[0] != b[0] and a[1] == b[1] == 1
+    assert loop.next_case("alice") == a  # its own unfinished case again
+    with pytest.raises(FailedPrecondition, match="batch 1 has no free case"):
+        loop.next_case("carol")
+    assert loop.lease_holder(a[0], a[2]) == "alice" and loop.lease_holder(a[0], "forged") is None
+    assert loop.on_annotation(a[0], 1) is None
+    assert loop.on_annotation(a[0], 1) is None  # duplicate event
+    completed = loop.on_annotation(b[0], 1)
+    assert completed is not None and completed.complete
+    assert loop.on_annotation(b[0], 1) is None  # replay after completion: no second completion
+
+
+def test_next_batch_excludes_annotated_and_budget_ends_the_loop(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    first = loop.on_model(model, 0)
+    for case in first.cases:
+        loop.on_annotation(case, 1)
+    newer = ServedModel("v0001", model.predictor, {})
+    second = loop.on_model(newer, 1)
+    assert second.iteration == 2 and not set(second.cases) & set(first.cases)
+    assert set(loop.scores.scores) == set(pool.splits.pool) - set(first.cases)
+    for case in second.cases:
+        loop.on_annotation(case, 2)
+    assert loop.complete()
+    assert loop.on_model(ServedModel("v0002", model.predictor, {}), 2) is None
+
+
+def test_restarted_loop_restores_batch_from_storage(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    batch = loop.on_model(model, 0)
+    case, _, lease, _ = loop.next_case("alice")
+    again = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    assert again.batch.cases == batch.cases and again.lease_holder(case, lease) == "alice"

@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from saim.cli import build_parser, main
+from saim.data.dataset import DatasetInfo, write_dataset
+
+SUBCOMMANDS = [["emulate"], ["data"], ["data", "phantom"], ["data", "totalseg"], ["data", "check"], ["up"], ["demo"]]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_has_help(words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*words, "--help"])
+    assert exc.value.code == 0
+    assert "usage: saim " + " ".join(words) in capsys.readouterr().out
+
+
+def test_console_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "saim.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "emulate" in out and "demo" in out
+
+
+def test_malformed_dataset_is_a_clear_cli_error(tmp_path, capsys):
+    info = DatasetInfo(name="T", classes=("organ",), label_values=(1,))
+    vol = np.zeros((8, 8, 2), np.float32)
+    root = write_dataset(tmp_path / "ds", info, {"c1": (vol, vol.astype(np.uint8), np.eye(4))})
+    (root / "labelsTr" / "c1.nii.gz").unlink()
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("saim: error: ") and "labelsTr/c1.nii.gz: label file missing" in err
+
+
+def test_data_phantom_then_check(tmp_path, capsys):
+    assert main(["data", "phantom", str(tmp_path / "ph"), "--series", "2", "--slices", "3", "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cases, classes liver, spleen, kidney_right, kidney_left" in out

@@ -1,0 +1,73 @@
+import numpy as np
+
+from saim.clicker import VirtualUser, largest_error, next_click, worst_click
+from saim.config import ModelConfig
+from saim.model.encoding import Click
+
+
+def test_missed_square_gets_positive_click_at_its_centre():
+    gt = np.zeros((32, 32), np.uint8)
+    gt[10:21, 4:15] = 1  # 11x11 square, centre (15, 9)
+    pred = np.zeros_like(gt)
+    assert next_click(gt, pred, 1) == Click(cls=1, y=15, x=9, positive=True)
+
+
+def test_false_positive_gets_negative_click():
+    gt = np.zeros((32, 32), np.uint8)
+    pred = np.zeros_like(gt)
+    pred[20:25, 20:25] = 2
+    assert next_click(gt, pred, 2) == Click(cls=2, y=22, x=22, positive=False)
+
+
+def test_largest_region_wins_and_border_counts_as_boundary():
+    gt = np.zeros((40, 40), np.uint8)
+    gt[0:3, 0:3] = 1  # small missed region in the corner
+    gt[0:20, 20:40] = 1  # large region touching the top and right borders
+    pred = np.zeros_like(gt)
+    region = largest_error(gt, pred, 1)
+    assert region.size == 400
+    # farthest from the region boundary with the image border counted as boundary: the centre of the block
+    assert (region.click.y, region.click.x) in {(9, 29), (9, 30), (10, 29), (10, 30)}
+
+
+def test_no_error_means_no_click():
+    gt = np.zeros((16, 16), np.uint8)
+    gt[4:8, 4:8] = 1
+    assert next_click(gt, gt.copy(), 1) is None
+    assert worst_click(gt, gt.copy(), 2) is None
+
+
+def test_worst_click_picks_class_with_largest_error():
+    gt = np.zeros((32, 32), np.uint8)
+    gt[2:6, 2:6] = 1
+    gt[10:30, 10:30] = 2
+    c = worst_click(gt, np.zeros_like(gt), 2)
+    assert c.cls == 2 and c.positive
+
+
+class _EchoPredictor:
+    """Predicts exactly the positive clicks' disks: enough to check the virtual user's loop mechanics."""
+
+    def __init__(self):
+        self.config = ModelConfig(classes=("a",), image_size=16)
+        self.calls = 0
+
+    def predict(self, images, clicks=None, prev_masks=None):
+        self.calls += 1
+        out = np.zeros(images.shape, np.uint8) if prev_masks is None else prev_masks.copy()
+        for i, cl in enumerate(clicks or []):
+            for c in cl:
+                if c.positive:
+                    out[i, max(0, c.y - 2) : c.y + 3, max(0, c.x - 2) : c.x + 3] = c.cls
+        return out
+
+
+def test_virtual_user_clicks_at_most_k_per_class_and_stops_when_done():
+    gt = np.zeros((2, 16, 16), np.uint8)
+    gt[0, 4:9, 4:9] = 1  # one 5x5 square: fixed by the first click
+    images = np.zeros(gt.shape, np.float32)
+    predictor = _EchoPredictor()
+    result = VirtualUser(clicks_per_class=3).annotate(predictor, images, gt)
+    assert (result.labels == gt).all()
+    assert [len(c) for c in result.clicks] == [1, 0]
+    assert predictor.calls == 2  # automatic prediction + one round; no further round once nothing is wrong

@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import pytest
+
+from saim.selection import EntropyStrategy, RandomStrategy, make_strategy, mean_entropy, pixel_entropy, top_n
+
+
+def test_uniform_probabilities_have_entropy_log_c():
+    probs = np.full((2, 5, 4, 4), 0.2)
+    np.testing.assert_allclose(pixel_entropy(probs), math.log(5))
+    np.testing.assert_allclose(mean_entropy(probs), [math.log(5)] * 2)
+
+
+def test_one_hot_probabilities_have_zero_entropy():
+    probs = np.zeros((1, 3, 4, 4))
+    probs[:, 1] = 1.0
+    np.testing.assert_allclose(pixel_entropy(probs), 0.0, atol=1e-9)
+
+
+def test_top_n_is_ordered_and_ties_break_by_case_id():
+    assert top_n({"b": 0.5, "a": 0.5, "c": 0.9, "d": 0.1}, 3) == ["c", "a", "b"]
+
+
+class _FixedProbs:
+    def __init__(self, table):
+        self.table = table
+
+    def probabilities(self, slices):
+        return self.table[id(slices)]
+
+
+def test_entropy_strategy_scores_series_by_mean_over_slices():
+    confident = np.zeros((2, 2, 4, 4))
+    confident[:, 0] = 1.0
+    unsure = np.full((3, 2, 4, 4), 0.5)
+    pool = {"sure": np.zeros((2, 4, 4)), "unsure": np.zeros((3, 4, 4))}
+    predictor = _FixedProbs({id(pool["sure"]): confident, id(pool["unsure"]): unsure})
+    scores = EntropyStrategy().score(predictor, pool)
+    assert scores["sure"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["unsure"] == pytest.approx(math.log(2))
+    assert top_n(scores, 1) == ["unsure"]
+
+
+def test_random_strategy_is_seeded_and_draws_anew_each_call():
+    pool = {f"c{i}": None for i in range(10)}
+    a, b = RandomStrategy(3), RandomStrategy(3)
+    first = a.score(None, pool)
+    assert first == b.score(None, pool)
+    assert a.score(None, pool) != first
+
+
+def test_unknown_strategy_is_rejected():
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        make_strategy("mc-dropout-typo")

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saim.config import ModelConfig, TrainConfig
+from saim.model.encoding import Click, click_maps, encode, one_hot_foreground
+from saim.model.training import augment, class_weights, focal_loss, sample_error_clicks, train_predictor
+
+
+def test_class_weights_median_frequency_balanced():
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    w = class_weights(labels, 3)
+    # frequencies 0.8, 0.15, 0.05; median 0.15 -> raw 0.1875, 1, 3 -> normalised to mean 1
+    raw = np.array([0.15 / 0.8, 1.0, 3.0])
+    np.testing.assert_allclose(w, raw / raw.mean())
+    assert w[2] > w[1] > w[0]
+
+
+def test_class_weights_absent_class_gets_zero():
+    w = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert w[2] == 0 and w[:2].mean() == pytest.approx(1.0)
+
+
+def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    w = torch.tensor([0.5, 1.0, 2.0])
+    expected = (F.cross_entropy(logits, target, reduction="none") * w[target]).mean()
+    assert focal_loss(logits, target, w, gamma=0.0).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert focal_loss(logits, target, w, gamma=2.0) < expected  # focusing down-weights easy pixels
+
+
+def test_input_encoding_shapes_and_channel_order():
+    k, s = 3, 16
+    images = torch.rand(2, 1, s, s)
+    pos, neg, prev = torch.zeros(2, k, s, s), torch.zeros(2, k, s, s), torch.zeros(2, k, s, s)
+    pos[0, 1, 5, 5] = 1
+    x = encode(images, pos, neg, prev)
+    assert x.shape == (2, 1 + 3 * k, s, s)
+    assert x[0, 1 + 1, 5, 5] == 1 and x[0, 1:].sum() == 1
+    assert x[:, 0].mean().abs() < 1e-5  # standardised image channel
+    assert ModelConfig(classes=("a", "b", "c")).in_channels == 10
+
+
+def test_click_maps_disk_and_gaussian():
+    disk = click_maps([Click(cls=2, y=8, x=8, positive=False)], 2, 17, 3.0, "disk")
+    assert disk.shape == (4, 17, 17)
+    assert disk[3].sum() == 29  # lattice points with d^2 <= 9
+    assert disk[:3].sum() == 0
+    gauss = click_maps([Click(cls=1, y=8, x=8, positive=True)], 2, 17, 3.0, "gaussian")
+    assert gauss[0, 8, 8] == pytest.approx(1.0) and 0 < gauss[0, 8, 12] < 1
+
+
+def test_one_hot_foreground_drops_background():
+    labels = torch.tensor([[[0, 1], [2, 2]]])
+    oh = one_hot_foreground(labels, 2)
+    assert oh.shape == (1, 2, 2, 2) and oh[0, 1].sum() == 2 and oh[0, 0, 0, 1] == 1
+
+
+def test_augment_keeps_image_and_label_aligned():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.zeros(16, 1, 16, 16)
+    labels = torch.zeros(16, 16, 16, dtype=torch.long)
+    images[:, :, 2:6, 3:7] = 1.0
+    labels[:, 2:6, 3:7] = 1
+    aug_i, aug_l = augment(images, labels, gen, hflip=True)
+    assert aug_i.shape == images.shape and aug_l.shape == labels.shape
+    assert aug_i.min() >= 0 and aug_i.max() <= 1
+    bright = aug_i[:, 0] > 0.5
+    # flips move image and label together: the bright square still sits on the labelled pixels
+    assert ((bright & (aug_l == 1)).sum(dim=(1, 2)) >= 12).all()
+
+
+def test_sampled_clicks_fall_in_error_regions_with_the_right_sign():
+    gen = torch.Generator().manual_seed(1)
+    gt = torch.zeros(4, 2, 16, 16, dtype=torch.bool)
+    pred = torch.zeros_like(gt)
+    gt[:, 0, 2:8, 2:8] = True  # class 1 missed -> positive
+    pred[:, 1, 10:14, 10:14] = True  # class 2 false -> negative
+    y, x, valid, positive = sample_error_clicks(gt, pred, torch.ones(4, 2, dtype=torch.bool), gen)
+    assert valid.all()
+    assert positive[:, 0].all() and not positive[:, 1].any()
+    assert ((y[:, 0] >= 2) & (y[:, 0] < 8) & (x[:, 0] >= 2) & (x[:, 0] < 8)).all()
+    assert ((y[:, 1] >= 10) & (y[:, 1] < 14)).all()
+
+
+def test_short_training_run_is_finite_and_deterministic(tiny_model_config):
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 32, 32)).astype(np.float32)
+    labels = np.zeros((6, 32, 32), np.uint8)
+    labels[:, 8:16, 8:16] = 1
+    labels[:, 20:28, 4:12] = 2
+    tc = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4, seed=5)
+    a = train_predictor(tiny_model_config, images, labels, tc)
+    b = train_predictor(tiny_model_config, images, labels, tc)
+    assert np.isfinite(a.stats["final_loss"]) and a.stats["steps"] == 4
+    assert a.stats["loss_history"] == b.stats["loss_history"]
+    np.testing.assert_allclose(a.predictor.probabilities(images[:2]), b.predictor.probabilities(images[:2]), atol=1e-6)
+
+
+def test_finetune_starts_from_parent_weights(tiny_model_config):
+    images = np.random.default_rng(0).random((4, 32, 32)).astype(np.float32)
+    labels = np.zeros((4, 32, 32), np.uint8)
+    labels[:, 4:12, 4:12] = 1
+    parent = train_predictor(tiny_model_config, images, labels, TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2))
+    child = train_predictor(tiny_model_config, images, labels,
+                            TrainConfig(epochs=2, mode="finetune", finetune_epochs=1, steps_per_epoch=1, batch_size=2, lr=0.0),
+                            parent=parent.predictor)
+    assert child.stats["mode"] == "finetune" and child.stats["epochs"] == 1
+    for (name, p), q in zip(parent.predictor.network.state_dict().items(), child.predictor.network.state_dict().values()):
+        if p.dtype.is_floating_point and "running" not in name:
+            torch.testing.assert_close(p, q)  # lr 0: the weights are the parent's
