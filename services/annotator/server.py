@@ -39,9 +39,10 @@ class LeaseChecker:
         if selector_target:
             self._stub = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(selector_target))
 
-    def check(self, case: str, lease_id: str, annotator: str) -> int:
+    def check(self, case: str, lease_id: str, annotator: str) -> tuple[int, str]:
+        """(iteration, model version of the batch) of a valid lease."""
         if self._stub is None:
-            return 0
+            return 0, ""
         try:
             reply = self._stub.CheckLease(selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id,
                                                                          annotator_id=annotator), timeout=10)
@@ -49,7 +50,7 @@ class LeaseChecker:
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
                 raise PermissionDenied(exc.details()) from None
             raise Unavailable(f"selector could not check the lease: {exc.code().name}") from None
-        return reply.iteration
+        return reply.iteration, reply.model_version
 
 
 @dataclass
@@ -69,8 +70,10 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         started = time.perf_counter()
         if not request.case_id or not request.annotator_id:
             raise InvalidInput("case_id and annotator_id are required")
-        iteration = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
+        iteration, batch_version = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
         series = self.d.pool.load_series(request.case_id)
+        if m.version_number(self.d.model.version()) < m.version_number(batch_version):
+            self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
         model = self.d.model.current
         session = AnnotationSession.open(request.case_id, request.annotator_id, iteration, request.lease_id, series, model)
         self.d.sessions.add(session)

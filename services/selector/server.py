@@ -62,7 +62,8 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         if holder is None or holder != request.annotator_id:
             raise PermissionDenied(f"case {request.case_id!r} is not leased to {request.annotator_id!r} "
                                    f"under lease {request.lease_id!r}")
-        return selector_pb2.CheckLeaseResponse(iteration=self.d.loop.iteration)
+        batch = self.d.loop.batch
+        return selector_pb2.CheckLeaseResponse(iteration=batch.iteration, model_version=batch.model_version)
 
 
 class SelectorApp:

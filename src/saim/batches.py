@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from saim.errors import FailedPrecondition
 from saim.live_model import ServedModel
-from saim.pool import PoolStore
+from saim.pool import PoolStore, provenance_key
 from saim.selection import SelectionStrategy, top_n
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,11 @@ class SelectionLoop:
             self._save()
             return batch if batch.complete else None
 
+    def _submitted(self, case: str) -> bool:
+        """Annotation stored but its event not handled yet: storage is the system of record, so never hand the
+        case out again (its event will complete it)."""
+        return case in self.annotated or self.pool.store.exists(provenance_key(case))
+
     def next_case(self, annotator: str) -> tuple[str, int, str, str]:
         """(case, iteration, lease id, model version) for this annotator: its own unfinished case first, else
         the best-scored free case of the batch."""
@@ -135,11 +140,12 @@ class SelectionLoop:
             batch = self.batch
             if batch is None:
                 raise FailedPrecondition("no batch is open yet (waiting for a model)")
-            for case in batch.cases:
-                if batch.assigned.get(case) == annotator and case not in batch.done:
+            open_cases = [c for c in batch.cases if c not in batch.done and not self._submitted(c)]
+            for case in open_cases:
+                if batch.assigned.get(case) == annotator:
                     return case, batch.iteration, batch.leases[case], batch.model_version
-            for case in batch.cases:
-                if case not in batch.done and case not in batch.assigned:
+            for case in open_cases:
+                if case not in batch.assigned:
                     batch.assigned[case] = annotator
                     batch.leases[case] = uuid.uuid4().hex
                     self._save()

@@ -86,3 +86,13 @@ def test_restarted_loop_restores_batch_from_storage(pool, model):
     case, _, lease, _ = loop.next_case("alice")
     again = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
     assert again.batch.cases == batch.cases and again.lease_holder(case, lease) == "alice"
+
+
+def test_submitted_case_is_not_handed_out_again_before_its_event(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    loop.on_model(model, 0)
+    case, _, _, _ = loop.next_case("alice")
+    pool.store.put_json(f"annotations/{case}.json", {"annotator": "alice"})  # stored, event still in flight
+    other, _, _, _ = loop.next_case("alice")
+    assert other != case
+    assert loop.on_annotation(case, 1) is None and case in loop.batch.done  # the event still counts it once

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16saim/v1/selector.proto\x12\x07saim.v1\"L\n\x11\x43heckLeaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\"\'\n\x12\x43heckLeaseResponse\x12\x11\n\titeration\x18\x01 \x01(\x05\"\x12\n\x10GetStatusRequest\"\xbe\x01\n\x0eSelectorStatus\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\r\n\x05\x62\x61tch\x18\x02 \x03(\t\x12\x12\n\nbatch_done\x18\x03 \x03(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tpool_size\x18\x05 \x01(\r\x12\x11\n\tannotated\x18\x06 \x01(\r\x12\x0f\n\x07initial\x18\x07 \x01(\r\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\x12\x16\n\x0emax_iterations\x18\t \x01(\x05\"\'\n\x0fNextCaseRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\"_\n\x10NextCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x12\n\x10GetScoresRequest\"B\n\tCaseScore\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"I\n\x11GetScoresResponse\x12\"\n\x06scores\x18\x01 \x03(\x0b\x32\x12.saim.v1.CaseScore\x12\x10\n\x08strategy\x18\x02 \x01(\t2\x9e\x02\n\x0fSelectorService\x12?\n\tGetStatus\x12\x19.saim.v1.GetStatusRequest\x1a\x17.saim.v1.SelectorStatus\x12?\n\x08NextCase\x12\x18.saim.v1.NextCaseRequest\x1a\x19.saim.v1.NextCaseResponse\x12\x42\n\tGetScores\x12\x19.saim.v1.GetScoresRequest\x1a\x1a.saim.v1.GetScoresResponse\x12\x45\n\nCheckLease\x12\x1a.saim.v1.CheckLeaseRequest\x1a\x1b.saim.v1.CheckLeaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16saim/v1/selector.proto\x12\x07saim.v1\"L\n\x11\x43heckLeaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\">\n\x12\x43heckLeaseResponse\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x12\n\x10GetStatusRequest\"\xbe\x01\n\x0eSelectorStatus\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\r\n\x05\x62\x61tch\x18\x02 \x03(\t\x12\x12\n\nbatch_done\x18\x03 \x03(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tpool_size\x18\x05 \x01(\r\x12\x11\n\tannotated\x18\x06 \x01(\r\x12\x0f\n\x07initial\x18\x07 \x01(\r\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\x12\x16\n\x0emax_iterations\x18\t \x01(\x05\"\'\n\x0fNextCaseRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\"_\n\x10NextCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x12\n\x10GetScoresRequest\"B\n\tCaseScore\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"I\n\x11GetScoresResponse\x12\"\n\x06scores\x18\x01 \x03(\x0b\x32\x12.saim.v1.CaseScore\x12\x10\n\x08strategy\x18\x02 \x01(\t2\x9e\x02\n\x0fSelectorService\x12?\n\tGetStatus\x12\x19.saim.v1.GetStatusRequest\x1a\x17.saim.v1.SelectorStatus\x12?\n\x08NextCase\x12\x18.saim.v1.NextCaseRequest\x1a\x19.saim.v1.NextCaseResponse\x12\x42\n\tGetScores\x12\x19.saim.v1.GetScoresRequest\x1a\x1a.saim.v1.GetScoresResponse\x12\x45\n\nCheckLease\x12\x1a.saim.v1.CheckLeaseRequest\x1a\x1b.saim.v1.CheckLeaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKLEASEREQUEST']._serialized_start=35
   _globals['_CHECKLEASEREQUEST']._serialized_end=111
   _globals['_CHECKLEASERESPONSE']._serialized_start=113
-  _globals['_CHECKLEASERESPONSE']._serialized_end=152
-  _globals['_GETSTATUSREQUEST']._serialized_start=154
-  _globals['_GETSTATUSREQUEST']._serialized_end=172
-  _globals['_SELECTORSTATUS']._serialized_start=175
-  _globals['_SELECTORSTATUS']._serialized_end=365
-  _globals['_NEXTCASEREQUEST']._serialized_start=367
-  _globals['_NEXTCASEREQUEST']._serialized_end=406
-  _globals['_NEXTCASERESPONSE']._serialized_start=408
-  _globals['_NEXTCASERESPONSE']._serialized_end=503
-  _globals['_GETSCORESREQUEST']._serialized_start=505
-  _globals['_GETSCORESREQUEST']._serialized_end=523
-  _globals['_CASESCORE']._serialized_start=525
-  _globals['_CASESCORE']._serialized_end=591
-  _globals['_GETSCORESRESPONSE']._serialized_start=593
-  _globals['_GETSCORESRESPONSE']._serialized_end=666
-  _globals['_SELECTORSERVICE']._serialized_start=669
-  _globals['_SELECTORSERVICE']._serialized_end=955
+  _globals['_CHECKLEASERESPONSE']._serialized_end=175
+  _globals['_GETSTATUSREQUEST']._serialized_start=177
+  _globals['_GETSTATUSREQUEST']._serialized_end=195
+  _globals['_SELECTORSTATUS']._serialized_start=198
+  _globals['_SELECTORSTATUS']._serialized_end=388
+  _globals['_NEXTCASEREQUEST']._serialized_start=390
+  _globals['_NEXTCASEREQUEST']._serialized_end=429
+  _globals['_NEXTCASERESPONSE']._serialized_start=431
+  _globals['_NEXTCASERESPONSE']._serialized_end=526
+  _globals['_GETSCORESREQUEST']._serialized_start=528
+  _globals['_GETSCORESREQUEST']._serialized_end=546
+  _globals['_CASESCORE']._serialized_start=548
+  _globals['_CASESCORE']._serialized_end=614
+  _globals['_GETSCORESRESPONSE']._serialized_start=616
+  _globals['_GETSCORESRESPONSE']._serialized_end=689
+  _globals['_SELECTORSERVICE']._serialized_start=692
+  _globals['_SELECTORSERVICE']._serialized_end=978
 # @@protoc_insertion_point(module_scope)

@@ -17,10 +17,12 @@ class CheckLeaseRequest(_message.Message):
     def __init__(self, case_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., annotator_id: _Optional[str] = ...) -> None: ...
 
 class CheckLeaseResponse(_message.Message):
-    __slots__ = ("iteration",)
+    __slots__ = ("iteration", "model_version")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     iteration: int
-    def __init__(self, iteration: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, iteration: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

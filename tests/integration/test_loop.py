@@ -1,0 +1,157 @@
+"""The distributed SAIM loop, checked through the public gRPC API, the bucket and the topics."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka import KafkaProducer
+
+from saim.data.nifti import volume_from_bytes
+from saim.events import BATCH_COMPLETED, GROUP_SELECTOR, GROUP_TRAINER, new_meta
+from saim.stack.local import ACCESS_KEY, SECRET_KEY, SERVICES
+from saim.v1 import events_pb2, selector_pb2, trainer_pb2
+
+from .conftest import committed_to_end, poll
+
+
+def models(run):
+    return sorted(run.trainer().ListModels(trainer_pb2.ListModelsRequest(), timeout=10).models, key=lambda m: m.version)
+
+
+def test_standard_health_check_answers_serving(completed_run):
+    for service in SERVICES:
+        with grpc.insecure_channel(completed_run.stack.target(service)) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_each_finished_batch_produces_exactly_one_retrain(completed_run):
+    versions = models(completed_run)
+    assert [m.iteration for m in versions] == [0, 1, 2]
+    assert [m.version for m in versions] == ["v0000", "v0001", "v0002"]
+    assert [m.parent_version for m in versions] == ["", "v0000", "v0001"]
+    obs = completed_run.observer
+    assert len(obs.of("saim.batch.completed")) == 2
+    assert len(obs.of("saim.model.published")) == 3
+    assert len(obs.of("saim.annotation.submitted")) == 4  # 2 batches x 2 series, each annotated once
+
+
+def test_new_version_is_in_storage_with_metadata_before_its_event(completed_run):
+    store = completed_run.stack.store()
+    for rec in completed_run.observer.of("saim.model.published"):
+        event = events_pb2.ModelPublished.FromString(rec.value)
+        assert rec.metadata_existed, f"{event.version}: metadata missing when its event arrived"
+        meta = store.get_json(event.metadata_key)
+        assert meta["version"] == event.version and meta["iteration"] == event.iteration
+        assert {"parent_version", "training_set", "metrics", "created_at", "weights_sha256"} <= set(meta)
+        stat = store.client.stat_object(store.bucket, event.metadata_key)
+        assert stat.last_modified.timestamp() <= event.meta.created_unix_ms / 1000 + 1.0
+    assert store.get_json("models/CURRENT")["version"] == "v0002"
+
+
+def test_training_set_manifest_grows_with_the_annotated_pool(completed_run):
+    store = completed_run.stack.store()
+    sizes = [len(store.get_json(f"models/{v}/metadata.json")["training_set"]) for v in ("v0000", "v0001", "v0002")]
+    initial = sizes[0]
+    assert sizes == [initial, initial + 2, initial + 4]
+    last = store.get_json("models/v0002/metadata.json")["training_set"]
+    assert {e["source"] for e in last} == {"ground_truth", "saim"}
+
+
+def test_annotations_carry_full_provenance_and_clicks_use_the_batch_model(completed_run):
+    store = completed_run.stack.store()
+    keys = [k for k in store.list("annotations/") if k.endswith(".json")]
+    assert len(keys) == 4
+    by_iteration = {}
+    for key in keys:
+        prov = store.get_json(key)
+        assert prov["annotator"] in {"ann-0", "ann-1"} and prov["lease_id"]
+        assert prov["num_clicks"] > 0 and prov["seconds_spent_server"] > 0 and prov["seconds_spent_client"] > 0
+        by_iteration.setdefault(prov["iteration"], []).append(prov)
+        volume, _ = volume_from_bytes(store.get_bytes(key.replace(".json", ".nii.gz")))
+        assert volume.shape == (64, 64, len(prov["slice_index"]))
+    # batch n was chosen with the model of iteration n-1, and every click on it was answered by that version
+    assert sorted(by_iteration) == [1, 2]
+    assert all(p["model_versions_used"] == ["v0000"] for p in by_iteration[1])
+    assert all(p["model_versions_used"] == ["v0001"] for p in by_iteration[2])
+
+
+def test_every_score_is_stamped_with_the_version_that_made_it(completed_run):
+    reply = completed_run.selector().GetScores(selector_pb2.GetScoresRequest(), timeout=10)
+    assert reply.strategy == "entropy"
+    assert {s.model_version for s in reply.scores} == {"v0002"}
+    store = completed_run.stack.store()
+    for version in ("v0000", "v0001", "v0002"):
+        table = store.get_json(f"scores/{version}.json")
+        assert table["model_version"] == version and table["strategy"] == "entropy"
+    # the pool shrinks as batches are annotated: each version scored what was still unannotated
+    counts = [len(store.get_json(f"scores/{v}.json")["scores"]) for v in ("v0000", "v0001", "v0002")]
+    assert counts[0] - counts[1] == 2 and counts[1] - counts[2] == 2
+
+
+def test_replayed_events_change_nothing(completed_run):
+    run = completed_run
+    bootstrap = run.stack.kafka_bootstrap
+    before_models = [m.version for m in models(run)]
+    before_status = run.selector().GetStatus(selector_pb2.GetStatusRequest(), timeout=10)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for rec in run.observer.records:  # the same events again, same ids
+        producer.send(rec.topic, value=rec.value, key=rec.key)
+    # and a completion of batch 1 under a fresh event id (a re-sent notification, not a byte-level duplicate)
+    fresh = events_pb2.BatchCompleted(meta=new_meta("test"), iteration=1)
+    producer.send(BATCH_COMPLETED.name, fresh.SerializeToString())
+    producer.flush()
+    producer.close()
+    for group, topic in ((GROUP_TRAINER, "saim.batch.completed"), (GROUP_SELECTOR, "saim.annotation.submitted"),
+                         (GROUP_SELECTOR, "saim.model.published")):
+        poll(lambda: committed_to_end(bootstrap, group, topic), 60, f"{group} to consume the replay of {topic}")
+    status = run.trainer().GetStatus(trainer_pb2.GetTrainerStatusRequest(), timeout=10)
+    assert status.state == "idle" and status.queued == 0
+    assert [m.version for m in models(run)] == before_models
+    after_status = run.selector().GetStatus(selector_pb2.GetStatusRequest(), timeout=10)
+    assert after_status == before_status
+
+
+def test_bucket_is_readable_by_a_plain_s3_client(completed_run):
+    s3 = boto3.client("s3", endpoint_url=f"http://{completed_run.stack.s3_endpoint}", aws_access_key_id=ACCESS_KEY,
+                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="saim", MaxKeys=1000)["Contents"]}
+    assert {"models/CURRENT", "models/v0002/weights.safetensors", "dataset/splits.json"} <= keys
+    pointer = json.loads(s3.get_object(Bucket="saim", Key="models/CURRENT")["Body"].read())
+    assert pointer["version"] == "v0002"
+    assert s3.get_bucket_versioning(Bucket="saim")["Status"] == "Enabled"
+
+
+def test_topics_decode_with_an_independent_kafka_client(completed_run):
+    decoded = {"saim.annotation.submitted": events_pb2.AnnotationSubmitted, "saim.batch.completed": events_pb2.BatchCompleted,
+               "saim.model.published": events_pb2.ModelPublished}
+    ids = set()
+    for rec in completed_run.observer.records:
+        event = decoded[rec.topic].FromString(rec.value)
+        assert event.meta.event_id and event.meta.producer in {"annotator", "selector", "trainer", "test"}
+        ids.add(event.meta.event_id)
+    assert len(ids) == len({r.value for r in completed_run.observer.records})  # every distinct event has its own id
+
+
+def test_unknown_case_and_foreign_lease_get_precise_codes(completed_run):
+    from saim.v1 import annotator_pb2, annotator_pb2_grpc
+
+    with grpc.insecure_channel(completed_run.stack.target("annotator")) as channel:
+        stub = annotator_pb2_grpc.AnnotatorServiceStub(channel)
+        try:
+            stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="nope", annotator_id="x", lease_id="y"), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED and "not leased" in exc.details()
+        else:
+            raise AssertionError("opening a case without a lease must fail")
+        try:
+            stub.AddClick(annotator_pb2.AddClickRequest(session_id="missing", slice=0, class_index=1), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND and "missing" in exc.details()
+        else:
+            raise AssertionError("a click on an unknown session must fail")
+    assert np.all([a.stats.errors == [] for a in completed_run.annotators])
