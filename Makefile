@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.saim-installed
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.saim-installed
 OUT ?= out
 
-.PHONY: setup demo emulate test test-unit test-integration chaos lint bench proto totalseg clean
+.PHONY: setup deploy-tools demo emulate test test-unit test-integration test-deploy lint bench proto totalseg clean
 
 setup: $(STAMP)
 
@@ -16,19 +18,45 @@ $(STAMP): requirements/base.txt requirements/dev.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-# The main job on embedded defaults: the emulated SAIM scenario on synthetic phantoms, with the classical baseline.
-demo: setup
-	$(BIN)/saim emulate --data synthetic --baseline classical --seed 0 \
-		--report $(OUT)/demo-report.json --plot $(OUT)/demo-miou.png
+# Static validators for deploy/ in their own venv (checkov's dependencies must not move the runtime pins).
+deploy-tools: $(DEPLOY_STAMP)
 
-test: setup
+$(DEPLOY_STAMP): requirements/deploy.txt
+	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install -q -r requirements/deploy.txt
+	@touch $(DEPLOY_STAMP)
+
+# The main job on embedded defaults: the distributed demo (broker, S3, three services, virtual annotators).
+demo: setup
+	$(BIN)/saim demo --report $(OUT)/demo-report.json
+
+# The paper's emulated scenario in one process, SAIM against the classical baseline.
+emulate: setup
+	$(BIN)/saim emulate --data synthetic --baseline classical --seed 0 \
+		--report $(OUT)/emulate-report.json --plot $(OUT)/emulate-miou.png
+
+test: setup deploy-tools
 	$(BIN)/python -m pytest tests -q
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
+test-integration: setup
+	$(BIN)/python -m pytest tests/integration -q
+
+test-deploy: setup deploy-tools
+	$(BIN)/python -m pytest tests/deploy -q
+
+proto: setup
+	$(BIN)/python tools/gen_protos.py
+
 lint: setup
 	$(BIN)/ruff check src tests
+
+# Speed/memory against the bare model (prints ratios; never part of the tests).
+bench: setup
+	$(BIN)/python tools/bench.py
 
 totalseg: setup
 	$(BIN)/saim data totalseg $(OUT)/totalseg --cache-dir .cache

@@ -25,12 +25,14 @@ def _add_emulate(sub) -> None:
     p.add_argument("--selection", choices=["entropy", "random"], default="entropy")
     p.add_argument("--baseline", choices=["none", "classical"], default="none",
                    help="'classical' also trains on the ground truth of the same series")
-    p.add_argument("--mode", choices=["retrain", "finetune"], default="retrain",
-                   help="retrain from scratch each iteration (paper) or warm-start from the previous model")
+    p.add_argument("--mode", choices=["retrain", "finetune"], default="finetune",
+                   help="warm-start each iteration from the previous model (default; affordable on a CPU) or retrain "
+                   "from scratch as in the paper (needs a converging training budget, i.e. a GPU)")
     p.add_argument("--clicks", type=int, default=3, help="virtual-user clicks per class per image")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (each of --steps-per-epoch iterations)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs of each fine-tuning run")
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--train-batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -56,7 +58,7 @@ def _cmd_emulate(args) -> int:
         if not torch.cuda.is_available():
             raise SaimError("--device cuda: no CUDA device is available on this machine")
     overrides = {k: v for k, v in {
-        "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "train_batch_size": args.train_batch_size,
+        "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "steps_per_epoch": args.steps_per_epoch, "train_batch_size": args.train_batch_size,
         "lr": args.lr}.items() if v is not None}
     cfg = EmulationConfig(
         data=args.data, iterations=args.iterations, batch_size=args.batch_size, pretrain_fraction=args.pretrain_fraction,

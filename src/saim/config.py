@@ -47,6 +47,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     mode: Literal["retrain", "finetune"] = "retrain"  # paper: full retraining; finetune warm-starts from a parent
     finetune_epochs: int | None = None  # epochs when fine-tuning (default: half of `epochs`)
+    finetune_lr_scale: float = 0.3  # fine-tuning uses a lower peak learning rate than training from scratch
     click_rounds: int = 2  # max iterative click rounds that feed the previous prediction back (Mahadevan et al.)
     p_no_clicks: float = 0.25  # share of samples trained in automatic mode (no clicks, no previous mask)
     max_clicks_per_round: int = 1

@@ -40,14 +40,15 @@ class EmulationConfig:
     test_fraction: float = 0.15
     image_size: int = 64
     max_slices: int | None = 8
-    epochs: int = 6
+    epochs: int = 12  # pre-training; fine-tuning runs use finetune_epochs
+    finetune_epochs: int = 6
     steps_per_epoch: int = 25
     train_batch_size: int = 8
     lr: float = 2e-3
     clicks: int = 3
     selection: Literal["entropy", "random"] = "entropy"
     baseline: Literal["none", "classical"] = "none"
-    mode: Literal["retrain", "finetune"] = "retrain"
+    mode: Literal["retrain", "finetune"] = "finetune"
     encoder: str = "resnet34"
     encoder_weights: str | None = None
     seed: int = 0
@@ -101,7 +102,7 @@ class Emulation:
         images = np.concatenate([i for i, _ in train])
         labels = np.concatenate([l for _, l in train])
         tc = TrainConfig(
-            epochs=self.cfg.epochs, steps_per_epoch=self.cfg.steps_per_epoch, batch_size=self.cfg.train_batch_size, lr=self.cfg.lr, mode=self.cfg.mode,
+            epochs=self.cfg.epochs, finetune_epochs=self.cfg.finetune_epochs, steps_per_epoch=self.cfg.steps_per_epoch, batch_size=self.cfg.train_batch_size, lr=self.cfg.lr, mode=self.cfg.mode,
             seed=seed, device=self.cfg.device,
         )
         bar = tqdm(desc=desc, total=None, leave=False, disable=not self.show_progress, unit="step")

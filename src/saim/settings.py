@@ -38,11 +38,12 @@ class ServiceSettings(BaseSettings):
     batch_size: int = 3  # series per iteration
     max_iterations: int = 3
     selection: str = "entropy"
-    epochs: int = 6
+    epochs: int = 12
+    finetune_epochs: int = 6
     steps_per_epoch: int = 25
     train_batch_size: int = 8
     lr: float = 2e-3
-    train_mode: str = "retrain"
+    train_mode: str = "finetune"
     encoder: str = "resnet34"
     seed: int = 0
     max_message_mb: int = 16
@@ -53,7 +54,7 @@ class ServiceSettings(BaseSettings):
                         self.s3_region)
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.train_batch_size,
+        return TrainConfig(epochs=self.epochs, finetune_epochs=self.finetune_epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.train_batch_size,
                            lr=self.lr, mode=self.train_mode, seed=seed, device=self.device)
 
     def predictor_config(self, classes: tuple[str, ...]) -> ModelConfig:

@@ -7,7 +7,7 @@ import pytest
 from saim.cli import build_parser, main
 from saim.data.dataset import DatasetInfo, write_dataset
 
-SUBCOMMANDS = [["emulate"], ["data"], ["data", "phantom"], ["data", "totalseg"], ["data", "check"], ["up"], ["demo"]]
+SUBCOMMANDS = [["emulate"], ["data"], ["data", "phantom"], ["data", "totalseg"], ["data", "check"], ["up"], ["demo"], ["bootstrap"], ["drive"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)

@@ -208,8 +208,9 @@ def train_predictor(
     steps_per_epoch = config.steps_per_epoch
     total = epochs * steps_per_epoch
     order = _sample_order(n, total * bs, gen)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
+    lr = config.lr * (config.finetune_lr_scale if finetune else 1.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
     net.train()
     history, step = [], 0
     for epoch in range(epochs):
@@ -238,6 +239,7 @@ def train_predictor(
         "mode": "finetune" if finetune else "retrain",
         "epochs": epochs,
         "steps": step,
+        "lr": lr,
         "slices": n,
         "final_loss": history[-1],
         "loss_history": [round(v, 5) for v in history],

@@ -19,12 +19,17 @@ from saim.rpc.metrics import REQUESTS
 log = logging.getLogger(__name__)
 
 
+LIVENESS = "liveness"  # always SERVING while the process runs (Kubernetes livenessProbe)
+
+
 class Health:
-    """The library health servicer; NOT_SERVING until the service says its model is loaded."""
+    """The library health servicer. The overall status ("") and the service's own name are NOT_SERVING until the
+    service says its model is loaded (readiness); "liveness" is SERVING as soon as the server runs."""
 
     def __init__(self, service_name: str):
         self.servicer = health.HealthServicer()
         self.service_name = service_name
+        self.servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.set(False)
 
     def set(self, serving: bool) -> None:

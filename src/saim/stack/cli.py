@@ -34,6 +34,80 @@ def add_commands(sub) -> None:
     demo.set_defaults(func=_cmd_demo)
 
 
+    boot = sub.add_parser("bootstrap", help="prepare a deployment: bucket (versioned), topics, dataset import",
+                          description="Uses the SAIM_* environment (as the services do). Idempotent: an already "
+                          "imported dataset is kept unless --force.")
+    boot.add_argument("--dataset", default="synthetic", help="'synthetic' or an nnU-Net raw directory")
+    boot.add_argument("--series", type=int, default=24, help="synthetic series")
+    boot.add_argument("--seed", type=int, default=0, help="phantom seed and split seed")
+    boot.add_argument("--no-topics", action="store_true", help="topics are managed elsewhere (e.g. Strimzi)")
+    boot.add_argument("--force", action="store_true", help="re-import even if a dataset is present")
+    boot.set_defaults(func=_cmd_bootstrap)
+
+    drv = sub.add_parser("drive", help="run virtual annotators against a running stack (the e2e test of a deployment)",
+                         description="N virtual annotators take cases from the selector and click on the annotator "
+                         "with ground truth from --dataset until the loop is complete.")
+    drv.add_argument("--annotator", required=True, help="HOST:PORT of the annotator service")
+    drv.add_argument("--selector", required=True, help="HOST:PORT of the selector service")
+    drv.add_argument("--trainer", required=True, help="HOST:PORT of the trainer service")
+    drv.add_argument("--dataset", default="synthetic", help="ground truth: 'synthetic' (same --series/--seed as "
+                     "bootstrap) or an nnU-Net raw directory")
+    drv.add_argument("--series", type=int, default=24)
+    drv.add_argument("--seed", type=int, default=0)
+    drv.add_argument("--annotators", type=int, default=3)
+    drv.add_argument("--clicks", type=int, default=3)
+    drv.add_argument("--timeout", type=float, default=1800)
+    drv.add_argument("--report", type=Path, default=None)
+    drv.set_defaults(func=_cmd_drive)
+
+
+def _dataset_dir(spec: str, series: int, seed: int) -> Path:
+    from saim.data import phantom
+
+    if spec != "synthetic":
+        return Path(spec)
+    return phantom.generate(Path(tempfile.mkdtemp(prefix="saim-phantom-")), num_series=series, seed=seed)
+
+
+def _cmd_bootstrap(args) -> int:
+    from saim.data.dataset import NnUNetDataset
+    from saim.events import ensure_topics
+    from saim.pool import DATASET_JSON, import_dataset, make_splits
+    from saim.settings import load_settings
+    from saim.storage import ObjectStore
+
+    settings = load_settings()
+    store = ObjectStore.connect(settings.s3())
+    store.ensure_bucket(versioning=True)
+    print(f"bucket {settings.s3_bucket}: ready, versioning enabled")
+    if not args.no_topics:
+        ensure_topics(settings.kafka_bootstrap)
+        print(f"topics on {settings.kafka_bootstrap}: ready")
+    if store.exists(DATASET_JSON) and not args.force:
+        print("dataset already imported; kept (use --force to re-import)")
+        return 0
+    ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
+    splits = make_splits(ds.cases, args.seed)
+    import_dataset(store, ds, splits)
+    print(f"imported {len(ds.cases)} cases: {len(splits.initial)} initial, {len(splits.val)} val, "
+          f"{len(splits.test)} test, {len(splits.pool)} pool")
+    return 0
+
+
+def _cmd_drive(args) -> int:
+    from saim.data.dataset import NnUNetDataset
+    from saim.stack.demo import drive
+
+    ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
+    ground_truth = {case: ds.load_case(case)[1] for case in ds.cases}
+    report = drive(args.annotator, args.selector, args.trainer, ground_truth, args.annotators, args.clicks, args.timeout)
+    print(f"{len(report['model_versions'])} model versions; final test mIoU {report['final']['miou']:.3f}")
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def _workdir(path: Path | None) -> Path:
     return path if path is not None else Path(tempfile.mkdtemp(prefix="saim-"))
 

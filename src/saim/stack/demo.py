@@ -70,6 +70,64 @@ def version_rows(models: list, total_series: int, clicks: int, selection: str) -
     return rows
 
 
+def drive(annotator_target: str, selector_target: str, trainer_target: str, ground_truth: dict[str, np.ndarray],
+          annotators: int = 3, clicks: int = 3, timeout_s: float = 900, echo=print) -> dict:
+    """Run N virtual annotators against a running stack until the selector reports the loop complete and the model
+    closing the last batch is published. Returns the report without its "config"."""
+    started = time.perf_counter()
+    stop = threading.Event()
+    workers = [VirtualAnnotator(f"virtual-{i}", annotator_target, selector_target, ground_truth, clicks, stop)
+               for i in range(annotators)]
+    for w in workers:
+        w.start()
+    trainer = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(trainer_target))
+    selector = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(selector_target))
+    printed: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            models = trainer.ListModels(trainer_pb2.ListModelsRequest(), timeout=30).models
+            status = selector.GetStatus(selector_pb2.GetStatusRequest(), timeout=30)
+            in_batch = len(set(status.batch) - set(status.batch_done))
+            total = status.initial + status.annotated + status.pool_size + in_batch
+            latencies = [x for w in workers for x in w.stats.click_latency_ms]
+            for mv in sorted(models, key=lambda mv: mv.version):
+                if mv.version not in printed:
+                    printed.add(mv.version)
+                    med = f"{statistics.median(latencies):.1f} ms" if latencies else "-"
+                    echo(f"model {mv.version}  iteration {mv.iteration}  annotated {mv.training_series}/{total} "
+                         f"({mv.training_series / total:.0%})  test mIoU {mv.metrics['test_miou']:.3f}  "
+                         f"median click latency so far {med}")
+            if status.complete and max((mv.iteration for mv in models), default=-1) >= status.iteration:
+                break
+            if time.monotonic() > deadline:
+                raise SaimError(f"the loop did not finish within {timeout_s:.0f} s (iteration {status.iteration})")
+            errors = [e for w in workers for e in w.stats.errors]
+            if len(errors) > 20:
+                raise SaimError("virtual annotators keep failing: " + "; ".join(errors[:5]))
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+    latencies = [x for w in workers for x in w.stats.click_latency_ms]
+    rows = version_rows(models, total, clicks, "entropy")
+    return {
+        "iterations": rows,
+        "final": {"miou": rows[-1]["miou"], "miou_classical": None},
+        "model_versions": [mv.version for mv in sorted(models, key=lambda mv: mv.version)],
+        "annotators": annotators,
+        "click_latency_ms": {
+            "count": len(latencies),
+            "median": float(np.median(latencies)) if latencies else None,
+            "p95": float(np.percentile(latencies, 95)) if latencies else None,
+        },
+        "cases_per_annotator": {w.annotator_id: len(w.stats.cases) for w in workers},
+        "annotator_errors": [e for w in workers for e in w.stats.errors],
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def run_demo(workdir: Path, annotators: int = 3, iterations: int = 2, series: int = 24, seed: int = 0,
              clicks: int = 3, timeout_s: float = 900, settings: dict[str, str] | None = None, echo=print) -> dict:
     started = time.perf_counter()
@@ -86,63 +144,12 @@ def run_demo(workdir: Path, annotators: int = 3, iterations: int = 2, series: in
         echo("stack up: " + ", ".join(f"{k}={v}" for k, v in stack.addresses().items()))
         echo("waiting for the pre-trained model (iteration 0) ...")
         stack.wait_serving(timeout_s=timeout_s)
-        stop = threading.Event()
-        workers = [VirtualAnnotator(f"virtual-{i}", stack.target("annotator"), stack.target("selector"), ground_truth,
-                                    clicks, stop) for i in range(annotators)]
-        for w in workers:
-            w.start()
-        trainer = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(stack.target("trainer")))
-        selector = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(stack.target("selector")))
-        printed: set[str] = set()
-        deadline = time.monotonic() + timeout_s
-        total = len(ds.cases)
-        status = None
-        while True:
-            models = trainer.ListModels(trainer_pb2.ListModelsRequest(), timeout=30).models
-            status = selector.GetStatus(selector_pb2.GetStatusRequest(), timeout=30)
-            split_total = status.initial + status.annotated + status.pool_size + len(set(status.batch) - set(status.batch_done))
-            latencies = [x for w in workers for x in w.stats.click_latency_ms]
-            for mv in sorted(models, key=lambda mv: mv.version):
-                if mv.version not in printed:
-                    printed.add(mv.version)
-                    med = f"{statistics.median(latencies):.1f} ms" if latencies else "-"
-                    echo(f"model {mv.version}  iteration {mv.iteration}  annotated {mv.training_series}/{split_total} "
-                         f"({mv.training_series / split_total:.0%})  test mIoU {mv.metrics['test_miou']:.3f}  "
-                         f"median click latency so far {med}")
-            done_iteration = max((mv.iteration for mv in models), default=-1)
-            if status.complete and done_iteration >= status.iteration:
-                break
-            if time.monotonic() > deadline:
-                stop.set()
-                raise SaimError(f"demo did not finish within {timeout_s:.0f} s (iteration {status.iteration})")
-            errors = [e for w in workers for e in w.stats.errors]
-            if len(errors) > 20:
-                stop.set()
-                raise SaimError("virtual annotators keep failing: " + "; ".join(errors[:5]))
-            time.sleep(1.0)
-        stop.set()
-        for w in workers:
-            w.join(timeout=30)
-        events = count_events(stack.kafka_bootstrap)
-        models = trainer.ListModels(trainer_pb2.ListModelsRequest(), timeout=30).models
-    latencies = [x for w in workers for x in w.stats.click_latency_ms]
-    rows = version_rows(models, split_total, clicks, "entropy")
-    report = {
-        "config": {"data": "synthetic", "iterations": iterations, "series": series, "seed": seed, "clicks": clicks,
-                   "annotators": annotators, "services": svc_settings, "dataset_cases": total},
-        "classes": list(ds.info.classes),
-        "iterations": rows,
-        "final": {"miou": rows[-1]["miou"], "miou_classical": None},
-        "model_versions": [mv.version for mv in sorted(models, key=lambda mv: mv.version)],
-        "events": events,
-        "annotators": annotators,
-        "click_latency_ms": {
-            "count": len(latencies),
-            "median": float(np.median(latencies)) if latencies else None,
-            "p95": float(np.percentile(latencies, 95)) if latencies else None,
-        },
-        "cases_per_annotator": {w.annotator_id: len(w.stats.cases) for w in workers},
-        "annotator_errors": [e for w in workers for e in w.stats.errors],
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
+        report = drive(stack.target("annotator"), stack.target("selector"), stack.target("trainer"), ground_truth,
+                       annotators, clicks, timeout_s, echo)
+        report["events"] = count_events(stack.kafka_bootstrap)
+    report["config"] = {"data": "synthetic", "iterations": iterations, "series": series, "seed": seed,
+                        "clicks": clicks, "annotators": annotators, "services": svc_settings,
+                        "dataset_cases": len(ds.cases)}
+    report["classes"] = list(ds.info.classes)
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return report

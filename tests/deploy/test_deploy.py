@@ -1,0 +1,178 @@
+"""Static validation of deploy/: images, compose and Kubernetes, by construction (no engine, no cluster here)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saim.events import TOPICS
+from saim.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+TOOLS = ROOT / ".venv-deploy" / "bin"
+OVERLAYS = ["base", "overlays/dev", "overlays/gpu"]
+CRD_KINDS = {"KafkaTopic", "ServiceMonitor"}
+# Read by the services but not deployment configuration: written by `saim up` for its own supervision.
+NOT_DEPLOYMENT_SETTINGS = {"SAIM_READY_FILE"}
+
+
+def tool(name: str) -> str:
+    path = TOOLS / name
+    if not path.exists():
+        pytest.fail(f"{path} missing: run `make deploy-tools` (make test does)")
+    return str(path)
+
+
+def render(overlay: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl (with kustomize) is required to render deploy/k8s")
+    out = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s" / overlay)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request, tmp_path_factory) -> tuple[str, list[dict], Path]:
+    docs = render(request.param)
+    path = tmp_path_factory.mktemp("render") / f"{request.param.replace('/', '-')}.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return request.param, docs, path
+
+
+def settings_read_by_services() -> set[str]:
+    names = {f"SAIM_{name.upper()}" for name in ServiceSettings.model_fields}
+    source = "\n".join(p.read_text() for p in (ROOT / "services").rglob("*.py"))
+    names |= set(re.findall(r"SAIM_[A-Z_]+", source))
+    return names - NOT_DEPLOYMENT_SETTINGS
+
+
+def test_every_overlay_validates_strictly_against_kubernetes_schemas(rendered):
+    name, docs, path = rendered
+    out = subprocess.run([tool("kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    passed = re.findall(r"passed for resource (\S+)/", out.stdout)
+    core = [d for d in docs if d["kind"] not in CRD_KINDS]
+    assert len(passed) == len(core), out.stdout
+    # CRD kinds have no bundled schema: check the fields their operators require.
+    for d in docs:
+        if d["kind"] == "KafkaTopic":
+            assert d["metadata"]["labels"]["strimzi.io/cluster"] and d["spec"]["partitions"] >= 1
+        if d["kind"] == "ServiceMonitor":
+            assert d["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_security_scan_passes(rendered):
+    _, _, path = rendered
+    out = subprocess.run([tool("checkov"), "--config-file", str(DEPLOY / ".checkov.yaml"), "-f", str(path),
+                          "--framework", "kubernetes"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert re.search(r"Failed checks: 0", out.stdout), out.stdout[-2000:]
+
+
+def test_dockerfile_security_scan_passes():
+    out = subprocess.run([tool("checkov"), "--config-file", str(DEPLOY / ".checkov.yaml"), "-f",
+                          str(DEPLOY / "docker" / "Dockerfile"), "--framework", "dockerfile"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout[-4000:]
+
+
+def test_compose_validates_against_the_compose_specification():
+    out = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                          str(DEPLOY / "compose" / "docker-compose.yml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_hardened_pods_and_native_grpc_probes(rendered):
+    name, docs, _ = rendered
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    assert {d["metadata"]["name"] for d in workloads} == {"saim-annotator", "saim-selector", "saim-trainer",
+                                                          "saim-bootstrap"}
+    for d in workloads:
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"] and c["resources"]["limits"]
+            if d["kind"] == "Deployment":
+                assert c["readinessProbe"]["grpc"]["port"] == 50051 and "service" not in c["readinessProbe"]["grpc"]
+                assert c["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
+    kinds = {d["kind"] for d in docs}
+    assert {"PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler", "ServiceMonitor", "KafkaTopic"} <= kinds
+    if name == "overlays/gpu":
+        gpu = {d["metadata"]["name"] for d in workloads
+               if d["kind"] == "Deployment" and "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]}
+        assert gpu == {"saim-annotator", "saim-trainer"}
+
+
+def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(rendered):
+    _, docs, _ = rendered
+    needed = settings_read_by_services()
+    cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "saim-config")["data"]
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "saim-s3")["stringData"]
+    for d in docs:
+        if d["kind"] == "Deployment":
+            container = d["spec"]["template"]["spec"]["containers"][0]
+            per_pod = {e["name"] for e in container.get("env", [])}
+            missing = needed - set(cfg) - set(secret) - per_pod
+            assert not missing, f"{d['metadata']['name']}: {sorted(missing)} not set"
+    assert set(secret) == {"SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY"} and not set(secret) & set(cfg)
+    compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+    for svc in ("annotator", "selector", "trainer"):
+        env = compose["services"][svc]["environment"]
+        missing = needed - set(env)
+        assert not missing, f"compose {svc}: {sorted(missing)} not set"
+
+
+def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
+    _, docs, _ = rendered
+    cfg = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    grpc_port, metrics_port = int(cfg["SAIM_GRPC_PORT"]), int(cfg["SAIM_METRICS_PORT"])
+    for d in docs:
+        if d["kind"] == "Deployment":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+            assert c["readinessProbe"]["grpc"]["port"] == grpc_port == c["startupProbe"]["grpc"]["port"]
+        if d["kind"] == "Service":
+            assert {p["name"]: p["targetPort"] for p in d["spec"]["ports"]} == {"grpc": "grpc", "metrics": "metrics"}
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert f"SAIM_GRPC_PORT={grpc_port}" in dockerfile and f"SAIM_METRICS_PORT={metrics_port}" in dockerfile
+    assert f"EXPOSE {grpc_port} {metrics_port}" in dockerfile
+    compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+    for svc in ("annotator", "selector", "trainer"):
+        env = compose["services"][svc]["environment"]
+        assert int(env["SAIM_GRPC_PORT"]) == grpc_port and int(env["SAIM_METRICS_PORT"]) == metrics_port
+        assert all(p.endswith(f":{grpc_port}") for p in compose["services"][svc]["ports"])
+    prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
+        f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer")}
+
+
+def test_kafka_topics_match_the_code(rendered):
+    _, docs, _ = rendered
+    declared = {d["spec"]["topicName"]: d["spec"]["partitions"] for d in docs if d["kind"] == "KafkaTopic"}
+    assert declared == {t.name: t.partitions for t in TOPICS}
+
+
+def test_images_are_multi_stage_non_root_with_grpc_healthcheck():
+    text = (DEPLOY / "docker" / "Dockerfile").read_text()
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M))
+    assert {"annotator", "selector", "trainer", "annotator-cuda", "trainer-cuda", "tools"} <= targets
+    assert "USER 10001:10001" in text and 'HEALTHCHECK' in text and "saim-healthcheck" in text
+    runtime = text[text.index("AS runtime\n"):]
+    assert "pip install" not in runtime and "apt-get" not in runtime  # no build tools in the final stages
+    assert (ROOT / ".dockerignore").exists()
+
+
+def test_healthcheck_entry_point_reports_unreachable_server():
+    out = subprocess.run([sys.executable, "-m", "saim.rpc.healthcheck", "127.0.0.1:9"], capture_output=True, text=True)
+    assert out.returncode == 1 and "UNAVAILABLE" in out.stderr
