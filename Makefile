@@ -37,6 +37,7 @@ emulate: setup
 		--report $(OUT)/emulate-report.json --plot $(OUT)/emulate-miou.png
 
 test: setup deploy-tools
+	$(BIN)/ruff check src tests services tools
 	$(BIN)/python -m pytest tests -q
 
 test-unit: setup

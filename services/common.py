@@ -55,8 +55,9 @@ class Infra:
 
 
 def main(name: str, build: Callable) -> None:
-    logging.basicConfig(level=os.environ.get("SAIM_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("SAIM_LOG_LEVEL", "INFO"), format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = load_settings()
     except SaimError as exc:

@@ -75,6 +75,7 @@ def main() -> None:
 
     # in-process session and a real gRPC round trip to the annotator servicer (store in memory, no Kafka)
     from services.annotator.server import AnnotatorDeps, AnnotatorServicer, LeaseChecker
+
     from saim.rpc.server import Health, create_server
 
     store = MemoryStore()
@@ -85,18 +86,25 @@ def main() -> None:
     live = LiveModel(registry)
     live.load_current()
     deps = AnnotatorDeps(PoolStore(store, s, 8), live, SessionStore(3600), _NoEvents(), LeaseChecker(None))
-    server, port = create_server("annotator", "saim.v1.AnnotatorService",
-                                 lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(
-                                     AnnotatorServicer(deps), srv), Health("x"), "127.0.0.1", 0)
+    server, port = create_server(
+        "annotator",
+        "saim.v1.AnnotatorService",
+        lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(deps), srv),
+        Health("x"),
+        "127.0.0.1",
+        0,
+    )
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = annotator_pb2_grpc.AnnotatorServiceStub(channel)
         opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench"))
-        req = annotator_pb2.AddClickRequest(session_id=opened.session_id, slice=0, class_index=1, y=s // 2, x=s // 2,
-                                            positive=True)
+        req = annotator_pb2.AddClickRequest(
+            session_id=opened.session_id, slice=0, class_index=1, y=s // 2, x=s // 2, positive=True
+        )
         rpc = timed(lambda: stub.AddClick(req), args.repeat)
-        open_ms = timed(lambda: stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3],
-                                                                                  annotator_id="bench")), 5, 1)
+        open_ms = timed(
+            lambda: stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench")), 5, 1
+        )
     server.stop(0)
 
     # training step: bare forward+backward vs saim's (augmentation + simulated click rounds + focal loss)
@@ -128,8 +136,11 @@ def main() -> None:
     params = sum(p.numel() for p in net.parameters()) * 4 / 2**20
     print(f"saim bench: {args.encoder} Unet, {s}x{s}, {mc.in_channels} input channels, torch threads {args.threads}")
     print(f"{'measure':44s} {'median ms':>10s} {'x bare':>8s}")
-    rows = [("bare model forward (batch 1)", bare), ("InteractivePredictor.predict (3 clicks + memory)", pred),
-            ("gRPC AddClick round trip (in-process server)", rpc)]
+    rows = [
+        ("bare model forward (batch 1)", bare),
+        ("InteractivePredictor.predict (3 clicks + memory)", pred),
+        ("gRPC AddClick round trip (in-process server)", rpc),
+    ]
     for name, ms in rows:
         print(f"{name:44s} {ms:10.1f} {ms / bare:8.2f}")
     print(f"{'gRPC OpenSession, 8 slices (auto prediction)':44s} {open_ms:10.1f} {open_ms / bare:8.2f}")

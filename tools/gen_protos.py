@@ -19,8 +19,15 @@ def generate(out_dir: Path) -> list[Path]:
     protos = sorted(PROTO_DIR.glob("saim/v1/*.proto"))
     (out_dir / "saim" / "v1").mkdir(parents=True, exist_ok=True)
     include = Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-            f"--grpc_python_out={out_dir}", *[str(p.relative_to(PROTO_DIR)) for p in protos]]
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{include}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *[str(p.relative_to(PROTO_DIR)) for p in protos],
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     init = out_dir / "saim" / "v1" / "__init__.py"

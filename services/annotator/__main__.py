@@ -6,8 +6,13 @@ from .server import AnnotatorDeps, LeaseChecker, create_annotator
 
 
 def build(settings, infra):
-    deps = AnnotatorDeps(pool=infra.pool, model=infra.live_model(), sessions=infra.sessions(),
-                         publisher=infra.publisher("annotator"), leases=LeaseChecker(infra.selector_target()))
+    deps = AnnotatorDeps(
+        pool=infra.pool,
+        model=infra.live_model(),
+        sessions=infra.sessions(),
+        publisher=infra.publisher("annotator"),
+        leases=LeaseChecker(infra.selector_target()),
+    )
     return create_annotator(settings, deps)
 
 

@@ -12,8 +12,14 @@ import grpc
 import numpy as np
 
 from saim.errors import InvalidInput, PermissionDenied, Unavailable
-from saim.events import (ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventConsumer, EventPublisher,
-                         new_meta)
+from saim.events import (
+    ANNOTATION_SUBMITTED,
+    GROUP_ANNOTATOR_PREFIX,
+    MODEL_PUBLISHED,
+    EventConsumer,
+    EventPublisher,
+    new_meta,
+)
 from saim.live_model import LiveModel, ServedModel
 from saim.model.encoding import Click
 from saim.pool import PoolStore
@@ -44,8 +50,9 @@ class LeaseChecker:
         if self._stub is None:
             return 0, ""
         try:
-            reply = self._stub.CheckLease(selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id,
-                                                                         annotator_id=annotator), timeout=10)
+            reply = self._stub.CheckLease(
+                selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id, annotator_id=annotator), timeout=10
+            )
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
                 raise PermissionDenied(exc.details()) from None
@@ -75,22 +82,35 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         if m.version_number(self.d.model.version()) < m.version_number(batch_version):
             self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
         model = self.d.model.current
-        session = AnnotationSession.open(request.case_id, request.annotator_id, iteration, request.lease_id, series, model)
+        session = AnnotationSession.open(
+            request.case_id, request.annotator_id, iteration, request.lease_id, series, model
+        )
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         size = series.images.shape[1]
         return annotator_pb2.OpenSessionResponse(
-            session_id=session.session_id, case_id=session.case, num_slices=series.num_slices, height=size, width=size,
-            classes=list(self.d.pool.classes), slice_index=[int(z) for z in series.slice_index],
-            volume_shape=list(series.volume_shape), masks=[mask_message(i, s.auto) for i, s in enumerate(session.slices)],
-            model_version=model.version, iteration=iteration,
+            session_id=session.session_id,
+            case_id=session.case,
+            num_slices=series.num_slices,
+            height=size,
+            width=size,
+            classes=list(self.d.pool.classes),
+            slice_index=[int(z) for z in series.slice_index],
+            volume_shape=list(series.volume_shape),
+            masks=[mask_message(i, s.auto) for i, s in enumerate(session.slices)],
+            model_version=model.version,
+            iteration=iteration,
         )
 
     def _mask_reply(self, session, index: int, mask, model: ServedModel, started: float):
         elapsed = time.perf_counter() - started
         m.CLICK_LATENCY.observe(elapsed)
-        return annotator_pb2.MaskResponse(mask=mask_message(index, mask), model_version=model.version,
-                                          clicks_on_slice=len(session.slices[index].clicks), inference_ms=elapsed * 1000)
+        return annotator_pb2.MaskResponse(
+            mask=mask_message(index, mask),
+            model_version=model.version,
+            clicks_on_slice=len(session.slices[index].clicks),
+            inference_ms=elapsed * 1000,
+        )
 
     def AddClick(self, request, context):
         started = time.perf_counter()
@@ -113,13 +133,23 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             provenance = session.provenance(request.seconds_spent or None)
             ann_key, prov_key = self.d.pool.write_annotation(session.case, session.labels(), provenance)
         event = events_pb2.AnnotationSubmitted(
-            meta=new_meta("annotator"), case_id=session.case, iteration=session.iteration, annotation_key=ann_key,
-            provenance_key=prov_key, annotator_id=session.annotator, model_version=session.opened_version)
+            meta=new_meta("annotator"),
+            case_id=session.case,
+            iteration=session.iteration,
+            annotation_key=ann_key,
+            provenance_key=prov_key,
+            annotator_id=session.annotator,
+            model_version=session.opened_version,
+        )
         self.d.publisher.publish(ANNOTATION_SUBMITTED, event, key=session.case)
         self.d.sessions.remove(session.session_id)
         m.ANNOTATOR_DONE.labels(session.annotator).inc()
-        return annotator_pb2.SubmitResponse(annotation_key=ann_key, provenance_key=prov_key,
-                                            model_version=session.opened_version, event_id=event.meta.event_id)
+        return annotator_pb2.SubmitResponse(
+            annotation_key=ann_key,
+            provenance_key=prov_key,
+            model_version=session.opened_version,
+            event_id=event.meta.event_id,
+        )
 
 
 class AnnotatorApp:
@@ -128,8 +158,13 @@ class AnnotatorApp:
     def __init__(self, settings: ServiceSettings, deps: AnnotatorDeps, health: Health):
         self.settings, self.deps, self.health = settings, deps, health
         instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.consumer = EventConsumer(settings.kafka_bootstrap, GROUP_ANNOTATOR_PREFIX + instance, [MODEL_PUBLISHED],
-                                      self._on_event, on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s))
+        self.consumer = EventConsumer(
+            settings.kafka_bootstrap,
+            GROUP_ANNOTATOR_PREFIX + instance,
+            [MODEL_PUBLISHED],
+            self._on_event,
+            on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
+        )
 
     def _on_event(self, topic, event) -> None:
         m.EVENTS_HANDLED.labels(topic.name).inc()
@@ -151,6 +186,13 @@ def create_annotator(settings: ServiceSettings, deps: AnnotatorDeps) -> tuple[gr
     health = Health(SERVICE)
     deps.model.on_change = lambda served: m.MODEL_VERSION.labels("annotator").set(m.version_number(served.version))
     servicer = AnnotatorServicer(deps)
-    server, port = create_server("annotator", SERVICE, lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(
-        servicer, s), health, settings.grpc_host, settings.grpc_port, settings.max_message_mb)
+    server, port = create_server(
+        "annotator",
+        SERVICE,
+        lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(servicer, s),
+        health,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.max_message_mb,
+    )
     return server, port, AnnotatorApp(settings, deps, health)

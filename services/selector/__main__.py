@@ -8,8 +8,9 @@ from .server import SelectorDeps, create_selector
 
 
 def build(settings, infra):
-    loop = SelectionLoop(infra.pool, make_strategy(settings.selection, settings.seed), settings.batch_size,
-                         settings.max_iterations)
+    loop = SelectionLoop(
+        infra.pool, make_strategy(settings.selection, settings.seed), settings.batch_size, settings.max_iterations
+    )
     deps = SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
     return create_selector(settings, deps)
 

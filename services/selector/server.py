@@ -10,8 +10,15 @@ import grpc
 
 from saim.batches import SelectionLoop
 from saim.errors import FailedPrecondition, InvalidInput, PermissionDenied
-from saim.events import (ANNOTATION_SUBMITTED, BATCH_COMPLETED, GROUP_SELECTOR, MODEL_PUBLISHED, EventConsumer,
-                         EventPublisher, new_meta)
+from saim.events import (
+    ANNOTATION_SUBMITTED,
+    BATCH_COMPLETED,
+    GROUP_SELECTOR,
+    MODEL_PUBLISHED,
+    EventConsumer,
+    EventPublisher,
+    new_meta,
+)
 from saim.live_model import LiveModel
 from saim.rpc import metrics as m
 from saim.rpc.server import Health, create_server
@@ -37,10 +44,16 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         loop = self.d.loop
         b = loop.batch
         return selector_pb2.SelectorStatus(
-            iteration=loop.iteration, batch=b.cases if b else [], batch_done=sorted(b.done) if b else [],
-            model_version=b.model_version if b else (self.d.model.version() or ""), pool_size=len(loop.unannotated()),
-            annotated=len(loop.annotated), initial=len(loop.pool.splits.initial), complete=loop.complete(),
-            max_iterations=loop.max_iterations)
+            iteration=loop.iteration,
+            batch=b.cases if b else [],
+            batch_done=sorted(b.done) if b else [],
+            model_version=b.model_version if b else (self.d.model.version() or ""),
+            pool_size=len(loop.unannotated()),
+            annotated=len(loop.annotated),
+            initial=len(loop.pool.splits.initial),
+            complete=loop.complete(),
+            max_iterations=loop.max_iterations,
+        )
 
     def NextCase(self, request, context):
         if not request.annotator_id:
@@ -53,15 +66,19 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         if table is None:
             raise FailedPrecondition("the pool has not been scored yet")
         return selector_pb2.GetScoresResponse(
-            scores=[selector_pb2.CaseScore(case_id=c, score=s, model_version=table.version)
-                    for c, s in sorted(table.scores.items(), key=lambda kv: -kv[1])],
-            strategy=self.d.loop.strategy.name)
+            scores=[
+                selector_pb2.CaseScore(case_id=c, score=s, model_version=table.version)
+                for c, s in sorted(table.scores.items(), key=lambda kv: -kv[1])
+            ],
+            strategy=self.d.loop.strategy.name,
+        )
 
     def CheckLease(self, request, context):
         holder = self.d.loop.lease_holder(request.case_id, request.lease_id)
         if holder is None or holder != request.annotator_id:
-            raise PermissionDenied(f"case {request.case_id!r} is not leased to {request.annotator_id!r} "
-                                   f"under lease {request.lease_id!r}")
+            raise PermissionDenied(
+                f"case {request.case_id!r} is not leased to {request.annotator_id!r} under lease {request.lease_id!r}"
+            )
         batch = self.d.loop.batch
         return selector_pb2.CheckLeaseResponse(iteration=batch.iteration, model_version=batch.model_version)
 
@@ -70,8 +87,13 @@ class SelectorApp:
     def __init__(self, settings: ServiceSettings, deps: SelectorDeps, health: Health):
         self.settings, self.deps, self.health = settings, deps, health
         self._lock = threading.Lock()  # events are handled one at a time
-        self.consumer = EventConsumer(settings.kafka_bootstrap, GROUP_SELECTOR, [MODEL_PUBLISHED, ANNOTATION_SUBMITTED],
-                                      self._on_event, on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s))
+        self.consumer = EventConsumer(
+            settings.kafka_bootstrap,
+            GROUP_SELECTOR,
+            [MODEL_PUBLISHED, ANNOTATION_SUBMITTED],
+            self._on_event,
+            on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
+        )
 
     def _update_gauges(self) -> None:
         loop = self.deps.loop
@@ -101,8 +123,12 @@ class SelectorApp:
             elif topic is ANNOTATION_SUBMITTED:
                 completed = self.deps.loop.on_annotation(event.case_id, event.iteration)
                 if completed is not None:
-                    self.deps.publisher.publish(BATCH_COMPLETED, events_pb2.BatchCompleted(
-                        meta=new_meta("selector"), iteration=completed.iteration, case_ids=completed.cases))
+                    self.deps.publisher.publish(
+                        BATCH_COMPLETED,
+                        events_pb2.BatchCompleted(
+                            meta=new_meta("selector"), iteration=completed.iteration, case_ids=completed.cases
+                        ),
+                    )
                     log.info("batch %d complete", completed.iteration)
             self._update_gauges()
 
@@ -124,6 +150,13 @@ def create_selector(settings: ServiceSettings, deps: SelectorDeps) -> tuple[grpc
     health = Health(SERVICE)
     deps.model.on_change = lambda served: m.MODEL_VERSION.labels("selector").set(m.version_number(served.version))
     servicer = SelectorServicer(deps)
-    server, port = create_server("selector", SERVICE, lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(
-        servicer, s), health, settings.grpc_host, settings.grpc_port, settings.max_message_mb)
+    server, port = create_server(
+        "selector",
+        SERVICE,
+        lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, s),
+        health,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.max_message_mb,
+    )
     return server, port, SelectorApp(settings, deps, health)

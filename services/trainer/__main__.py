@@ -7,8 +7,12 @@ from .server import TrainerDeps, create_trainer
 
 
 def build(settings, infra):
-    pipeline = TrainingPipeline(infra.pool, infra.registry, settings.predictor_config(infra.pool.classes),
-                                lambda iteration: settings.train_config(settings.seed + iteration))
+    pipeline = TrainingPipeline(
+        infra.pool,
+        infra.registry,
+        settings.predictor_config(infra.pool.classes),
+        lambda iteration: settings.train_config(settings.seed + iteration),
+    )
     deps = TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
     return create_trainer(settings, deps)
 

@@ -44,14 +44,19 @@ class TrainerDeps:
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, app: "TrainerApp"):
+    def __init__(self, app: TrainerApp):
         self.app = app
 
     def GetStatus(self, request, context):
         s = self.app.state
-        return trainer_pb2.TrainerStatus(state=s.state, current_version=self.app.deps.registry.current_version() or "",
-                                         runs_completed=s.runs_completed, last_duration_seconds=s.last_duration,
-                                         last_loss=s.last_loss, queued=self.app.queue.qsize())
+        return trainer_pb2.TrainerStatus(
+            state=s.state,
+            current_version=self.app.deps.registry.current_version() or "",
+            runs_completed=s.runs_completed,
+            last_duration_seconds=s.last_duration,
+            last_loss=s.last_loss,
+            queued=self.app.queue.qsize(),
+        )
 
     def ListModels(self, request, context):
         registry = self.app.deps.registry
@@ -60,10 +65,17 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         for version in registry.versions():
             meta = registry.metadata(version)
             metrics = {k: float(v) for k, v in meta.get("metrics", {}).items() if isinstance(v, (int, float))}
-            out.append(trainer_pb2.ModelVersion(
-                version=version, parent_version=meta.get("parent_version") or "", created_at=meta.get("created_at", ""),
-                iteration=int(meta.get("iteration", 0)), metrics=metrics,
-                training_series=len(meta.get("training_set", [])), current=version == current))
+            out.append(
+                trainer_pb2.ModelVersion(
+                    version=version,
+                    parent_version=meta.get("parent_version") or "",
+                    created_at=meta.get("created_at", ""),
+                    iteration=int(meta.get("iteration", 0)),
+                    metrics=metrics,
+                    training_series=len(meta.get("training_set", [])),
+                    current=version == current,
+                )
+            )
         return trainer_pb2.ListModelsResponse(models=out)
 
     def TriggerTraining(self, request, context):
@@ -79,8 +91,13 @@ class TrainerApp:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
-        self.consumer = EventConsumer(settings.kafka_bootstrap, GROUP_TRAINER, [BATCH_COMPLETED], self._on_event,
-                                      on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s))
+        self.consumer = EventConsumer(
+            settings.kafka_bootstrap,
+            GROUP_TRAINER,
+            [BATCH_COMPLETED],
+            self._on_event,
+            on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
+        )
 
     def latest_iteration(self) -> int:
         version = self.deps.registry.current_version()
@@ -130,10 +147,14 @@ class TrainerApp:
             m.TRAINING_RUNS.labels("published").inc()
             m.MODEL_VERSION.labels("trainer").set(m.version_number(meta["version"]))
             event = events_pb2.ModelPublished(
-                meta=new_meta("trainer"), version=meta["version"], parent_version=meta.get("parent_version") or "",
+                meta=new_meta("trainer"),
+                version=meta["version"],
+                parent_version=meta.get("parent_version") or "",
                 weights_key=self.deps.registry.weights_key(meta["version"]),
-                metadata_key=self.deps.registry.metadata_key(meta["version"]), iteration=iteration,
-                metrics={k: float(v) for k, v in meta["metrics"].items()})
+                metadata_key=self.deps.registry.metadata_key(meta["version"]),
+                iteration=iteration,
+                metrics={k: float(v) for k, v in meta["metrics"].items()},
+            )
             self.deps.publisher.publish(MODEL_PUBLISHED, event)
             self.health.set(True)
             self.state.state = "idle"
@@ -158,6 +179,13 @@ def create_trainer(settings: ServiceSettings, deps: TrainerDeps) -> tuple[grpc.S
     health = Health(SERVICE)
     app = TrainerApp(settings, deps, health)
     servicer = TrainerServicer(app)
-    server, port = create_server("trainer", SERVICE, lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(
-        servicer, s), health, settings.grpc_host, settings.grpc_port, settings.max_message_mb)
+    server, port = create_server(
+        "trainer",
+        SERVICE,
+        lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, s),
+        health,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.max_message_mb,
+    )
     return server, port, app

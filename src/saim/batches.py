@@ -35,13 +35,20 @@ class Batch:
         return set(self.cases) <= self.done
 
     def to_json(self) -> dict:
-        return {"iteration": self.iteration, "cases": self.cases, "model_version": self.model_version,
-                "done": sorted(self.done), "assigned": self.assigned, "leases": self.leases}
+        return {
+            "iteration": self.iteration,
+            "cases": self.cases,
+            "model_version": self.model_version,
+            "done": sorted(self.done),
+            "assigned": self.assigned,
+            "leases": self.leases,
+        }
 
     @classmethod
-    def from_json(cls, d: dict) -> "Batch":
-        return cls(d["iteration"], list(d["cases"]), d["model_version"], set(d["done"]), dict(d["assigned"]),
-                   dict(d["leases"]))
+    def from_json(cls, d: dict) -> Batch:
+        return cls(
+            d["iteration"], list(d["cases"]), d["model_version"], set(d["done"]), dict(d["assigned"]), dict(d["leases"])
+        )
 
 
 @dataclass
@@ -70,8 +77,9 @@ class SelectionLoop:
                 self.batch.done |= self.annotated & set(self.batch.cases)
 
     def _save(self) -> None:
-        self.pool.store.put_json(STATE_KEY, {"batch": self.batch.to_json() if self.batch else None,
-                                             "updated_at": time.time()})
+        self.pool.store.put_json(
+            STATE_KEY, {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
+        )
 
     # ---- queries ---------------------------------------------------------------------------------------------
     @property
@@ -112,9 +120,15 @@ class SelectionLoop:
         slices = {c: self.pool.load_series(c).images for c in cases}
         scores = self.strategy.score(model.predictor, slices) if slices else {}
         table = ScoreTable(model.version, scores, time.perf_counter() - started)
-        self.pool.store.put_json(f"scores/{model.version}.json", {
-            "model_version": model.version, "strategy": self.strategy.name, "scores": scores,
-            "seconds": table.seconds})
+        self.pool.store.put_json(
+            f"scores/{model.version}.json",
+            {
+                "model_version": model.version,
+                "strategy": self.strategy.name,
+                "scores": scores,
+                "seconds": table.seconds,
+            },
+        )
         return table
 
     def on_annotation(self, case: str, iteration: int) -> Batch | None:

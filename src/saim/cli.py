@@ -13,21 +13,36 @@ from saim.stack.cli import add_commands as add_stack_commands
 
 
 def _add_emulate(sub) -> None:
-    p = sub.add_parser("emulate", help="run the emulated SAIM scenario with a virtual user (paper §4.2)",
-                       description="Pre-train on a small annotated set, then per iteration: select series, annotate "
-                       "them with the virtual user driving the current model, retrain, evaluate on a fixed test set.")
+    p = sub.add_parser(
+        "emulate",
+        help="run the emulated SAIM scenario with a virtual user (paper §4.2)",
+        description="Pre-train on a small annotated set, then per iteration: select series, annotate "
+        "them with the virtual user driving the current model, retrain, evaluate on a fixed test set.",
+    )
     p.add_argument("--data", default="synthetic", help="'synthetic' (phantoms) or an nnU-Net raw dataset directory")
     p.add_argument("--iterations", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=None, help="series selected per iteration (default: initial set size)")
-    p.add_argument("--pretrain-fraction", type=float, default=0.15, help="share of the training pool annotated up front")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="series selected per iteration (default: initial set size)"
+    )
+    p.add_argument(
+        "--pretrain-fraction", type=float, default=0.15, help="share of the training pool annotated up front"
+    )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--selection", choices=["entropy", "random"], default="entropy")
-    p.add_argument("--baseline", choices=["none", "classical"], default="none",
-                   help="'classical' also trains on the ground truth of the same series")
-    p.add_argument("--mode", choices=["retrain", "finetune"], default="finetune",
-                   help="warm-start each iteration from the previous model (default; affordable on a CPU) or retrain "
-                   "from scratch as in the paper (needs a converging training budget, i.e. a GPU)")
+    p.add_argument(
+        "--baseline",
+        choices=["none", "classical"],
+        default="none",
+        help="'classical' also trains on the ground truth of the same series",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["retrain", "finetune"],
+        default="finetune",
+        help="warm-start each iteration from the previous model (default; affordable on a CPU) or retrain "
+        "from scratch as in the paper (needs a converging training budget, i.e. a GPU)",
+    )
     p.add_argument("--clicks", type=int, default=3, help="virtual-user clicks per class per image")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
@@ -57,23 +72,47 @@ def _cmd_emulate(args) -> int:
 
         if not torch.cuda.is_available():
             raise SaimError("--device cuda: no CUDA device is available on this machine")
-    overrides = {k: v for k, v in {
-        "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "steps_per_epoch": args.steps_per_epoch, "train_batch_size": args.train_batch_size,
-        "lr": args.lr}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "finetune_epochs": args.finetune_epochs,
+            "steps_per_epoch": args.steps_per_epoch,
+            "train_batch_size": args.train_batch_size,
+            "lr": args.lr,
+        }.items()
+        if v is not None
+    }
     cfg = EmulationConfig(
-        data=args.data, iterations=args.iterations, batch_size=args.batch_size, pretrain_fraction=args.pretrain_fraction,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, selection=args.selection,
-        baseline=args.baseline, mode=args.mode, clicks=args.clicks, image_size=args.image_size,
-        max_slices=args.max_slices or None, encoder=args.encoder, encoder_weights=args.encoder_weights,
-        synthetic_series=args.series, seed=args.seed, device=args.device, threads=args.threads, noc=not args.no_noc,
+        data=args.data,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        pretrain_fraction=args.pretrain_fraction,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        selection=args.selection,
+        baseline=args.baseline,
+        mode=args.mode,
+        clicks=args.clicks,
+        image_size=args.image_size,
+        max_slices=args.max_slices or None,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        synthetic_series=args.series,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        noc=not args.no_noc,
         **overrides,
     )
     report = Emulation(cfg, show_progress=not args.quiet).run()
     print(format_table(report))
     final, first = report["final"], report["iterations"][0]
-    print(f"final mIoU {final['miou']:.3f} (iteration 0: {first['miou']:.3f})"
-          + (f", classical {final['miou_classical']:.3f}" if final["miou_classical"] is not None else "")
-          + f"; wall {report['wall_seconds']:.0f} s")
+    print(
+        f"final mIoU {final['miou']:.3f} (iteration 0: {first['miou']:.3f})"
+        + (f", classical {final['miou_classical']:.3f}" if final["miou_classical"] is not None else "")
+        + f"; wall {report['wall_seconds']:.0f} s"
+    )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")
@@ -94,15 +133,23 @@ def _add_data(sub) -> None:
     ph.add_argument("--slices", type=int, default=12)
     ph.add_argument("--size", type=int, default=96)
     ph.add_argument("--seed", type=int, default=0)
-    ph.set_defaults(func=lambda a: _done(__import__("saim.data.phantom", fromlist=["generate"]).generate(
-        a.out, a.series, a.slices, a.size, a.seed)))
+    ph.set_defaults(
+        func=lambda a: _done(
+            __import__("saim.data.phantom", fromlist=["generate"]).generate(a.out, a.series, a.slices, a.size, a.seed)
+        )
+    )
     ts = dsub.add_parser("totalseg", help="build a small real CT/MR dataset from the TotalSegmentator sdist")
     ts.add_argument("out", type=Path)
-    ts.add_argument("--sdist", type=Path, default=None, help="path to totalsegmentator-2.18.0.tar.gz (default: pip download)")
+    ts.add_argument(
+        "--sdist", type=Path, default=None, help="path to totalsegmentator-2.18.0.tar.gz (default: pip download)"
+    )
     ts.add_argument("--slab", type=int, default=5, help="slices per case")
     ts.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    ts.set_defaults(func=lambda a: _done(__import__("saim.data.totalseg", fromlist=["build"]).build(
-        a.out, a.sdist, a.slab, a.cache_dir)))
+    ts.set_defaults(
+        func=lambda a: _done(
+            __import__("saim.data.totalseg", fromlist=["build"]).build(a.out, a.sdist, a.slab, a.cache_dir)
+        )
+    )
     ck = dsub.add_parser("check", help="validate a dataset directory and print its summary")
     ck.add_argument("root", type=Path)
     ck.set_defaults(func=_cmd_check)
@@ -123,13 +170,18 @@ def _cmd_check(args) -> int:
         _, label, _ = ds.load_case(case)
         counts += np.bincount(label.ravel(), minlength=len(counts))
     print(f"{args.root}: {ds.info.name}, {len(ds.cases)} cases, classes {', '.join(ds.info.classes)}")
-    print("voxels per class: " + ", ".join(f"{n}={c}" for n, c in zip(("background", *ds.info.classes), counts)))
+    print(
+        "voxels per class: "
+        + ", ".join(f"{n}={c}" for n, c in zip(("background", *ds.info.classes), counts, strict=True))
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saim", description="SAIM: one interactive model shared by data selection, "
-                                     "interactive annotation and training.")
+    parser = argparse.ArgumentParser(
+        prog="saim",
+        description="SAIM: one interactive model shared by data selection, interactive annotation and training.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_emulate(sub)
@@ -140,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except SaimError as exc:

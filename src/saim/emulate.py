@@ -84,7 +84,9 @@ def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int,
     interactive = VirtualUser(clicks).annotate(predictor, images, gt).labels
     out = {
         "miou": mean_iou(gt, auto, k),
-        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(predictor.config.classes, per_class)},
+        "per_class_iou": {
+            c: (None if np.isnan(v) else float(v)) for c, v in zip(predictor.config.classes, per_class, strict=True)
+        },
         "interactive_miou": mean_iou(gt, interactive, k),
     }
     if noc:
@@ -102,8 +104,14 @@ class Emulation:
         images = np.concatenate([i for i, _ in train])
         labels = np.concatenate([l for _, l in train])
         tc = TrainConfig(
-            epochs=self.cfg.epochs, finetune_epochs=self.cfg.finetune_epochs, steps_per_epoch=self.cfg.steps_per_epoch, batch_size=self.cfg.train_batch_size, lr=self.cfg.lr, mode=self.cfg.mode,
-            seed=seed, device=self.cfg.device,
+            epochs=self.cfg.epochs,
+            finetune_epochs=self.cfg.finetune_epochs,
+            steps_per_epoch=self.cfg.steps_per_epoch,
+            batch_size=self.cfg.train_batch_size,
+            lr=self.cfg.lr,
+            mode=self.cfg.mode,
+            seed=seed,
+            device=self.cfg.device,
         )
         bar = tqdm(desc=desc, total=None, leave=False, disable=not self.show_progress, unit="step")
 
@@ -121,11 +129,15 @@ class Emulation:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         started = time.perf_counter()
-        classes, series = open_source(cfg.data, cfg.image_size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed)
+        classes, series = open_source(
+            cfg.data, cfg.image_size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed
+        )
         split = split_series(series, cfg)
         total_train = len(split.initial) + len(split.pool)
         batch = cfg.batch_size or len(split.initial)
-        mc = ModelConfig(classes=classes, image_size=cfg.image_size, encoder=cfg.encoder, encoder_weights=cfg.encoder_weights)
+        mc = ModelConfig(
+            classes=classes, image_size=cfg.image_size, encoder=cfg.encoder, encoder_weights=cfg.encoder_weights
+        )
         strategy = make_strategy(cfg.selection, cfg.seed)
         user = VirtualUser(cfg.clicks)
 
@@ -162,7 +174,9 @@ class Emulation:
                     ).predictor
             metrics = evaluate(model, split.test, cfg.clicks, cfg.noc)
             if cfg.baseline == "classical":
-                miou_classical = metrics["miou"] if it == 0 else evaluate(classical_model, split.test, cfg.clicks, False)["miou"]
+                miou_classical = (
+                    metrics["miou"] if it == 0 else evaluate(classical_model, split.test, cfg.clicks, False)["miou"]
+                )
             else:
                 miou_classical = None
             row = {
@@ -199,7 +213,9 @@ class Emulation:
         }
 
 
-TABLE_HEADER = f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'annot.':>7} {'train s':>8}"
+TABLE_HEADER = (
+    f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'annot.':>7} {'train s':>8}"
+)
 
 
 def _fmt(v, spec: str) -> str:
@@ -232,8 +248,14 @@ def plot_report(report: dict, path: str) -> None:
     if rows[0]["miou_classical"] is not None:
         ax.plot(x, [r["miou_classical"] for r in rows], "s--", color="tab:green", label="classical (ground truth)")
     for r in rows:
-        ax.annotate(f"{r['annotated_fraction']:.0%}", (r["iteration"], r["miou"]), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize=8)
+        ax.annotate(
+            f"{r['annotated_fraction']:.0%}",
+            (r["iteration"], r["miou"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     ax.set_xlabel("iteration (label: annotated fraction of the training pool)")
     ax.set_ylabel("test mIoU (automatic, foreground classes)")
     ax.set_xticks(x)

@@ -65,8 +65,11 @@ def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> None:
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
-                   for t in TOPICS if t.name not in existing]
+        missing = [
+            NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
+            for t in TOPICS
+            if t.name not in existing
+        ]
         if missing:
             try:
                 admin.create_topics(missing)
@@ -79,8 +82,14 @@ def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> None:
 class EventPublisher:
     def __init__(self, bootstrap: str, producer_name: str):
         self.producer_name = producer_name
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=5, linger_ms=0,
-                                       client_id=producer_name, **KAFKA_CLIENT_DEFAULTS)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            retries=5,
+            linger_ms=0,
+            client_id=producer_name,
+            **KAFKA_CLIENT_DEFAULTS,
+        )
 
     def publish(self, topic: TopicSpec, event: Message, key: str | None = None) -> None:
         """Send and wait for the broker's acknowledgement (at-least-once: state is stored before its event)."""
@@ -100,9 +109,16 @@ Handler = Callable[[TopicSpec, Message], None]
 class EventConsumer:
     """A background thread polling topics for one consumer group; commits after the handler returns."""
 
-    def __init__(self, bootstrap: str, group_id: str, topics: list[TopicSpec], handler: Handler,
-                 dead_letter: EventPublisher | None = None, on_lag: Callable[[str, float], None] | None = None,
-                 dedup_size: int = 10000):
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: list[TopicSpec],
+        handler: Handler,
+        dead_letter: EventPublisher | None = None,
+        on_lag: Callable[[str, float], None] | None = None,
+        dedup_size: int = 10000,
+    ):
         self.bootstrap, self.group_id, self.topics, self.handler = bootstrap, group_id, topics, handler
         self.dead_letter, self.on_lag = dead_letter, on_lag
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -111,7 +127,7 @@ class EventConsumer:
         self._thread = threading.Thread(target=self._run, name=f"consumer-{group_id}", daemon=True)
         self.ready = threading.Event()
 
-    def start(self) -> "EventConsumer":
+    def start(self) -> EventConsumer:
         self._thread.start()
         return self
 
@@ -121,9 +137,14 @@ class EventConsumer:
 
     def _connect(self) -> KafkaConsumer:
         return KafkaConsumer(
-            *[t.name for t in self.topics], bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            auto_offset_reset="earliest", enable_auto_commit=False, client_id=self.group_id,
-            **CONSUMER_DEFAULTS, **KAFKA_CLIENT_DEFAULTS,
+            *[t.name for t in self.topics],
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            client_id=self.group_id,
+            **CONSUMER_DEFAULTS,
+            **KAFKA_CLIENT_DEFAULTS,
         )
 
     def _run(self) -> None:
@@ -160,8 +181,9 @@ class EventConsumer:
             if not event_id:
                 raise DecodeError("event without meta.event_id")
         except (DecodeError, AttributeError, TypeError) as exc:
-            log.warning("malformed event on %s offset %s: %s; sent to %s", record.topic, record.offset, exc,
-                        DEAD_LETTER.name)
+            log.warning(
+                "malformed event on %s offset %s: %s; sent to %s", record.topic, record.offset, exc, DEAD_LETTER.name
+            )
             if self.dead_letter is not None:
                 self.dead_letter.send_raw(DEAD_LETTER.name, record.value or b"", record.key)
             return

@@ -26,8 +26,9 @@ class ServedModel:
 
 
 class LiveModel:
-    def __init__(self, registry: ModelRegistry, device: str = "cpu",
-                 on_change: Callable[[ServedModel], None] | None = None):
+    def __init__(
+        self, registry: ModelRegistry, device: str = "cpu", on_change: Callable[[ServedModel], None] | None = None
+    ):
         self.registry, self.device, self.on_change = registry, device, on_change
         self._current: ServedModel | None = None
         self._load_lock = threading.Lock()

@@ -24,4 +24,4 @@ def mean_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
 
 def image_mious(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-image mIoU for stacks (N, H, W)."""
-    return np.array([mean_iou(g, p, num_classes) for g, p in zip(gt, pred)])
+    return np.array([mean_iou(g, p, num_classes) for g, p in zip(gt, pred, strict=True)])

@@ -39,8 +39,9 @@ def make_splits(cases: list[str], seed: int, test_fraction=0.15, val_fraction=0.
     n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
     rest = shuffled[n_test + n_val :]
     n_init = min(len(rest) - 1, max(1, round(pretrain_fraction * len(rest))))
-    return Splits(tuple(rest[:n_init]), tuple(shuffled[n_test : n_test + n_val]), tuple(shuffled[:n_test]),
-                  tuple(rest[n_init:]))
+    return Splits(
+        tuple(rest[:n_init]), tuple(shuffled[n_test : n_test + n_val]), tuple(shuffled[:n_test]), tuple(rest[n_init:])
+    )
 
 
 def image_key(case: str) -> str:
@@ -115,10 +116,11 @@ class PoolStore:
 
     def annotated_cases(self) -> list[str]:
         """Cases whose annotation is complete (the provenance, written last, exists)."""
-        return sorted(k[len("annotations/") : -len(".json")] for k in self.store.list("annotations/") if k.endswith(".json"))
+        return sorted(
+            k[len("annotations/") : -len(".json")] for k in self.store.list("annotations/") if k.endswith(".json")
+        )
 
     def read_annotation(self, case: str) -> tuple[np.ndarray, dict]:
         prov = self.store.get_json(provenance_key(case))
         vol, _ = volume_from_bytes(self.store.get_bytes(annotation_key(case)), annotation_key(case))
         return np.moveaxis(vol.astype(np.uint8), 2, 0), prov
-

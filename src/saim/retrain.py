@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class TrainingPipeline:
-    def __init__(self, pool: PoolStore, registry: ModelRegistry, model_config: ModelConfig,
-                 train_config: Callable[[int], TrainConfig], eval_clicks: int = 3):
+    def __init__(
+        self,
+        pool: PoolStore,
+        registry: ModelRegistry,
+        model_config: ModelConfig,
+        train_config: Callable[[int], TrainConfig],
+        eval_clicks: int = 3,
+    ):
         self.pool, self.registry = pool, registry
         self.model_config, self.train_config, self.eval_clicks = model_config, train_config, eval_clicks
         self._images: dict[str, Series] = {}  # series images never change: cache them
@@ -46,12 +52,21 @@ class TrainingPipeline:
             annotation, prov = self.pool.read_annotation(case)
             s = self._series(case)
             if annotation.shape != s.images.shape:
-                log.warning("annotation of %s has shape %s, expected %s; skipped", case, annotation.shape, s.images.shape)
+                log.warning(
+                    "annotation of %s has shape %s, expected %s; skipped", case, annotation.shape, s.images.shape
+                )
                 continue
             images.append(s.images)
             labels.append(annotation)
-            manifest.append({"case": case, "source": "saim", "annotation_key": annotation_key(case),
-                             "annotator": prov.get("annotator"), "model_versions": prov.get("model_versions_used")})
+            manifest.append(
+                {
+                    "case": case,
+                    "source": "saim",
+                    "annotation_key": annotation_key(case),
+                    "annotator": prov.get("annotator"),
+                    "model_versions": prov.get("model_versions_used"),
+                }
+            )
         return np.concatenate(images), np.concatenate(labels), manifest
 
     def split(self, name: str) -> list[Series]:
@@ -77,8 +92,9 @@ class TrainingPipeline:
         started = time.perf_counter()
         images, labels, manifest = self.training_set()
         parent = self.registry.load(parent_version) if parent_version else None
-        result = train_predictor(self.model_config, images, labels, self.train_config(iteration), parent=parent,
-                                 progress=progress)
+        result = train_predictor(
+            self.model_config, images, labels, self.train_config(iteration), parent=parent, progress=progress
+        )
         metrics = self.evaluate(result.predictor)
         metrics.update(train_loss=result.stats["final_loss"], train_seconds=result.stats["seconds"])
         meta = self.registry.publish(
@@ -90,6 +106,11 @@ class TrainingPipeline:
             metrics=metrics,
             duration_seconds=round(time.perf_counter() - started, 2),
         )
-        log.info("published %s (iteration %d, %d series, test mIoU %.3f)", meta["version"], iteration, len(manifest),
-                 metrics["test_miou"])
+        log.info(
+            "published %s (iteration %d, %d series, test mIoU %.3f)",
+            meta["version"],
+            iteration,
+            len(manifest),
+            metrics["test_miou"],
+        )
         return meta

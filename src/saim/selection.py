@@ -52,7 +52,7 @@ class RandomStrategy(SelectionStrategy):
 
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
         draws = self._rng.random(len(pool))
-        return {case: float(v) for case, v in zip(sorted(pool), draws)}
+        return {case: float(v) for case, v in zip(sorted(pool), draws, strict=True)}
 
 
 STRATEGIES: dict[str, type[SelectionStrategy]] = {"entropy": EntropyStrategy, "random": RandomStrategy}

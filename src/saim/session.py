@@ -49,8 +49,17 @@ class AnnotationSession:
     def open(cls, case: str, annotator: str, iteration: int, lease_id: str, series: Series, model: ServedModel):
         auto = model.predictor.predict(series.images)
         slices = [SliceState(auto=a) for a in auto]
-        return cls(uuid.uuid4().hex, case, annotator, iteration, lease_id, series, slices, model.version,
-                   versions_used={model.version})
+        return cls(
+            uuid.uuid4().hex,
+            case,
+            annotator,
+            iteration,
+            lease_id,
+            series,
+            slices,
+            model.version,
+            versions_used={model.version},
+        )
 
     def _slice(self, index: int) -> SliceState:
         if not 0 <= index < len(self.slices):
@@ -95,7 +104,9 @@ class AnnotationSession:
             "session_id": self.session_id,
             "model_version_opened": self.opened_version,
             "model_versions_used": sorted(self.versions_used),
-            "clicks": [[{"class": c.cls, "y": c.y, "x": c.x, "positive": c.positive} for c in s.clicks] for s in self.slices],
+            "clicks": [
+                [{"class": c.cls, "y": c.y, "x": c.x, "positive": c.positive} for c in s.clicks] for s in self.slices
+            ],
             "num_clicks": sum(len(s.clicks) for s in self.slices),
             "slice_index": [int(z) for z in self.series.slice_index],
             "volume_shape": list(self.series.volume_shape),

@@ -50,12 +50,21 @@ class ServiceSettings(BaseSettings):
     session_ttl_s: float = Field(1800.0, description="idle annotator sessions are dropped after this")
 
     def s3(self) -> S3Config:
-        return S3Config(self.s3_endpoint, self.s3_access_key, self.s3_secret_key, self.s3_bucket, self.s3_secure,
-                        self.s3_region)
+        return S3Config(
+            self.s3_endpoint, self.s3_access_key, self.s3_secret_key, self.s3_bucket, self.s3_secure, self.s3_region
+        )
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, finetune_epochs=self.finetune_epochs, steps_per_epoch=self.steps_per_epoch, batch_size=self.train_batch_size,
-                           lr=self.lr, mode=self.train_mode, seed=seed, device=self.device)
+        return TrainConfig(
+            epochs=self.epochs,
+            finetune_epochs=self.finetune_epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            batch_size=self.train_batch_size,
+            lr=self.lr,
+            mode=self.train_mode,
+            seed=seed,
+            device=self.device,
+        )
 
     def predictor_config(self, classes: tuple[str, ...]) -> ModelConfig:
         return ModelConfig(classes=classes, image_size=self.image_size, encoder=self.encoder)

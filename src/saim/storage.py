@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from minio import Minio
 from minio.commonconfig import ENABLED
@@ -44,9 +44,10 @@ class ObjectStore:
         self.bucket = bucket
 
     @classmethod
-    def connect(cls, cfg: S3Config) -> "ObjectStore":
-        client = Minio(cfg.endpoint, access_key=cfg.access_key, secret_key=cfg.secret_key, secure=cfg.secure,
-                       region=cfg.region)
+    def connect(cls, cfg: S3Config) -> ObjectStore:
+        client = Minio(
+            cfg.endpoint, access_key=cfg.access_key, secret_key=cfg.secret_key, secure=cfg.secure, region=cfg.region
+        )
         return cls(client, cfg.bucket)
 
     def ensure_bucket(self, versioning: bool = True) -> None:
@@ -111,8 +112,9 @@ class ModelRegistry:
         return f"{self.PREFIX}{version}/metadata.json"
 
     def versions(self) -> list[str]:
-        return sorted({k[len(self.PREFIX):].split("/")[0] for k in self.store.list(self.PREFIX)
-                       if k.endswith("/metadata.json")})
+        return sorted(
+            {k[len(self.PREFIX) :].split("/")[0] for k in self.store.list(self.PREFIX) if k.endswith("/metadata.json")}
+        )
 
     def next_version(self) -> str:
         numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
@@ -125,7 +127,7 @@ class ModelRegistry:
         meta = predictor.describe(
             version=version,
             weights_sha256=hashlib.sha256(weights).hexdigest(),
-            created_at=datetime.now(timezone.utc).isoformat(),
+            created_at=datetime.now(UTC).isoformat(),
             **metadata,
         )
         self.store.put_bytes(self.weights_key(version), weights)
@@ -137,7 +139,7 @@ class ModelRegistry:
     def set_current(self, version: str) -> None:
         if not self.store.exists(self.metadata_key(version)):
             raise NotFound(f"model version {version!r} is not in the registry")
-        self.store.put_json(self.POINTER, {"version": version, "updated_at": datetime.now(timezone.utc).isoformat()})
+        self.store.put_json(self.POINTER, {"version": version, "updated_at": datetime.now(UTC).isoformat()})
 
     def current_version(self) -> str | None:
         try:

@@ -71,36 +71,68 @@ def test_every_overlay_validates_strictly_against_kubernetes_schemas(rendered):
 
 def test_security_scan_passes(rendered):
     _, _, path = rendered
-    out = subprocess.run([tool("checkov"), "--config-file", str(DEPLOY / ".checkov.yaml"), "-f", str(path),
-                          "--framework", "kubernetes"], capture_output=True, text=True)
+    out = subprocess.run(
+        [tool("checkov"), "--config-file", str(DEPLOY / ".checkov.yaml"), "-f", str(path), "--framework", "kubernetes"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-4000:]
     assert re.search(r"Failed checks: 0", out.stdout), out.stdout[-2000:]
 
 
 def test_dockerfile_security_scan_passes():
-    out = subprocess.run([tool("checkov"), "--config-file", str(DEPLOY / ".checkov.yaml"), "-f",
-                          str(DEPLOY / "docker" / "Dockerfile"), "--framework", "dockerfile"], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [
+            tool("checkov"),
+            "--config-file",
+            str(DEPLOY / ".checkov.yaml"),
+            "-f",
+            str(DEPLOY / "docker" / "Dockerfile"),
+            "--framework",
+            "dockerfile",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-4000:]
 
 
 def test_compose_validates_against_the_compose_specification():
-    out = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                          str(DEPLOY / "compose" / "docker-compose.yml")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(DEPLOY / "compose" / "docker-compose.yml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_hardened_pods_and_native_grpc_probes(rendered):
     name, docs, _ = rendered
     workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
-    assert {d["metadata"]["name"] for d in workloads} == {"saim-annotator", "saim-selector", "saim-trainer",
-                                                          "saim-bootstrap"}
+    assert {d["metadata"]["name"] for d in workloads} == {
+        "saim-annotator",
+        "saim-selector",
+        "saim-trainer",
+        "saim-bootstrap",
+    }
     for d in workloads:
         pod = d["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert (
+            pod["securityContext"]["runAsNonRoot"]
+            and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        )
         for c in pod["containers"]:
             sc = c["securityContext"]
-            assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
+            assert (
+                sc["readOnlyRootFilesystem"]
+                and not sc["allowPrivilegeEscalation"]
+                and sc["capabilities"]["drop"] == ["ALL"]
+            )
             assert c["resources"]["requests"] and c["resources"]["limits"]
             if d["kind"] == "Deployment":
                 assert c["readinessProbe"]["grpc"]["port"] == 50051 and "service" not in c["readinessProbe"]["grpc"]
@@ -108,8 +140,12 @@ def test_hardened_pods_and_native_grpc_probes(rendered):
     kinds = {d["kind"] for d in docs}
     assert {"PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler", "ServiceMonitor", "KafkaTopic"} <= kinds
     if name == "overlays/gpu":
-        gpu = {d["metadata"]["name"] for d in workloads
-               if d["kind"] == "Deployment" and "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]}
+        gpu = {
+            d["metadata"]["name"]
+            for d in workloads
+            if d["kind"] == "Deployment"
+            and "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        }
         assert gpu == {"saim-annotator", "saim-trainer"}
 
 
@@ -154,7 +190,8 @@ def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
         assert all(p.endswith(f":{grpc_port}") for p in compose["services"][svc]["ports"])
     prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
-        f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer")}
+        f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer")
+    }
 
 
 def test_kafka_topics_match_the_code(rendered):
@@ -167,8 +204,8 @@ def test_images_are_multi_stage_non_root_with_grpc_healthcheck():
     text = (DEPLOY / "docker" / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M))
     assert {"annotator", "selector", "trainer", "annotator-cuda", "trainer-cuda", "tools"} <= targets
-    assert "USER 10001:10001" in text and 'HEALTHCHECK' in text and "saim-healthcheck" in text
-    runtime = text[text.index("AS runtime\n"):]
+    assert "USER 10001:10001" in text and "HEALTHCHECK" in text and "saim-healthcheck" in text
+    runtime = text[text.index("AS runtime\n") :]
     assert "pip install" not in runtime and "apt-get" not in runtime  # no build tools in the final stages
     assert (ROOT / ".dockerignore").exists()
 

@@ -17,8 +17,15 @@ from saim.stack.virtual import VirtualAnnotator
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 # Tiny training so the loop runs in about a minute on two cores; the loop's mechanics are what is tested here.
-FAST = {"SAIM_EPOCHS": "1", "SAIM_STEPS_PER_EPOCH": "3", "SAIM_TRAIN_BATCH_SIZE": "4", "SAIM_ENCODER": "resnet18",
-        "SAIM_MAX_SLICES": "3", "SAIM_BATCH_SIZE": "2", "SAIM_MAX_ITERATIONS": "2"}
+FAST = {
+    "SAIM_EPOCHS": "1",
+    "SAIM_STEPS_PER_EPOCH": "3",
+    "SAIM_TRAIN_BATCH_SIZE": "4",
+    "SAIM_ENCODER": "resnet18",
+    "SAIM_MAX_SLICES": "3",
+    "SAIM_BATCH_SIZE": "2",
+    "SAIM_MAX_ITERATIONS": "2",
+}
 
 
 @dataclass
@@ -45,8 +52,14 @@ class Observer:
 
         from saim.v1 import events_pb2
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "independent-observer",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "independent-observer",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         consumer.subscribe([t.name for t in TOPICS])
         try:
             while not self.stop.is_set():
@@ -89,7 +102,9 @@ def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         ends = consumer.end_offsets(partitions)
         committed = admin.list_group_offsets({group: partitions}).get(group, {})
-        return all(ends[p] == 0 or (committed.get(p) is not None and committed[p].offset >= ends[p]) for p in partitions)
+        return all(
+            ends[p] == 0 or (committed.get(p) is not None and committed[p].offset >= ends[p]) for p in partitions
+        )
     finally:
         consumer.close()
         admin.close()
@@ -122,8 +137,10 @@ def completed_run(tmp_path_factory):
         stack.start_services()
         stack.wait_serving(timeout_s=300)
         gt = {case: ds.load_case(case)[1] for case in ds.cases}
-        annotators = [VirtualAnnotator(f"ann-{i}", stack.target("annotator"), stack.target("selector"), gt, 2, stop)
-                      for i in range(2)]
+        annotators = [
+            VirtualAnnotator(f"ann-{i}", stack.target("annotator"), stack.target("selector"), gt, 2, stop)
+            for i in range(2)
+        ]
         for a in annotators:
             a.start()
         run = Run(stack, observer, annotators, ds)
@@ -140,8 +157,11 @@ def completed_run(tmp_path_factory):
             a.join(timeout=30)
         poll(lambda: len(observer.of("saim.model.published")) >= 3, 30, "the observer to see all model events")
         for group in (GROUP_SELECTOR, GROUP_ANNOTATOR_PREFIX + "local-annotator"):
-            poll(lambda: committed_to_end(stack.kafka_bootstrap, group, MODEL_PUBLISHED.name), 60,
-                 f"{group} to handle the last model event")
+            poll(
+                lambda group=group: committed_to_end(stack.kafka_bootstrap, group, MODEL_PUBLISHED.name),
+                60,
+                f"{group} to handle the last model event",
+            )
         observer.stop.set()  # freeze what was observed: later tests (replays) must not change it
         yield run
     finally:

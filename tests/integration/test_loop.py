@@ -106,9 +106,14 @@ def test_replayed_events_change_nothing(completed_run):
     producer.send(BATCH_COMPLETED.name, fresh.SerializeToString())
     producer.flush()
     producer.close()
-    for group, topic in ((GROUP_TRAINER, "saim.batch.completed"), (GROUP_SELECTOR, "saim.annotation.submitted"),
-                         (GROUP_SELECTOR, "saim.model.published")):
-        poll(lambda: committed_to_end(bootstrap, group, topic), 60, f"{group} to consume the replay of {topic}")
+    for group, topic in (
+        (GROUP_TRAINER, "saim.batch.completed"),
+        (GROUP_SELECTOR, "saim.annotation.submitted"),
+        (GROUP_SELECTOR, "saim.model.published"),
+    ):
+        poll(
+            lambda g=group, t=topic: committed_to_end(bootstrap, g, t), 60, f"{group} to consume the replay of {topic}"
+        )
     status = run.trainer().GetStatus(trainer_pb2.GetTrainerStatusRequest(), timeout=10)
     assert status.state == "idle" and status.queued == 0
     assert [m.version for m in models(run)] == before_models
@@ -117,8 +122,13 @@ def test_replayed_events_change_nothing(completed_run):
 
 
 def test_bucket_is_readable_by_a_plain_s3_client(completed_run):
-    s3 = boto3.client("s3", endpoint_url=f"http://{completed_run.stack.s3_endpoint}", aws_access_key_id=ACCESS_KEY,
-                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{completed_run.stack.s3_endpoint}",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="saim", MaxKeys=1000)["Contents"]}
     assert {"models/CURRENT", "models/v0002/weights.safetensors", "dataset/splits.json"} <= keys
     pointer = json.loads(s3.get_object(Bucket="saim", Key="models/CURRENT")["Body"].read())
@@ -127,8 +137,11 @@ def test_bucket_is_readable_by_a_plain_s3_client(completed_run):
 
 
 def test_topics_decode_with_an_independent_kafka_client(completed_run):
-    decoded = {"saim.annotation.submitted": events_pb2.AnnotationSubmitted, "saim.batch.completed": events_pb2.BatchCompleted,
-               "saim.model.published": events_pb2.ModelPublished}
+    decoded = {
+        "saim.annotation.submitted": events_pb2.AnnotationSubmitted,
+        "saim.batch.completed": events_pb2.BatchCompleted,
+        "saim.model.published": events_pb2.ModelPublished,
+    }
     ids = set()
     for rec in completed_run.observer.records:
         event = decoded[rec.topic].FromString(rec.value)
@@ -143,7 +156,9 @@ def test_unknown_case_and_foreign_lease_get_precise_codes(completed_run):
     with grpc.insecure_channel(completed_run.stack.target("annotator")) as channel:
         stub = annotator_pb2_grpc.AnnotatorServiceStub(channel)
         try:
-            stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="nope", annotator_id="x", lease_id="y"), timeout=10)
+            stub.OpenSession(
+                annotator_pb2.OpenSessionRequest(case_id="nope", annotator_id="x", lease_id="y"), timeout=10
+            )
         except grpc.RpcError as exc:
             assert exc.code() == grpc.StatusCode.PERMISSION_DENIED and "not leased" in exc.details()
         else:

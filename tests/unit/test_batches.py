@@ -28,8 +28,9 @@ def pool(dataset):
 def model():
     from saim.config import ModelConfig
 
-    return ServedModel("v0000", InteractivePredictor(ModelConfig(classes=phantom.CLASSES, image_size=32,
-                                                                 encoder="resnet18")), {})
+    return ServedModel(
+        "v0000", InteractivePredictor(ModelConfig(classes=phantom.CLASSES, image_size=32, encoder="resnet18")), {}
+    )
 
 
 def test_pool_labels_are_withheld(pool):

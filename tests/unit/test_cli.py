@@ -7,7 +7,17 @@ import pytest
 from saim.cli import build_parser, main
 from saim.data.dataset import DatasetInfo, write_dataset
 
-SUBCOMMANDS = [["emulate"], ["data"], ["data", "phantom"], ["data", "totalseg"], ["data", "check"], ["up"], ["demo"], ["bootstrap"], ["drive"]]
+SUBCOMMANDS = [
+    ["emulate"],
+    ["data"],
+    ["data", "phantom"],
+    ["data", "totalseg"],
+    ["data", "check"],
+    ["up"],
+    ["demo"],
+    ["bootstrap"],
+    ["drive"],
+]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
@@ -19,7 +29,9 @@ def test_every_subcommand_has_help(words, capsys):
 
 
 def test_console_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "saim.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "saim.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "emulate" in out and "demo" in out
 
 

@@ -7,8 +7,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_code_is_up_to_date(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "tools" / "gen_protos.py"), str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_protos.py"), str(tmp_path)], check=True, capture_output=True
+    )
     generated = sorted(p.name for p in (tmp_path / "saim" / "v1").iterdir())
     checked_in = sorted(p.name for p in (ROOT / "src" / "saim" / "v1").iterdir() if p.is_file())
     assert generated == checked_in

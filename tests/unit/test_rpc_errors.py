@@ -7,17 +7,20 @@ from saim.rpc.server import Health, create_server
 from saim.v1 import selector_pb2, selector_pb2_grpc
 
 
-@pytest.mark.parametrize("exc, code", [
-    (errors.InvalidInput("x"), grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.DatasetError("x"), grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound("x"), grpc.StatusCode.NOT_FOUND),
-    (errors.FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.TooLarge("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Unauthenticated("x"), grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied("x"), grpc.StatusCode.PERMISSION_DENIED),
-    (errors.Unavailable("x"), grpc.StatusCode.UNAVAILABLE),
-    (RuntimeError("x"), grpc.StatusCode.INTERNAL),
-])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (errors.InvalidInput("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.DatasetError("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFound("x"), grpc.StatusCode.NOT_FOUND),
+        (errors.FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.TooLarge("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.Unauthenticated("x"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.PermissionDenied("x"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.Unavailable("x"), grpc.StatusCode.UNAVAILABLE),
+        (RuntimeError("x"), grpc.StatusCode.INTERNAL),
+    ],
+)
 def test_status_mapping(exc, code):
     assert status_of(exc) == code
 
@@ -31,9 +34,14 @@ class _Raising(selector_pb2_grpc.SelectorServiceServicer):
 
 def test_interceptor_maps_domain_errors_over_a_real_channel():
     health = Health("saim.v1.SelectorService")
-    server, port = create_server("selector", "saim.v1.SelectorService",
-                                 lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(_Raising(), s),
-                                 health, "127.0.0.1", 0)
+    server, port = create_server(
+        "selector",
+        "saim.v1.SelectorService",
+        lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(_Raising(), s),
+        health,
+        "127.0.0.1",
+        0,
+    )
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

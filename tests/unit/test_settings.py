@@ -3,8 +3,12 @@ import pytest
 from saim.errors import SaimError
 from saim.settings import load_settings
 
-REQUIRED = {"SAIM_KAFKA_BOOTSTRAP": "127.0.0.1:9092", "SAIM_S3_ENDPOINT": "127.0.0.1:9000",
-            "SAIM_S3_ACCESS_KEY": "k", "SAIM_S3_SECRET_KEY": "s"}
+REQUIRED = {
+    "SAIM_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+    "SAIM_S3_ENDPOINT": "127.0.0.1:9000",
+    "SAIM_S3_ACCESS_KEY": "k",
+    "SAIM_S3_SECRET_KEY": "s",
+}
 
 
 def test_settings_come_from_environment(monkeypatch):

@@ -104,10 +104,16 @@ def test_finetune_starts_from_parent_weights(tiny_model_config):
     labels = np.zeros((4, 32, 32), np.uint8)
     labels[:, 4:12, 4:12] = 1
     parent = train_predictor(tiny_model_config, images, labels, TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2))
-    child = train_predictor(tiny_model_config, images, labels,
-                            TrainConfig(epochs=2, mode="finetune", finetune_epochs=1, steps_per_epoch=1, batch_size=2, lr=0.0),
-                            parent=parent.predictor)
+    child = train_predictor(
+        tiny_model_config,
+        images,
+        labels,
+        TrainConfig(epochs=2, mode="finetune", finetune_epochs=1, steps_per_epoch=1, batch_size=2, lr=0.0),
+        parent=parent.predictor,
+    )
     assert child.stats["mode"] == "finetune" and child.stats["epochs"] == 1
-    for (name, p), q in zip(parent.predictor.network.state_dict().items(), child.predictor.network.state_dict().values()):
+    for (name, p), q in zip(
+        parent.predictor.network.state_dict().items(), child.predictor.network.state_dict().values(), strict=True
+    ):
         if p.dtype.is_floating_point and "running" not in name:
             torch.testing.assert_close(p, q)  # lr 0: the weights are the parent's

@@ -25,7 +25,7 @@ class DatasetInfo:
 
     def to_json(self) -> dict:
         labels = {"background": 0}
-        labels.update({name: value for name, value in zip(self.classes, self.label_values)})
+        labels.update({name: value for name, value in zip(self.classes, self.label_values, strict=True)})
         return {
             "name": self.name,
             "channel_names": self.channel_names,
@@ -134,7 +134,9 @@ def remap_labels(label: np.ndarray, info: DatasetInfo, name: str) -> np.ndarray:
     return lut[label]
 
 
-def write_dataset(root: Path | str, info: DatasetInfo, cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+def write_dataset(
+    root: Path | str, info: DatasetInfo, cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> Path:
     """Write {case: (image, label with values 0..K, affine)} in the nnU-Net raw layout."""
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,9 @@ def load_volume(path: Path | str, max_voxels: int = MAX_VOXELS) -> tuple[np.ndar
     return _from_image(img, str(path), max_voxels)
 
 
-def volume_from_bytes(blob: bytes, name: str = "<bytes>", max_voxels: int = MAX_VOXELS) -> tuple[np.ndarray, np.ndarray]:
+def volume_from_bytes(
+    blob: bytes, name: str = "<bytes>", max_voxels: int = MAX_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode NIfTI (optionally gzipped) bytes, as stored in object storage or sent over the wire."""
     try:
         raw = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob

@@ -77,9 +77,7 @@ def phantom_info() -> DatasetInfo:
     return DatasetInfo(name="SaimPhantom", classes=CLASSES, label_values=(1, 2, 3, 4), channel_names={"0": "MRI"})
 
 
-def generate(
-    out_dir: Path | str, num_series: int = 24, depth: int = 12, size: int = 96, seed: int = 0
-) -> Path:
+def generate(out_dir: Path | str, num_series: int = 24, depth: int = 12, size: int = 96, seed: int = 0) -> Path:
     """Write `num_series` phantoms as an nnU-Net raw dataset; same arguments, same bytes of data."""
     affine = np.diag([1.5, 1.5, 5.0, 1.0])
     cases = {}

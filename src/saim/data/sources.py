@@ -19,7 +19,12 @@ def load_series(dataset: NnUNetDataset, image_size: int, max_slices: int | None)
 
 
 def open_source(
-    source: str, image_size: int, max_slices: int | None, synthetic_series: int = 24, synthetic_slices: int = 12, seed: int = 0
+    source: str,
+    image_size: int,
+    max_slices: int | None,
+    synthetic_series: int = 24,
+    synthetic_slices: int = 12,
+    seed: int = 0,
 ) -> tuple[tuple[str, ...], list[Series]]:
     """Returns (foreground class names, series). "synthetic" generates phantoms into a temporary directory and
     reads them back through the same nnU-Net reader as any real dataset."""

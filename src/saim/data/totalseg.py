@@ -33,8 +33,18 @@ def fetch_sdist(cache_dir: Path) -> Path:
     found = sorted(cache_dir.glob(f"totalsegmentator-{VERSION}.tar.gz"))
     if found:
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"totalsegmentator=={VERSION}",
-           "-d", str(cache_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        f"totalsegmentator=={VERSION}",
+        "-d",
+        str(cache_dir),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(cache_dir.glob(f"totalsegmentator-{VERSION}.tar.gz"))
     if proc.returncode != 0 or not found:
@@ -50,7 +60,9 @@ def _member(tar: tarfile.TarFile, name: str) -> bytes:
         raise DatasetError(f"{tar.name}: {path} not found in the sdist") from exc
 
 
-def build(out_dir: Path | str, sdist: Path | str | None = None, slab: int = 5, cache_dir: Path | str = ".cache") -> Path:
+def build(
+    out_dir: Path | str, sdist: Path | str | None = None, slab: int = 5, cache_dir: Path | str = ".cache"
+) -> Path:
     sdist = Path(sdist) if sdist else fetch_sdist(Path(cache_dir))
     values = list(KEEP.values())
     lut = np.zeros(256, np.uint8)
@@ -68,6 +80,7 @@ def build(out_dir: Path | str, sdist: Path | str | None = None, slab: int = 5, c
                 z = slice(start, start + slab)
                 if label[:, :, z].any():
                     cases[f"ts_{modality}_{start:03d}"] = (image[:, :, z].astype(np.float32), label[:, :, z], affine)
-    info = DatasetInfo(name="TotalSegmentatorExamples", classes=tuple(KEEP), label_values=(1, 2, 3, 4),
-                       channel_names={"0": "CT_or_MR"})
+    info = DatasetInfo(
+        name="TotalSegmentatorExamples", classes=tuple(KEEP), label_values=(1, 2, 3, 4), channel_names={"0": "CT_or_MR"}
+    )
     return write_dataset(out_dir, info, cases)

@@ -7,7 +7,7 @@ previous mask) and returns per-class logits; probabilities are a softmax over ba
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,9 @@ class InteractivePredictor:
             if prev_masks is None:
                 prev = torch.zeros(b, k, s, s, device=self.device)
             else:
-                prev = one_hot_foreground(torch.from_numpy(np.asarray(prev_masks[start:stop])).long().to(self.device), k)
+                prev = one_hot_foreground(
+                    torch.from_numpy(np.asarray(prev_masks[start:stop])).long().to(self.device), k
+                )
             logits = self.network(encode(img, pos, neg, prev))
             out.append(torch.softmax(logits, dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.config.num_classes + 1, s, s), np.float32)
@@ -113,13 +115,15 @@ class InteractivePredictor:
             "model_config": self.config.to_dict(),
             "classes": ["background", *self.config.classes],
             "input_encoding": {
-                "channels": ["image"] + [f"pos_{c}" for c in self.config.classes] + [f"neg_{c}" for c in self.config.classes]
+                "channels": ["image"]
+                + [f"pos_{c}" for c in self.config.classes]
+                + [f"neg_{c}" for c in self.config.classes]
                 + [f"prev_{c}" for c in self.config.classes],
                 "image": "per-series percentile [0.5, 99.5] to [0, 1], then per-image standardisation",
                 "clicks": f"{self.config.click_encoding} radius {self.config.click_radius} px",
                 "in_channels": 1 + 3 * k,
             },
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
         }
         meta.update(self.metadata)
         meta.update(extra)
@@ -130,7 +134,7 @@ class InteractivePredictor:
         return st_save(state)
 
     @classmethod
-    def from_bytes(cls, weights: bytes, metadata: dict, device: str = "cpu") -> "InteractivePredictor":
+    def from_bytes(cls, weights: bytes, metadata: dict, device: str = "cpu") -> InteractivePredictor:
         if metadata.get("format") != MODEL_FORMAT:
             raise InvalidInput(f"unknown model format {metadata.get('format')!r}")
         config = ModelConfig.from_dict({**metadata["model_config"], "encoder_weights": None})
@@ -149,7 +153,7 @@ class InteractivePredictor:
         return meta
 
     @classmethod
-    def load(cls, directory: Path | str, device: str = "cpu") -> "InteractivePredictor":
+    def load(cls, directory: Path | str, device: str = "cpu") -> InteractivePredictor:
         directory = Path(directory)
         meta = json.loads((directory / METADATA_FILE).read_text())
         return cls.from_bytes((directory / WEIGHTS_FILE).read_bytes(), meta, device=device)

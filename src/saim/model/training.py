@@ -67,7 +67,9 @@ def has_lateral_classes(classes: tuple[str, ...]) -> bool:
     return any("left" in n for n in names) and any("right" in n for n in names)
 
 
-def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper §4.1: flips, intensity shift, gamma, blur, unsharp masking. images (B, 1, H, W) in [0, 1]."""
     b = images.shape[0]
     dev = images.device
@@ -137,7 +139,12 @@ def _forward_labels(net: torch.nn.Module, x: torch.Tensor, k: int) -> torch.Tens
 
 
 def simulate_interaction(
-    net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mc: ModelConfig, tc: TrainConfig, gen: torch.Generator
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mc: ModelConfig,
+    tc: TrainConfig,
+    gen: torch.Generator,
 ) -> torch.Tensor:
     """Build the network input for a training batch with simulated clicks and interaction memory."""
     b, k, s = images.shape[0], mc.num_classes, mc.image_size

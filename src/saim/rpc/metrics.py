@@ -7,22 +7,28 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 REQUESTS = Counter("saim_grpc_requests_total", "gRPC requests by method and status code", ["service", "method", "code"])
-CLICK_LATENCY = Histogram("saim_click_latency_seconds", "Server-side latency of AddClick/Undo (model answer)",
-                          buckets=LATENCY_BUCKETS)
+CLICK_LATENCY = Histogram(
+    "saim_click_latency_seconds", "Server-side latency of AddClick/Undo (model answer)", buckets=LATENCY_BUCKETS
+)
 OPEN_LATENCY = Histogram("saim_open_session_seconds", "OpenSession latency (automatic prediction of a series)")
 MODEL_VERSION = Gauge("saim_model_version", "Numeric part of the model version this process serves", ["service"])
 MODEL_RELOADS = Counter("saim_model_reloads_total", "Hot reloads of the current model version", ["service"])
 POOL = Gauge("saim_pool_series", "Series by state", ["state"])  # unannotated / batch / annotated / initial
 BATCH_ITERATION = Gauge("saim_batch_iteration", "Current SAIM iteration (batch number)")
 ANNOTATOR_DONE = Counter("saim_annotator_cases_total", "Cases submitted per annotator", ["annotator"])
-TRAINING_SECONDS = Histogram("saim_training_duration_seconds", "Duration of a training run",
-                             buckets=(10, 30, 60, 120, 300, 600, 1200, 3600))
+TRAINING_SECONDS = Histogram(
+    "saim_training_duration_seconds", "Duration of a training run", buckets=(10, 30, 60, 120, 300, 600, 1200, 3600)
+)
 TRAINING_LOSS = Gauge("saim_training_loss", "Final loss of the last training run")
 TRAINING_RUNS = Counter("saim_training_runs_total", "Training runs by outcome", ["outcome"])
 SCORING_RATE = Gauge("saim_scoring_slices_per_second", "Throughput of the last pool rescoring")
 SCORED_SERIES = Counter("saim_scored_series_total", "Series scored for selection")
-EVENT_LAG = Histogram("saim_event_lag_seconds", "Delay between an event's creation and its handling", ["topic"],
-                      buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300))
+EVENT_LAG = Histogram(
+    "saim_event_lag_seconds",
+    "Delay between an event's creation and its handling",
+    ["topic"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
 EVENTS_HANDLED = Counter("saim_events_handled_total", "Events handled by topic", ["topic"])
 
 

@@ -52,7 +52,11 @@ def create_server(
     limit = max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{service}-rpc"),
-        interceptors=[ErrorMappingInterceptor(lambda method, code: REQUESTS.labels(service, method.rsplit("/", 1)[-1], code).inc())],
+        interceptors=[
+            ErrorMappingInterceptor(
+                lambda method, code: REQUESTS.labels(service, method.rsplit("/", 1)[-1], code).inc()
+            )
+        ],
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
     add_servicer(server)

@@ -10,19 +10,25 @@ from pathlib import Path
 
 
 def add_commands(sub) -> None:
-    up = sub.add_parser("up", help="start broker, S3 endpoint and the three services locally; Ctrl-C stops them",
-                        description="Embedded local stack on loopback with free ports: a Kafka-protocol broker (tansu), "
-                        "an S3 endpoint (moto) with the synthetic dataset imported, and the selector, annotator and "
-                        "trainer services as separate processes. Prints their addresses once all are SERVING.")
+    up = sub.add_parser(
+        "up",
+        help="start broker, S3 endpoint and the three services locally; Ctrl-C stops them",
+        description="Embedded local stack on loopback with free ports: a Kafka-protocol broker (tansu), "
+        "an S3 endpoint (moto) with the synthetic dataset imported, and the selector, annotator and "
+        "trainer services as separate processes. Prints their addresses once all are SERVING.",
+    )
     up.add_argument("--workdir", type=Path, default=None, help="logs and data (default: a temporary directory)")
     up.add_argument("--series", type=int, default=24, help="synthetic series to import")
     up.add_argument("--iterations", type=int, default=3)
     up.add_argument("--seed", type=int, default=0)
     up.set_defaults(func=_cmd_up)
 
-    demo = sub.add_parser("demo", help="the distributed demo: `saim up` plus concurrent virtual annotators",
-                          description="Runs the embedded stack and N virtual annotators that drive the selector and "
-                          "annotator over gRPC with ground-truth clicks, for K iterations on synthetic phantoms.")
+    demo = sub.add_parser(
+        "demo",
+        help="the distributed demo: `saim up` plus concurrent virtual annotators",
+        description="Runs the embedded stack and N virtual annotators that drive the selector and "
+        "annotator over gRPC with ground-truth clicks, for K iterations on synthetic phantoms.",
+    )
     demo.add_argument("--annotators", type=int, default=3)
     demo.add_argument("--iterations", type=int, default=2)
     demo.add_argument("--series", type=int, default=24)
@@ -33,10 +39,12 @@ def add_commands(sub) -> None:
     demo.add_argument("--report", type=Path, default=None)
     demo.set_defaults(func=_cmd_demo)
 
-
-    boot = sub.add_parser("bootstrap", help="prepare a deployment: bucket (versioned), topics, dataset import",
-                          description="Uses the SAIM_* environment (as the services do). Idempotent: an already "
-                          "imported dataset is kept unless --force.")
+    boot = sub.add_parser(
+        "bootstrap",
+        help="prepare a deployment: bucket (versioned), topics, dataset import",
+        description="Uses the SAIM_* environment (as the services do). Idempotent: an already "
+        "imported dataset is kept unless --force.",
+    )
     boot.add_argument("--dataset", default="synthetic", help="'synthetic' or an nnU-Net raw directory")
     boot.add_argument("--series", type=int, default=24, help="synthetic series")
     boot.add_argument("--seed", type=int, default=0, help="phantom seed and split seed")
@@ -44,14 +52,20 @@ def add_commands(sub) -> None:
     boot.add_argument("--force", action="store_true", help="re-import even if a dataset is present")
     boot.set_defaults(func=_cmd_bootstrap)
 
-    drv = sub.add_parser("drive", help="run virtual annotators against a running stack (the e2e test of a deployment)",
-                         description="N virtual annotators take cases from the selector and click on the annotator "
-                         "with ground truth from --dataset until the loop is complete.")
+    drv = sub.add_parser(
+        "drive",
+        help="run virtual annotators against a running stack (the e2e test of a deployment)",
+        description="N virtual annotators take cases from the selector and click on the annotator "
+        "with ground truth from --dataset until the loop is complete.",
+    )
     drv.add_argument("--annotator", required=True, help="HOST:PORT of the annotator service")
     drv.add_argument("--selector", required=True, help="HOST:PORT of the selector service")
     drv.add_argument("--trainer", required=True, help="HOST:PORT of the trainer service")
-    drv.add_argument("--dataset", default="synthetic", help="ground truth: 'synthetic' (same --series/--seed as "
-                     "bootstrap) or an nnU-Net raw directory")
+    drv.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="ground truth: 'synthetic' (same --series/--seed as bootstrap) or an nnU-Net raw directory",
+    )
     drv.add_argument("--series", type=int, default=24)
     drv.add_argument("--seed", type=int, default=0)
     drv.add_argument("--annotators", type=int, default=3)
@@ -89,8 +103,10 @@ def _cmd_bootstrap(args) -> int:
     ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
     splits = make_splits(ds.cases, args.seed)
     import_dataset(store, ds, splits)
-    print(f"imported {len(ds.cases)} cases: {len(splits.initial)} initial, {len(splits.val)} val, "
-          f"{len(splits.test)} test, {len(splits.pool)} pool")
+    print(
+        f"imported {len(ds.cases)} cases: {len(splits.initial)} initial, {len(splits.val)} val, "
+        f"{len(splits.test)} test, {len(splits.pool)} pool"
+    )
     return 0
 
 
@@ -100,7 +116,9 @@ def _cmd_drive(args) -> int:
 
     ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
     ground_truth = {case: ds.load_case(case)[1] for case in ds.cases}
-    report = drive(args.annotator, args.selector, args.trainer, ground_truth, args.annotators, args.clicks, args.timeout)
+    report = drive(
+        args.annotator, args.selector, args.trainer, ground_truth, args.annotators, args.clicks, args.timeout
+    )
     print(f"{len(report['model_versions'])} model versions; final test mIoU {report['final']['miou']:.3f}")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +136,11 @@ def _cmd_up(args) -> int:
 
     workdir = _workdir(args.workdir)
     dataset = phantom.generate(workdir / "dataset", num_series=args.series, seed=args.seed)
-    stack = LocalStack(workdir / "stack", settings={"SAIM_MAX_ITERATIONS": str(args.iterations), "SAIM_SEED": str(args.seed)},
-                       threads={"trainer": 2, "selector": 1, "annotator": 1})
+    stack = LocalStack(
+        workdir / "stack",
+        settings={"SAIM_MAX_ITERATIONS": str(args.iterations), "SAIM_SEED": str(args.seed)},
+        threads={"trainer": 2, "selector": 1, "annotator": 1},
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with stack:
@@ -147,13 +168,22 @@ def _cmd_demo(args) -> int:
     from saim.stack.demo import run_demo
 
     workdir = _workdir(args.workdir)
-    report = run_demo(workdir, annotators=args.annotators, iterations=args.iterations, series=args.series,
-                      seed=args.seed, clicks=args.clicks, timeout_s=args.timeout)
+    report = run_demo(
+        workdir,
+        annotators=args.annotators,
+        iterations=args.iterations,
+        series=args.series,
+        seed=args.seed,
+        clicks=args.clicks,
+        timeout_s=args.timeout,
+    )
     lat = report["click_latency_ms"]
     print(f"{len(report['model_versions'])} model versions: {', '.join(report['model_versions'])}")
     print(f"events: {report['events']}")
-    print(f"click latency (virtual annotators, round trip): median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms "
-          f"over {lat['count']} clicks")
+    print(
+        f"click latency (virtual annotators, round trip): median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms "
+        f"over {lat['count']} clicks"
+    )
     print(f"final test mIoU {report['final']['miou']:.3f}; wall {report['wall_seconds']:.0f} s; logs in {workdir}")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

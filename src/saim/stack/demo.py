@@ -50,34 +50,46 @@ def version_rows(models: list, total_series: int, clicks: int, selection: str) -
     for mv in sorted(models, key=lambda mv: mv.version):
         metrics = dict(mv.metrics)
         trained_on = mv.training_series
-        rows.append({
-            "iteration": mv.iteration,
-            "model_version": mv.version,
-            "annotated_series": trained_on,
-            "annotated_fraction": trained_on / total_series,
-            "miou": metrics.get("test_miou"),
-            "miou_classical": None,
-            "per_class_iou": {k[len("test_iou_"):]: v for k, v in metrics.items() if k.startswith("test_iou_")},
-            "interactive_miou": metrics.get("test_interactive_miou"),
-            "clicks_per_class": clicks,
-            "noc85": None,
-            "selection": selection,
-            "selected": [],
-            "train_seconds": metrics.get("train_seconds"),
-            "val_miou": metrics.get("val_miou"),
-        })
+        rows.append(
+            {
+                "iteration": mv.iteration,
+                "model_version": mv.version,
+                "annotated_series": trained_on,
+                "annotated_fraction": trained_on / total_series,
+                "miou": metrics.get("test_miou"),
+                "miou_classical": None,
+                "per_class_iou": {k[len("test_iou_") :]: v for k, v in metrics.items() if k.startswith("test_iou_")},
+                "interactive_miou": metrics.get("test_interactive_miou"),
+                "clicks_per_class": clicks,
+                "noc85": None,
+                "selection": selection,
+                "selected": [],
+                "train_seconds": metrics.get("train_seconds"),
+                "val_miou": metrics.get("val_miou"),
+            }
+        )
         seen.add(mv.version)
     return rows
 
 
-def drive(annotator_target: str, selector_target: str, trainer_target: str, ground_truth: dict[str, np.ndarray],
-          annotators: int = 3, clicks: int = 3, timeout_s: float = 900, echo=print) -> dict:
+def drive(
+    annotator_target: str,
+    selector_target: str,
+    trainer_target: str,
+    ground_truth: dict[str, np.ndarray],
+    annotators: int = 3,
+    clicks: int = 3,
+    timeout_s: float = 900,
+    echo=print,
+) -> dict:
     """Run N virtual annotators against a running stack until the selector reports the loop complete and the model
     closing the last batch is published. Returns the report without its "config"."""
     started = time.perf_counter()
     stop = threading.Event()
-    workers = [VirtualAnnotator(f"virtual-{i}", annotator_target, selector_target, ground_truth, clicks, stop)
-               for i in range(annotators)]
+    workers = [
+        VirtualAnnotator(f"virtual-{i}", annotator_target, selector_target, ground_truth, clicks, stop)
+        for i in range(annotators)
+    ]
     for w in workers:
         w.start()
     trainer = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(trainer_target))
@@ -95,9 +107,11 @@ def drive(annotator_target: str, selector_target: str, trainer_target: str, grou
                 if mv.version not in printed:
                     printed.add(mv.version)
                     med = f"{statistics.median(latencies):.1f} ms" if latencies else "-"
-                    echo(f"model {mv.version}  iteration {mv.iteration}  annotated {mv.training_series}/{total} "
-                         f"({mv.training_series / total:.0%})  test mIoU {mv.metrics['test_miou']:.3f}  "
-                         f"median click latency so far {med}")
+                    echo(
+                        f"model {mv.version}  iteration {mv.iteration}  annotated {mv.training_series}/{total} "
+                        f"({mv.training_series / total:.0%})  test mIoU {mv.metrics['test_miou']:.3f}  "
+                        f"median click latency so far {med}"
+                    )
             if status.complete and max((mv.iteration for mv in models), default=-1) >= status.iteration:
                 break
             if time.monotonic() > deadline:
@@ -128,8 +142,17 @@ def drive(annotator_target: str, selector_target: str, trainer_target: str, grou
     }
 
 
-def run_demo(workdir: Path, annotators: int = 3, iterations: int = 2, series: int = 24, seed: int = 0,
-             clicks: int = 3, timeout_s: float = 900, settings: dict[str, str] | None = None, echo=print) -> dict:
+def run_demo(
+    workdir: Path,
+    annotators: int = 3,
+    iterations: int = 2,
+    series: int = 24,
+    seed: int = 0,
+    clicks: int = 3,
+    timeout_s: float = 900,
+    settings: dict[str, str] | None = None,
+    echo=print,
+) -> dict:
     started = time.perf_counter()
     dataset_dir = phantom.generate(workdir / "dataset", num_series=series, seed=seed)
     ds = NnUNetDataset(dataset_dir)
@@ -144,12 +167,27 @@ def run_demo(workdir: Path, annotators: int = 3, iterations: int = 2, series: in
         echo("stack up: " + ", ".join(f"{k}={v}" for k, v in stack.addresses().items()))
         echo("waiting for the pre-trained model (iteration 0) ...")
         stack.wait_serving(timeout_s=timeout_s)
-        report = drive(stack.target("annotator"), stack.target("selector"), stack.target("trainer"), ground_truth,
-                       annotators, clicks, timeout_s, echo)
+        report = drive(
+            stack.target("annotator"),
+            stack.target("selector"),
+            stack.target("trainer"),
+            ground_truth,
+            annotators,
+            clicks,
+            timeout_s,
+            echo,
+        )
         report["events"] = count_events(stack.kafka_bootstrap)
-    report["config"] = {"data": "synthetic", "iterations": iterations, "series": series, "seed": seed,
-                        "clicks": clicks, "annotators": annotators, "services": svc_settings,
-                        "dataset_cases": len(ds.cases)}
+    report["config"] = {
+        "data": "synthetic",
+        "iterations": iterations,
+        "series": series,
+        "seed": seed,
+        "clicks": clicks,
+        "annotators": annotators,
+        "services": svc_settings,
+        "dataset_cases": len(ds.cases),
+    }
     report["classes"] = list(ds.info.classes)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return report

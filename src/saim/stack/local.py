@@ -99,8 +99,9 @@ class LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.workdir / f"{name}.log"
         handle = open(log_path, "ab")
-        popen = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
         handle.close()
         proc = Proc(name, popen, log_path)
         self.procs[name] = proc
@@ -109,8 +110,19 @@ class LocalStack:
     def start_broker(self) -> None:
         port = self.ports.setdefault("kafka", free_port())
         url = f"tcp://127.0.0.1:{port}"
-        proc = self._spawn("broker", [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                      "--storage-engine", "memory://tansu/"])
+        proc = self._spawn(
+            "broker",
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+        )
         wait_port(port, 30, proc.popen)
         ensure_topics(self.kafka_bootstrap)
 
@@ -155,9 +167,14 @@ class LocalStack:
     def start_service(self, service: str) -> Proc:
         port = self.ports.setdefault(service, free_port())
         metrics = self.ports.setdefault(f"{service}_metrics", free_port())
-        env = {**self.env(), "SAIM_GRPC_PORT": str(port), "SAIM_METRICS_PORT": str(metrics),
-               "SAIM_TORCH_THREADS": str(self.threads.get(service, 1)), "SAIM_INSTANCE_ID": f"local-{service}",
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **self.env(),
+            "SAIM_GRPC_PORT": str(port),
+            "SAIM_METRICS_PORT": str(metrics),
+            "SAIM_TORCH_THREADS": str(self.threads.get(service, 1)),
+            "SAIM_INSTANCE_ID": f"local-{service}",
+            "PYTHONUNBUFFERED": "1",
+        }
         if service == "annotator" and "selector" in self.ports:
             env["SAIM_SELECTOR_TARGET"] = self.target("selector")
         return self._spawn(service, [sys.executable, "-m", f"services.{service}"], env)
@@ -195,7 +212,7 @@ class LocalStack:
                 out[s] = f"{self.target(s)} (metrics http://127.0.0.1:{self.ports[s + '_metrics']}/metrics)"
         return out
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -32,8 +32,16 @@ def decode_mask(msg: annotator_pb2.SliceMask, size: int) -> np.ndarray:
 
 
 class VirtualAnnotator(threading.Thread):
-    def __init__(self, name: str, annotator_target: str, selector_target: str, ground_truth: dict[str, np.ndarray],
-                 clicks_per_class: int, stop: threading.Event, metadata: tuple = ()):
+    def __init__(
+        self,
+        name: str,
+        annotator_target: str,
+        selector_target: str,
+        ground_truth: dict[str, np.ndarray],
+        clicks_per_class: int,
+        stop: threading.Event,
+        metadata: tuple = (),
+    ):
         super().__init__(name=f"virtual-{name}", daemon=True)
         self.annotator_id, self.gt, self.k, self.stop_event = name, ground_truth, clicks_per_class, stop
         self.metadata = metadata
@@ -46,8 +54,9 @@ class VirtualAnnotator(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                lease = self.selector.NextCase(selector_pb2.NextCaseRequest(annotator_id=self.annotator_id),
-                                               timeout=30, metadata=self.metadata)
+                lease = self.selector.NextCase(
+                    selector_pb2.NextCaseRequest(annotator_id=self.annotator_id), timeout=30, metadata=self.metadata
+                )
             except grpc.RpcError as exc:
                 if exc.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
                     self.stats.errors.append(f"NextCase: {exc.code().name} {exc.details()}")
@@ -63,9 +72,13 @@ class VirtualAnnotator(threading.Thread):
 
     def annotate(self, lease: selector_pb2.NextCaseResponse) -> None:
         started = time.perf_counter()
-        opened = self.annotator.OpenSession(annotator_pb2.OpenSessionRequest(
-            case_id=lease.case_id, annotator_id=self.annotator_id, lease_id=lease.lease_id), timeout=120,
-            metadata=self.metadata)
+        opened = self.annotator.OpenSession(
+            annotator_pb2.OpenSessionRequest(
+                case_id=lease.case_id, annotator_id=self.annotator_id, lease_id=lease.lease_id
+            ),
+            timeout=120,
+            metadata=self.metadata,
+        )
         self.stats.versions_seen.add(opened.model_version)
         size = opened.height
         gt = label_slices(self.gt[lease.case_id], np.array(opened.slice_index), size)
@@ -79,16 +92,27 @@ class VirtualAnnotator(threading.Thread):
                     if click is None:
                         continue
                     t0 = time.perf_counter()
-                    reply = self.annotator.AddClick(annotator_pb2.AddClickRequest(
-                        session_id=opened.session_id, slice=msg.slice, class_index=click.cls, y=click.y, x=click.x,
-                        positive=click.positive), timeout=60, metadata=self.metadata)
+                    reply = self.annotator.AddClick(
+                        annotator_pb2.AddClickRequest(
+                            session_id=opened.session_id,
+                            slice=msg.slice,
+                            class_index=click.cls,
+                            y=click.y,
+                            x=click.x,
+                            positive=click.positive,
+                        ),
+                        timeout=60,
+                        metadata=self.metadata,
+                    )
                     self.stats.click_latency_ms.append((time.perf_counter() - t0) * 1000)
                     self.stats.versions_seen.add(reply.model_version)
                     mask = decode_mask(reply.mask, size)
                     clicked = True
                 if not clicked:
                     break
-        self.annotator.Submit(annotator_pb2.SubmitRequest(session_id=opened.session_id,
-                                                          seconds_spent=time.perf_counter() - started),
-                              timeout=60, metadata=self.metadata)
+        self.annotator.Submit(
+            annotator_pb2.SubmitRequest(session_id=opened.session_id, seconds_spent=time.perf_counter() - started),
+            timeout=60,
+            metadata=self.metadata,
+        )
         self.stats.cases.append(lease.case_id)
