@@ -159,12 +159,23 @@ class TrainerApp:
             self.health.set(True)
             self.state.state = "idle"
 
+    def _unfinished_batch(self) -> int | None:
+        """A batch the selector recorded as complete but no model was trained for (e.g. the trainer stopped after
+        committing the event and before training): storage, not the topic, is the system of record."""
+        batch = self.deps.pipeline.pool.selector_state().get("batch")
+        if batch and set(batch["cases"]) <= set(batch["done"]) and batch["iteration"] not in self.state.planned:
+            return int(batch["iteration"])
+        return None
+
     def start(self) -> None:
         self.state.planned = self._trained_iterations()
         if self.deps.registry.current_version() is not None:
             self.health.set(True)
         else:
             self.enqueue(0, reason="no model yet: pre-train on the initial split")
+        missed = self._unfinished_batch()
+        if missed is not None:
+            self.enqueue(missed, reason=f"batch {missed} completed while no trainer ran")
         self._worker.start()
         self.consumer.start()
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 from saim.errors import FailedPrecondition
 from saim.live_model import ServedModel
-from saim.pool import PoolStore, provenance_key
+from saim.pool import SELECTOR_STATE, PoolStore, provenance_key
 from saim.selection import SelectionStrategy, top_n
 
 log = logging.getLogger(__name__)
-STATE_KEY = "state/selector.json"
 
 
 @dataclass
@@ -70,15 +69,15 @@ class SelectionLoop:
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def _restore(self) -> None:
-        if self.pool.store.exists(STATE_KEY):
-            state = self.pool.store.get_json(STATE_KEY)
+        if self.pool.store.exists(SELECTOR_STATE):
+            state = self.pool.store.get_json(SELECTOR_STATE)
             self.batch = Batch.from_json(state["batch"]) if state.get("batch") else None
             if self.batch is not None:
                 self.batch.done |= self.annotated & set(self.batch.cases)
 
     def _save(self) -> None:
         self.pool.store.put_json(
-            STATE_KEY, {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
+            SELECTOR_STATE, {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
         )
 
     # ---- queries ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class TrainConfig:
     finetune_lr_scale: float = 0.3  # fine-tuning uses a lower peak learning rate than training from scratch
     click_rounds: int = 2  # max iterative click rounds that feed the previous prediction back (Mahadevan et al.)
     p_no_clicks: float = 0.25  # share of samples trained in automatic mode (no clicks, no previous mask)
-    max_clicks_per_round: int = 1
+    p_virtual_user_click: float = 0.7  # share of rounds clicking like the test-time virtual user (else random)
     augment: bool = True
     seed: int = 0
     device: str = "cpu"

@@ -261,7 +261,7 @@ def plot_report(report: dict, path: str) -> None:
     ax.set_xticks(x)
     ax.set_title(f"SAIM emulation: {report['config']['data']} ({report['config']['selection']} selection)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -18,6 +18,7 @@ from saim.storage import ObjectStore
 
 DATASET_JSON = "dataset/dataset.json"
 SPLITS_JSON = "dataset/splits.json"
+SELECTOR_STATE = "state/selector.json"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,13 @@ class PoolStore:
             raw, _ = volume_from_bytes(self.store.get_bytes(label_key(case)), label_key(case))
             label = remap_labels(raw, self.info, label_key(case))
         return series_from_volume(case, image, label, self.image_size, self.max_slices)
+
+    def selector_state(self) -> dict:
+        """The selector's persisted loop state (saim.batches), or {} before the first batch."""
+        try:
+            return self.store.get_json(SELECTOR_STATE)
+        except NotFound:
+            return {}
 
     # ---- annotations -----------------------------------------------------------------------------------------
     def write_annotation(self, case: str, labels: np.ndarray, provenance: dict) -> tuple[str, str]:

@@ -170,3 +170,23 @@ def test_unknown_case_and_foreign_lease_get_precise_codes(completed_run):
         else:
             raise AssertionError("a click on an unknown session must fail")
     assert np.all([a.stats.errors == [] for a in completed_run.annotators])
+
+
+def test_every_service_exports_its_metrics(completed_run):
+    import urllib.request
+
+    ports = completed_run.stack.ports
+    texts = {
+        s: urllib.request.urlopen(f"http://127.0.0.1:{ports[s + '_metrics']}/metrics", timeout=5).read().decode()
+        for s in SERVICES
+    }
+    assert "saim_click_latency_seconds_count" in texts["annotator"]
+    assert 'saim_model_version{service="annotator"} 2.0' in texts["annotator"]
+    assert 'saim_grpc_requests_total{code="OK",method="AddClick",service="annotator"}' in texts["annotator"]
+    assert (
+        'saim_pool_series{state="annotated"} 4.0' in texts["selector"]
+        and "saim_batch_iteration 2.0" in texts["selector"]
+    )
+    assert "saim_scoring_slices_per_second" in texts["selector"]
+    assert "saim_training_duration_seconds_count 3.0" in texts["trainer"] and "saim_training_loss" in texts["trainer"]
+    assert 'saim_event_lag_seconds_count{topic="saim.batch.completed"}' in texts["trainer"]

@@ -45,13 +45,15 @@ def make_series(seed: int, index: int, size: int = 96, depth: int = 12) -> tuple
         r = np.array(radii) * rng.uniform(1 - scale, 1 + scale, 3)
         return c, r
 
-    body = _ellipsoid(xx, yy, zz, (shift[0], shift[1], 0), (rng.uniform(0.78, 0.92), rng.uniform(0.58, 0.72), 9.0), rot)
+    body = _ellipsoid(xx, yy, zz, (shift[0], shift[1], 0), (rng.uniform(0.84, 0.95), rng.uniform(0.66, 0.78), 9.0), rot)
     label = np.zeros(xx.shape, np.uint8)
+    # Organ sizes are chosen so that at the default 64 px model resolution the smallest organ spans ~15 px: errors
+    # are then regions a click can fix, not 1-px boundary bands.
     organs = [
-        (1, *jitter((-0.32, -0.12, -0.25), (0.38, 0.30, 0.9))),  # liver (image left = patient right)
-        (2, *jitter((0.42, 0.10, -0.35), (0.16, 0.20, 0.6))),  # spleen
-        (3, *jitter((-0.28, 0.32, 0.25), (0.12, 0.17, 0.6))),  # kidney right
-        (4, *jitter((0.30, 0.32, 0.30), (0.12, 0.17, 0.6))),  # kidney left
+        (1, *jitter((-0.30, -0.15, -0.2), (0.46, 0.36, 1.4))),  # liver (image left = patient right)
+        (2, *jitter((0.42, 0.05, -0.2), (0.22, 0.27, 1.1))),  # spleen
+        (3, *jitter((-0.27, 0.36, 0.2), (0.17, 0.23, 1.1))),  # kidney right
+        (4, *jitter((0.29, 0.36, 0.2), (0.17, 0.23, 1.1))),  # kidney left
     ]
     for value, center, radii in organs:
         label[_ellipsoid(xx, yy, zz, center, radii, rot + rng.normal(0, 0.25)) & body] = value

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from saim.clicker import largest_error
 from saim.config import ModelConfig, TrainConfig
 from saim.errors import InvalidInput
 from saim.model.encoding import encode, one_hot_foreground, paint_clicks
@@ -129,13 +130,34 @@ def sample_error_clicks(
     return idx // w, idx % w, valid, positive
 
 
+def virtual_user_clicks(
+    labels: torch.Tensor, pred_labels: torch.Tensor, allow: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The test-time virtual user's click for every (b, k): distance-transform peak of the largest error region of
+    class k+1 (Mahadevan et al. place iterative-training clicks the way the evaluation does)."""
+    b, k = allow.shape
+    y = torch.zeros(b, k, dtype=torch.long)
+    x = torch.zeros(b, k, dtype=torch.long)
+    valid = torch.zeros(b, k, dtype=torch.bool)
+    positive = torch.zeros(b, k, dtype=torch.bool)
+    gt_np, pred_np, allow_np = labels.cpu().numpy(), pred_labels.cpu().numpy(), allow.cpu().numpy()
+    for i in range(b):
+        for c in range(k):
+            if allow_np[i, c] and (region := largest_error(gt_np[i], pred_np[i], c + 1)) is not None:
+                y[i, c], x[i, c] = region.click.y, region.click.x
+                valid[i, c], positive[i, c] = True, region.click.positive
+    dev = labels.device
+    return y.to(dev), x.to(dev), valid.to(dev), positive.to(dev)
+
+
 @torch.no_grad()
-def _forward_labels(net: torch.nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+def _forward_labels(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Label map (B, H, W) of the network's current answer, in eval mode."""
     was_training = net.training
     net.eval()
     pred = net(x).argmax(1)
     net.train(was_training)
-    return one_hot_foreground(pred, k) > 0.5
+    return pred
 
 
 def simulate_interaction(
@@ -146,7 +168,13 @@ def simulate_interaction(
     tc: TrainConfig,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """Build the network input for a training batch with simulated clicks and interaction memory."""
+    """Build the network input for a training batch with simulated clicks and interaction memory.
+
+    A share of the samples stays automatic (no clicks, no memory). The others start from an empty mask or from the
+    network's automatic answer, then get up to `click_rounds` extra rounds in which the network's answer is fed
+    back as the previous mask. Each round adds at most one click per class, either the virtual user's click
+    (`p_virtual_user_click`) or a random point of the error region.
+    """
     b, k, s = images.shape[0], mc.num_classes, mc.image_size
     dev = images.device
     gt = one_hot_foreground(labels, k) > 0.5
@@ -155,20 +183,23 @@ def simulate_interaction(
     interactive = (torch.rand(b, generator=gen) >= tc.p_no_clicks).to(dev)
     if not interactive.any():
         return encode(images, pos, neg, prev)
-    pred = torch.zeros_like(gt)
+    pred_labels = torch.zeros_like(labels)
     if torch.rand(1, generator=gen).item() < 0.5:  # start from the automatic prediction, as at annotation time
-        pred = _forward_labels(net, encode(images, pos, neg, prev), k)
-        prev = pred.float()
+        pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
+        prev = one_hot_foreground(pred_labels, k)
     extra_rounds = int(torch.randint(0, tc.click_rounds + 1, (1,), generator=gen))
     for r in range(extra_rounds + 1):
-        for _ in range(tc.max_clicks_per_round):
-            allow = interactive[:, None] & (torch.rand(b, k, generator=gen) < 0.8).to(dev)
+        allow = interactive[:, None] & (torch.rand(b, k, generator=gen) < 0.8).to(dev)
+        if torch.rand(1, generator=gen).item() < tc.p_virtual_user_click:
+            y, x, valid, positive = virtual_user_clicks(labels, pred_labels, allow)
+        else:
+            pred = one_hot_foreground(pred_labels, k) > 0.5
             y, x, valid, positive = sample_error_clicks(gt, pred, allow, gen)
-            pos = paint_clicks(pos, y, x, valid & positive, mc.click_radius, mc.click_encoding)
-            neg = paint_clicks(neg, y, x, valid & ~positive, mc.click_radius, mc.click_encoding)
+        pos = paint_clicks(pos, y, x, valid & positive, mc.click_radius, mc.click_encoding)
+        neg = paint_clicks(neg, y, x, valid & ~positive, mc.click_radius, mc.click_encoding)
         if r < extra_rounds:
-            pred = _forward_labels(net, encode(images, pos, neg, prev), k)
-            prev = pred.float()
+            pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
+            prev = one_hot_foreground(pred_labels, k)
     keep = interactive.view(b, 1, 1, 1).float()
     return encode(images, pos * keep, neg * keep, prev * keep)
 
