@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -74,9 +75,8 @@ def main() -> None:
     pred = timed(lambda: predictor.predict(img, clicks, prev), args.repeat)
 
     # in-process session and a real gRPC round trip to the annotator servicer (store in memory, no Kafka)
-    from services.annotator.server import AnnotatorDeps, AnnotatorServicer, LeaseChecker
-
     from saim.rpc.server import Health, create_server
+    from services.annotator.server import AnnotatorDeps, AnnotatorServicer, LeaseChecker
 
     store = MemoryStore()
     ds = NnUNetDataset(phantom.generate(Path("/tmp/saim-bench-ds"), num_series=4, depth=8, size=96, seed=0))
@@ -91,8 +91,7 @@ def main() -> None:
         "saim.v1.AnnotatorService",
         lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(deps), srv),
         Health("x"),
-        "127.0.0.1",
-        0,
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=16),
     )
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -191,8 +191,6 @@ def create_annotator(settings: ServiceSettings, deps: AnnotatorDeps) -> tuple[gr
         SERVICE,
         lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(servicer, s),
         health,
-        settings.grpc_host,
-        settings.grpc_port,
-        settings.max_message_mb,
+        settings,
     )
     return server, port, AnnotatorApp(settings, deps, health)

@@ -155,8 +155,6 @@ def create_selector(settings: ServiceSettings, deps: SelectorDeps) -> tuple[grpc
         SERVICE,
         lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, s),
         health,
-        settings.grpc_host,
-        settings.grpc_port,
-        settings.max_message_mb,
+        settings,
     )
     return server, port, SelectorApp(settings, deps, health)

@@ -195,8 +195,6 @@ def create_trainer(settings: ServiceSettings, deps: TrainerDeps) -> tuple[grpc.S
         SERVICE,
         lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, s),
         health,
-        settings.grpc_host,
-        settings.grpc_port,
-        settings.max_message_mb,
+        settings,
     )
     return server, port, app

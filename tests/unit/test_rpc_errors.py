@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import grpc
 import pytest
 
@@ -39,8 +41,7 @@ def test_interceptor_maps_domain_errors_over_a_real_channel():
         "saim.v1.SelectorService",
         lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(_Raising(), s),
         health,
-        "127.0.0.1",
-        0,
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=4),
     )
     server.start()
     try:

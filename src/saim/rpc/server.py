@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,18 +39,23 @@ class Health:
         self.servicer.set("", status)
 
 
+class ServerSettings(Protocol):
+    grpc_host: str
+    grpc_port: int
+    max_message_mb: int
+
+
 def create_server(
     service: str,
     full_name: str,
     add_servicer: Callable[[grpc.Server], None],
     health_: Health,
-    host: str,
-    port: int,
-    max_message_mb: int = 16,
+    settings: ServerSettings,
     workers: int = 16,
 ) -> tuple[grpc.Server, int]:
     """A gRPC server with error mapping, request metrics, health checking and reflection, bound but not started."""
-    limit = max_message_mb * 1024 * 1024
+    host, port = settings.grpc_host, settings.grpc_port
+    limit = settings.max_message_mb * 1024 * 1024
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{service}-rpc"),
         interceptors=[
