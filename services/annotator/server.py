@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from saim.errors import InvalidInput, PermissionDenied, Unavailable
+from saim.errors import FailedPrecondition, InvalidInput, PermissionDenied, Unavailable
 from saim.events import (
     ANNOTATION_SUBMITTED,
     GROUP_ANNOTATOR_PREFIX,
@@ -31,6 +31,7 @@ from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2, selector_pb2,
 
 log = logging.getLogger(__name__)
 SERVICE = "saim.v1.AnnotatorService"
+RENEW_EVERY_S = 30.0
 
 
 def mask_message(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:
@@ -46,7 +47,7 @@ class LeaseChecker:
             self._stub = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(selector_target))
 
     def check(self, case: str, lease_id: str, annotator: str) -> tuple[int, str]:
-        """(iteration, model version of the batch) of a valid lease."""
+        """(iteration, model version of the batch) of a valid lease; renews it (activity)."""
         if self._stub is None:
             return 0, ""
         try:
@@ -56,6 +57,8 @@ class LeaseChecker:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
                 raise PermissionDenied(exc.details()) from None
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FailedPrecondition(exc.details()) from None
             raise Unavailable(f"selector could not check the lease: {exc.code().name}") from None
         return reply.iteration, reply.model_version
 
@@ -112,9 +115,16 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             inference_ms=elapsed * 1000,
         )
 
+    def _renew(self, session) -> None:
+        """Annotator activity renews the case's lease (at most every RENEW_EVERY_S per session)."""
+        if time.monotonic() - session.lease_renewed >= RENEW_EVERY_S:
+            self.d.leases.check(session.case, session.lease_id, session.annotator)
+            session.lease_renewed = time.monotonic()
+
     def AddClick(self, request, context):
         started = time.perf_counter()
         session = self.d.sessions.get(request.session_id)
+        self._renew(session)
         model = self.d.model.current
         click = Click(cls=int(request.class_index), y=int(request.y), x=int(request.x), positive=bool(request.positive))
         mask = session.add_click(model, int(request.slice), click)
@@ -129,6 +139,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
 
     def Submit(self, request, context):
         session = self.d.sessions.get(request.session_id)
+        self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
             provenance = session.provenance(request.seconds_spent or None)
             ann_key, prov_key = self.d.pool.write_annotation(session.case, session.labels(), provenance)

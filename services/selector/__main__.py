@@ -9,7 +9,11 @@ from .server import SelectorDeps, create_selector
 
 def build(settings, infra):
     loop = SelectionLoop(
-        infra.pool, make_strategy(settings.selection, settings.seed), settings.batch_size, settings.max_iterations
+        infra.pool,
+        make_strategy(settings.selection, settings.seed),
+        settings.batch_size,
+        settings.max_iterations,
+        settings.lease_ttl_s,
     )
     deps = SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
     return create_selector(settings, deps)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from saim.batches import SelectionLoop
-from saim.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from saim.errors import FailedPrecondition, InvalidInput
 from saim.events import (
     ANNOTATION_SUBMITTED,
     BATCH_COMPLETED,
@@ -53,6 +53,10 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             initial=len(loop.pool.splits.initial),
             complete=loop.complete(),
             max_iterations=loop.max_iterations,
+            annotators=[
+                selector_pb2.AnnotatorProgress(annotator_id=who, leased=p["leased"], submitted=p["submitted"])
+                for who, p in sorted(loop.progress().items())
+            ],
         )
 
     def NextCase(self, request, context):
@@ -74,12 +78,7 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         )
 
     def CheckLease(self, request, context):
-        holder = self.d.loop.lease_holder(request.case_id, request.lease_id)
-        if holder is None or holder != request.annotator_id:
-            raise PermissionDenied(
-                f"case {request.case_id!r} is not leased to {request.annotator_id!r} under lease {request.lease_id!r}"
-            )
-        batch = self.d.loop.batch
+        batch = self.d.loop.renew_lease(request.case_id, request.lease_id, request.annotator_id)
         return selector_pb2.CheckLeaseResponse(iteration=batch.iteration, model_version=batch.model_version)
 
 
@@ -102,6 +101,8 @@ class SelectorApp:
         m.POOL.labels("annotated").set(len(loop.annotated))
         m.POOL.labels("initial").set(len(loop.pool.splits.initial))
         m.BATCH_ITERATION.set(loop.iteration)
+        for who, p in loop.progress().items():
+            m.ANNOTATOR_LEASED.labels(who).set(p["leased"])
 
     def _on_model(self, event) -> None:
         self.deps.model.load(event.version)

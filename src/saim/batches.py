@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from saim.errors import FailedPrecondition
+from saim.errors import FailedPrecondition, PermissionDenied
 from saim.live_model import ServedModel
 from saim.pool import SELECTOR_STATE, PoolStore, provenance_key
 from saim.selection import SelectionStrategy, top_n
@@ -28,6 +28,7 @@ class Batch:
     done: set[str] = field(default_factory=set)
     assigned: dict[str, str] = field(default_factory=dict)  # case -> annotator
     leases: dict[str, str] = field(default_factory=dict)  # case -> lease id
+    expires: dict[str, float] = field(default_factory=dict)  # case -> lease expiry (unix time)
 
     @property
     def complete(self) -> bool:
@@ -41,12 +42,19 @@ class Batch:
             "done": sorted(self.done),
             "assigned": self.assigned,
             "leases": self.leases,
+            "expires": self.expires,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> Batch:
         return cls(
-            d["iteration"], list(d["cases"]), d["model_version"], set(d["done"]), dict(d["assigned"]), dict(d["leases"])
+            d["iteration"],
+            list(d["cases"]),
+            d["model_version"],
+            set(d["done"]),
+            dict(d["assigned"]),
+            dict(d["leases"]),
+            dict(d.get("expires", {})),
         )
 
 
@@ -58,8 +66,17 @@ class ScoreTable:
 
 
 class SelectionLoop:
-    def __init__(self, pool: PoolStore, strategy: SelectionStrategy, batch_size: int, max_iterations: int):
+    def __init__(
+        self,
+        pool: PoolStore,
+        strategy: SelectionStrategy,
+        batch_size: int,
+        max_iterations: int,
+        lease_ttl_s: float = 900.0,
+        clock=time.time,
+    ):
         self.pool, self.strategy = pool, strategy
+        self.lease_ttl_s, self.clock = lease_ttl_s, clock
         self.batch_size, self.max_iterations = batch_size, max_iterations
         self.batch: Batch | None = None
         self.scores: ScoreTable | None = None
@@ -146,29 +163,63 @@ class SelectionLoop:
         case out again (its event will complete it)."""
         return case in self.annotated or self.pool.store.exists(provenance_key(case))
 
+    def _expire_leases(self, batch: Batch) -> None:
+        """An expired or abandoned lease returns its case to the queue."""
+        now = self.clock()
+        for case in [c for c, t in batch.expires.items() if t < now and c not in batch.done]:
+            log.info("lease of %s by %s expired; case returns to the queue", case, batch.assigned.get(case))
+            batch.assigned.pop(case, None)
+            batch.leases.pop(case, None)
+            batch.expires.pop(case, None)
+
     def next_case(self, annotator: str) -> tuple[str, int, str, str]:
-        """(case, iteration, lease id, model version) for this annotator: its own unfinished case first, else
-        the best-scored free case of the batch."""
+        """(case, iteration, lease id, model version) for this annotator: its own unfinished case first (lease
+        renewed), else the best-scored free case of the batch under a new lease."""
         with self._lock:
             batch = self.batch
             if batch is None:
                 raise FailedPrecondition("no batch is open yet (waiting for a model)")
+            self._expire_leases(batch)
             open_cases = [c for c in batch.cases if c not in batch.done and not self._submitted(c)]
-            for case in open_cases:
-                if batch.assigned.get(case) == annotator:
-                    return case, batch.iteration, batch.leases[case], batch.model_version
-            for case in open_cases:
-                if case not in batch.assigned:
-                    batch.assigned[case] = annotator
-                    batch.leases[case] = uuid.uuid4().hex
-                    self._save()
-                    return case, batch.iteration, batch.leases[case], batch.model_version
-            state = "complete" if self.complete() else "waiting for the next model"
-            raise FailedPrecondition(f"batch {batch.iteration} has no free case ({state})")
+            mine = [c for c in open_cases if batch.assigned.get(c) == annotator]
+            free = [c for c in open_cases if c not in batch.assigned]
+            if not mine and not free:
+                state = "complete" if self.complete() else "waiting for the next model"
+                raise FailedPrecondition(f"batch {batch.iteration} has no free case ({state})")
+            case = (mine or free)[0]
+            if not mine:
+                batch.assigned[case] = annotator
+                batch.leases[case] = uuid.uuid4().hex
+            batch.expires[case] = self.clock() + self.lease_ttl_s
+            self._save()
+            return case, batch.iteration, batch.leases[case], batch.model_version
 
-    def lease_holder(self, case: str, lease_id: str) -> str | None:
+    def renew_lease(self, case: str, lease_id: str, annotator: str) -> Batch:
+        """Check that `annotator` holds `lease_id` on `case` and extend it (annotator activity renews the lease).
+        PermissionDenied for a lease that is someone else's; FailedPrecondition for one that has expired."""
         with self._lock:
-            b = self.batch
-            if b is None or b.leases.get(case) != lease_id:
-                return None
-            return b.assigned.get(case)
+            batch = self.batch
+            if batch is None or case not in batch.cases:
+                raise PermissionDenied(f"case {case!r} is not in the open batch")
+            self._expire_leases(batch)
+            if batch.leases.get(case) != lease_id:
+                if batch.assigned.get(case) not in (None, annotator):
+                    raise PermissionDenied(f"case {case!r} is leased to another annotator")
+                raise FailedPrecondition(f"lease {lease_id!r} on case {case!r} has expired or is unknown")
+            if batch.assigned.get(case) != annotator:
+                raise PermissionDenied(f"case {case!r} is not leased to {annotator!r}")
+            batch.expires[case] = self.clock() + self.lease_ttl_s
+            self._save()
+            return batch
+
+    def progress(self) -> dict[str, dict[str, int]]:
+        """Per-annotator progress in the open batch: cases leased now and cases submitted."""
+        with self._lock:
+            batch = self.batch
+            out: dict[str, dict[str, int]] = {}
+            if batch is None:
+                return out
+            for case, who in batch.assigned.items():
+                entry = out.setdefault(who, {"leased": 0, "submitted": 0})
+                entry["submitted" if case in batch.done or self._submitted(case) else "leased"] += 1
+            return out

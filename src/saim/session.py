@@ -43,6 +43,7 @@ class AnnotationSession:
     started_at: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.monotonic)
     versions_used: set[str] = field(default_factory=set)
+    lease_renewed: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod

@@ -160,7 +160,7 @@ def test_unknown_case_and_foreign_lease_get_precise_codes(completed_run):
                 annotator_pb2.OpenSessionRequest(case_id="nope", annotator_id="x", lease_id="y"), timeout=10
             )
         except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED and "not leased" in exc.details()
+            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED and "not in the open batch" in exc.details()
         else:
             raise AssertionError("opening a case without a lease must fail")
         try:
@@ -190,3 +190,11 @@ def test_every_service_exports_its_metrics(completed_run):
     assert "saim_scoring_slices_per_second" in texts["selector"]
     assert "saim_training_duration_seconds_count 3.0" in texts["trainer"] and "saim_training_loss" in texts["trainer"]
     assert 'saim_event_lag_seconds_count{topic="saim.batch.completed"}' in texts["trainer"]
+
+
+def test_per_annotator_progress_is_visible(completed_run):
+    status = completed_run.selector().GetStatus(selector_pb2.GetStatusRequest(), timeout=10)
+    assert status.iteration == 2 and status.complete
+    progress = {p.annotator_id: (p.leased, p.submitted) for p in status.annotators}
+    assert set(progress) <= {"ann-0", "ann-1"} and sum(s for _, s in progress.values()) == 2
+    assert all(leased == 0 for leased, _ in progress.values())

@@ -3,7 +3,7 @@ import pytest
 from saim.batches import SelectionLoop
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
-from saim.errors import FailedPrecondition
+from saim.errors import FailedPrecondition, PermissionDenied
 from saim.live_model import ServedModel
 from saim.model.predictor import InteractivePredictor
 from saim.pool import PoolStore, Splits, import_dataset
@@ -58,7 +58,12 @@ def test_work_distribution_and_exactly_once_completion(pool, model):
     assert loop.next_case("alice") == a  # its own unfinished case again
     with pytest.raises(FailedPrecondition, match="batch 1 has no free case"):
         loop.next_case("carol")
-    assert loop.lease_holder(a[0], a[2]) == "alice" and loop.lease_holder(a[0], "forged") is None
+    assert loop.renew_lease(a[0], a[2], "alice").iteration == 1
+    with pytest.raises(PermissionDenied, match="leased to another annotator"):
+        loop.renew_lease(a[0], "forged", "bob")
+    with pytest.raises(PermissionDenied, match="not leased to 'bob'"):
+        loop.renew_lease(a[0], a[2], "bob")
+    assert loop.progress() == {"alice": {"leased": 1, "submitted": 0}, "bob": {"leased": 1, "submitted": 0}}
     assert loop.on_annotation(a[0], 1) is None
     assert loop.on_annotation(a[0], 1) is None  # duplicate event
     completed = loop.on_annotation(b[0], 1)
@@ -86,7 +91,8 @@ def test_restarted_loop_restores_batch_from_storage(pool, model):
     batch = loop.on_model(model, 0)
     case, _, lease, _ = loop.next_case("alice")
     again = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
-    assert again.batch.cases == batch.cases and again.lease_holder(case, lease) == "alice"
+    assert again.batch.cases == batch.cases
+    assert again.renew_lease(case, lease, "alice").iteration == 1
 
 
 def test_submitted_case_is_not_handed_out_again_before_its_event(pool, model):
@@ -97,3 +103,33 @@ def test_submitted_case_is_not_handed_out_again_before_its_event(pool, model):
     other, _, _, _ = loop.next_case("alice")
     assert other != case
     assert loop.on_annotation(case, 1) is None and case in loop.batch.done  # the event still counts it once
+
+
+def test_expired_lease_returns_the_case_and_activity_renews(pool, model):
+    now = [1000.0]
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=1, max_iterations=2, lease_ttl_s=60, clock=lambda: now[0])
+    loop.on_model(model, 0)
+    case, _, lease, _ = loop.next_case("alice")
+    with pytest.raises(FailedPrecondition, match="no free case"):
+        loop.next_case("bob")
+    now[0] += 50
+    loop.renew_lease(case, lease, "alice")  # activity: the lease now runs until 1110
+    now[0] += 50
+    with pytest.raises(FailedPrecondition, match="no free case"):
+        loop.next_case("bob")
+    now[0] += 61  # alice vanished
+    taken, _, new_lease, _ = loop.next_case("bob")
+    assert taken == case and new_lease != lease
+    with pytest.raises(PermissionDenied, match="leased to another annotator"):
+        loop.renew_lease(case, lease, "alice")
+    assert loop.progress() == {"bob": {"leased": 1, "submitted": 0}}
+
+
+def test_expired_lease_nobody_took_is_a_failed_precondition(pool, model):
+    now = [0.0]
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=1, max_iterations=2, lease_ttl_s=10, clock=lambda: now[0])
+    loop.on_model(model, 0)
+    case, _, lease, _ = loop.next_case("alice")
+    now[0] = 11
+    with pytest.raises(FailedPrecondition, match="expired"):
+        loop.renew_lease(case, lease, "alice")

@@ -15,6 +15,7 @@ MODEL_VERSION = Gauge("saim_model_version", "Numeric part of the model version t
 MODEL_RELOADS = Counter("saim_model_reloads_total", "Hot reloads of the current model version", ["service"])
 POOL = Gauge("saim_pool_series", "Series by state", ["state"])  # unannotated / batch / annotated / initial
 BATCH_ITERATION = Gauge("saim_batch_iteration", "Current SAIM iteration (batch number)")
+ANNOTATOR_LEASED = Gauge("saim_annotator_leased_cases", "Cases currently leased per annotator", ["annotator"])
 ANNOTATOR_DONE = Counter("saim_annotator_cases_total", "Cases submitted per annotator", ["annotator"])
 TRAINING_SECONDS = Histogram(
     "saim_training_duration_seconds", "Duration of a training run", buckets=(10, 30, 60, 120, 300, 600, 1200, 3600)

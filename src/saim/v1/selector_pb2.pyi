@@ -29,7 +29,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SelectorStatus(_message.Message):
-    __slots__ = ("iteration", "batch", "batch_done", "model_version", "pool_size", "annotated", "initial", "complete", "max_iterations")
+    __slots__ = ("iteration", "batch", "batch_done", "model_version", "pool_size", "annotated", "initial", "complete", "max_iterations", "annotators")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_DONE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class SelectorStatus(_message.Message):
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     batch: _containers.RepeatedScalarFieldContainer[str]
     batch_done: _containers.RepeatedScalarFieldContainer[str]
@@ -48,7 +49,18 @@ class SelectorStatus(_message.Message):
     initial: int
     complete: bool
     max_iterations: int
-    def __init__(self, iteration: _Optional[int] = ..., batch: _Optional[_Iterable[str]] = ..., batch_done: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., pool_size: _Optional[int] = ..., annotated: _Optional[int] = ..., initial: _Optional[int] = ..., complete: _Optional[bool] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorProgress]
+    def __init__(self, iteration: _Optional[int] = ..., batch: _Optional[_Iterable[str]] = ..., batch_done: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., pool_size: _Optional[int] = ..., annotated: _Optional[int] = ..., initial: _Optional[int] = ..., complete: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorProgress, _Mapping]]] = ...) -> None: ...
+
+class AnnotatorProgress(_message.Message):
+    __slots__ = ("annotator_id", "leased", "submitted")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASED_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    leased: int
+    submitted: int
+    def __init__(self, annotator_id: _Optional[str] = ..., leased: _Optional[int] = ..., submitted: _Optional[int] = ...) -> None: ...
 
 class NextCaseRequest(_message.Message):
     __slots__ = ("annotator_id",)
