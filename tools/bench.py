@@ -134,17 +134,17 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = sum(p.numel() for p in net.parameters()) * 4 / 2**20
     print(f"saim bench: {args.encoder} Unet, {s}x{s}, {mc.in_channels} input channels, torch threads {args.threads}")
-    print(f"{'measure':44s} {'median ms':>10s} {'x bare':>8s}")
+    print(f"{'measure':50s} {'median ms':>10s} {'x bare':>8s}")
     rows = [
         ("bare model forward (batch 1)", bare),
         ("InteractivePredictor.predict (3 clicks + memory)", pred),
         ("gRPC AddClick round trip (in-process server)", rpc),
     ]
     for name, ms in rows:
-        print(f"{name:44s} {ms:10.1f} {ms / bare:8.2f}")
-    print(f"{'gRPC OpenSession, 8 slices (auto prediction)':44s} {open_ms:10.1f} {open_ms / bare:8.2f}")
-    print(f"{'bare train step (batch 8, CE)':44s} {bare_train:10.1f} {'1.00':>8s}")
-    print(f"{'saim train step (augment + click rounds)':44s} {saim_train:10.1f} {saim_train / bare_train:8.2f}")
+        print(f"{name:50s} {ms:10.1f} {ms / bare:8.2f}")
+    print(f"{'gRPC OpenSession, 8 slices (auto prediction)':50s} {open_ms:10.1f} {open_ms / bare:8.2f}")
+    print(f"{'bare train step (batch 8, CE)':50s} {bare_train:10.1f} {'1.00':>8s}")
+    print(f"{'saim train step (augment + click rounds)':50s} {saim_train:10.1f} {saim_train / bare_train:8.2f}")
     print(f"weights {params:.1f} MiB; peak RSS of this process {rss:.0f} MiB")
 
 

@@ -71,3 +71,15 @@ def test_virtual_user_clicks_at_most_k_per_class_and_stops_when_done():
     assert (result.labels == gt).all()
     assert [len(c) for c in result.clicks] == [1, 0]
     assert predictor.calls == 2  # automatic prediction + one round; no further round once nothing is wrong
+
+
+def test_number_of_clicks_counts_until_the_target_and_caps():
+    from saim.clicker import number_of_clicks
+
+    gt = np.zeros((3, 16, 16), np.uint8)
+    gt[0, 4:9, 4:9] = 1  # fixed by one click of the echo predictor
+    gt[1, 0:16, 0:16] = 1  # a full slice: each 5x5 click covers a little more, never 85 % within 2 clicks
+    images = np.zeros(gt.shape, np.float32)
+    noc = number_of_clicks(_EchoPredictor(), images, gt, targets=(0.85,), max_clicks=2)
+    # slice 0: 1 click; slice 1: capped at 2; slice 2: nothing to segment, mIoU 1.0 from the start: 0 clicks
+    assert noc[0.85] == (1 + 2 + 0) / 3
