@@ -179,6 +179,8 @@ class AnnotatorApp:
 
     def _on_event(self, topic, event) -> None:
         m.EVENTS_HANDLED.labels(topic.name).inc()
+        if not event.promoted:
+            return  # kept in the registry, rejected by the promotion gate: keep serving the current version
         if self.deps.model.load(event.version):
             m.MODEL_RELOADS.labels("annotator").inc()
         self.health.set(True)

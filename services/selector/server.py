@@ -105,7 +105,9 @@ class SelectorApp:
             m.ANNOTATOR_LEASED.labels(who).set(p["leased"])
 
     def _on_model(self, event) -> None:
-        self.deps.model.load(event.version)
+        if event.promoted:
+            self.deps.model.load(event.version)
+        # A rejected version still closes its iteration: the next batch opens with the current model's scores.
         served = self.deps.model.current
         table_before = self.deps.loop.scores
         self.deps.loop.on_model(served, event.iteration)
@@ -138,7 +140,9 @@ class SelectorApp:
         if version is not None:
             meta = self.deps.model.registry.metadata(version)
             with self._lock:
-                self._on_model(events_pb2.ModelPublished(version=version, iteration=int(meta.get("iteration", 0))))
+                self._on_model(
+                    events_pb2.ModelPublished(version=version, iteration=int(meta.get("iteration", 0)), promoted=True)
+                )
                 self._update_gauges()
         self.consumer.start()
 

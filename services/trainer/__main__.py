@@ -12,6 +12,7 @@ def build(settings, infra):
         infra.registry,
         settings.predictor_config(infra.pool.classes),
         lambda iteration: settings.train_config(settings.seed + iteration),
+        promotion_tolerance=settings.promotion_tolerance,
     )
     deps = TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
     return create_trainer(settings, deps)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from saim.errors import InvalidInput
 from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventConsumer, EventPublisher, new_meta
 from saim.retrain import TrainingPipeline
 from saim.rpc import metrics as m
@@ -74,9 +75,19 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                     metrics=metrics,
                     training_series=len(meta.get("training_set", [])),
                     current=version == current,
+                    status=registry.status(version),
                 )
             )
         return trainer_pb2.ListModelsResponse(models=out)
+
+    def Rollback(self, request, context):
+        registry = self.app.deps.registry
+        if not request.version:
+            raise InvalidInput("version is required")
+        previous = registry.current_version() or ""
+        registry.set_current(request.version)  # NotFound for a version that is not in the registry
+        self.app.announce(request.version, promoted=True, reason=f"rollback from {previous or 'none'}")
+        return trainer_pb2.RollbackResponse(previous_version=previous, current_version=request.version)
 
     def TriggerTraining(self, request, context):
         run_id = self.app.enqueue(self.app.latest_iteration(), force=True, reason=request.reason or "manual")
@@ -131,7 +142,7 @@ class TrainerApp:
             started = time.perf_counter()
             try:
                 parent = self.deps.registry.current_version()
-                meta = self.deps.pipeline.run(iteration, parent)
+                run = self.deps.pipeline.run(iteration, parent)
             except Exception:
                 log.exception("training run %s (iteration %d) failed", run_id, iteration)
                 m.TRAINING_RUNS.labels("failed").inc()
@@ -140,24 +151,34 @@ class TrainerApp:
                 self.state.state = "idle"
                 continue
             duration = time.perf_counter() - started
+            meta = run.metadata
             self.state.runs_completed += 1
             self.state.last_duration, self.state.last_loss = duration, float(meta["metrics"]["train_loss"])
             m.TRAINING_SECONDS.observe(duration)
             m.TRAINING_LOSS.set(self.state.last_loss)
-            m.TRAINING_RUNS.labels("published").inc()
-            m.MODEL_VERSION.labels("trainer").set(m.version_number(meta["version"]))
-            event = events_pb2.ModelPublished(
-                meta=new_meta("trainer"),
-                version=meta["version"],
-                parent_version=meta.get("parent_version") or "",
-                weights_key=self.deps.registry.weights_key(meta["version"]),
-                metadata_key=self.deps.registry.metadata_key(meta["version"]),
-                iteration=iteration,
-                metrics={k: float(v) for k, v in meta["metrics"].items()},
-            )
-            self.deps.publisher.publish(MODEL_PUBLISHED, event)
+            m.TRAINING_RUNS.labels("promoted" if run.promoted else "rejected").inc()
+            self.announce(meta["version"], run.promoted, run.reason, meta)
             self.health.set(True)
             self.state.state = "idle"
+
+    def announce(self, version: str, promoted: bool, reason: str, meta: dict | None = None) -> None:
+        """ModelPublished for a stored version (after training, or a rollback)."""
+        reg = self.deps.registry
+        meta = meta or reg.metadata(version)
+        if promoted:
+            m.MODEL_VERSION.labels("trainer").set(m.version_number(version))
+        event = events_pb2.ModelPublished(
+            meta=new_meta("trainer"),
+            version=version,
+            parent_version=meta.get("parent_version") or "",
+            weights_key=reg.weights_key(version),
+            metadata_key=reg.metadata_key(version),
+            iteration=int(meta.get("iteration", 0)),
+            metrics={k: float(v) for k, v in meta.get("metrics", {}).items()},
+            promoted=promoted,
+            reason=reason,
+        )
+        self.deps.publisher.publish(MODEL_PUBLISHED, event)
 
     def _unfinished_batch(self) -> int | None:
         """A batch the selector recorded as complete but no model was trained for (e.g. the trainer stopped after

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +21,23 @@ from saim.storage import ModelRegistry
 log = logging.getLogger(__name__)
 
 
+def promotion_decision(new: dict, current: dict | None, tolerance: float) -> tuple[bool, str]:
+    """Promote unless the new version's validation mIoU is worse than the current one's by more than `tolerance`."""
+    if current is None:
+        return True, "first model"
+    new_val, cur_val = float(new["val_miou"]), float(current["val_miou"])
+    if new_val >= cur_val - tolerance:
+        return True, f"val mIoU {new_val:.3f} vs current {cur_val:.3f} (tolerance {tolerance})"
+    return False, f"rejected: val mIoU {new_val:.3f} is worse than current {cur_val:.3f} by more than {tolerance}"
+
+
+@dataclass
+class RunResult:
+    metadata: dict
+    promoted: bool
+    reason: str
+
+
 class TrainingPipeline:
     def __init__(
         self,
@@ -28,8 +46,9 @@ class TrainingPipeline:
         model_config: ModelConfig,
         train_config: Callable[[int], TrainConfig],
         eval_clicks: int = 3,
+        promotion_tolerance: float = 0.02,
     ):
-        self.pool, self.registry = pool, registry
+        self.pool, self.registry, self.promotion_tolerance = pool, registry, promotion_tolerance
         self.model_config, self.train_config, self.eval_clicks = model_config, train_config, eval_clicks
         self._images: dict[str, Series] = {}  # series images never change: cache them
         self._eval: dict[str, list[Series]] = {}
@@ -87,8 +106,9 @@ class TrainingPipeline:
         metrics.update({f"test_iou_{c}": v for c, v in test["per_class_iou"].items() if v is not None})
         return metrics
 
-    def run(self, iteration: int, parent_version: str | None, progress=None) -> dict:
-        """Train, evaluate and publish; returns the published metadata."""
+    def run(self, iteration: int, parent_version: str | None, progress=None) -> RunResult:
+        """Train, evaluate, publish (weights + metadata), then promote through the gate: CURRENT moves only for a
+        version that is not worse on the fixed validation split than the current one."""
         started = time.perf_counter()
         images, labels, manifest = self.training_set()
         parent = self.registry.load(parent_version) if parent_version else None
@@ -99,6 +119,7 @@ class TrainingPipeline:
         metrics.update(train_loss=result.stats["final_loss"], train_seconds=result.stats["seconds"])
         meta = self.registry.publish(
             result.predictor,
+            make_current=False,
             parent_version=parent_version,
             iteration=iteration,
             training_set=manifest,
@@ -106,11 +127,19 @@ class TrainingPipeline:
             metrics=metrics,
             duration_seconds=round(time.perf_counter() - started, 2),
         )
+        current = self.registry.current_version()
+        current_metrics = self.registry.metadata(current)["metrics"] if current else None
+        promoted, reason = promotion_decision(metrics, current_metrics, self.promotion_tolerance)
+        self.registry.mark(meta["version"], "promoted" if promoted else "rejected", reason)
+        if promoted:
+            self.registry.set_current(meta["version"])
         log.info(
-            "published %s (iteration %d, %d series, test mIoU %.3f)",
+            "%s %s (iteration %d, %d series, test mIoU %.3f): %s",
+            "promoted" if promoted else "kept",
             meta["version"],
             iteration,
             len(manifest),
             metrics["test_miou"],
+            reason,
         )
-        return meta
+        return RunResult(meta, promoted, reason)

@@ -48,6 +48,7 @@ class ServiceSettings(BaseSettings):
     seed: int = 0
     max_message_mb: int = 16
     session_ttl_s: float = Field(1800.0, description="idle annotator sessions are dropped after this")
+    promotion_tolerance: float = Field(0.02, description="a new version may be this much worse in val mIoU")
     lease_ttl_s: float = Field(900.0, description="a case lease expires after this long without activity")
 
     def s3(self) -> S3Config:

@@ -136,6 +136,22 @@ class ModelRegistry:
             self.set_current(version)
         return meta
 
+    def status_key(self, version: str) -> str:
+        return f"{self.PREFIX}{version}/status.json"
+
+    def mark(self, version: str, status: str, reason: str) -> None:
+        """Record the promotion decision beside the immutable weights and metadata."""
+        self.store.put_json(
+            self.status_key(version),
+            {"status": status, "reason": reason, "decided_at": datetime.now(UTC).isoformat()},
+        )
+
+    def status(self, version: str) -> str:
+        try:
+            return self.store.get_json(self.status_key(version))["status"]
+        except NotFound:
+            return "promoted" if version == self.current_version() else "unknown"
+
     def set_current(self, version: str) -> None:
         if not self.store.exists(self.metadata_key(version)):
             raise NotFound(f"model version {version!r} is not in the registry")

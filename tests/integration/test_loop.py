@@ -88,9 +88,11 @@ def test_every_score_is_stamped_with_the_version_that_made_it(completed_run):
     for version in ("v0000", "v0001", "v0002"):
         table = store.get_json(f"scores/{version}.json")
         assert table["model_version"] == version and table["strategy"] == "entropy"
-    # the pool shrinks as batches are annotated: each version scored what was still unannotated
-    counts = [len(store.get_json(f"scores/{v}.json")["scores"]) for v in ("v0000", "v0001", "v0002")]
-    assert counts[0] - counts[1] == 2 and counts[1] - counts[2] == 2
+    # each table covers only series that were unannotated when it was made; the pool shrinks as batches are annotated
+    pool = set(store.get_json("dataset/splits.json")["pool"])
+    tables = [set(store.get_json(f"scores/{v}.json")["scores"]) for v in ("v0000", "v0001", "v0002")]
+    assert all(t <= pool for t in tables) and len(tables[0]) == len(pool)
+    assert len(tables[2]) == len(pool) - 4
 
 
 def test_replayed_events_change_nothing(completed_run):
@@ -198,3 +200,40 @@ def test_per_annotator_progress_is_visible(completed_run):
     progress = {p.annotator_id: (p.leased, p.submitted) for p in status.annotators}
     assert set(progress) <= {"ann-0", "ann-1"} and sum(s for _, s in progress.values()) == 2
     assert all(leased == 0 for leased, _ in progress.values())
+
+
+def test_rollback_moves_current_and_the_services_follow(completed_run):
+    import urllib.request
+
+    from saim.events import GROUP_ANNOTATOR_PREFIX
+
+    run = completed_run
+    stack, trainer = run.stack, run.trainer()
+    metrics_url = f"http://127.0.0.1:{stack.ports['annotator_metrics']}/metrics"
+
+    def annotator_serves(version_number: float) -> bool:
+        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        return f'saim_model_version{{service="annotator"}} {version_number}' in text
+
+    try:
+        reply = trainer.Rollback(trainer_pb2.RollbackRequest(version="v0001"), timeout=10)
+        assert (reply.previous_version, reply.current_version) == ("v0002", "v0001")
+        assert stack.store().get_json("models/CURRENT")["version"] == "v0001"
+        poll(lambda: annotator_serves(1.0), 60, "the annotator to load v0001")
+        listed = {m.version: m for m in models(run)}
+        assert listed["v0001"].current and not listed["v0002"].current
+        try:
+            trainer.Rollback(trainer_pb2.RollbackRequest(version="v0099"), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND and "v0099" in exc.details()
+        else:
+            raise AssertionError("rolling back to an unknown version must fail")
+    finally:
+        trainer.Rollback(trainer_pb2.RollbackRequest(version="v0002"), timeout=10)
+        poll(lambda: annotator_serves(2.0), 60, "the annotator to load v0002 again")
+        for group in (GROUP_SELECTOR, GROUP_ANNOTATOR_PREFIX + "local-annotator"):
+            poll(
+                lambda g=group: committed_to_end(stack.kafka_bootstrap, g, "saim.model.published"),
+                60,
+                f"{group} to handle the roll-forward",
+            )

@@ -74,6 +74,51 @@ def add_commands(sub) -> None:
     drv.add_argument("--report", type=Path, default=None)
     drv.set_defaults(func=_cmd_drive)
 
+    adm = sub.add_parser("admin", help="model registry administration over the trainer's gRPC API")
+    asub = adm.add_subparsers(dest="admin_cmd", required=True, metavar="COMMAND")
+    lm = asub.add_parser("models", help="list model versions with their status and metrics")
+    lm.add_argument("--trainer", required=True, help="HOST:PORT of the trainer service")
+    lm.set_defaults(func=_cmd_models)
+    rb = asub.add_parser("rollback", help="make VERSION current again; annotators and selector follow")
+    rb.add_argument("version")
+    rb.add_argument("--trainer", required=True, help="HOST:PORT of the trainer service")
+    rb.set_defaults(func=_cmd_rollback)
+
+
+def _trainer(target: str):
+    import grpc
+
+    from saim.v1 import trainer_pb2_grpc
+
+    return trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(target))
+
+
+def _cmd_models(args) -> int:
+    from saim.v1 import trainer_pb2
+
+    for mv in _trainer(args.trainer).ListModels(trainer_pb2.ListModelsRequest(), timeout=30).models:
+        mark = "*" if mv.current else " "
+        val, test = mv.metrics.get("val_miou", float("nan")), mv.metrics.get("test_miou", float("nan"))
+        print(
+            f"{mark} {mv.version}  iteration {mv.iteration}  {mv.status:9s} val mIoU {val:.3f}  test mIoU {test:.3f}  "
+            f"{mv.training_series} series  parent {mv.parent_version or '-'}"
+        )
+    return 0
+
+
+def _cmd_rollback(args) -> int:
+    import grpc
+
+    from saim.errors import SaimError
+    from saim.v1 import trainer_pb2
+
+    try:
+        reply = _trainer(args.trainer).Rollback(trainer_pb2.RollbackRequest(version=args.version), timeout=30)
+    except grpc.RpcError as exc:
+        raise SaimError(f"rollback to {args.version}: {exc.code().name}: {exc.details()}") from None
+    print(f"current model: {reply.current_version} (was {reply.previous_version or 'none'})")
+    return 0
+
 
 def _dataset_dir(spec: str, series: int, seed: int) -> Path:
     from saim.data import phantom

@@ -45,7 +45,7 @@ class BatchCompleted(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., iteration: _Optional[int] = ..., case_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelPublished(_message.Message):
-    __slots__ = ("meta", "version", "parent_version", "weights_key", "metadata_key", "iteration", "metrics")
+    __slots__ = ("meta", "version", "parent_version", "weights_key", "metadata_key", "iteration", "metrics", "promoted", "reason")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class ModelPublished(_message.Message):
     METADATA_KEY_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     version: str
     parent_version: str
@@ -67,4 +69,6 @@ class ModelPublished(_message.Message):
     metadata_key: str
     iteration: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., version: _Optional[str] = ..., parent_version: _Optional[str] = ..., weights_key: _Optional[str] = ..., metadata_key: _Optional[str] = ..., iteration: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    promoted: bool
+    reason: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., version: _Optional[str] = ..., parent_version: _Optional[str] = ..., weights_key: _Optional[str] = ..., metadata_key: _Optional[str] = ..., iteration: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., promoted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...

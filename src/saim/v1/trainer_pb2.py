@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15saim/v1/trainer.proto\x12\x07saim.v1\"\x19\n\x17GetTrainerStatusRequest\"\x91\x01\n\rTrainerStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\x12\x16\n\x0eruns_completed\x18\x03 \x01(\r\x12\x1d\n\x15last_duration_seconds\x18\x04 \x01(\x01\x12\x11\n\tlast_loss\x18\x05 \x01(\x01\x12\x0e\n\x06queued\x18\x06 \x01(\r\"\x13\n\x11ListModelsRequest\"\xed\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0eparent_version\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\x05\x12\x33\n\x07metrics\x18\x05 \x03(\x0b\x32\".saim.v1.ModelVersion.MetricsEntry\x12\x17\n\x0ftraining_series\x18\x06 \x01(\r\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.saim.v1.ModelVersion\"(\n\x16TriggerTrainingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\";\n\x17TriggerTrainingResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06run_id\x18\x02 \x01(\t2\xf4\x01\n\x0eTrainerService\x12\x45\n\tGetStatus\x12 .saim.v1.GetTrainerStatusRequest\x1a\x16.saim.v1.TrainerStatus\x12\x45\n\nListModels\x12\x1a.saim.v1.ListModelsRequest\x1a\x1b.saim.v1.ListModelsResponse\x12T\n\x0fTriggerTraining\x12\x1f.saim.v1.TriggerTrainingRequest\x1a .saim.v1.TriggerTrainingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15saim/v1/trainer.proto\x12\x07saim.v1\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"E\n\x10RollbackResponse\x12\x18\n\x10previous_version\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"\x19\n\x17GetTrainerStatusRequest\"\x91\x01\n\rTrainerStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\x12\x16\n\x0eruns_completed\x18\x03 \x01(\r\x12\x1d\n\x15last_duration_seconds\x18\x04 \x01(\x01\x12\x11\n\tlast_loss\x18\x05 \x01(\x01\x12\x0e\n\x06queued\x18\x06 \x01(\r\"\x13\n\x11ListModelsRequest\"\xfd\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0eparent_version\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\t\x12\x11\n\titeration\x18\x04 \x01(\x05\x12\x33\n\x07metrics\x18\x05 \x03(\x0b\x32\".saim.v1.ModelVersion.MetricsEntry\x12\x17\n\x0ftraining_series\x18\x06 \x01(\r\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\x12\x0e\n\x06status\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.saim.v1.ModelVersion\"(\n\x16TriggerTrainingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\";\n\x17TriggerTrainingResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06run_id\x18\x02 \x01(\t2\xb5\x02\n\x0eTrainerService\x12\x45\n\tGetStatus\x12 .saim.v1.GetTrainerStatusRequest\x1a\x16.saim.v1.TrainerStatus\x12\x45\n\nListModels\x12\x1a.saim.v1.ListModelsRequest\x1a\x1b.saim.v1.ListModelsResponse\x12T\n\x0fTriggerTraining\x12\x1f.saim.v1.TriggerTrainingRequest\x1a .saim.v1.TriggerTrainingResponse\x12?\n\x08Rollback\x12\x18.saim.v1.RollbackRequest\x1a\x19.saim.v1.RollbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_GETTRAINERSTATUSREQUEST']._serialized_start=34
-  _globals['_GETTRAINERSTATUSREQUEST']._serialized_end=59
-  _globals['_TRAINERSTATUS']._serialized_start=62
-  _globals['_TRAINERSTATUS']._serialized_end=207
-  _globals['_LISTMODELSREQUEST']._serialized_start=209
-  _globals['_LISTMODELSREQUEST']._serialized_end=228
-  _globals['_MODELVERSION']._serialized_start=231
-  _globals['_MODELVERSION']._serialized_end=468
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=422
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=468
-  _globals['_LISTMODELSRESPONSE']._serialized_start=470
-  _globals['_LISTMODELSRESPONSE']._serialized_end=529
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=531
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=571
-  _globals['_TRIGGERTRAININGRESPONSE']._serialized_start=573
-  _globals['_TRIGGERTRAININGRESPONSE']._serialized_end=632
-  _globals['_TRAINERSERVICE']._serialized_start=635
-  _globals['_TRAINERSERVICE']._serialized_end=879
+  _globals['_ROLLBACKREQUEST']._serialized_start=34
+  _globals['_ROLLBACKREQUEST']._serialized_end=68
+  _globals['_ROLLBACKRESPONSE']._serialized_start=70
+  _globals['_ROLLBACKRESPONSE']._serialized_end=139
+  _globals['_GETTRAINERSTATUSREQUEST']._serialized_start=141
+  _globals['_GETTRAINERSTATUSREQUEST']._serialized_end=166
+  _globals['_TRAINERSTATUS']._serialized_start=169
+  _globals['_TRAINERSTATUS']._serialized_end=314
+  _globals['_LISTMODELSREQUEST']._serialized_start=316
+  _globals['_LISTMODELSREQUEST']._serialized_end=335
+  _globals['_MODELVERSION']._serialized_start=338
+  _globals['_MODELVERSION']._serialized_end=591
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=545
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=591
+  _globals['_LISTMODELSRESPONSE']._serialized_start=593
+  _globals['_LISTMODELSRESPONSE']._serialized_end=652
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=654
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=694
+  _globals['_TRIGGERTRAININGRESPONSE']._serialized_start=696
+  _globals['_TRIGGERTRAININGRESPONSE']._serialized_end=755
+  _globals['_TRAINERSERVICE']._serialized_start=758
+  _globals['_TRAINERSERVICE']._serialized_end=1067
 # @@protoc_insertion_point(module_scope)

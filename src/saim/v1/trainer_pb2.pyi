@@ -6,6 +6,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RollbackRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class RollbackResponse(_message.Message):
+    __slots__ = ("previous_version", "current_version")
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    previous_version: str
+    current_version: str
+    def __init__(self, previous_version: _Optional[str] = ..., current_version: _Optional[str] = ...) -> None: ...
+
 class GetTrainerStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -31,7 +45,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "parent_version", "created_at", "iteration", "metrics", "training_series", "current")
+    __slots__ = ("version", "parent_version", "created_at", "iteration", "metrics", "training_series", "current", "status")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +60,7 @@ class ModelVersion(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TRAINING_SERIES_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     version: str
     parent_version: str
     created_at: str
@@ -53,7 +68,8 @@ class ModelVersion(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     training_series: int
     current: bool
-    def __init__(self, version: _Optional[str] = ..., parent_version: _Optional[str] = ..., created_at: _Optional[str] = ..., iteration: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., training_series: _Optional[int] = ..., current: _Optional[bool] = ...) -> None: ...
+    status: str
+    def __init__(self, version: _Optional[str] = ..., parent_version: _Optional[str] = ..., created_at: _Optional[str] = ..., iteration: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., training_series: _Optional[int] = ..., current: _Optional[bool] = ..., status: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -50,6 +50,11 @@ class TrainerServiceStub:
                 request_serializer=saim_dot_v1_dot_trainer__pb2.TriggerTrainingRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_trainer__pb2.TriggerTrainingResponse.FromString,
                 _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/saim.v1.TrainerService/Rollback',
+                request_serializer=saim_dot_v1_dot_trainer__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_trainer__pb2.RollbackResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -74,6 +79,13 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollback(self, request, context):
+        """Make an earlier (or any stored) version current again; annotators and selector follow via ModelPublished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +103,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.TriggerTraining,
                     request_deserializer=saim_dot_v1_dot_trainer__pb2.TriggerTrainingRequest.FromString,
                     response_serializer=saim_dot_v1_dot_trainer__pb2.TriggerTrainingResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=saim_dot_v1_dot_trainer__pb2.RollbackRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_trainer__pb2.RollbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class TrainerService:
             '/saim.v1.TrainerService/TriggerTraining',
             saim_dot_v1_dot_trainer__pb2.TriggerTrainingRequest.SerializeToString,
             saim_dot_v1_dot_trainer__pb2.TriggerTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.TrainerService/Rollback',
+            saim_dot_v1_dot_trainer__pb2.RollbackRequest.SerializeToString,
+            saim_dot_v1_dot_trainer__pb2.RollbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
