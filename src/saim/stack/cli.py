@@ -164,7 +164,7 @@ def _cmd_drive(args) -> int:
     report = drive(
         args.annotator, args.selector, args.trainer, ground_truth, args.annotators, args.clicks, args.timeout
     )
-    print(f"{len(report['model_versions'])} model versions; final test mIoU {report['final']['miou']:.3f}")
+    print(f"{len(report['model_versions'])} model versions; served model's test mIoU {report['final']['miou']:.3f}")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")
@@ -229,7 +229,10 @@ def _cmd_demo(args) -> int:
         f"click latency (virtual annotators, round trip): median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms "
         f"over {lat['count']} clicks"
     )
-    print(f"final test mIoU {report['final']['miou']:.3f}; wall {report['wall_seconds']:.0f} s; logs in {workdir}")
+    print(
+        f"served model's test mIoU {report['final']['miou']:.3f}; wall {report['wall_seconds']:.0f} s; "
+        f"logs in {workdir}"
+    )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")

@@ -54,6 +54,8 @@ def version_rows(models: list, total_series: int, clicks: int, selection: str) -
             {
                 "iteration": mv.iteration,
                 "model_version": mv.version,
+                "status": mv.status,
+                "current": mv.current,
                 "annotated_series": trained_on,
                 "annotated_fraction": trained_on / total_series,
                 "miou": metrics.get("test_miou"),
@@ -104,12 +106,13 @@ def drive(
             total = status.initial + status.annotated + status.pool_size + in_batch
             latencies = [x for w in workers for x in w.stats.click_latency_ms]
             for mv in sorted(models, key=lambda mv: mv.version):
-                if mv.version not in printed:
+                if mv.version not in printed and mv.status != "unknown":  # wait for the gate's decision
                     printed.add(mv.version)
                     med = f"{statistics.median(latencies):.1f} ms" if latencies else "-"
                     echo(
                         f"model {mv.version}  iteration {mv.iteration}  annotated {mv.training_series}/{total} "
                         f"({mv.training_series / total:.0%})  test mIoU {mv.metrics['test_miou']:.3f}  "
+                        f"val mIoU {mv.metrics['val_miou']:.3f}  {mv.status}  "
                         f"median click latency so far {med}"
                     )
             if status.complete and max((mv.iteration for mv in models), default=-1) >= status.iteration:
@@ -128,7 +131,8 @@ def drive(
     rows = version_rows(models, total, clicks, "entropy")
     return {
         "iterations": rows,
-        "final": {"miou": rows[-1]["miou"], "miou_classical": None},
+        # the served version: the last promoted one (the gate may have kept later ones out)
+        "final": {"miou": next((r["miou"] for r in rows if r["current"]), rows[-1]["miou"]), "miou_classical": None},
         "model_versions": [mv.version for mv in sorted(models, key=lambda mv: mv.version)],
         "annotators": annotators,
         "click_latency_ms": {
