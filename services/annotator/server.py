@@ -133,6 +133,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def Undo(self, request, context):
         started = time.perf_counter()
         session = self.d.sessions.get(request.session_id)
+        self._renew(session)
         model = self.d.model.current
         mask = session.undo(model, int(request.slice))
         return self._mask_reply(session, request.slice, mask, model, started)
