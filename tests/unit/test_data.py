@@ -27,6 +27,14 @@ def test_truncated_nifti_is_a_clear_error(tmp_path):
         volume_from_bytes(blob[: len(blob) // 2], "case.nii.gz")
 
 
+def test_volume_over_the_size_cap_is_too_large(tmp_path):
+    from saim.errors import TooLarge
+
+    save_volume(tmp_path / "big.nii.gz", np.zeros((8, 8, 8), np.float32))
+    with pytest.raises(TooLarge, match="big.nii.gz: 512 voxels exceeds the cap of 100"):
+        load_volume(tmp_path / "big.nii.gz", max_voxels=100)
+
+
 def test_wrong_dimensionality_is_rejected(tmp_path):
     save_volume(tmp_path / "flat.nii.gz", np.zeros((4, 4), np.float32))
     with pytest.raises(DatasetError, match="flat.nii.gz.*3D"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from saim.errors import DatasetError
+from saim.errors import DatasetError, TooLarge
 
 MAX_VOXELS = 512 * 512 * 1024  # default size cap for one volume
 
@@ -25,7 +25,7 @@ def _squeeze_channel(data: np.ndarray, name: str) -> np.ndarray:
 def _from_image(img: nib.spatialimages.SpatialImage, name: str, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
     shape = tuple(int(s) for s in img.shape)
     if int(np.prod(shape)) > max_voxels:
-        raise DatasetError(f"{name}: {int(np.prod(shape))} voxels exceeds the cap of {max_voxels}")
+        raise TooLarge(f"{name}: {int(np.prod(shape))} voxels exceeds the cap of {max_voxels}")
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, ValueError, zlib.error) as exc:
