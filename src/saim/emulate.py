@@ -146,7 +146,7 @@ class Emulation:
         pool = {s.case: s for s in split.pool}
         rows: list[dict] = []
         result = self._train(mc, list(saim_set.values()), cfg.seed, None, "pre-train")
-        model, classical_model = result.predictor, None
+        model = classical_model = result.predictor  # both arms start from the same pre-trained model
         train_seconds = result.stats["seconds"]
         selected: list[str] = []
         annotation_miou = None
@@ -170,7 +170,7 @@ class Emulation:
                 model, train_seconds = result.predictor, result.stats["seconds"]
                 if cfg.baseline == "classical":
                     classical_model = self._train(
-                        mc, list(classical_set.values()), cfg.seed + it, classical_model or model, f"classical it {it}"
+                        mc, list(classical_set.values()), cfg.seed + it, classical_model, f"classical it {it}"
                     ).predictor
             metrics = evaluate(model, split.test, cfg.clicks, cfg.noc)
             if cfg.baseline == "classical":

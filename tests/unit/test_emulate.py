@@ -65,3 +65,24 @@ def test_report_follows_the_contract(reports, tmp_path):
 
 def test_same_seed_same_numbers(reports):
     assert _numbers(reports[0]) == _numbers(reports[1])
+
+
+def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
+    """The classical baseline must start from the pre-trained model, never from a SAIM-trained one."""
+    import saim.emulate as emulate
+    from saim.model.predictor import InteractivePredictor
+    from saim.model.training import TrainResult
+
+    calls = []
+
+    def fake_train(mc, images, labels, tc, parent=None, progress=None):
+        predictor = InteractivePredictor(mc)
+        calls.append((parent, predictor))
+        return TrainResult(predictor, {"seconds": 0.0})
+
+    monkeypatch.setattr(emulate, "train_predictor", fake_train)
+    Emulation(EmulationConfig(**{**TINY, "mode": "finetune"}), show_progress=False).run()
+    (p0, pre), (p1s, saim1), (p1c, classical1), (p2s, _), (p2c, _) = calls
+    assert p0 is None
+    assert p1s is pre and p1c is pre  # both arms of iteration 1 start from the pre-trained model
+    assert p2s is saim1 and p2c is classical1
