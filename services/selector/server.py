@@ -113,8 +113,7 @@ class SelectorApp:
         self.deps.loop.on_model(served, event.iteration)
         table = self.deps.loop.scores
         if table is not None and table is not table_before and table.seconds > 0:
-            slices = sum(1 for _ in table.scores) * (self.settings.max_slices or 1)
-            m.SCORING_RATE.set(slices / table.seconds)
+            m.SCORING_RATE.set(table.slices / table.seconds)
             m.SCORED_SERIES.inc(len(table.scores))
         self.health.set(True)
 

@@ -63,6 +63,7 @@ class ScoreTable:
     version: str
     scores: dict[str, float]
     seconds: float
+    slices: int
 
 
 class SelectionLoop:
@@ -135,7 +136,7 @@ class SelectionLoop:
         started = time.perf_counter()
         slices = {c: self.pool.load_series(c).images for c in cases}
         scores = self.strategy.score(model.predictor, slices) if slices else {}
-        table = ScoreTable(model.version, scores, time.perf_counter() - started)
+        table = ScoreTable(model.version, scores, time.perf_counter() - started, sum(len(s) for s in slices.values()))
         self.pool.store.put_json(
             f"scores/{model.version}.json",
             {

@@ -57,7 +57,6 @@ def worst_click(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> Click | N
 class AnnotationResult:
     labels: np.ndarray  # (N, H, W) final annotation
     clicks: list[list[Click]]
-    auto_labels: np.ndarray  # the model's prediction before any click
 
 
 class VirtualUser:
@@ -69,8 +68,7 @@ class VirtualUser:
     def annotate(self, predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray) -> AnnotationResult:
         """k rounds; each round adds at most one click per class per image, then the model answers."""
         k = predictor.config.num_classes
-        auto = predictor.predict(images)
-        pred = auto.copy()
+        pred = predictor.predict(images)
         clicks: list[list[Click]] = [[] for _ in range(len(images))]
         for _ in range(self.clicks_per_class):
             touched = []
@@ -83,7 +81,7 @@ class VirtualUser:
                 break
             idx = np.array(touched)
             pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx])
-        return AnnotationResult(pred, clicks, auto)
+        return AnnotationResult(pred, clicks)
 
 
 def number_of_clicks(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 
@@ -54,7 +54,6 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     device: str = "cpu"
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

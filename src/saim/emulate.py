@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -57,7 +57,6 @@ class EmulationConfig:
     synthetic_series: int = 24
     synthetic_slices: int = 12
     noc: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

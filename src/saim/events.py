@@ -125,7 +125,6 @@ class EventConsumer:
         self._dedup_size = dedup_size
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"consumer-{group_id}", daemon=True)
-        self.ready = threading.Event()
 
     def start(self) -> EventConsumer:
         self._thread.start()
@@ -154,8 +153,6 @@ class EventConsumer:
                 if consumer is None:
                     consumer = self._connect()
                 batch = consumer.poll(timeout_ms=500)
-                if consumer.assignment():
-                    self.ready.set()
                 for records in batch.values():
                     for record in records:
                         self._dispatch(record)

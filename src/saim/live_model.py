@@ -40,10 +40,6 @@ class LiveModel:
             raise FailedPrecondition("no model version is loaded yet")
         return served
 
-    @property
-    def loaded(self) -> bool:
-        return self._current is not None
-
     def version(self) -> str | None:
         return None if self._current is None else self._current.version
 

@@ -6,6 +6,7 @@ withheld, as in a real deployment. In the emulated scenario the virtual annotato
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,8 @@ class PoolStore:
 
     def __init__(self, store: ObjectStore, image_size: int, max_slices: int | None):
         self.store, self.image_size, self.max_slices = store, image_size, max_slices
+        self._cache: dict[tuple[str, bool], Series] = {}
+        self._cache_lock = threading.Lock()
         try:
             meta = store.get_json(DATASET_JSON)
             self.splits = Splits(**{k: tuple(v) for k, v in store.get_json(SPLITS_JSON).items()})
@@ -96,6 +99,18 @@ class PoolStore:
         return set(s.initial) | set(s.val) | set(s.test) | set(s.pool)
 
     def load_series(self, case: str, with_label: bool = False) -> Series:
+        """A series at model resolution. Images (and the withheld-or-not labels) never change once imported, so
+        each is downloaded and decoded once per process; callers must not modify the arrays."""
+        key = (case, with_label)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            cached = self._load_series(case, with_label)
+            with self._cache_lock:
+                self._cache[key] = cached
+        return cached
+
+    def _load_series(self, case: str, with_label: bool) -> Series:
         if case not in self.all_cases():
             raise NotFound(f"unknown case {case!r}")
         image, _ = volume_from_bytes(self.store.get_bytes(image_key(case)), image_key(case))

@@ -13,6 +13,7 @@ import numpy as np
 from saim.config import ModelConfig, TrainConfig
 from saim.data.slices import Series, stack
 from saim.emulate import evaluate
+from saim.metrics import mean_iou
 from saim.model.predictor import InteractivePredictor
 from saim.model.training import train_predictor
 from saim.pool import PoolStore, annotation_key
@@ -50,26 +51,18 @@ class TrainingPipeline:
     ):
         self.pool, self.registry, self.promotion_tolerance = pool, registry, promotion_tolerance
         self.model_config, self.train_config, self.eval_clicks = model_config, train_config, eval_clicks
-        self._images: dict[str, Series] = {}  # series images never change: cache them
-        self._eval: dict[str, list[Series]] = {}
-
-    def _series(self, case: str, with_label: bool = False) -> Series:
-        key = f"{case}:{with_label}"
-        if key not in self._images:
-            self._images[key] = self.pool.load_series(case, with_label=with_label)
-        return self._images[key]
 
     def training_set(self) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """Ground truth of the initial split plus every SAIM annotation in the bucket, with a manifest."""
         images, labels, manifest = [], [], []
         for case in self.pool.splits.initial:
-            s = self._series(case, with_label=True)
+            s = self.pool.load_series(case, with_label=True)
             images.append(s.images)
             labels.append(s.labels)
             manifest.append({"case": case, "source": "ground_truth"})
         for case in self.pool.annotated_cases():
             annotation, prov = self.pool.read_annotation(case)
-            s = self._series(case)
+            s = self.pool.load_series(case)
             if annotation.shape != s.images.shape:
                 log.warning(
                     "annotation of %s has shape %s, expected %s; skipped", case, annotation.shape, s.images.shape
@@ -89,15 +82,11 @@ class TrainingPipeline:
         return np.concatenate(images), np.concatenate(labels), manifest
 
     def split(self, name: str) -> list[Series]:
-        if name not in self._eval:
-            self._eval[name] = [self._series(c, with_label=True) for c in getattr(self.pool.splits, name)]
-        return self._eval[name]
+        return [self.pool.load_series(c, with_label=True) for c in getattr(self.pool.splits, name)]
 
     def evaluate(self, predictor: InteractivePredictor) -> dict[str, float]:
         test = evaluate(predictor, self.split("test"), self.eval_clicks, noc=False)
         val_images, val_gt = stack(self.split("val"))
-        from saim.metrics import mean_iou
-
         metrics = {
             "val_miou": mean_iou(val_gt, predictor.predict(val_images), predictor.config.num_classes),
             "test_miou": test["miou"],

@@ -147,6 +147,3 @@ class SessionStore:
         now = time.monotonic()
         for sid in [s for s, sess in self._sessions.items() if now - sess.last_active > self.ttl_s]:
             del self._sessions[sid]
-
-    def __len__(self) -> int:
-        return len(self._sessions)

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from saim.config import ModelConfig, TrainConfig
-from saim.model.encoding import Click, click_maps, encode, one_hot_foreground
+from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
 from saim.model.training import augment, class_weights, focal_loss, sample_error_clicks, train_predictor
 
 
@@ -43,13 +43,13 @@ def test_input_encoding_shapes_and_channel_order():
     assert ModelConfig(classes=("a", "b", "c")).in_channels == 10
 
 
-def test_click_maps_disk_and_gaussian():
-    disk = click_maps([Click(cls=2, y=8, x=8, positive=False)], 2, 17, 3.0, "disk")
-    assert disk.shape == (4, 17, 17)
-    assert disk[3].sum() == 29  # lattice points with d^2 <= 9
-    assert disk[:3].sum() == 0
-    gauss = click_maps([Click(cls=1, y=8, x=8, positive=True)], 2, 17, 3.0, "gaussian")
-    assert gauss[0, 8, 8] == pytest.approx(1.0) and 0 < gauss[0, 8, 12] < 1
+def test_click_rasterisation_disk_and_gaussian():
+    pos, neg = rasterize_clicks([[Click(cls=2, y=8, x=8, positive=False)], []], 2, 17, 3.0, "disk")
+    assert pos.shape == neg.shape == (2, 2, 17, 17)
+    assert neg[0, 1].sum() == 29  # lattice points with d^2 <= 9
+    assert pos.sum() == 0 and neg[0, 0].sum() == 0 and neg[1].sum() == 0
+    pos, _ = rasterize_clicks([[Click(cls=1, y=8, x=8, positive=True)]], 2, 17, 3.0, "gaussian")
+    assert pos[0, 0, 8, 8] == pytest.approx(1.0) and 0 < pos[0, 0, 8, 12] < 1
 
 
 def test_one_hot_foreground_drops_background():

@@ -73,6 +73,3 @@ def save_volume(path: Path | str, data: np.ndarray, affine: np.ndarray | None = 
 def check_finite(data: np.ndarray, name: str) -> None:
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise DatasetError(f"{name}: contains NaN or infinite values")
-
-
-__all__ = ["load_volume", "save_volume", "volume_from_bytes", "volume_to_bytes", "check_finite", "MAX_VOXELS"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 
@@ -51,22 +50,24 @@ def paint_clicks(
     return torch.maximum(maps, blob * valid[..., None, None].float())
 
 
-def click_maps(clicks: list[Click], num_classes: int, size: int, radius: float, kind: str) -> np.ndarray:
-    """Rasterise a click list into (2K, H, W): positive maps then negative maps."""
-    pos = torch.zeros(1, num_classes, size, size)
-    neg = torch.zeros(1, num_classes, size, size)
-    for c in clicks:
-        if not 1 <= c.cls <= num_classes:
-            raise ValueError(f"click class {c.cls} outside 1..{num_classes}")
-        valid = torch.zeros(1, num_classes, dtype=torch.bool)
-        valid[0, c.cls - 1] = True
-        y = torch.full((1, num_classes), c.y)
-        x = torch.full((1, num_classes), c.x)
-        if c.positive:
-            pos = paint_clicks(pos, y, x, valid, radius, kind)
-        else:
-            neg = paint_clicks(neg, y, x, valid, radius, kind)
-    return torch.cat([pos, neg], dim=1)[0].numpy()
+def rasterize_clicks(
+    clicks: list[list[Click]], num_classes: int, size: int, radius: float, kind: str, device="cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image click lists -> (pos, neg) maps, each (B, K, H, W). Clicks must be valid (see the predictor)."""
+    b = len(clicks)
+    pos = torch.zeros(b, num_classes, size, size, device=device)
+    neg = torch.zeros(b, num_classes, size, size, device=device)
+    for i, image_clicks in enumerate(clicks):
+        for c in image_clicks:
+            valid = torch.zeros(b, num_classes, dtype=torch.bool, device=device)
+            valid[i, c.cls - 1] = True
+            y = torch.full((b, num_classes), c.y, device=device)
+            x = torch.full((b, num_classes), c.x, device=device)
+            if c.positive:
+                pos = paint_clicks(pos, y, x, valid, radius, kind)
+            else:
+                neg = paint_clicks(neg, y, x, valid, radius, kind)
+    return pos, neg
 
 
 def one_hot_foreground(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from safetensors.torch import save as st_save
 
 from saim.config import ModelConfig
 from saim.errors import InvalidInput
-from saim.model.encoding import Click, encode, one_hot_foreground, paint_clicks
+from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
 
 MODEL_FORMAT = "saim-model/1"
 WEIGHTS_FILE = "weights.safetensors"
@@ -47,21 +47,13 @@ class InteractivePredictor:
     # ---- inference -------------------------------------------------------------------------------------------
     def click_tensors(self, clicks: list[list[Click]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image click lists -> (pos, neg), each (B, K, H, W)."""
-        b, k, s = len(clicks), self.config.num_classes, self.config.image_size
-        pos = torch.zeros(b, k, s, s, device=self.device)
-        neg = torch.zeros(b, k, s, s, device=self.device)
-        for i, image_clicks in enumerate(clicks):
+        for image_clicks in clicks:
             for c in image_clicks:
                 self.validate_click(c)
-                valid = torch.zeros(b, k, dtype=torch.bool, device=self.device)
-                valid[i, c.cls - 1] = True
-                y = torch.full((b, k), c.y, device=self.device)
-                x = torch.full((b, k), c.x, device=self.device)
-                if c.positive:
-                    pos = paint_clicks(pos, y, x, valid, self.config.click_radius, self.config.click_encoding)
-                else:
-                    neg = paint_clicks(neg, y, x, valid, self.config.click_radius, self.config.click_encoding)
-        return pos, neg
+        cfg = self.config
+        return rasterize_clicks(
+            clicks, cfg.num_classes, cfg.image_size, cfg.click_radius, cfg.click_encoding, self.device
+        )
 
     def validate_click(self, c: Click) -> None:
         k, s = self.config.num_classes, self.config.image_size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -96,8 +97,6 @@ def run_until_signal(server: grpc.Server, on_stop: Callable[[], None] | None = N
 
 def wait_serving(target: str, timeout_s: float, service: str = "") -> bool:
     """Poll the standard health check until SERVING or the deadline."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -46,7 +46,7 @@ def count_events(bootstrap: str) -> dict[str, int]:
 
 
 def version_rows(models: list, total_series: int, clicks: int, selection: str) -> list[dict]:
-    rows, seen = [], set()
+    rows = []
     for mv in sorted(models, key=lambda mv: mv.version):
         metrics = dict(mv.metrics)
         trained_on = mv.training_series
@@ -70,7 +70,6 @@ def version_rows(models: list, total_series: int, clicks: int, selection: str) -
                 "val_miou": metrics.get("val_miou"),
             }
         )
-        seen.add(mv.version)
     return rows
 
 

@@ -60,11 +60,6 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait()
 
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-
     def tail(self, n: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -194,11 +189,6 @@ class LocalStack:
                     raise SaimError(f"{service} exited with code {proc.popen.returncode}:\n{proc.tail()}")
                 if time.monotonic() > deadline:
                     raise SaimError(f"{service} not SERVING after {timeout_s:.0f} s:\n{proc.tail()}")
-
-    def restart_service(self, service: str, kill: bool = False) -> None:
-        proc = self.procs[service]
-        proc.kill() if kill else proc.stop()
-        self.start_service(service)
 
     def stop(self) -> None:
         for name in [*SERVICES, "broker", "s3"]:

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 class AnnotatorStats:
     cases: list[str] = field(default_factory=list)
     click_latency_ms: list[float] = field(default_factory=list)
-    versions_seen: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
@@ -79,7 +78,6 @@ class VirtualAnnotator(threading.Thread):
             timeout=120,
             metadata=self.metadata,
         )
-        self.stats.versions_seen.add(opened.model_version)
         size = opened.height
         gt = label_slices(self.gt[lease.case_id], np.array(opened.slice_index), size)
         classes = len(opened.classes)
@@ -105,7 +103,6 @@ class VirtualAnnotator(threading.Thread):
                         metadata=self.metadata,
                     )
                     self.stats.click_latency_ms.append((time.perf_counter() - t0) * 1000)
-                    self.stats.versions_seen.add(reply.model_version)
                     mask = decode_mask(reply.mask, size)
                     clicked = True
                 if not clicked:
