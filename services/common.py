@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 import torch
 
+from saim.auth import Authenticator, TokenRegistry, channel
 from saim.errors import SaimError
 from saim.live_model import LiveModel
 from saim.pool import PoolStore
 from saim.rpc.metrics import serve_metrics
-from saim.rpc.server import run_until_signal, write_ready_file
+from saim.rpc.server import Security, run_until_signal, write_ready_file
 from saim.session import SessionStore
 from saim.settings import ServiceSettings, load_settings
 from saim.storage import ModelRegistry, ObjectStore
@@ -53,6 +54,22 @@ class Infra:
     def selector_target(self) -> str | None:
         return os.environ.get("SAIM_SELECTOR_TARGET") or None
 
+    def selector_channel(self):
+        """The annotator's channel to the selector: the service token, and TLS when a CA is configured."""
+        target = self.selector_target()
+        if target is None:
+            return None
+        s = self.settings
+        return channel(target, s.secret("service_token"), s.tls_ca(), s.tls_server_name)
+
+    def security(self) -> Security:
+        s = self.settings
+        authenticator = None
+        if s.auth:
+            registry = TokenRegistry(self.store, s.token_refresh_s)
+            authenticator = Authenticator(registry, s.secret("admin_token"), s.secret("service_token"))
+        return Security(authenticator, s.tls_server_credentials())
+
 
 def main(name: str, build: Callable) -> None:
     logging.basicConfig(
@@ -64,8 +81,15 @@ def main(name: str, build: Callable) -> None:
         print(f"saim {name}: {exc}", file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(settings.torch_threads)
-    infra = Infra(settings)
-    server, port, app = build(settings, infra)
+    log.info("settings: %s", settings.model_dump_json())  # secrets print as '**********'
+    if not settings.auth:
+        log.warning("SAIM_AUTH=false: every caller may call every method (development only)")
+    try:
+        infra = Infra(settings)
+        server, port, app = build(settings, infra)
+    except SaimError as exc:
+        print(f"saim {name}: {exc}", file=sys.stderr)
+        sys.exit(2)
     metrics_port = serve_metrics(settings.metrics_port)
     server.start()
     app.start()

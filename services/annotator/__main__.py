@@ -11,9 +11,9 @@ def build(settings, infra):
         model=infra.live_model(),
         sessions=infra.sessions(),
         publisher=infra.publisher("annotator"),
-        leases=LeaseChecker(infra.selector_target()),
+        leases=LeaseChecker(infra.selector_channel()),
     )
-    return create_annotator(settings, deps)
+    return create_annotator(settings, deps, infra.security())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from saim.auth import require_actor
 from saim.errors import FailedPrecondition, InvalidInput, PermissionDenied, Unavailable
 from saim.events import (
     ANNOTATION_SUBMITTED,
@@ -22,9 +23,10 @@ from saim.events import (
 )
 from saim.live_model import LiveModel, ServedModel
 from saim.model.encoding import Click
+from saim.periodic import Periodic
 from saim.pool import PoolStore
 from saim.rpc import metrics as m
-from saim.rpc.server import Health, create_server
+from saim.rpc.server import Health, Security, create_server
 from saim.session import AnnotationSession, SessionStore
 from saim.settings import ServiceSettings
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2, selector_pb2, selector_pb2_grpc
@@ -41,10 +43,10 @@ def mask_message(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:
 class LeaseChecker:
     """Asks the selector who holds a lease (the selector owns work distribution)."""
 
-    def __init__(self, selector_target: str | None):
+    def __init__(self, selector_channel: grpc.Channel | None):
         self._stub = None
-        if selector_target:
-            self._stub = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(selector_target))
+        if selector_channel is not None:
+            self._stub = selector_pb2_grpc.SelectorServiceStub(selector_channel)
 
     def check(self, case: str, lease_id: str, annotator: str) -> tuple[int, str]:
         """(iteration, model version of the batch) of a valid lease; renews it (activity)."""
@@ -80,6 +82,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         started = time.perf_counter()
         if not request.case_id or not request.annotator_id:
             raise InvalidInput("case_id and annotator_id are required")
+        require_actor(request.annotator_id)
         iteration, batch_version = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
         series = self.d.pool.load_series(request.case_id)
         if m.version_number(self.d.model.version()) < m.version_number(batch_version):
@@ -121,9 +124,15 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             self.d.leases.check(session.case, session.lease_id, session.annotator)
             session.lease_renewed = time.monotonic()
 
+    def _session(self, session_id: str) -> AnnotationSession:
+        """The caller's own session: an annotator cannot click on or submit another annotator's case."""
+        session = self.d.sessions.get(session_id)
+        require_actor(session.annotator)
+        return session
+
     def AddClick(self, request, context):
         started = time.perf_counter()
-        session = self.d.sessions.get(request.session_id)
+        session = self._session(request.session_id)
         self._renew(session)
         model = self.d.model.current
         click = Click(cls=int(request.class_index), y=int(request.y), x=int(request.x), positive=bool(request.positive))
@@ -132,14 +141,14 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
 
     def Undo(self, request, context):
         started = time.perf_counter()
-        session = self.d.sessions.get(request.session_id)
+        session = self._session(request.session_id)
         self._renew(session)
         model = self.d.model.current
         mask = session.undo(model, int(request.slice))
         return self._mask_reply(session, request.slice, mask, model, started)
 
     def Submit(self, request, context):
-        session = self.d.sessions.get(request.session_id)
+        session = self._session(request.session_id)
         self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
             provenance = session.provenance(request.seconds_spent or None)
@@ -153,7 +162,10 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             annotator_id=session.annotator,
             model_version=session.opened_version,
         )
-        self.d.publisher.publish(ANNOTATION_SUBMITTED, event, key=session.case)
+        try:
+            self.d.publisher.publish(ANNOTATION_SUBMITTED, event, key=session.case)
+        except Exception as exc:  # stored first: the selector reconciles it from the bucket (at-least-once)
+            log.warning("AnnotationSubmitted for %s not sent (%s); the selector finds it in storage", session.case, exc)
         self.d.sessions.remove(session.session_id)
         m.ANNOTATOR_DONE.labels(session.annotator).inc()
         return annotator_pb2.SubmitResponse(
@@ -177,26 +189,36 @@ class AnnotatorApp:
             self._on_event,
             on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
         )
+        self.reconciler = Periodic("annotator-reconcile", settings.reconcile_s, self.follow_registry)
 
     def _on_event(self, topic, event) -> None:
         m.EVENTS_HANDLED.labels(topic.name).inc()
         if not event.promoted:
             return  # kept in the registry, rejected by the promotion gate: keep serving the current version
-        if self.deps.model.load(event.version):
+        self.follow_registry()
+
+    def follow_registry(self) -> None:
+        """Serve what the registry's CURRENT pointer names (not the event's version: a late or replayed event of an
+        older version must not roll the model back). Also run periodically, for events lost with a broker."""
+        if self.deps.model.load_current():
             m.MODEL_RELOADS.labels("annotator").inc()
-        self.health.set(True)
+        if self.deps.model.version() is not None:
+            self.health.set(True)
 
     def start(self) -> None:
-        if self.deps.model.load_current():
-            self.health.set(True)
+        self.follow_registry()
         self.consumer.start()
+        self.reconciler.start()
 
     def stop(self) -> None:
+        self.reconciler.stop()
         self.consumer.stop()
         self.deps.publisher.close()
 
 
-def create_annotator(settings: ServiceSettings, deps: AnnotatorDeps) -> tuple[grpc.Server, int, AnnotatorApp]:
+def create_annotator(
+    settings: ServiceSettings, deps: AnnotatorDeps, security: Security | None = None
+) -> tuple[grpc.Server, int, AnnotatorApp]:
     health = Health(SERVICE)
     deps.model.on_change = lambda served: m.MODEL_VERSION.labels("annotator").set(m.version_number(served.version))
     servicer = AnnotatorServicer(deps)
@@ -206,5 +228,6 @@ def create_annotator(settings: ServiceSettings, deps: AnnotatorDeps) -> tuple[gr
         lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(servicer, s),
         health,
         settings,
+        security,
     )
     return server, port, AnnotatorApp(settings, deps, health)

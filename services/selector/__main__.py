@@ -16,7 +16,7 @@ def build(settings, infra):
         settings.lease_ttl_s,
     )
     deps = SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
-    return create_selector(settings, deps)
+    return create_selector(settings, deps, infra.security())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from saim.auth import require_actor
 from saim.batches import SelectionLoop
 from saim.errors import FailedPrecondition, InvalidInput
 from saim.events import (
@@ -20,8 +21,10 @@ from saim.events import (
     new_meta,
 )
 from saim.live_model import LiveModel
+from saim.periodic import Periodic
+from saim.pool import provenance_key
 from saim.rpc import metrics as m
-from saim.rpc.server import Health, create_server
+from saim.rpc.server import Health, Security, create_server
 from saim.settings import ServiceSettings
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
 
@@ -62,6 +65,7 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
     def NextCase(self, request, context):
         if not request.annotator_id:
             raise InvalidInput("annotator_id is required")
+        require_actor(request.annotator_id)
         case, iteration, lease, version = self.d.loop.next_case(request.annotator_id)
         return selector_pb2.NextCaseResponse(case_id=case, iteration=iteration, lease_id=lease, model_version=version)
 
@@ -93,6 +97,7 @@ class SelectorApp:
             self._on_event,
             on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
         )
+        self.reconciler = Periodic("selector-reconcile", settings.reconcile_s, self.reconcile)
 
     def _update_gauges(self) -> None:
         loop = self.deps.loop
@@ -106,7 +111,9 @@ class SelectorApp:
 
     def _on_model(self, event) -> None:
         if event.promoted:
-            self.deps.model.load(event.version)
+            # The registry's pointer, not the event, says what is current: a late or replayed event of an older
+            # version must not roll the served model back (rollbacks move the pointer too).
+            self.deps.model.load_current()
         # A rejected version still closes its iteration: the next batch opens with the current model's scores.
         served = self.deps.model.current
         table_before = self.deps.loop.scores
@@ -123,15 +130,51 @@ class SelectorApp:
             if topic is MODEL_PUBLISHED:
                 self._on_model(event)
             elif topic is ANNOTATION_SUBMITTED:
-                completed = self.deps.loop.on_annotation(event.case_id, event.iteration)
-                if completed is not None:
-                    self.deps.publisher.publish(
-                        BATCH_COMPLETED,
-                        events_pb2.BatchCompleted(
-                            meta=new_meta("selector"), iteration=completed.iteration, case_ids=completed.cases
-                        ),
-                    )
-                    log.info("batch %d complete", completed.iteration)
+                self._on_annotation(event.case_id, event.iteration)
+            self._update_gauges()
+
+    def _on_annotation(self, case: str, iteration: int) -> None:
+        completed = self.deps.loop.on_annotation(case, iteration)
+        if completed is None:
+            return
+        log.info("batch %d complete", completed.iteration)
+        try:
+            self.deps.publisher.publish(
+                BATCH_COMPLETED,
+                events_pb2.BatchCompleted(
+                    meta=new_meta("selector"), iteration=completed.iteration, case_ids=completed.cases
+                ),
+            )
+        except Exception as exc:  # the completed batch is in state/selector.json: the trainer reconciles it
+            log.warning("BatchCompleted %d not sent (%s); the trainer finds it in storage", completed.iteration, exc)
+
+    def _latest_decided(self):
+        """(version, iteration, promoted) of the newest version the promotion gate has decided, or None."""
+        registry = self.deps.model.registry
+        current = registry.current_version()
+        for version in reversed(registry.versions()):
+            status = registry.status(version)
+            if status in ("promoted", "rejected") or version == current:
+                iteration = int(registry.metadata(version).get("iteration", 0))
+                return version, iteration, status != "rejected"
+        return None
+
+    def reconcile(self) -> None:
+        """Catch up with object storage on what lost events would have said: annotations stored for the open
+        batch, a new CURRENT pointer (promotion or rollback), a decided model for the open iteration."""
+        with self._lock:
+            batch = self.deps.loop.batch
+            if batch is not None:
+                for case in batch.cases:
+                    if case not in batch.done and self.deps.loop.pool.store.exists(provenance_key(case)):
+                        log.info("reconciled annotation of %s (its event was not seen)", case)
+                        self._on_annotation(case, batch.iteration)
+            latest = self._latest_decided()
+            if latest is not None:
+                version, iteration, promoted = latest
+                self._on_model(events_pb2.ModelPublished(version=version, iteration=iteration, promoted=promoted))
+            elif self.deps.model.registry.current_version() is not None:
+                self.deps.model.load_current()
             self._update_gauges()
 
     def start(self) -> None:
@@ -144,13 +187,17 @@ class SelectorApp:
                 )
                 self._update_gauges()
         self.consumer.start()
+        self.reconciler.start()
 
     def stop(self) -> None:
+        self.reconciler.stop()
         self.consumer.stop()
         self.deps.publisher.close()
 
 
-def create_selector(settings: ServiceSettings, deps: SelectorDeps) -> tuple[grpc.Server, int, SelectorApp]:
+def create_selector(
+    settings: ServiceSettings, deps: SelectorDeps, security: Security | None = None
+) -> tuple[grpc.Server, int, SelectorApp]:
     health = Health(SERVICE)
     deps.model.on_change = lambda served: m.MODEL_VERSION.labels("selector").set(m.version_number(served.version))
     servicer = SelectorServicer(deps)
@@ -160,5 +207,6 @@ def create_selector(settings: ServiceSettings, deps: SelectorDeps) -> tuple[grpc
         lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, s),
         health,
         settings,
+        security,
     )
     return server, port, SelectorApp(settings, deps, health)

@@ -15,7 +15,7 @@ def build(settings, infra):
         promotion_tolerance=settings.promotion_tolerance,
     )
     deps = TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
-    return create_trainer(settings, deps)
+    return create_trainer(settings, deps, infra.security())
 
 
 if __name__ == "__main__":

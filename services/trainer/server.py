@@ -1,7 +1,10 @@
 """Trainer service: retrain on the whole annotated pool when a batch completes; publish the new version.
 
 Runs are non-preemptive: one at a time in a worker thread; a batch completion that arrives while a run is going is
-queued (a replayed completion of an iteration already trained or queued changes nothing).
+queued (a replayed completion of an iteration already trained or queued changes nothing). Storage, not the topic,
+is the system of record: every `reconcile_s` the idle worker looks for a completed batch without a decided model
+(its event lost with a broker, or the trainer killed mid-run) and trains it. A version whose promotion was never
+decided (killed between writing it and the gate) is marked abandoned and never becomes current.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from saim.errors import InvalidInput
 from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventConsumer, EventPublisher, new_meta
 from saim.retrain import TrainingPipeline
 from saim.rpc import metrics as m
-from saim.rpc.server import Health, create_server
+from saim.rpc.server import Health, Security, create_server
 from saim.settings import ServiceSettings
 from saim.storage import ModelRegistry
 from saim.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
@@ -115,8 +118,20 @@ class TrainerApp:
         return 0 if version is None else int(self.deps.registry.metadata(version).get("iteration", 0))
 
     def _trained_iterations(self) -> set[int]:
+        """Iterations with a decided version (promoted, rejected, or current); undecided leftovers of a killed run
+        are marked abandoned and their iteration is trained again."""
         reg = self.deps.registry
-        return {int(reg.metadata(v).get("iteration", 0)) for v in reg.versions()}
+        current = reg.current_version()
+        done = set()
+        for v in reg.versions():
+            status = reg.status(v)
+            if status == "unknown" and v != current:
+                reg.mark(v, "abandoned", "the trainer stopped before the promotion decision; the run is retried")
+                log.warning("version %s was never decided (trainer stopped mid-run): marked abandoned", v)
+                continue
+            if status != "abandoned":
+                done.add(int(reg.metadata(v).get("iteration", 0)))
+        return done
 
     def enqueue(self, iteration: int, force: bool = False, reason: str = "") -> str:
         with self._lock:
@@ -132,11 +147,23 @@ class TrainerApp:
         m.EVENTS_HANDLED.labels(topic.name).inc()
         self.enqueue(event.iteration, reason=f"batch {event.iteration} completed")
 
+    def reconcile(self) -> None:
+        missed = self._unfinished_batch()
+        if missed is not None:
+            self.enqueue(missed, reason=f"batch {missed} is complete in storage but has no model (reconciled)")
+
     def _work(self) -> None:
+        last_reconcile = time.monotonic()
         while not self._stop.is_set():
             try:
                 iteration, run_id = self.queue.get(timeout=0.5)
             except queue.Empty:
+                if time.monotonic() - last_reconcile >= self.settings.reconcile_s:
+                    last_reconcile = time.monotonic()
+                    try:
+                        self.reconcile()
+                    except Exception as exc:  # storage down: try again next interval
+                        log.warning("reconciliation failed: %s", exc)
                 continue
             self.state.state = "training"
             started = time.perf_counter()
@@ -157,7 +184,12 @@ class TrainerApp:
             m.TRAINING_SECONDS.observe(duration)
             m.TRAINING_LOSS.set(self.state.last_loss)
             m.TRAINING_RUNS.labels("promoted" if run.promoted else "rejected").inc()
-            self.announce(meta["version"], run.promoted, run.reason, meta)
+            try:
+                self.announce(meta["version"], run.promoted, run.reason, meta)
+            except Exception as exc:  # the version is stored and decided; consumers reconcile from the registry
+                log.warning(
+                    "ModelPublished for %s not sent (%s); services will find it in storage", meta["version"], exc
+                )
             self.health.set(True)
             self.state.state = "idle"
 
@@ -192,11 +224,9 @@ class TrainerApp:
         self.state.planned = self._trained_iterations()
         if self.deps.registry.current_version() is not None:
             self.health.set(True)
-        else:
+        elif 0 not in self.state.planned:
             self.enqueue(0, reason="no model yet: pre-train on the initial split")
-        missed = self._unfinished_batch()
-        if missed is not None:
-            self.enqueue(missed, reason=f"batch {missed} completed while no trainer ran")
+        self.reconcile()
         self._worker.start()
         self.consumer.start()
 
@@ -207,7 +237,9 @@ class TrainerApp:
         self.deps.publisher.close()
 
 
-def create_trainer(settings: ServiceSettings, deps: TrainerDeps) -> tuple[grpc.Server, int, TrainerApp]:
+def create_trainer(
+    settings: ServiceSettings, deps: TrainerDeps, security: Security | None = None
+) -> tuple[grpc.Server, int, TrainerApp]:
     health = Health(SERVICE)
     app = TrainerApp(settings, deps, health)
     servicer = TrainerServicer(app)
@@ -217,5 +249,6 @@ def create_trainer(settings: ServiceSettings, deps: TrainerDeps) -> tuple[grpc.S
         lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, s),
         health,
         settings,
+        security,
     )
     return server, port, app

@@ -51,6 +51,7 @@ class TrainConfig:
     click_rounds: int = 2  # max iterative click rounds that feed the previous prediction back (Mahadevan et al.)
     p_no_clicks: float = 0.25  # share of samples trained in automatic mode (no clicks, no previous mask)
     p_virtual_user_click: float = 0.7  # share of rounds clicking like the test-time virtual user (else random)
+    correction_weight: float = 0.0  # extra loss weight on pixels the interaction input gets wrong (see training)
     augment: bool = True
     seed: int = 0
     device: str = "cpu"

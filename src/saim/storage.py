@@ -11,18 +11,22 @@ Bucket layout (keys are the contract between services):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.commonconfig import ENABLED
 from minio.error import S3Error
 from minio.versioningconfig import VersioningConfig
 
-from saim.errors import NotFound
+from saim.errors import NotFound, Unavailable
 from saim.model.predictor import InteractivePredictor
 
 
@@ -36,6 +40,27 @@ class S3Config:
     region: str | None = None
 
 
+@contextlib.contextmanager
+def _reachable(what: str):
+    """An endpoint that cannot be reached (refused, reset, timed out) is Unavailable: callers retry, gRPC says
+    UNAVAILABLE. S3 errors with a code (NoSuchKey, AccessDenied, ...) pass through."""
+    try:
+        yield
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise Unavailable(f"object storage unreachable during {what}: {type(exc).__name__}") from None
+
+
+def http_client(secure: bool) -> urllib3.PoolManager:
+    """minio's own default waits 5 minutes to connect; an outage must surface in seconds, not stall a request."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=60),
+        maxsize=16,
+        cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
 class ObjectStore:
     """Thin, typed wrapper over one bucket."""
 
@@ -46,7 +71,12 @@ class ObjectStore:
     @classmethod
     def connect(cls, cfg: S3Config) -> ObjectStore:
         client = Minio(
-            cfg.endpoint, access_key=cfg.access_key, secret_key=cfg.secret_key, secure=cfg.secure, region=cfg.region
+            cfg.endpoint,
+            access_key=cfg.access_key,
+            secret_key=cfg.secret_key,
+            secure=cfg.secure,
+            region=cfg.region,
+            http_client=http_client(cfg.secure),
         )
         return cls(client, cfg.bucket)
 
@@ -61,20 +91,22 @@ class ObjectStore:
             self.client.set_bucket_versioning(self.bucket, VersioningConfig(ENABLED))
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+        with _reachable(f"put {key}"):
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(self.bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                raise NotFound(f"object {key!r} not found in bucket {self.bucket!r}") from exc
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        with _reachable(f"get {key}"):
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject"):
+                    raise NotFound(f"object {key!r} not found in bucket {self.bucket!r}") from exc
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
     def put_json(self, key: str, value) -> None:
         self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
@@ -83,16 +115,34 @@ class ObjectStore:
         return json.loads(self.get_bytes(key))
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.stat_object(self.bucket, key)
-            return True
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                return False
-            raise
+        with _reachable(f"stat {key}"):
+            try:
+                self.client.stat_object(self.bucket, key)
+                return True
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return False
+                raise
 
     def list(self, prefix: str) -> list[str]:
-        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        with _reachable(f"list {prefix}"):
+            objects = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return sorted(o.object_name for o in objects)
+
+    def versions_of(self, key: str) -> list[str]:
+        """Version ids of one key, newest first (the bucket is versioned: every write of a key is kept)."""
+        with _reachable(f"list versions of {key}"):
+            objects = self.client.list_objects(self.bucket, prefix=key, include_version=True)
+            return [o.version_id for o in objects if o.object_name == key and not o.is_delete_marker]
+
+    def get_version(self, key: str, version_id: str) -> bytes:
+        with _reachable(f"get {key}@{version_id}"):
+            response = self.client.get_object(self.bucket, key, version_id=version_id)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
 
 
 class ModelRegistry:

@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import grpc
 import pytest
 
 from saim.data import phantom
@@ -86,11 +85,11 @@ class Run:
     annotators: list[VirtualAnnotator]
     dataset: NnUNetDataset
 
-    def trainer(self):
-        return trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(self.stack.target("trainer")))
+    def trainer(self, token: str | None = None):
+        return trainer_pb2_grpc.TrainerServiceStub(self.stack.channel("trainer", token))
 
-    def selector(self):
-        return selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(self.stack.target("selector")))
+    def selector(self, token: str | None = None):
+        return selector_pb2_grpc.SelectorServiceStub(self.stack.channel("selector", token))
 
 
 def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
@@ -139,7 +138,15 @@ def completed_run(tmp_path_factory):
         stack.wait_serving(timeout_s=300)
         gt = {case: ds.load_case(case)[1] for case in ds.cases}
         annotators = [
-            VirtualAnnotator(f"ann-{i}", stack.target("annotator"), stack.target("selector"), gt, 2, stop)
+            VirtualAnnotator(
+                f"ann-{i}",
+                stack.target("annotator"),
+                stack.target("selector"),
+                gt,
+                2,
+                stop,
+                stack.issue_token(f"ann-{i}"),
+            )
             for i in range(2)
         ]
         for a in annotators:

@@ -155,7 +155,7 @@ def test_topics_decode_with_an_independent_kafka_client(completed_run):
 def test_unknown_case_and_foreign_lease_get_precise_codes(completed_run):
     from saim.v1 import annotator_pb2, annotator_pb2_grpc
 
-    with grpc.insecure_channel(completed_run.stack.target("annotator")) as channel:
+    with completed_run.stack.channel("annotator") as channel:
         stub = annotator_pb2_grpc.AnnotatorServiceStub(channel)
         try:
             stub.OpenSession(

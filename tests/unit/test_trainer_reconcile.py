@@ -36,3 +36,19 @@ def test_open_batch_or_no_state_queues_nothing():
     assert _app(store)._unfinished_batch() is None
     store.put_json("state/selector.json", {"batch": {"iteration": 1, "cases": ["a", "b"], "done": ["a"]}})
     assert _app(store)._unfinished_batch() is None
+
+
+def test_undecided_version_of_a_killed_run_is_abandoned_and_its_iteration_retrained():
+    store = MemoryStore()
+    reg = ModelRegistry(store)
+    for v, it in (("v0000", 0), ("v0001", 1)):
+        store.put_json(reg.metadata_key(v), {"iteration": it})
+    reg.set_current("v0000")
+    store.put_json("state/selector.json", {"batch": {"iteration": 1, "cases": ["a"], "done": ["a"]}})
+    app = _app(store)
+    assert app._trained_iterations() == {0}  # v0001 was written but its promotion never decided
+    assert reg.status("v0001") == "abandoned" and reg.current_version() == "v0000"
+    app.state.planned = app._trained_iterations()
+    assert reg.status("v0001") == "abandoned"  # marking is idempotent
+    app.reconcile()
+    assert app.queue.get_nowait()[0] == 1

@@ -41,13 +41,37 @@ def class_weights(labels: np.ndarray, num_outputs: int, clip: tuple[float, float
     return weights
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Multi-class focal loss (Lin et al.) with per-class weights; mean over pixels."""
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    gamma: float,
+    pixel_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-class focal loss (Lin et al.) with per-class weights and optional per-pixel weights; mean over pixels."""
     logp = F.log_softmax(logits, dim=1)
     logp_t = logp.gather(1, target[:, None]).squeeze(1)
     p_t = logp_t.exp()
     w = weights[target]
+    if pixel_weights is not None:
+        w = w * pixel_weights
     return (-w * (1 - p_t) ** gamma * logp_t).mean()
+
+
+def correction_weights(x: torch.Tensor, labels: torch.Tensor, num_classes: int, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights 1 + weight on the pixels an interactive input still gets wrong.
+
+    For samples with clicks, the pixels where the previous mask disagrees with the ground truth are exactly what
+    the clicks ask the network to correct; without extra weight there the network learns the shortcut of copying
+    the previous mask, and a click barely changes its answer.
+    """
+    k = num_classes
+    clicks = x[:, 1 : 1 + 2 * k]
+    prev = x[:, 1 + 2 * k : 1 + 3 * k]
+    prev_labels = torch.where(prev.sum(1) > 0.5, prev.argmax(1) + 1, torch.zeros_like(labels))
+    interactive = clicks.flatten(1).amax(1) > 0
+    wrong = (prev_labels != labels) & interactive[:, None, None]
+    return 1.0 + weight * wrong.float()
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -259,7 +283,12 @@ def train_predictor(
             if config.augment:
                 img, lab = augment(img, lab, gen, hflip)
             x = simulate_interaction(net, img, lab, model_config, config, gen)
-            loss = focal_loss(net(x), lab, weights, config.focal_gamma)
+            pixel_w = (
+                correction_weights(x, lab, model_config.num_classes, config.correction_weight)
+                if config.correction_weight > 0
+                else None
+            )
+            loss = focal_loss(net(x), lab, weights, config.focal_gamma, pixel_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -15,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from saim.auth import Authenticator, AuthInterceptor
 from saim.rpc.errors import ErrorMappingInterceptor
 from saim.rpc.metrics import REQUESTS
 
@@ -40,6 +42,15 @@ class Health:
         self.servicer.set("", status)
 
 
+@dataclass(frozen=True)
+class Security:
+    """What a server enforces: bearer-token authentication (None: open) and TLS ((key, cert chain) PEM; None:
+    plaintext). Built by the service entry point from settings and passed in."""
+
+    authenticator: Authenticator | None = None
+    tls: tuple[bytes, bytes] | None = None
+
+
 class ServerSettings(Protocol):
     grpc_host: str
     grpc_port: int
@@ -52,24 +63,31 @@ def create_server(
     add_servicer: Callable[[grpc.Server], None],
     health_: Health,
     settings: ServerSettings,
+    security: Security | None = None,
     workers: int = 16,
 ) -> tuple[grpc.Server, int]:
-    """A gRPC server with error mapping, request metrics, health checking and reflection, bound but not started."""
+    """A gRPC server with error mapping, request metrics, health checking and reflection, bound but not started;
+    with `security`, also bearer-token access control and TLS."""
+    security = security or Security()
     host, port = settings.grpc_host, settings.grpc_port
     limit = settings.max_message_mb * 1024 * 1024
+    interceptors: list[grpc.ServerInterceptor] = [
+        ErrorMappingInterceptor(lambda method, code: REQUESTS.labels(service, method.rsplit("/", 1)[-1], code).inc())
+    ]
+    if security.authenticator is not None:  # inside the error mapping: its refusals become gRPC statuses
+        interceptors.append(AuthInterceptor(security.authenticator))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{service}-rpc"),
-        interceptors=[
-            ErrorMappingInterceptor(
-                lambda method, code: REQUESTS.labels(service, method.rsplit("/", 1)[-1], code).inc()
-            )
-        ],
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
     add_servicer(server)
     health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
     reflection.enable_server_reflection((full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if security.tls is not None:
+        bound = server.add_secure_port(f"{host}:{port}", grpc.ssl_server_credentials([security.tls]))
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port}")
     return server, bound
@@ -95,10 +113,14 @@ def run_until_signal(server: grpc.Server, on_stop: Callable[[], None] | None = N
         on_stop()
 
 
-def wait_serving(target: str, timeout_s: float, service: str = "") -> bool:
+def wait_serving(
+    target: str, timeout_s: float, service: str = "", tls_ca: bytes | None = None, server_name: str | None = None
+) -> bool:
     """Poll the standard health check until SERVING or the deadline."""
+    from saim.auth import channel as open_channel
+
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, tls_ca=tls_ca, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

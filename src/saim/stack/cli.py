@@ -21,6 +21,7 @@ def add_commands(sub) -> None:
     up.add_argument("--series", type=int, default=24, help="synthetic series to import")
     up.add_argument("--iterations", type=int, default=3)
     up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--tls", action="store_true", help="TLS on every gRPC server (self-signed certificate)")
     up.set_defaults(func=_cmd_up)
 
     demo = sub.add_parser(
@@ -74,8 +75,26 @@ def add_commands(sub) -> None:
     drv.add_argument("--report", type=Path, default=None)
     drv.set_defaults(func=_cmd_drive)
 
-    adm = sub.add_parser("admin", help="model registry administration over the trainer's gRPC API")
+    adm = sub.add_parser(
+        "admin",
+        help="model registry and access administration",
+        description="models/rollback call the trainer's gRPC API with the admin token from SAIM_ADMIN_TOKEN "
+        "(or the file in SAIM_ADMIN_TOKEN_FILE), over TLS when SAIM_TLS_CA_FILE is set. tokens reads and "
+        "writes the token table in object storage with the SAIM_S3_* settings the services use.",
+    )
     asub = adm.add_subparsers(dest="admin_cmd", required=True, metavar="COMMAND")
+    tok = asub.add_parser("tokens", help="issue, revoke and list bearer tokens (stored hashed in the bucket)")
+    tsub = tok.add_subparsers(dest="tokens_cmd", required=True, metavar="ACTION")
+    ti = tsub.add_parser("issue", help="issue a token for NAME; printed once, never stored")
+    ti.add_argument("name", help="the annotator id (or admin name) the token stands for")
+    ti.add_argument("--role", choices=("annotator", "admin"), default="annotator")
+    ti.add_argument("--out", type=Path, default=None, help="write the token to this file (0600) instead of stdout")
+    ti.set_defaults(func=_cmd_tokens_issue)
+    tr = tsub.add_parser("revoke", help="revoke a token by id, or every token of a name")
+    tr.add_argument("what", help="token id or principal name")
+    tr.set_defaults(func=_cmd_tokens_revoke)
+    tl = tsub.add_parser("list", help="list tokens (ids, names, roles, issue/revoke times; never hashes)")
+    tl.set_defaults(func=_cmd_tokens_list)
     lm = asub.add_parser("models", help="list model versions with their status and metrics")
     lm.add_argument("--trainer", required=True, help="HOST:PORT of the trainer service")
     lm.set_defaults(func=_cmd_models)
@@ -85,12 +104,62 @@ def add_commands(sub) -> None:
     rb.set_defaults(func=_cmd_rollback)
 
 
-def _trainer(target: str):
-    import grpc
+def client_credentials() -> tuple[str | None, bytes | None]:
+    """(admin token, TLS CA) for CLI clients, from SAIM_ADMIN_TOKEN[_FILE] and SAIM_TLS_CA_FILE."""
+    import os
 
+    from saim.errors import SaimError
+
+    token = os.environ.get("SAIM_ADMIN_TOKEN")
+    token_file, ca_file = os.environ.get("SAIM_ADMIN_TOKEN_FILE"), os.environ.get("SAIM_TLS_CA_FILE")
+    try:
+        if not token and token_file:
+            token = Path(token_file).read_text().strip()
+        ca = Path(ca_file).read_bytes() if ca_file else None
+    except OSError as exc:
+        raise SaimError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return token or None, ca
+
+
+def _trainer(target: str):
+    from saim.auth import channel
     from saim.v1 import trainer_pb2_grpc
 
-    return trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(target))
+    token, ca = client_credentials()
+    return trainer_pb2_grpc.TrainerServiceStub(channel(target, token, ca))
+
+
+def _registry():
+    from saim.auth import TokenRegistry
+    from saim.settings import load_settings
+    from saim.storage import ObjectStore
+
+    return TokenRegistry(ObjectStore.connect(load_settings().s3()))
+
+
+def _cmd_tokens_issue(args) -> int:
+    token_id, token = _registry().issue(args.name, args.role)
+    if args.out:
+        args.out.touch(mode=0o600)
+        args.out.write_text(token + "\n")
+        print(f"token {token_id} for {args.role} {args.name!r} written to {args.out}")
+    else:
+        print(f"token {token_id} for {args.role} {args.name!r} (shown once; only its hash is stored):")
+        print(token)
+    return 0
+
+
+def _cmd_tokens_revoke(args) -> int:
+    ids = _registry().revoke(args.what)
+    print(f"revoked {', '.join(ids)} (services stop accepting within their refresh interval)")
+    return 0
+
+
+def _cmd_tokens_list(args) -> int:
+    for t in _registry().list():
+        state = f"revoked {t['revoked']}" if t["revoked"] else "live"
+        print(f"{t['id']}  {t['role']:9s} {t['name']:20s} issued {t['issued']}  {state}")
+    return 0
 
 
 def _cmd_models(args) -> int:
@@ -161,8 +230,17 @@ def _cmd_drive(args) -> int:
 
     ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
     ground_truth = {case: ds.load_case(case)[1] for case in ds.cases}
+    token, ca = client_credentials()  # the admin may act for the virtual annotators
     report = drive(
-        args.annotator, args.selector, args.trainer, ground_truth, args.annotators, args.clicks, args.timeout
+        args.annotator,
+        args.selector,
+        args.trainer,
+        ground_truth,
+        args.annotators,
+        args.clicks,
+        args.timeout,
+        admin_token=token,
+        tls_ca=ca,
     )
     print(f"{len(report['model_versions'])} model versions; served model's test mIoU {report['final']['miou']:.3f}")
     if args.report:
@@ -185,6 +263,7 @@ def _cmd_up(args) -> int:
         workdir / "stack",
         settings={"SAIM_MAX_ITERATIONS": str(args.iterations), "SAIM_SEED": str(args.seed)},
         threads={"trainer": 2, "selector": 1, "annotator": 1},
+        tls=args.tls,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -197,9 +276,13 @@ def _cmd_up(args) -> int:
         stack.wait_serving()
         for name, address in stack.addresses().items():
             print(f"{name:10s} {address}")
-        print("environment for clients:")
+        env_file = stack.workdir / "client.env"
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
+        print("environment for clients (secrets are in the file only):")
         for key, value in stack.env().items():
-            print(f"  export {key}={value}")
+            print(f"  export {key}={'<secret>' if key.endswith(('_KEY', '_TOKEN')) else value}")
+        print(f"  . {env_file}   # admin token, S3 keys; then e.g. saim admin tokens issue alice")
         print("all SERVING; Ctrl-C to stop")
         try:
             stop.wait()

@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 
+from saim.auth import channel
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
@@ -82,19 +82,27 @@ def drive(
     clicks: int = 3,
     timeout_s: float = 900,
     echo=print,
+    admin_token: str | None = None,
+    annotator_tokens: dict[str, str] | None = None,
+    tls_ca: bytes | None = None,
 ) -> dict:
     """Run N virtual annotators against a running stack until the selector reports the loop complete and the model
-    closing the last batch is published. Returns the report without its "config"."""
+    closing the last batch is published. Annotator "virtual-i" calls with annotator_tokens["virtual-i"] when given,
+    else with the admin token. Returns the report without its "config"."""
     started = time.perf_counter()
     stop = threading.Event()
+    names = [f"virtual-{i}" for i in range(annotators)]
+    tokens = annotator_tokens or {}
     workers = [
-        VirtualAnnotator(f"virtual-{i}", annotator_target, selector_target, ground_truth, clicks, stop)
-        for i in range(annotators)
+        VirtualAnnotator(
+            n, annotator_target, selector_target, ground_truth, clicks, stop, tokens.get(n, admin_token), tls_ca
+        )
+        for n in names
     ]
     for w in workers:
         w.start()
-    trainer = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(trainer_target))
-    selector = selector_pb2_grpc.SelectorServiceStub(grpc.insecure_channel(selector_target))
+    trainer = trainer_pb2_grpc.TrainerServiceStub(channel(trainer_target, admin_token, tls_ca))
+    selector = selector_pb2_grpc.SelectorServiceStub(channel(selector_target, admin_token, tls_ca))
     printed: set[str] = set()
     deadline = time.monotonic() + timeout_s
     try:
@@ -179,6 +187,9 @@ def run_demo(
             clicks,
             timeout_s,
             echo,
+            admin_token=stack.admin_token,
+            annotator_tokens={f"virtual-{i}": stack.issue_token(f"virtual-{i}") for i in range(annotators)},
+            tls_ca=stack.tls_ca,
         )
         report["events"] = count_events(stack.kafka_bootstrap)
     report["config"] = {

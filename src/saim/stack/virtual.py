@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from saim.auth import channel
 from saim.clicker import next_click
 from saim.data.slices import label_slices
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
@@ -39,13 +40,13 @@ class VirtualAnnotator(threading.Thread):
         ground_truth: dict[str, np.ndarray],
         clicks_per_class: int,
         stop: threading.Event,
-        metadata: tuple = (),
+        token: str | None = None,
+        tls_ca: bytes | None = None,
     ):
         super().__init__(name=f"virtual-{name}", daemon=True)
         self.annotator_id, self.gt, self.k, self.stop_event = name, ground_truth, clicks_per_class, stop
-        self.metadata = metadata
-        self._ann_channel = grpc.insecure_channel(annotator_target)
-        self._sel_channel = grpc.insecure_channel(selector_target)
+        self._ann_channel = channel(annotator_target, token, tls_ca)
+        self._sel_channel = channel(selector_target, token, tls_ca)
         self.annotator = annotator_pb2_grpc.AnnotatorServiceStub(self._ann_channel)
         self.selector = selector_pb2_grpc.SelectorServiceStub(self._sel_channel)
         self.stats = AnnotatorStats()
@@ -53,9 +54,7 @@ class VirtualAnnotator(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                lease = self.selector.NextCase(
-                    selector_pb2.NextCaseRequest(annotator_id=self.annotator_id), timeout=30, metadata=self.metadata
-                )
+                lease = self.selector.NextCase(selector_pb2.NextCaseRequest(annotator_id=self.annotator_id), timeout=30)
             except grpc.RpcError as exc:
                 if exc.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
                     self.stats.errors.append(f"NextCase: {exc.code().name} {exc.details()}")
@@ -76,7 +75,6 @@ class VirtualAnnotator(threading.Thread):
                 case_id=lease.case_id, annotator_id=self.annotator_id, lease_id=lease.lease_id
             ),
             timeout=120,
-            metadata=self.metadata,
         )
         size = opened.height
         gt = label_slices(self.gt[lease.case_id], np.array(opened.slice_index), size)
@@ -100,7 +98,6 @@ class VirtualAnnotator(threading.Thread):
                             positive=click.positive,
                         ),
                         timeout=60,
-                        metadata=self.metadata,
                     )
                     self.stats.click_latency_ms.append((time.perf_counter() - t0) * 1000)
                     mask = decode_mask(reply.mask, size)
@@ -110,6 +107,5 @@ class VirtualAnnotator(threading.Thread):
         self.annotator.Submit(
             annotator_pb2.SubmitRequest(session_id=opened.session_id, seconds_spent=time.perf_counter() - started),
             timeout=60,
-            metadata=self.metadata,
         )
         self.stats.cases.append(lease.case_id)

@@ -1,0 +1,157 @@
+"""Access control: the token registry, the per-method policy over a real gRPC channel, and TLS."""
+
+from types import SimpleNamespace
+
+import grpc
+import pytest
+
+from saim import auth, errors
+from saim.rpc.server import Health, Security, create_server
+from saim.stack.certs import self_signed
+from saim.v1 import selector_pb2, selector_pb2_grpc
+from tests.unit.fakes import MemoryStore
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_tokens_are_stored_hashed_and_resolve_to_their_principal():
+    store = MemoryStore()
+    registry = auth.TokenRegistry(store)
+    token_id, token = registry.issue("alice")
+    assert token.startswith(auth.TOKEN_PREFIX) and len(token) > 40
+    stored = store.objects[auth.TOKENS_KEY].decode()
+    assert token not in stored and auth.token_hash(token) in stored
+    assert registry.verify(token) == auth.Principal("alice", auth.ANNOTATOR)
+    assert registry.verify(token + "x") is None
+    assert [t["id"] for t in registry.list()] == [token_id] and "sha256" not in registry.list()[0]
+
+
+def test_revocation_takes_effect_after_the_refresh_interval():
+    store, clock = MemoryStore(), Clock()
+    admin = auth.TokenRegistry(store)
+    server_side = auth.TokenRegistry(store, refresh_s=5.0, clock=clock)
+    _, token = admin.issue("bob")
+    assert server_side.verify(token) is not None
+    admin.revoke("bob")
+    assert server_side.verify(token) is not None  # cached table, within the refresh interval
+    clock.t = 6.0
+    assert server_side.verify(token) is None
+    with pytest.raises(errors.NotFound):
+        admin.revoke("bob")  # nothing live left
+
+
+def test_storage_outage_keeps_the_last_table():
+    store, clock = MemoryStore(), Clock()
+    _, token = auth.TokenRegistry(store).issue("carol")
+    registry = auth.TokenRegistry(store, refresh_s=5.0, clock=clock)
+    assert registry.verify(token) is not None
+
+    def down(key):
+        raise ConnectionError("S3 unreachable")
+
+    store.get_bytes = down
+    clock.t = 60.0
+    assert registry.verify(token) == auth.Principal("carol", auth.ANNOTATOR)
+
+
+@pytest.mark.parametrize("name, role", [("", "annotator"), ("a b", "annotator"), ("x", "root")])
+def test_issue_rejects_bad_names_and_roles(name, role):
+    with pytest.raises(errors.InvalidInput):
+        auth.TokenRegistry(MemoryStore()).issue(name, role)
+
+
+def test_every_rpc_of_every_service_has_a_policy():
+    from saim.v1 import annotator_pb2, selector_pb2, trainer_pb2
+
+    methods = {
+        f"/{svc.full_name}/{m.name}"
+        for mod in (annotator_pb2, selector_pb2, trainer_pb2)
+        for svc in mod.DESCRIPTOR.services_by_name.values()
+        for m in svc.methods
+    }
+    assert methods == set(auth.POLICY)
+
+
+class _Echo(selector_pb2_grpc.SelectorServiceServicer):
+    def NextCase(self, request, context):
+        auth.require_actor(request.annotator_id)
+        p = auth.current_principal()
+        return selector_pb2.NextCaseResponse(case_id=f"{p.name}/{p.role}")
+
+    def CheckLease(self, request, context):
+        return selector_pb2.CheckLeaseResponse(model_version=auth.current_principal().role)
+
+
+@pytest.fixture
+def secured(tmp_path):
+    """A selector-shaped server with auth and TLS (self-signed certificate for 127.0.0.1)."""
+    certs = self_signed(tmp_path)
+    store = MemoryStore()
+    registry = auth.TokenRegistry(store)
+    authenticator = auth.Authenticator(registry, admin_token="adm-secret", service_token="svc-secret")
+    security = Security(authenticator, (certs["key"].read_bytes(), certs["cert"].read_bytes()))
+    server, port = create_server(
+        "selector",
+        "saim.v1.SelectorService",
+        lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(_Echo(), s),
+        Health("saim.v1.SelectorService"),
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=4),
+        security,
+    )
+    server.start()
+    yield SimpleNamespace(target=f"127.0.0.1:{port}", ca=certs["cert"].read_bytes(), registry=registry)
+    server.stop(0)
+
+
+def _code(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def test_policy_over_tls(secured):
+    _, alice = secured.registry.issue("alice")
+
+    def stub(token):
+        return selector_pb2_grpc.SelectorServiceStub(auth.channel(secured.target, token, secured.ca))
+
+    req = selector_pb2.NextCaseRequest(annotator_id="alice")
+    assert stub(alice).NextCase(req, timeout=5).case_id == "alice/annotator"
+    assert stub("adm-secret").NextCase(req, timeout=5).case_id == "admin/admin"  # admin acts for anyone
+    assert _code(lambda: stub(None).NextCase(req, timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: stub("saim_forged").NextCase(req, timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+    other = selector_pb2.NextCaseRequest(annotator_id="bob")
+    assert _code(lambda: stub(alice).NextCase(other, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
+    check = selector_pb2.CheckLeaseRequest(case_id="c", lease_id="l", annotator_id="alice")
+    assert _code(lambda: stub(alice).CheckLease(check, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
+    assert stub("svc-secret").CheckLease(check, timeout=5).model_version == "service"
+    assert _code(lambda: stub("svc-secret").NextCase(req, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_malformed_authorization_header_is_unauthenticated(secured):
+    with auth.channel(secured.target, None, secured.ca) as ch:
+        stub = selector_pb2_grpc.SelectorServiceStub(ch)
+        req = selector_pb2.NextCaseRequest(annotator_id="alice")
+        call = lambda: stub.NextCase(req, timeout=5, metadata=[("authorization", "Basic abc")])  # noqa: E731
+        assert _code(call) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_plaintext_client_cannot_talk_to_a_tls_server(secured):
+    with grpc.insecure_channel(secured.target) as ch:
+        stub = selector_pb2_grpc.SelectorServiceStub(ch)
+        code = _code(lambda: stub.NextCase(selector_pb2.NextCaseRequest(annotator_id="a"), timeout=3))
+        assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_health_is_open_without_a_token(secured):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with auth.channel(secured.target, None, secured.ca) as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
