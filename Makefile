@@ -7,7 +7,7 @@ DEPLOY_VENV ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.saim-installed
 OUT ?= out
 
-.PHONY: setup deploy-tools demo emulate test test-unit test-integration test-deploy lint bench proto totalseg clean
+.PHONY: setup deploy-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench proto totalseg clean
 
 setup: $(STAMP)
 
@@ -36,15 +36,23 @@ emulate: setup
 	$(BIN)/saim emulate --data synthetic --baseline classical --seed 0 \
 		--report $(OUT)/emulate-report.json --plot $(OUT)/emulate-miou.png
 
+# Unit, integration, chaos (short form: 2 iterations) and deploy tiers; the chaos summary lands in $(OUT).
 test: setup deploy-tools
 	$(BIN)/ruff check src tests services tools
-	$(BIN)/python -m pytest tests -q
+	SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests -q
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
 test-integration: setup
 	$(BIN)/python -m pytest tests/integration -q
+
+test-chaos: setup
+	SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests/chaos -q
+
+# The long chaos run: 3 iterations through the same faults, 8 annotators; summary in $(OUT)/chaos-report.json.
+chaos: setup
+	SAIM_CHAOS_ITERATIONS=3 SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests/chaos -q -s
 
 test-deploy: setup deploy-tools
 	$(BIN)/python -m pytest tests/deploy -q

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from saim.auth import require_actor
-from saim.errors import FailedPrecondition, InvalidInput, PermissionDenied, Unavailable
+from saim.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, Unavailable
 from saim.events import (
     ANNOTATION_SUBMITTED,
     GROUP_ANNOTATOR_PREFIX,
@@ -33,7 +33,6 @@ from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2, selector_pb2,
 
 log = logging.getLogger(__name__)
 SERVICE = "saim.v1.AnnotatorService"
-RENEW_EVERY_S = 30.0
 
 
 def mask_message(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:
@@ -54,9 +53,13 @@ class LeaseChecker:
             return 0, ""
         try:
             reply = self._stub.CheckLease(
-                selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id, annotator_id=annotator), timeout=10
+                selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id, annotator_id=annotator),
+                timeout=10,
+                wait_for_ready=True,  # a restarting selector: wait for it (up to the timeout) rather than fail fast
             )
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(exc.details()) from None
             if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
                 raise PermissionDenied(exc.details()) from None
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
@@ -72,6 +75,7 @@ class AnnotatorDeps:
     sessions: SessionStore
     publisher: EventPublisher
     leases: LeaseChecker
+    renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
 
 
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
@@ -119,8 +123,8 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         )
 
     def _renew(self, session) -> None:
-        """Annotator activity renews the case's lease (at most every RENEW_EVERY_S per session)."""
-        if time.monotonic() - session.lease_renewed >= RENEW_EVERY_S:
+        """Annotator activity renews the case's lease (at most every renew_every_s per session)."""
+        if time.monotonic() - session.lease_renewed >= self.d.renew_every_s:
             self.d.leases.check(session.case, session.lease_id, session.annotator)
             session.lease_renewed = time.monotonic()
 
@@ -187,6 +191,7 @@ class AnnotatorApp:
             GROUP_ANNOTATOR_PREFIX + instance,
             [MODEL_PUBLISHED],
             self._on_event,
+            dead_letter=deps.publisher,
             on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
         )
         self.reconciler = Periodic("annotator-reconcile", settings.reconcile_s, self.follow_registry)

@@ -95,6 +95,7 @@ class SelectorApp:
             GROUP_SELECTOR,
             [MODEL_PUBLISHED, ANNOTATION_SUBMITTED],
             self._on_event,
+            dead_letter=deps.publisher,
             on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
         )
         self.reconciler = Periodic("selector-reconcile", settings.reconcile_s, self.reconcile)

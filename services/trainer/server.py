@@ -110,6 +110,7 @@ class TrainerApp:
             GROUP_TRAINER,
             [BATCH_COMPLETED],
             self._on_event,
+            dead_letter=deps.publisher,
             on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
         )
 

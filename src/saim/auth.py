@@ -99,7 +99,8 @@ class TokenRegistry:
         self.clock = clock
         self._lock = threading.Lock()
         self._by_hash: dict[str, Principal] = {}
-        self._loaded_at: float | None = None
+        self._loaded_at: float | None = None  # last refresh attempt that counts (success, or a failure's backoff)
+        self._read_at: float | None = None  # when the table in use was read
 
     # ---- admin side --------------------------------------------------------------------------------------------
     def _read(self) -> dict:
@@ -156,19 +157,17 @@ class TokenRegistry:
         try:
             table = self._read()
         except Exception as exc:  # storage outage: keep serving with the last table read
-            if self._loaded_at is None:
+            if self._read_at is None:
                 raise
             log.warning(
-                "token table not refreshed (%s); using the one read %.0f s ago",
-                type(exc).__name__,
-                now - self._loaded_at,
+                "token table not refreshed (%s); using the one read %.0f s ago", type(exc).__name__, now - self._read_at
             )
             self._loaded_at = now - self.refresh_s / 2  # retry soon, not on every call
             return
         self._by_hash = {
             t["sha256"]: Principal(t["name"], t["role"]) for t in table["tokens"] if t.get("revoked") is None
         }
-        self._loaded_at = now
+        self._loaded_at = self._read_at = now
 
     def verify(self, token: str) -> Principal | None:
         with self._lock:

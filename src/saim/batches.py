@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from saim.errors import FailedPrecondition, PermissionDenied
+from saim.errors import FailedPrecondition, NotFound, PermissionDenied
 from saim.live_model import ServedModel
 from saim.pool import SELECTOR_STATE, PoolStore, provenance_key
 from saim.selection import SelectionStrategy, top_n
@@ -200,6 +200,8 @@ class SelectionLoop:
         PermissionDenied for a lease that is someone else's; FailedPrecondition for one that has expired."""
         with self._lock:
             batch = self.batch
+            if case not in self.pool.splits.pool:
+                raise NotFound(f"case {case!r} is not in the annotation pool")
             if batch is None or case not in batch.cases:
                 raise PermissionDenied(f"case {case!r} is not in the open batch")
             self._expire_leases(batch)

@@ -64,7 +64,10 @@ def provenance_key(case: str) -> str:
 
 def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> None:
     """Upload images of every case, labels of initial/val/test only, then splits and dataset.json (written last:
-    their presence marks a complete import)."""
+    their presence marks a complete import). Every case is read and validated first: a bad file is a DatasetError
+    naming it, and nothing in the bucket is touched."""
+    for case in dataset.cases:
+        dataset.load_case(case)
     with_labels = set(splits.initial) | set(splits.val) | set(splits.test)
     for case in dataset.cases:
         store.put_bytes(image_key(case), dataset.image_path(case).read_bytes())

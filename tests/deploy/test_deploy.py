@@ -21,6 +21,9 @@ OVERLAYS = ["base", "overlays/dev", "overlays/gpu"]
 CRD_KINDS = {"KafkaTopic", "ServiceMonitor"}
 # Read by the services but not deployment configuration: written by `saim up` for its own supervision.
 NOT_DEPLOYMENT_SETTINGS = {"SAIM_READY_FILE"}
+# Set only where certificates exist (docs/operations.md: TLS); every other setting must be set explicitly.
+OPTIONAL_SETTINGS = {"SAIM_TLS_CERT_FILE", "SAIM_TLS_KEY_FILE", "SAIM_TLS_CA_FILE", "SAIM_TLS_SERVER_NAME"}
+SECRETS = {"SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY", "SAIM_ADMIN_TOKEN", "SAIM_SERVICE_TOKEN"}
 
 
 def tool(name: str) -> str:
@@ -51,7 +54,7 @@ def settings_read_by_services() -> set[str]:
     names = {f"SAIM_{name.upper()}" for name in ServiceSettings.model_fields}
     source = "\n".join(p.read_text() for p in (ROOT / "services").rglob("*.py"))
     names |= set(re.findall(r"SAIM_[A-Z_]+", source))
-    return names - NOT_DEPLOYMENT_SETTINGS
+    return names - NOT_DEPLOYMENT_SETTINGS - OPTIONAL_SETTINGS
 
 
 def test_every_overlay_validates_strictly_against_kubernetes_schemas(rendered):
@@ -153,14 +156,21 @@ def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(render
     _, docs, _ = rendered
     needed = settings_read_by_services()
     cfg = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "saim-config")["data"]
-    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "saim-s3")["stringData"]
+    secret_doc = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "saim-secrets")
+    secret = {k.upper() for k in secret_doc["stringData"]}  # files in SAIM_SECRETS_DIR, named like the variable
     for d in docs:
-        if d["kind"] == "Deployment":
-            container = d["spec"]["template"]["spec"]["containers"][0]
+        if d["kind"] in ("Deployment", "Job"):
+            pod = d["spec"]["template"]["spec"]
+            container = pod["containers"][0]
             per_pod = {e["name"] for e in container.get("env", [])}
-            missing = needed - set(cfg) - set(secret) - per_pod
-            assert not missing, f"{d['metadata']['name']}: {sorted(missing)} not set"
-    assert set(secret) == {"SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY"} and not set(secret) & set(cfg)
+            missing = needed - set(cfg) - secret - per_pod
+            assert not missing or d["kind"] == "Job", f"{d['metadata']['name']}: {sorted(missing)} not set"
+            secret_volumes = {
+                v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "saim-secrets"
+            }
+            mounts = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in secret_volumes}
+            assert mounts == {cfg["SAIM_SECRETS_DIR"]}, d["metadata"]["name"]
+    assert secret == SECRETS and not secret & set(cfg)
     compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
     for svc in ("annotator", "selector", "trainer"):
         env = compose["services"][svc]["environment"]

@@ -162,7 +162,7 @@ def test_unknown_case_and_foreign_lease_get_precise_codes(completed_run):
                 annotator_pb2.OpenSessionRequest(case_id="nope", annotator_id="x", lease_id="y"), timeout=10
             )
         except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED and "not in the open batch" in exc.details()
+            assert exc.code() == grpc.StatusCode.NOT_FOUND and "'nope' is not in the annotation pool" in exc.details()
         else:
             raise AssertionError("opening a case without a lease must fail")
         try:
@@ -237,3 +237,38 @@ def test_rollback_moves_current_and_the_services_follow(completed_run):
                 60,
                 f"{group} to handle the roll-forward",
             )
+
+
+def test_malformed_events_go_to_the_dead_letter_topic_and_consumers_carry_on(completed_run):
+    from tests.chaos.faults import capture_events
+
+    run = completed_run
+    bootstrap = run.stack.kafka_bootstrap
+    garbage = {"saim.annotation.submitted": b"\xff\xfenot a protobuf", "saim.batch.completed": b"\x0a\x02\x08"}
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for topic, value in garbage.items():
+        producer.send(topic, value=value)
+    producer.flush()
+    producer.close()
+    for group, topic in ((GROUP_SELECTOR, "saim.annotation.submitted"), (GROUP_TRAINER, "saim.batch.completed")):
+        poll(lambda g=group, t=topic: committed_to_end(bootstrap, g, t), 60, f"{group} to get past the bad message")
+
+    def dead_letters():
+        found = {value for _, value, _ in capture_events(bootstrap, ["saim.dead-letter"])}
+        return found if set(garbage.values()) <= found else None
+
+    poll(dead_letters, 30, "both bad messages on the dead-letter topic")
+    status = run.trainer().GetStatus(trainer_pb2.GetTrainerStatusRequest(), timeout=10)
+    assert status.state == "idle" and status.queued == 0  # an event without an id did not start a run
+    for service in SERVICES:  # still serving
+        with run.stack.channel(service, "") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_no_secret_appears_in_any_service_log(completed_run):
+    stack = completed_run.stack
+    secrets = {stack.admin_token, stack.service_token, SECRET_KEY}
+    text = "".join(stack.procs[s].log_path.read_text(errors="replace") for s in SERVICES)
+    assert '"s3_secret_key":"**********"' in text and '"admin_token":"**********"' in text  # settings were logged
+    assert not [s for s in secrets if s in text]

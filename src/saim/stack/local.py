@@ -225,6 +225,19 @@ class LocalStack:
                 if time.monotonic() > deadline:
                     raise SaimError(f"{service} not SERVING after {timeout_s:.0f} s:\n{proc.tail()}")
 
+    def kill(self, name: str) -> None:
+        """kill -9 a process (and anything it started), as a crash or an OOM kill would: no shutdown code runs."""
+        proc = self.procs[name]
+        if proc.popen.poll() is None:
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait()
+
+    def restart_broker(self) -> None:
+        """Kill the broker and start a fresh one on the same address. Its storage is memory: every topic, message
+        and committed offset is gone; topics are declared again, as an operator's topic resources would."""
+        self.kill("broker")
+        self.start_broker()
+
     def stop(self) -> None:
         for name in [*SERVICES, "broker", "s3"]:
             if name in self.procs:
