@@ -13,6 +13,7 @@ def build(settings, infra):
         publisher=infra.publisher("annotator"),
         leases=LeaseChecker(infra.selector_channel()),
         renew_every_s=min(30.0, settings.lease_ttl_s / 3),
+        overlap=settings.overlap,
     )
     return create_annotator(settings, deps, infra.security())
 

@@ -24,7 +24,7 @@ from saim.events import (
 from saim.live_model import LiveModel, ServedModel
 from saim.model.encoding import Click
 from saim.periodic import Periodic
-from saim.pool import PoolStore
+from saim.pool import PoolStore, annotation_key, provenance_key
 from saim.rpc import metrics as m
 from saim.rpc.server import Health, Security, create_server
 from saim.session import AnnotationSession, SessionStore
@@ -76,6 +76,7 @@ class AnnotatorDeps:
     publisher: EventPublisher
     leases: LeaseChecker
     renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
+    overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
 
 
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
@@ -156,7 +157,13 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
             provenance = session.provenance(request.seconds_spent or None)
-            ann_key, prov_key = self.d.pool.write_annotation(session.case, session.labels(), provenance)
+            labels = session.labels()
+            if self.d.overlap > 1:  # leases are one at a time per case: the first rater writes the primary
+                self.d.pool.write_rater_annotation(session.case, session.annotator, labels, provenance)
+            if self.d.overlap == 1 or not self.d.pool.store.exists(provenance_key(session.case)):
+                ann_key, prov_key = self.d.pool.write_annotation(session.case, labels, provenance)
+            else:
+                ann_key, prov_key = annotation_key(session.case), provenance_key(session.case)
         event = events_pb2.AnnotationSubmitted(
             meta=new_meta("annotator"),
             case_id=session.case,

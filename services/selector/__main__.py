@@ -14,6 +14,7 @@ def build(settings, infra):
         settings.batch_size,
         settings.max_iterations,
         settings.lease_ttl_s,
+        overlap=settings.overlap,
     )
     deps = SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
     return create_selector(settings, deps, infra.security())

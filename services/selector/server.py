@@ -131,11 +131,11 @@ class SelectorApp:
             if topic is MODEL_PUBLISHED:
                 self._on_model(event)
             elif topic is ANNOTATION_SUBMITTED:
-                self._on_annotation(event.case_id, event.iteration)
+                self._on_annotation(event.case_id, event.iteration, event.annotator_id)
             self._update_gauges()
 
-    def _on_annotation(self, case: str, iteration: int) -> None:
-        completed = self.deps.loop.on_annotation(case, iteration)
+    def _on_annotation(self, case: str, iteration: int, annotator: str) -> None:
+        completed = self.deps.loop.on_annotation(case, iteration, annotator)
         if completed is None:
             return
         log.info("batch %d complete", completed.iteration)
@@ -167,9 +167,12 @@ class SelectorApp:
             batch = self.deps.loop.batch
             if batch is not None:
                 for case in batch.cases:
-                    if case not in batch.done and self.deps.loop.pool.store.exists(provenance_key(case)):
-                        log.info("reconciled annotation of %s (its event was not seen)", case)
-                        self._on_annotation(case, batch.iteration)
+                    if case in batch.done or not self.deps.loop.pool.store.exists(provenance_key(case)):
+                        continue
+                    for annotator in sorted(self.deps.loop.pool.raters(case)):
+                        if annotator not in batch.raters.get(case, []):
+                            log.info("reconciled annotation of %s by %s (its event was not seen)", case, annotator)
+                            self._on_annotation(case, batch.iteration, annotator)
             latest = self._latest_decided()
             if latest is not None:
                 version, iteration, promoted = latest

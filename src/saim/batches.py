@@ -2,6 +2,9 @@
 
 Batch n+1 opens when the model trained on batch n (iteration n) is published; batch 1 opens on the pre-trained
 model (iteration 0). State is kept in object storage (state/selector.json) so a restarted selector carries on.
+
+With `overlap` k > 1 (inter-rater studies) a case is done once k different annotators submitted it; one lease at a
+time per case, and a case is never handed to an annotator who already annotated it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Batch:
     assigned: dict[str, str] = field(default_factory=dict)  # case -> annotator
     leases: dict[str, str] = field(default_factory=dict)  # case -> lease id
     expires: dict[str, float] = field(default_factory=dict)  # case -> lease expiry (unix time)
+    raters: dict[str, list[str]] = field(default_factory=dict)  # case -> annotators who submitted it
 
     @property
     def complete(self) -> bool:
@@ -43,6 +47,7 @@ class Batch:
             "assigned": self.assigned,
             "leases": self.leases,
             "expires": self.expires,
+            "raters": self.raters,
         }
 
     @classmethod
@@ -55,6 +60,7 @@ class Batch:
             dict(d["assigned"]),
             dict(d["leases"]),
             dict(d.get("expires", {})),
+            {c: list(r) for c, r in d.get("raters", {}).items()},
         )
 
 
@@ -75,7 +81,11 @@ class SelectionLoop:
         max_iterations: int,
         lease_ttl_s: float = 900.0,
         clock=time.time,
+        overlap: int = 1,
     ):
+        if overlap < 1:
+            raise ValueError(f"overlap must be at least 1, got {overlap}")
+        self.overlap = overlap
         self.pool, self.strategy = pool, strategy
         self.lease_ttl_s, self.clock = lease_ttl_s, clock
         self.batch_size, self.max_iterations = batch_size, max_iterations
@@ -91,7 +101,12 @@ class SelectionLoop:
             state = self.pool.store.get_json(SELECTOR_STATE)
             self.batch = Batch.from_json(state["batch"]) if state.get("batch") else None
             if self.batch is not None:
-                self.batch.done |= self.annotated & set(self.batch.cases)
+                stored = self.annotated & set(self.batch.cases)
+                if self.overlap > 1:  # a primary annotation exists after the first rater: count the raters
+                    partial = {c for c in stored if len(self.pool.raters(c)) < self.overlap}
+                    stored -= partial
+                    self.annotated -= partial
+                self.batch.done |= stored
 
     def _save(self) -> None:
         self.pool.store.put_json(
@@ -148,13 +163,24 @@ class SelectionLoop:
         )
         return table
 
-    def on_annotation(self, case: str, iteration: int) -> Batch | None:
+    def on_annotation(self, case: str, iteration: int, annotator: str = "") -> Batch | None:
         """Record a submitted case; returns the batch when this submission completes it (exactly once)."""
         with self._lock:
-            self.annotated.add(case)
             batch = self.batch
             if batch is None or batch.iteration != iteration or case not in batch.cases or case in batch.done:
+                if self.overlap == 1 or (batch is not None and case in batch.done):
+                    self.annotated.add(case)
                 return None
+            raters = batch.raters.setdefault(case, [])
+            if annotator and annotator not in raters:
+                raters.append(annotator)
+            if self.overlap > 1 and len(raters) < self.overlap:
+                if batch.assigned.get(case) == annotator:  # this rater is done: the case is free for the next one
+                    for table in (batch.assigned, batch.leases, batch.expires):
+                        table.pop(case, None)
+                self._save()
+                return None
+            self.annotated.add(case)
             batch.done.add(case)
             self._save()
             return batch if batch.complete else None
@@ -162,7 +188,14 @@ class SelectionLoop:
     def _submitted(self, case: str) -> bool:
         """Annotation stored but its event not handled yet: storage is the system of record, so never hand the
         case out again (its event will complete it)."""
+        if self.overlap > 1:
+            return case in self.annotated or len(self.pool.raters(case)) >= self.overlap
         return case in self.annotated or self.pool.store.exists(provenance_key(case))
+
+    def _rated_by(self, batch: Batch, case: str, annotator: str) -> bool:
+        if self.overlap == 1:
+            return False
+        return annotator in batch.raters.get(case, []) or annotator in self.pool.raters(case)
 
     def _expire_leases(self, batch: Batch) -> None:
         """An expired or abandoned lease returns its case to the queue."""
@@ -183,7 +216,7 @@ class SelectionLoop:
             self._expire_leases(batch)
             open_cases = [c for c in batch.cases if c not in batch.done and not self._submitted(c)]
             mine = [c for c in open_cases if batch.assigned.get(c) == annotator]
-            free = [c for c in open_cases if c not in batch.assigned]
+            free = [c for c in open_cases if c not in batch.assigned and not self._rated_by(batch, c, annotator)]
             if not mine and not free:
                 state = "complete" if self.complete() else "waiting for the next model"
                 raise FailedPrecondition(f"batch {batch.iteration} has no free case ({state})")

@@ -62,6 +62,11 @@ def provenance_key(case: str) -> str:
     return f"annotations/{case}.json"
 
 
+def rater_key(case: str, annotator: str, ext: str) -> str:
+    """Every rater's own annotation when cases are annotated by several annotators (overlap > 1)."""
+    return f"raters/{case}/{annotator}.{ext}"
+
+
 def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> None:
     """Upload images of every case, labels of initial/val/test only, then splits and dataset.json (written last:
     their presence marks a complete import). Every case is read and validated first: a bad file is a DatasetError
@@ -139,6 +144,21 @@ class PoolStore:
         self.store.put_bytes(annotation_key(case), volume_to_bytes(np.moveaxis(labels, 0, 2)))
         self.store.put_json(provenance_key(case), provenance)
         return annotation_key(case), provenance_key(case)
+
+    def write_rater_annotation(self, case: str, annotator: str, labels: np.ndarray, provenance: dict) -> str:
+        """A rater's own copy (inter-rater studies): raters/{case}/{annotator}.nii.gz, then its provenance."""
+        if labels.dtype != np.uint8 or labels.ndim != 3 or labels.max(initial=0) > len(self.classes):
+            raise InvalidInput("annotation must be a uint8 (S, H, W) label map with values 0..K")
+        self.store.put_bytes(rater_key(case, annotator, "nii.gz"), volume_to_bytes(np.moveaxis(labels, 0, 2)))
+        self.store.put_json(rater_key(case, annotator, "json"), provenance)
+        return rater_key(case, annotator, "json")
+
+    def raters(self, case: str) -> set[str]:
+        """Annotators with a stored annotation of the case: the rater copies, and the primary's annotator."""
+        found = {k.split("/")[-1][: -len(".json")] for k in self.store.list(f"raters/{case}/") if k.endswith(".json")}
+        if not found and self.store.exists(provenance_key(case)):
+            found.add(self.store.get_json(provenance_key(case)).get("annotator", ""))
+        return found
 
     def annotated_cases(self) -> list[str]:
         """Cases whose annotation is complete (the provenance, written last, exists)."""

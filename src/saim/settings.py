@@ -59,6 +59,7 @@ class ServiceSettings(BaseSettings):
     session_ttl_s: float = Field(1800.0, description="idle annotator sessions are dropped after this")
     promotion_tolerance: float = Field(0.02, description="a new version may be this much worse in val mIoU")
     lease_ttl_s: float = Field(900.0, description="a case lease expires after this long without activity")
+    overlap: int = Field(1, ge=1, description="annotators per case (> 1 for inter-rater studies)")
     reconcile_s: float = Field(10.0, description="how often services compare their state with object storage")
 
     # access control and transport security (docs/operations.md)

@@ -133,3 +133,30 @@ def test_expired_lease_nobody_took_is_a_failed_precondition(pool, model):
     now[0] = 11
     with pytest.raises(FailedPrecondition, match="expired"):
         loop.renew_lease(case, lease, "alice")
+
+
+def test_overlap_needs_distinct_annotators_per_case(pool, model):
+    import numpy as np
+
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2, overlap=2)
+    batch = loop.on_model(model, 0)
+    a = loop.next_case("alice")
+    b = loop.next_case("bob")
+    assert a[0] != b[0]  # concurrent annotators still get different cases
+    labels = np.zeros((2, 32, 32), np.uint8)
+    pool.write_rater_annotation(a[0], "alice", labels, {"annotator": "alice"})
+    pool.write_annotation(a[0], labels, {"annotator": "alice"})
+    assert loop.on_annotation(a[0], 1, "alice") is None and a[0] not in batch.done
+    with pytest.raises(FailedPrecondition, match="no free case"):
+        loop.next_case("alice")  # the other case is bob's; alice never gets the case she already annotated
+    c = loop.next_case("carol")
+    assert c[0] == a[0] and c[2] != a[2]  # the second rater of alice's case, under a new lease
+    pool.write_rater_annotation(a[0], "carol", labels, {"annotator": "carol"})
+    assert pool.raters(a[0]) == {"alice", "carol"}
+    assert loop.on_annotation(a[0], 1, "carol") is None and a[0] in batch.done
+    again = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2, overlap=2)
+    assert a[0] in again.batch.done and b[0] not in again.batch.done  # restored from the raters in the bucket
+    loop.on_annotation(b[0], 1, "bob")
+    assert loop.on_annotation(b[0], 1, "bob") is None and b[0] not in batch.done  # one rater, even twice
+    completed = loop.on_annotation(b[0], 1, "dave")
+    assert completed is batch and completed.complete
