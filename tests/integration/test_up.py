@@ -1,5 +1,5 @@
-"""`saim up` as a user runs it: a subprocess that prints addresses once all services are SERVING and shuts
-everything down on Ctrl-C."""
+"""`saim up --tls` as a user runs it: a subprocess that prints addresses once all services are SERVING (over TLS,
+with its own self-signed certificate and tokens) and shuts everything down on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from saim.auth import channel
+from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
+
 from .conftest import FAST
 
 
@@ -22,7 +25,7 @@ from .conftest import FAST
 def saim_up(tmp_path):
     env = {**os.environ, **FAST, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "saim.cli", "up", "--workdir", str(tmp_path), "--series", "8"],
+        [sys.executable, "-m", "saim.cli", "up", "--workdir", str(tmp_path), "--series", "8", "--tls"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -37,7 +40,7 @@ def saim_up(tmp_path):
                 break
             lines.append(line.rstrip())
             if "all SERVING" in line:
-                yield proc, lines
+                yield proc, lines, tmp_path
                 return
         pytest.fail("saim up did not report all SERVING:\n" + "\n".join(lines))
     finally:
@@ -46,16 +49,38 @@ def saim_up(tmp_path):
             proc.wait()
 
 
-def test_saim_up_serves_and_stops_cleanly_on_ctrl_c(saim_up):
-    proc, lines = saim_up
+def test_saim_up_serves_over_tls_and_stops_cleanly_on_ctrl_c(saim_up):
+    proc, lines, workdir = saim_up
     text = "\n".join(lines)
     addresses = dict(re.findall(r"^(annotator|selector|trainer)\s+(127\.0\.0\.1:\d+)", text, flags=re.M))
     assert set(addresses) == {"annotator", "selector", "trainer"}
     assert "export SAIM_KAFKA_BOOTSTRAP=127.0.0.1:" in text and "export SAIM_S3_ENDPOINT=127.0.0.1:" in text
+    env = dict(re.findall(r"^export (SAIM_\w+)=(.*)$", (workdir / "stack" / "client.env").read_text(), flags=re.M))
+    assert env["SAIM_ADMIN_TOKEN"] not in text and env["SAIM_S3_SECRET_KEY"] not in text  # secrets: file only
+    assert (workdir / "stack" / "client.env").stat().st_mode & 0o077 == 0
+    ca = open(env["SAIM_TLS_CA_FILE"], "rb").read()
     for target in addresses.values():
-        with grpc.insecure_channel(target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        with channel(target, tls_ca=ca) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(target) as ch:  # plaintext is refused
+            with pytest.raises(grpc.RpcError):
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    # one case end to end over TLS: the annotator checks the lease with the selector over TLS (service token)
+    token = env["SAIM_ADMIN_TOKEN"]
+    selector = selector_pb2_grpc.SelectorServiceStub(channel(addresses["selector"], token, ca))
+    annotator = annotator_pb2_grpc.AnnotatorServiceStub(channel(addresses["annotator"], token, ca))
+    lease = selector.NextCase(selector_pb2.NextCaseRequest(annotator_id="tls-check"), timeout=30)
+    opened = annotator.OpenSession(
+        annotator_pb2.OpenSessionRequest(case_id=lease.case_id, annotator_id="tls-check", lease_id=lease.lease_id),
+        timeout=60,
+    )
+    reply = annotator.AddClick(
+        annotator_pb2.AddClickRequest(session_id=opened.session_id, slice=0, class_index=1, y=5, x=5, positive=True),
+        timeout=30,
+    )
+    assert reply.model_version == opened.model_version
+    assert annotator.Submit(annotator_pb2.SubmitRequest(session_id=opened.session_id), timeout=30).annotation_key
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 5  # broker, S3 server, three services
     proc.send_signal(signal.SIGINT)
