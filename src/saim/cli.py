@@ -51,6 +51,12 @@ def _add_emulate(sub) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--train-batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument(
+        "--correction-weight",
+        type=float,
+        default=None,
+        help="extra loss weight on the pixels an interactive training input gets wrong (0: none)",
+    )
     p.add_argument("--encoder", default="resnet34")
     p.add_argument("--encoder-weights", default=None, help="e.g. 'imagenet' (needs network access; default: none)")
     p.add_argument("--series", type=int, default=24, help="synthetic series to generate")
@@ -80,6 +86,7 @@ def _cmd_emulate(args) -> int:
             "steps_per_epoch": args.steps_per_epoch,
             "train_batch_size": args.train_batch_size,
             "lr": args.lr,
+            "correction_weight": args.correction_weight,
         }.items()
         if v is not None
     }

@@ -45,6 +45,7 @@ class EmulationConfig:
     steps_per_epoch: int = 25
     train_batch_size: int = 8
     lr: float = 2e-3
+    correction_weight: float = 0.0
     clicks: int = 3
     selection: Literal["entropy", "random"] = "entropy"
     baseline: Literal["none", "classical"] = "none"
@@ -108,6 +109,7 @@ class Emulation:
             steps_per_epoch=self.cfg.steps_per_epoch,
             batch_size=self.cfg.train_batch_size,
             lr=self.cfg.lr,
+            correction_weight=self.cfg.correction_weight,
             mode=self.cfg.mode,
             seed=seed,
             device=self.cfg.device,

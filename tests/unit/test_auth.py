@@ -69,13 +69,15 @@ def test_issue_rejects_bad_names_and_roles(name, role):
 def test_every_rpc_of_every_service_has_a_policy():
     from saim.v1 import annotator_pb2, selector_pb2, trainer_pb2
 
-    methods = {
-        f"/{svc.full_name}/{m.name}"
+    methods = [
+        m
         for mod in (annotator_pb2, selector_pb2, trainer_pb2)
         for svc in mod.DESCRIPTOR.services_by_name.values()
         for m in svc.methods
-    }
-    assert methods == set(auth.POLICY)
+    ]
+    assert {f"/{m.containing_service.full_name}/{m.name}" for m in methods} == set(auth.POLICY)
+    # the interceptor guards unary calls; a streaming method would need its own wrapper before it is added
+    assert not [m.name for m in methods if m.client_streaming or m.server_streaming]
 
 
 class _Echo(selector_pb2_grpc.SelectorServiceServicer):

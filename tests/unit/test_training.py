@@ -5,7 +5,14 @@ import torch.nn.functional as F
 
 from saim.config import ModelConfig, TrainConfig
 from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
-from saim.model.training import augment, class_weights, focal_loss, sample_error_clicks, train_predictor
+from saim.model.training import (
+    augment,
+    class_weights,
+    correction_weights,
+    focal_loss,
+    sample_error_clicks,
+    train_predictor,
+)
 
 
 def test_class_weights_median_frequency_balanced():
@@ -117,3 +124,20 @@ def test_finetune_starts_from_parent_weights(tiny_model_config):
     ):
         if p.dtype.is_floating_point and "running" not in name:
             torch.testing.assert_close(p, q)  # lr 0: the weights are the parent's
+
+
+def test_correction_weights_fall_on_what_the_interactive_input_gets_wrong():
+    k, s = 2, 8
+    labels = torch.zeros(2, s, s, dtype=torch.long)
+    labels[:, 2:6, 2:6] = 1
+    prev = one_hot_foreground(torch.zeros(2, s, s, dtype=torch.long), k)  # previous mask misses the square
+    pos, neg = rasterize_clicks([[Click(1, 4, 4, True)], []], k, s, radius=1, kind="disk")
+    x = encode(torch.rand(2, 1, s, s), pos, neg, prev)
+    w = correction_weights(x, labels, k, weight=4.0)
+    assert torch.all(w[0][labels[0] == 1] == 5.0) and torch.all(w[0][labels[0] == 0] == 1.0)
+    assert torch.all(w[1] == 1.0)  # no clicks: an automatic sample, no extra weight
+    logits = torch.randn(2, k + 1, s, s)
+    ones = torch.ones(k + 1)
+    assert focal_loss(logits, labels, ones, 2.0, torch.ones(2, s, s)) == pytest.approx(
+        focal_loss(logits, labels, ones, 2.0).item()
+    )
