@@ -164,6 +164,7 @@ class SelectorApp:
         """Catch up with object storage on what lost events would have said: annotations stored for the open
         batch, a new CURRENT pointer (promotion or rollback), a decided model for the open iteration."""
         with self._lock:
+            self.deps.loop.flush()
             batch = self.deps.loop.batch
             if batch is not None:
                 for case in batch.cases:

@@ -93,6 +93,7 @@ class SelectionLoop:
         self.scores: ScoreTable | None = None
         self.annotated: set[str] = set(pool.annotated_cases())
         self._lock = threading.RLock()
+        self._dirty = False
         self._restore()
 
     # ---- persistence -----------------------------------------------------------------------------------------
@@ -109,9 +110,20 @@ class SelectionLoop:
                 self.batch.done |= stored
 
     def _save(self) -> None:
-        self.pool.store.put_json(
-            SELECTOR_STATE, {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
-        )
+        try:
+            self.pool.store.put_json(
+                SELECTOR_STATE, {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
+            )
+        except Exception:
+            self._dirty = True  # memory is ahead of the bucket: flush() retries
+            raise
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Persist state that a failed save left only in memory (leases, renewals). Called periodically."""
+        with self._lock:
+            if self._dirty:
+                self._save()
 
     # ---- queries ---------------------------------------------------------------------------------------------
     @property
@@ -171,18 +183,27 @@ class SelectionLoop:
                 if self.overlap == 1 or (batch is not None and case in batch.done):
                     self.annotated.add(case)
                 return None
+            # A completion is a transition: it must be stored before it counts, or a retried event would find the
+            # case done, never store the completed batch, and never announce it. So: change, save, or undo.
+            before, was_dirty = batch.to_json(), self._dirty
             raters = batch.raters.setdefault(case, [])
             if annotator and annotator not in raters:
                 raters.append(annotator)
-            if self.overlap > 1 and len(raters) < self.overlap:
-                if batch.assigned.get(case) == annotator:  # this rater is done: the case is free for the next one
-                    for table in (batch.assigned, batch.leases, batch.expires):
-                        table.pop(case, None)
+            completing = self.overlap == 1 or len(raters) >= self.overlap
+            if not completing and batch.assigned.get(case) == annotator:  # this rater is done: free for the next
+                for table in (batch.assigned, batch.leases, batch.expires):
+                    table.pop(case, None)
+            if completing:
+                batch.done.add(case)
+            try:
                 self._save()
+            except Exception:
+                batch.__dict__.update(Batch.from_json(before).__dict__)
+                self._dirty = was_dirty
+                raise
+            if not completing:
                 return None
             self.annotated.add(case)
-            batch.done.add(case)
-            self._save()
             return batch if batch.complete else None
 
     def _submitted(self, case: str) -> bool:

@@ -53,11 +53,11 @@ def _reachable(what: str):
 def http_client(secure: bool) -> urllib3.PoolManager:
     """minio's own default waits 5 minutes to connect; an outage must surface in seconds, not stall a request."""
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=60),
+        timeout=urllib3.Timeout(connect=5, read=20),  # read: per socket read, not per object
         maxsize=16,
         cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
 

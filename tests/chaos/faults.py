@@ -79,9 +79,14 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): the peer sees 'connection reset', as when a host goes away."""
+    """Close with RST (SO_LINGER 0): the peer sees 'connection reset', as when a host goes away. shutdown() first
+    wakes a pump thread blocked in recv() on it (close() alone would leave the connection open until it returns)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
         sock.close()
     except OSError:
         pass

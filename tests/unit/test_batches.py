@@ -160,3 +160,43 @@ def test_overlap_needs_distinct_annotators_per_case(pool, model):
     assert loop.on_annotation(b[0], 1, "bob") is None and b[0] not in batch.done  # one rater, even twice
     completed = loop.on_annotation(b[0], 1, "dave")
     assert completed is batch and completed.complete
+
+
+def test_a_completion_that_could_not_be_stored_is_not_counted(pool, model):
+    """Found by the chaos suite: the save failed during an S3 outage, the retried event then found the case done in
+    memory, and the completed batch was never stored nor announced; the loop stalled."""
+    from saim.errors import Unavailable
+
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=1, max_iterations=2)
+    batch = loop.on_model(model, 0)
+    case = batch.cases[0]
+    put = pool.store.put_bytes
+
+    def down(*args, **kwargs):
+        raise Unavailable("object storage unreachable")
+
+    pool.store.put_bytes = down
+    with pytest.raises(Unavailable):
+        loop.on_annotation(case, 1, "alice")
+    assert case not in loop.batch.done and not loop.batch.complete
+    pool.store.put_bytes = put
+    assert loop.on_annotation(case, 1, "alice") is loop.batch  # the retried event completes it, exactly once
+    assert pool.store.get_json("state/selector.json")["batch"]["done"] == [case]
+
+
+def test_state_a_failed_save_left_in_memory_is_flushed(pool, model):
+    from saim.errors import Unavailable
+
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    loop.on_model(model, 0)
+    put = pool.store.put_bytes
+
+    def down(*args, **kwargs):
+        raise Unavailable("object storage unreachable")
+
+    pool.store.put_bytes = down
+    with pytest.raises(Unavailable):
+        loop.next_case("alice")  # the lease exists in memory; the client saw an error and will ask again
+    pool.store.put_bytes = put
+    loop.flush()
+    assert "alice" in pool.store.get_json("state/selector.json")["batch"]["assigned"].values()
