@@ -17,6 +17,11 @@ SUBCOMMANDS = [
     ["demo"],
     ["bootstrap"],
     ["drive"],
+    ["admin"],
+    ["admin", "tokens"],
+    ["admin", "tokens", "issue"],
+    ["admin", "models"],
+    ["admin", "rollback"],
 ]
 
 
@@ -49,3 +54,25 @@ def test_data_phantom_then_check(tmp_path, capsys):
     assert main(["data", "phantom", str(tmp_path / "ph"), "--series", "2", "--slices", "3", "--size", "32"]) == 0
     out = capsys.readouterr().out
     assert "2 cases, classes liver, spleen, kidney_right, kidney_left" in out
+
+
+def test_admin_tokens_issue_list_revoke(monkeypatch, capsys, tmp_path):
+    from saim import auth
+    from saim.stack import cli as stack_cli
+    from tests.unit.fakes import MemoryStore
+
+    store = MemoryStore()
+    monkeypatch.setattr(stack_cli, "_registry", lambda: auth.TokenRegistry(store))
+    assert main(["admin", "tokens", "issue", "alice"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert auth.TokenRegistry(store).verify(token) == auth.Principal("alice", "annotator")
+    out = tmp_path / "bob.token"
+    assert main(["admin", "tokens", "issue", "bob", "--role", "admin", "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o077 == 0 and out.read_text().strip() not in capsys.readouterr().out
+    assert main(["admin", "tokens", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "alice" in listed and "admin" in listed and token not in listed and auth.token_hash(token) not in listed
+    assert main(["admin", "tokens", "revoke", "alice"]) == 0
+    assert auth.TokenRegistry(store).verify(token) is None
+    assert main(["admin", "tokens", "revoke", "nobody"]) == 2
+    assert "no live token" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from saim.auth import Authenticator, AuthInterceptor
+from saim.auth import channel as open_channel
 from saim.rpc.errors import ErrorMappingInterceptor
 from saim.rpc.metrics import REQUESTS
 
@@ -117,8 +118,6 @@ def wait_serving(
     target: str, timeout_s: float, service: str = "", tls_ca: bytes | None = None, server_name: str | None = None
 ) -> bool:
     """Poll the standard health check until SERVING or the deadline."""
-    from saim.auth import channel as open_channel
-
     deadline = time.monotonic() + timeout_s
     with open_channel(target, tls_ca=tls_ca, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
