@@ -4,6 +4,7 @@ bootstrap CLI against the live bucket), with the status it must get and words it
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import shutil
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import nibabel as nib
 import numpy as np
 
 from saim.data import phantom
@@ -115,4 +117,12 @@ def bad_datasets(root: Path) -> dict[str, tuple[Path, str]]:
     label[0, 0, 0] = 77
     save_volume(d / "labelsTr" / f"{c}.nii.gz", label, affine)
     out["dataset: undeclared label value"] = (d, "77")
+    d = variant("over-size-cap")
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((1024, 1024, 1024))  # 2^30 voxels claimed by the header; refused before any data is read
+    header.set_sform(np.eye(4), code=1)
+    with gzip.open(d / "imagesTr" / f"{c}_0000.nii.gz", "wb") as f:
+        f.write(header.binaryblock + b"\x00" * 4 + b"\x00" * 4096)
+    out["dataset: image over the size cap"] = (d, "exceeds the cap")
     return out
