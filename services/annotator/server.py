@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from saim.auth import require_actor
-from saim.errors import FailedPrecondition, InvalidInput, NotFound, PermissionDenied, Unavailable
+from saim.errors import InvalidInput
 from saim.events import (
     ANNOTATION_SUBMITTED,
     GROUP_ANNOTATOR_PREFIX,
@@ -24,8 +24,9 @@ from saim.events import (
 from saim.live_model import LiveModel, ServedModel
 from saim.model.encoding import Click
 from saim.periodic import Periodic
-from saim.pool import PoolStore, annotation_key, provenance_key
+from saim.pool import PoolStore
 from saim.rpc import metrics as m
+from saim.rpc.errors import error_of
 from saim.rpc.server import Health, Security, create_server
 from saim.session import AnnotationSession, SessionStore
 from saim.settings import ServiceSettings
@@ -58,13 +59,7 @@ class LeaseChecker:
                 wait_for_ready=True,  # a restarting selector: wait for it (up to the timeout) rather than fail fast
             )
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(exc.details()) from None
-            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
-                raise PermissionDenied(exc.details()) from None
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise FailedPrecondition(exc.details()) from None
-            raise Unavailable(f"selector could not check the lease: {exc.code().name}") from None
+            raise error_of(exc, "selector could not check the lease") from None
         return reply.iteration, reply.model_version
 
 
@@ -157,13 +152,9 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
             provenance = session.provenance(request.seconds_spent or None)
-            labels = session.labels()
-            if self.d.overlap > 1:  # leases are one at a time per case: the first rater writes the primary
-                self.d.pool.write_rater_annotation(session.case, session.annotator, labels, provenance)
-            if self.d.overlap == 1 or not self.d.pool.store.exists(provenance_key(session.case)):
-                ann_key, prov_key = self.d.pool.write_annotation(session.case, labels, provenance)
-            else:
-                ann_key, prov_key = annotation_key(session.case), provenance_key(session.case)
+            ann_key, prov_key = self.d.pool.store_submission(
+                session.case, session.annotator, session.labels(), provenance, self.d.overlap
+            )
         event = events_pb2.AnnotationSubmitted(
             meta=new_meta("annotator"),
             case_id=session.case,

@@ -174,12 +174,10 @@ class SelectorApp:
                         if annotator not in batch.raters.get(case, []):
                             log.info("reconciled annotation of %s by %s (its event was not seen)", case, annotator)
                             self._on_annotation(case, batch.iteration, annotator)
-            latest = self._latest_decided()
+            latest = self._latest_decided()  # the current version counts as decided: it covers CURRENT too
             if latest is not None:
                 version, iteration, promoted = latest
                 self._on_model(events_pb2.ModelPublished(version=version, iteration=iteration, promoted=promoted))
-            elif self.deps.model.registry.current_version() is not None:
-                self.deps.model.load_current()
             self._update_gauges()
 
     def start(self) -> None:

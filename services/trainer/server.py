@@ -2,7 +2,7 @@
 
 Runs are non-preemptive: one at a time in a worker thread; a batch completion that arrives while a run is going is
 queued (a replayed completion of an iteration already trained or queued changes nothing). Storage, not the topic,
-is the system of record: every `reconcile_s` the idle worker looks for a completed batch without a decided model
+is the system of record: every `reconcile_s` a reconciler looks for a completed batch without a decided model
 (its event lost with a broker, or the trainer killed mid-run) and trains it. A version whose promotion was never
 decided (killed between writing it and the gate) is marked abandoned and never becomes current.
 """
@@ -20,6 +20,7 @@ import grpc
 
 from saim.errors import InvalidInput
 from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventConsumer, EventPublisher, new_meta
+from saim.periodic import Periodic
 from saim.retrain import TrainingPipeline
 from saim.rpc import metrics as m
 from saim.rpc.server import Health, Security, create_server
@@ -105,6 +106,8 @@ class TrainerApp:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
+        # enqueue() ignores iterations already trained or queued, so this may run while a training run does
+        self.reconciler = Periodic("trainer-reconcile", settings.reconcile_s, self.reconcile)
         self.consumer = EventConsumer(
             settings.kafka_bootstrap,
             GROUP_TRAINER,
@@ -154,17 +157,10 @@ class TrainerApp:
             self.enqueue(missed, reason=f"batch {missed} is complete in storage but has no model (reconciled)")
 
     def _work(self) -> None:
-        last_reconcile = time.monotonic()
         while not self._stop.is_set():
             try:
                 iteration, run_id = self.queue.get(timeout=0.5)
             except queue.Empty:
-                if time.monotonic() - last_reconcile >= self.settings.reconcile_s:
-                    last_reconcile = time.monotonic()
-                    try:
-                        self.reconcile()
-                    except Exception as exc:  # storage down: try again next interval
-                        log.warning("reconciliation failed: %s", exc)
                 continue
             self.state.state = "training"
             started = time.perf_counter()
@@ -229,10 +225,12 @@ class TrainerApp:
             self.enqueue(0, reason="no model yet: pre-train on the initial split")
         self.reconcile()
         self._worker.start()
+        self.reconciler.start()
         self.consumer.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.reconciler.stop()
         self.consumer.stop()
         self._worker.join(timeout=5)
         self.deps.publisher.close()

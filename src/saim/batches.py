@@ -9,6 +9,7 @@ time per case, and a case is never handed to an annotator who already annotated 
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -180,12 +181,12 @@ class SelectionLoop:
         with self._lock:
             batch = self.batch
             if batch is None or batch.iteration != iteration or case not in batch.cases or case in batch.done:
-                if self.overlap == 1 or (batch is not None and case in batch.done):
+                if self.overlap == 1 or (batch is not None and case in batch.done):  # one rater is not k raters
                     self.annotated.add(case)
                 return None
             # A completion is a transition: it must be stored before it counts, or a retried event would find the
             # case done, never store the completed batch, and never announce it. So: change, save, or undo.
-            before, was_dirty = batch.to_json(), self._dirty
+            before, was_dirty = copy.deepcopy(batch), self._dirty
             raters = batch.raters.setdefault(case, [])
             if annotator and annotator not in raters:
                 raters.append(annotator)
@@ -198,7 +199,7 @@ class SelectionLoop:
             try:
                 self._save()
             except Exception:
-                batch.__dict__.update(Batch.from_json(before).__dict__)
+                vars(batch).update(vars(before))  # in place: callers may hold this batch
                 self._dirty = was_dirty
                 raise
             if not completing:

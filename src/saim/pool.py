@@ -137,21 +137,30 @@ class PoolStore:
             return {}
 
     # ---- annotations -----------------------------------------------------------------------------------------
-    def write_annotation(self, case: str, labels: np.ndarray, provenance: dict) -> tuple[str, str]:
-        """Label map (S, H, W) at model resolution, stored as a (H, W, S) NIfTI; provenance JSON written after it."""
+    def _put_label_map(self, key: str, labels: np.ndarray) -> None:
+        """A label map (S, H, W) at model resolution, stored as a (H, W, S) NIfTI."""
         if labels.dtype != np.uint8 or labels.ndim != 3 or labels.max(initial=0) > len(self.classes):
             raise InvalidInput("annotation must be a uint8 (S, H, W) label map with values 0..K")
-        self.store.put_bytes(annotation_key(case), volume_to_bytes(np.moveaxis(labels, 0, 2)))
+        self.store.put_bytes(key, volume_to_bytes(np.moveaxis(labels, 0, 2)))
+
+    def write_annotation(self, case: str, labels: np.ndarray, provenance: dict) -> tuple[str, str]:
+        """The case's annotation, then its provenance JSON (written last: its presence marks a complete write)."""
+        self._put_label_map(annotation_key(case), labels)
         self.store.put_json(provenance_key(case), provenance)
         return annotation_key(case), provenance_key(case)
 
-    def write_rater_annotation(self, case: str, annotator: str, labels: np.ndarray, provenance: dict) -> str:
-        """A rater's own copy (inter-rater studies): raters/{case}/{annotator}.nii.gz, then its provenance."""
-        if labels.dtype != np.uint8 or labels.ndim != 3 or labels.max(initial=0) > len(self.classes):
-            raise InvalidInput("annotation must be a uint8 (S, H, W) label map with values 0..K")
-        self.store.put_bytes(rater_key(case, annotator, "nii.gz"), volume_to_bytes(np.moveaxis(labels, 0, 2)))
-        self.store.put_json(rater_key(case, annotator, "json"), provenance)
-        return rater_key(case, annotator, "json")
+    def store_submission(
+        self, case: str, annotator: str, labels: np.ndarray, provenance: dict, overlap: int = 1
+    ) -> tuple[str, str]:
+        """Store a submitted annotation. With overlap > 1 (inter-rater studies) every rater's copy is kept under
+        raters/{case}/{annotator}.*, and the first rater's is also the case's primary annotation (leases are one at a
+        time per case, so "first" is well defined). Returns the primary's (annotation, provenance) keys."""
+        if overlap > 1:
+            self._put_label_map(rater_key(case, annotator, "nii.gz"), labels)
+            self.store.put_json(rater_key(case, annotator, "json"), provenance)
+            if self.store.exists(provenance_key(case)):
+                return annotation_key(case), provenance_key(case)
+        return self.write_annotation(case, labels, provenance)
 
     def raters(self, case: str) -> set[str]:
         """Annotators with a stored annotation of the case: the rater copies, and the primary's annotator."""

@@ -3,7 +3,7 @@ import pytest
 from saim.batches import SelectionLoop
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
-from saim.errors import FailedPrecondition, PermissionDenied
+from saim.errors import FailedPrecondition, PermissionDenied, Unavailable
 from saim.live_model import ServedModel
 from saim.model.predictor import InteractivePredictor
 from saim.pool import PoolStore, Splits, import_dataset
@@ -144,14 +144,15 @@ def test_overlap_needs_distinct_annotators_per_case(pool, model):
     b = loop.next_case("bob")
     assert a[0] != b[0]  # concurrent annotators still get different cases
     labels = np.zeros((2, 32, 32), np.uint8)
-    pool.write_rater_annotation(a[0], "alice", labels, {"annotator": "alice"})
-    pool.write_annotation(a[0], labels, {"annotator": "alice"})
+    pool.store_submission(a[0], "alice", labels, {"annotator": "alice"}, overlap=2)
+    assert pool.store.exists(f"annotations/{a[0]}.json")  # the first rater's copy is the primary
     assert loop.on_annotation(a[0], 1, "alice") is None and a[0] not in batch.done
     with pytest.raises(FailedPrecondition, match="no free case"):
         loop.next_case("alice")  # the other case is bob's; alice never gets the case she already annotated
     c = loop.next_case("carol")
     assert c[0] == a[0] and c[2] != a[2]  # the second rater of alice's case, under a new lease
-    pool.write_rater_annotation(a[0], "carol", labels, {"annotator": "carol"})
+    pool.store_submission(a[0], "carol", labels, {"annotator": "carol"}, overlap=2)
+    assert pool.store.get_json(f"annotations/{a[0]}.json")["annotator"] == "alice"  # the primary stays alice's
     assert pool.raters(a[0]) == {"alice", "carol"}
     assert loop.on_annotation(a[0], 1, "carol") is None and a[0] in batch.done
     again = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2, overlap=2)
@@ -165,17 +166,12 @@ def test_overlap_needs_distinct_annotators_per_case(pool, model):
 def test_a_completion_that_could_not_be_stored_is_not_counted(pool, model):
     """Found by the chaos suite: the save failed during an S3 outage, the retried event then found the case done in
     memory, and the completed batch was never stored nor announced; the loop stalled."""
-    from saim.errors import Unavailable
-
     loop = SelectionLoop(pool, EntropyStrategy(), batch_size=1, max_iterations=2)
     batch = loop.on_model(model, 0)
     case = batch.cases[0]
     put = pool.store.put_bytes
 
-    def down(*args, **kwargs):
-        raise Unavailable("object storage unreachable")
-
-    pool.store.put_bytes = down
+    pool.store.put_bytes = _storage_down
     with pytest.raises(Unavailable):
         loop.on_annotation(case, 1, "alice")
     assert case not in loop.batch.done and not loop.batch.complete
@@ -185,18 +181,17 @@ def test_a_completion_that_could_not_be_stored_is_not_counted(pool, model):
 
 
 def test_state_a_failed_save_left_in_memory_is_flushed(pool, model):
-    from saim.errors import Unavailable
-
     loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
     loop.on_model(model, 0)
     put = pool.store.put_bytes
 
-    def down(*args, **kwargs):
-        raise Unavailable("object storage unreachable")
-
-    pool.store.put_bytes = down
+    pool.store.put_bytes = _storage_down
     with pytest.raises(Unavailable):
         loop.next_case("alice")  # the lease exists in memory; the client saw an error and will ask again
     pool.store.put_bytes = put
     loop.flush()
     assert "alice" in pool.store.get_json("state/selector.json")["batch"]["assigned"].values()
+
+
+def _storage_down(*args, **kwargs):
+    raise Unavailable("object storage unreachable")

@@ -57,3 +57,26 @@ def test_interceptor_maps_domain_errors_over_a_real_channel():
             assert "secret detail" not in info.value.details()
     finally:
         server.stop(0)
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+def test_a_peer_service_refusal_passes_through_and_anything_else_is_unavailable():
+    from saim.rpc.errors import error_of
+
+    refused = error_of(_Failed(grpc.StatusCode.PERMISSION_DENIED, "case 'c' is leased to another annotator"), "x")
+    assert isinstance(refused, errors.PermissionDenied) and "leased to another" in str(refused)
+    assert isinstance(error_of(_Failed(grpc.StatusCode.FAILED_PRECONDITION, "expired"), "x"), errors.FailedPrecondition)
+    assert isinstance(error_of(_Failed(grpc.StatusCode.NOT_FOUND, "no case"), "x"), errors.NotFound)
+    for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAUTHENTICATED):
+        err = error_of(_Failed(code, "detail"), "selector could not check the lease")
+        assert isinstance(err, errors.Unavailable) and code.name in str(err)

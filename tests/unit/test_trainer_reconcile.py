@@ -18,7 +18,9 @@ class _Pool:
 
 def _app(store):
     deps = TrainerDeps(pipeline=SimpleNamespace(pool=_Pool(store)), registry=ModelRegistry(store), publisher=None)
-    return TrainerApp(SimpleNamespace(kafka_bootstrap="127.0.0.1:9"), deps, Health("saim.v1.TrainerService"))
+    return TrainerApp(
+        SimpleNamespace(kafka_bootstrap="127.0.0.1:9", reconcile_s=10.0), deps, Health("saim.v1.TrainerService")
+    )
 
 
 def test_completed_batch_without_a_model_is_queued_at_start_up():

@@ -21,6 +21,23 @@ STATUS_OF: dict[type[errors.SaimError], grpc.StatusCode] = {
 }
 
 
+def error_of(exc: grpc.RpcError, what: str) -> errors.SaimError:
+    """The domain error behind a status another saim service answered with (the inverse of STATUS_OF), so that its
+    refusal reaches our caller unchanged. Anything else -- no answer, an internal error, our own service credentials
+    rejected -- is not the caller's fault: Unavailable."""
+    passed_on = (
+        errors.InvalidInput,
+        errors.NotFound,
+        errors.FailedPrecondition,
+        errors.TooLarge,
+        errors.PermissionDenied,
+    )
+    for cls in passed_on:
+        if STATUS_OF[cls] == exc.code():
+            return cls(exc.details())
+    return errors.Unavailable(f"{what}: {exc.code().name}")
+
+
 def status_of(exc: BaseException) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:

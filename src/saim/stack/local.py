@@ -98,6 +98,14 @@ class LocalStack:
     admin_token: str = field(default_factory=new_token)
     service_token: str = field(default_factory=new_token)
     certs: dict | None = None
+    tls_ca: bytes | None = None  # what clients verify the servers against (the self-signed certificate)
+
+    def __post_init__(self) -> None:
+        if self.tls:
+            from saim.stack.certs import self_signed
+
+            self.certs = self_signed(self.workdir / "tls")
+            self.tls_ca = self.certs["cert"].read_bytes()
 
     # ---- infrastructure --------------------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -160,10 +168,6 @@ class LocalStack:
         """A registry token (stored hashed in the bucket), as `saim admin tokens issue` makes it."""
         return TokenRegistry(self.store()).issue(name, role)[1]
 
-    @property
-    def tls_ca(self) -> bytes | None:
-        return self.certs["cert"].read_bytes() if self.certs else None
-
     def channel(self, service: str, token: str | None = None):
         """A client channel to a service; the stack's admin token unless another is given ("" for none)."""
         return open_channel(self.target(service), self.admin_token if token is None else token or None, self.tls_ca)
@@ -179,11 +183,7 @@ class LocalStack:
             "SAIM_ADMIN_TOKEN": self.admin_token,
             "SAIM_SERVICE_TOKEN": self.service_token,
         }
-        if self.tls:
-            if self.certs is None:
-                from saim.stack.certs import self_signed
-
-                self.certs = self_signed(self.workdir / "tls")
+        if self.certs:
             env.update(
                 SAIM_TLS_CERT_FILE=str(self.certs["cert"]),
                 SAIM_TLS_KEY_FILE=str(self.certs["key"]),
