@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from saim.storage import ModelRegistry
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.chaos import corpus
 from tests.chaos.faults import TcpProxy, capture_events
+from tests.waiting import poll
 
 ANNOTATORS = 8
 ITERATIONS = int(os.environ.get("SAIM_CHAOS_ITERATIONS", "2"))
@@ -66,13 +68,23 @@ class Chaos:
     bad_inputs: list[corpus.Outcome] = field(default_factory=list)
     ghost: dict = field(default_factory=dict)
     trainer_killed_mid_run: bool = False
+    _stubs: dict = field(default_factory=dict)  # one channel per (service, token): the polls run for minutes
 
     # ---- observation (tolerant: services are down at times) ------------------------------------------------
+    def _stub(self, service: str, stub_class, token):
+        key = (service, token)
+        if key not in self._stubs:
+            self._stubs[key] = stub_class(self.stack.channel(service, token))
+        return self._stubs[key]
+
     def selector(self, token=None):
-        return selector_pb2_grpc.SelectorServiceStub(self.stack.channel("selector", token))
+        return self._stub("selector", selector_pb2_grpc.SelectorServiceStub, token)
 
     def trainer(self, token=None):
-        return trainer_pb2_grpc.TrainerServiceStub(self.stack.channel("trainer", token))
+        return self._stub("trainer", trainer_pb2_grpc.TrainerServiceStub, token)
+
+    def annotator(self, token=None):
+        return self._stub("annotator", annotator_pb2_grpc.AnnotatorServiceStub, token)
 
     def status(self):
         try:
@@ -90,14 +102,24 @@ class Chaos:
             return None
 
     def wait(self, predicate, timeout_s: float, what: str, interval: float = 0.25):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        logs = "\n".join(f"--- {n}\n{p.tail(15)}" for n, p in self.stack.procs.items())
-        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
+        return poll(predicate, timeout_s, what, interval, context=self._logs)
+
+    def _logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.tail(15)}" for n, p in self.stack.procs.items())
+
+    def lease_and_open(self, token: str, who: str):
+        """NextCase as `who` until a case is free, then OpenSession on it: (lease, opened session)."""
+        sel = self.selector(token)
+        lease = self.wait(
+            lambda: _try(lambda: sel.NextCase(selector_pb2.NextCaseRequest(annotator_id=who), timeout=10)),
+            60,
+            f"a lease for {who}",
+        )
+        opened = self.annotator(token).OpenSession(
+            annotator_pb2.OpenSessionRequest(case_id=lease.case_id, annotator_id=who, lease_id=lease.lease_id),
+            timeout=60,
+        )
+        return lease, opened
 
     def fault(self, kind: str, **detail) -> None:
         s = self.status()
@@ -134,21 +156,9 @@ def _loop_finished(chaos: Chaos) -> bool:
 
 def _session_corpus(chaos: Chaos, mallory: str, trent: str) -> None:
     """Bad inputs that need a live lease and session: mallory holds both, trent is another annotator."""
-    st = chaos.stack
-    sel = chaos.selector(mallory)
-    lease = chaos.wait(
-        lambda: _try(lambda: sel.NextCase(selector_pb2.NextCaseRequest(annotator_id="mallory"), timeout=10)),
-        60,
-        "mallory's lease",
-    )
-    ann_m = annotator_pb2_grpc.AnnotatorServiceStub(st.channel("annotator", mallory))
-    ann_t = annotator_pb2_grpc.AnnotatorServiceStub(st.channel("annotator", trent))
-    ann_none = annotator_pb2_grpc.AnnotatorServiceStub(st.channel("annotator", ""))
-    ann_forged = annotator_pb2_grpc.AnnotatorServiceStub(st.channel("annotator", "saim_forged-token"))
-    opened = ann_m.OpenSession(
-        annotator_pb2.OpenSessionRequest(case_id=lease.case_id, annotator_id="mallory", lease_id=lease.lease_id),
-        timeout=60,
-    )
+    lease, opened = chaos.lease_and_open(mallory, "mallory")
+    ann_m, ann_t = chaos.annotator(mallory), chaos.annotator(trent)
+    ann_none, ann_forged = chaos.annotator(""), chaos.annotator("saim_forged-token")
     sid, n, size, k = opened.session_id, opened.num_slices, opened.height, len(opened.classes)
     INV, NF, FP, PD = (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -228,19 +238,8 @@ def _try(call):
 
 def _vanish(chaos: Chaos, token: str) -> None:
     """An annotator takes a case, opens it, clicks once, and is never heard from again."""
-    st = chaos.stack
-    sel = chaos.selector(token)
-    lease = chaos.wait(
-        lambda: _try(lambda: sel.NextCase(selector_pb2.NextCaseRequest(annotator_id="ghost"), timeout=10)),
-        60,
-        "the ghost's lease",
-    )
-    ann = annotator_pb2_grpc.AnnotatorServiceStub(st.channel("annotator", token))
-    opened = ann.OpenSession(
-        annotator_pb2.OpenSessionRequest(case_id=lease.case_id, annotator_id="ghost", lease_id=lease.lease_id),
-        timeout=60,
-    )
-    ann.AddClick(
+    lease, opened = chaos.lease_and_open(token, "ghost")
+    chaos.annotator(token).AddClick(
         annotator_pb2.AddClickRequest(session_id=opened.session_id, slice=0, class_index=1, y=3, x=3, positive=True),
         timeout=30,
     )
@@ -252,7 +251,7 @@ def _late_ghost_corpus(chaos: Chaos) -> None:
     """The ghost comes back after its lease expired: it may not open (or submit) the case any more."""
     g = chaos.ghost
     time.sleep(max(0.0, g["vanished_at"] + LEASE_TTL_S + 1 - time.monotonic()))
-    ann = annotator_pb2_grpc.AnnotatorServiceStub(chaos.stack.channel("annotator", g["token"]))
+    ann = chaos.annotator(g["token"])
     req = annotator_pb2.OpenSessionRequest(case_id=g["case"], annotator_id="ghost", lease_id=g["lease"])
     chaos.bad_inputs.append(
         corpus.run_one(
@@ -489,6 +488,9 @@ def test_chaos_summary(chaos_run):
         "bad_inputs": [{"name": o.name, "ok": o.ok, "got": o.got} for o in c.bad_inputs],
         "model_versions": {v: registry.status(v) for v in registry.versions()},
         "annotator_errors_seen": sum(len(a.stats.errors) for a in c.annotators),
+        "annotator_errors_by_kind": dict(
+            Counter(e.split(": ", 1)[1].split(" ", 1)[0] for a in c.annotators for e in a.stats.errors)
+        ),
         "cases_per_annotator": {a.annotator_id: len(a.stats.cases) for a in c.annotators},
         "wall_seconds": round(time.monotonic() - c.started, 1),
     }

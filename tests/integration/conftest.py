@@ -14,6 +14,7 @@ from saim.events import GROUP_ANNOTATOR_PREFIX, GROUP_SELECTOR, MODEL_PUBLISHED,
 from saim.stack.local import LocalStack
 from saim.stack.virtual import VirtualAnnotator
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from tests.waiting import poll
 
 # Tiny training so the loop runs in about a minute on two cores; the loop's mechanics are what is tested here.
 FAST = {
@@ -108,16 +109,6 @@ def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
     finally:
         consumer.close()
         admin.close()
-
-
-def poll(predicate, timeout_s: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="package")

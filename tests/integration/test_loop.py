@@ -14,8 +14,9 @@ from saim.data.nifti import volume_from_bytes
 from saim.events import BATCH_COMPLETED, GROUP_SELECTOR, GROUP_TRAINER, new_meta
 from saim.stack.local import ACCESS_KEY, SECRET_KEY, SERVICES
 from saim.v1 import events_pb2, selector_pb2, trainer_pb2
+from tests.waiting import poll
 
-from .conftest import committed_to_end, poll
+from .conftest import committed_to_end
 
 
 def models(run):
