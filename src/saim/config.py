@@ -45,6 +45,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     focal_gamma: float = 2.0
+    class_weight_power: float = 0.5  # focal-loss class weights are (median freq / freq) ** power
+    dice_weight: float = 1.0  # weight of a batch soft-Dice term added to the focal loss
     mode: Literal["retrain", "finetune"] = "retrain"  # paper: full retraining; finetune warm-starts from a parent
     finetune_epochs: int | None = None  # epochs when fine-tuning (default: half of `epochs`)
     finetune_lr_scale: float = 0.3  # fine-tuning uses a lower peak learning rate than training from scratch
@@ -53,6 +55,7 @@ class TrainConfig:
     p_virtual_user_click: float = 0.7  # share of rounds clicking like the test-time virtual user (else random)
     correction_weight: float = 0.0  # extra loss weight on pixels the interaction input gets wrong (see training)
     augment: bool = True
+    spatial_augment: bool = True  # random affine on top of the paper's augmentations
     seed: int = 0
     device: str = "cpu"
 

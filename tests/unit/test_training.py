@@ -9,6 +9,7 @@ from saim.model.training import (
     augment,
     class_weights,
     correction_weights,
+    dice_loss,
     focal_loss,
     sample_error_clicks,
     train_predictor,
@@ -27,6 +28,23 @@ def test_class_weights_median_frequency_balanced():
 def test_class_weights_absent_class_gets_zero():
     w = class_weights(np.array([0, 0, 0, 1]), 3)
     assert w[2] == 0 and w[:2].mean() == pytest.approx(1.0)
+
+
+def test_class_weight_power_damps_the_balancing():
+    labels = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    raw = np.array([0.15 / 0.8, 1.0, 3.0]) ** 0.5
+    np.testing.assert_allclose(class_weights(labels, 3, power=0.5), raw / raw.mean())
+    assert class_weights(labels, 3, power=0.0) == pytest.approx(np.ones(3))
+
+
+def test_dice_loss_is_zero_for_a_confident_correct_answer_and_one_for_a_disjoint_one():
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:5, 2:5] = 1
+    target[:, 5:7, 5:8] = 2
+    right = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    wrong = F.one_hot((target + 1) % 3, 3).permute(0, 3, 1, 2).float() * 50
+    assert dice_loss(right, target).item() == pytest.approx(0.0, abs=1e-4)
+    assert dice_loss(wrong, target).item() > 0.95
 
 
 def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
@@ -65,18 +83,36 @@ def test_one_hot_foreground_drops_background():
     assert oh.shape == (1, 2, 2, 2) and oh[0, 1].sum() == 2 and oh[0, 0, 0, 1] == 1
 
 
+def _bright_square(n: int, size: int, rows: slice, cols: slice, cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images with a bright square labelled `cls` on a dark background."""
+    images = torch.zeros(n, 1, size, size)
+    labels = torch.zeros(n, size, size, dtype=torch.long)
+    images[:, :, rows, cols] = 1.0
+    labels[:, rows, cols] = cls
+    return images, labels
+
+
 def test_augment_keeps_image_and_label_aligned():
     gen = torch.Generator().manual_seed(0)
-    images = torch.zeros(16, 1, 16, 16)
-    labels = torch.zeros(16, 16, 16, dtype=torch.long)
-    images[:, :, 2:6, 3:7] = 1.0
-    labels[:, 2:6, 3:7] = 1
+    images, labels = _bright_square(16, 16, slice(2, 6), slice(3, 7), 1)
     aug_i, aug_l = augment(images, labels, gen, hflip=True)
     assert aug_i.shape == images.shape and aug_l.shape == labels.shape
     assert aug_i.min() >= 0 and aug_i.max() <= 1
     bright = aug_i[:, 0] > 0.5
     # flips move image and label together: the bright square still sits on the labelled pixels
     assert ((bright & (aug_l == 1)).sum(dim=(1, 2)) >= 12).all()
+
+
+def test_spatial_augment_moves_image_and_label_together():
+    gen = torch.Generator().manual_seed(0)
+    images, labels = _bright_square(32, 32, slice(6, 18), slice(8, 20), 2)
+    aug_i, aug_l = augment(images, labels, gen, hflip=True, spatial=True)
+    assert set(aug_l.unique().tolist()) <= {0, 2}
+    bright = aug_i[:, 0] > 0.5
+    agree = (bright == (aug_l == 2)).float().mean(dim=(1, 2))
+    assert (agree > 0.97).all()  # only border pixels may differ (bilinear image, nearest label)
+    moved = (aug_l != labels).flatten(1).any(1)
+    assert moved.sum() >= 8  # about half the samples get an affine, and flips move others
 
 
 def test_sampled_clicks_fall_in_error_regions_with_the_right_sign():

@@ -27,8 +27,11 @@ from saim.model.predictor import InteractivePredictor, build_network
 log = logging.getLogger(__name__)
 
 
-def class_weights(labels: np.ndarray, num_outputs: int, clip: tuple[float, float] = (0.05, 20.0)) -> np.ndarray:
-    """Median-frequency balancing over background + K classes, normalised to mean 1 over present classes.
+def class_weights(
+    labels: np.ndarray, num_outputs: int, power: float = 1.0, clip: tuple[float, float] = (0.05, 20.0)
+) -> np.ndarray:
+    """Median-frequency balancing over background + K classes, (median/freq)**power, normalised to mean 1 over
+    present classes. power 1 is full balancing; 0.5 damps it.
 
     Classes absent from the training set get weight 0 (no pixel would use it anyway).
     """
@@ -36,7 +39,7 @@ def class_weights(labels: np.ndarray, num_outputs: int, clip: tuple[float, float
     present = counts > 0
     weights = np.zeros(num_outputs)
     freq = counts[present] / counts.sum()
-    weights[present] = np.clip(np.median(freq) / freq, *clip)
+    weights[present] = np.clip((np.median(freq) / freq) ** power, *clip)
     weights[present] /= weights[present].mean()
     return weights
 
@@ -56,6 +59,16 @@ def focal_loss(
     if pixel_weights is not None:
         w = w * pixel_weights
     return (-w * (1 - p_t) ** gamma * logp_t).mean()
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice over the foreground classes, with sums over the whole batch (nnU-Net's batch Dice)."""
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    k = probs.shape[1]
+    onehot = one_hot_foreground(target, k)
+    inter = (probs * onehot).sum(dim=(0, 2, 3))
+    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
 
 
 def correction_weights(x: torch.Tensor, labels: torch.Tensor, num_classes: int, weight: float) -> torch.Tensor:
@@ -93,9 +106,11 @@ def has_lateral_classes(classes: tuple[str, ...]) -> bool:
 
 
 def augment(
-    images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool
+    images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool, spatial: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paper §4.1: flips, intensity shift, gamma, blur, unsharp masking. images (B, 1, H, W) in [0, 1]."""
+    """Paper §4.1: flips, intensity shift, gamma, blur, unsharp masking; with `spatial`, also a random affine
+    (rotation up to 15 degrees, scale 0.85-1.15, shift up to 5 %) on half of the images. images (B, 1, H, W) in
+    [0, 1]."""
     b = images.shape[0]
     dev = images.device
 
@@ -108,6 +123,20 @@ def augment(
     def per_image(mask: torch.Tensor) -> torch.Tensor:
         return mask.to(dev).view(b, 1, 1, 1)
 
+    if spatial:
+        m = coin(0.5).float()
+        angle = uniform(-0.26, 0.26) * m  # +-15 degrees
+        scale = 1 + uniform(-0.15, 0.15) * m
+        shift = (torch.rand(b, 2, generator=gen) * 0.1 - 0.05) * m[:, None]
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta.to(dev), list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        labels = (
+            F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+            .squeeze(1)
+            .long()
+        )
     if hflip:
         m = coin(0.5)
         images = torch.where(per_image(m), images.flip(-1), images)
@@ -261,7 +290,7 @@ def train_predictor(
     if finetune:
         net.load_state_dict(parent.network.state_dict())
     epochs = (config.finetune_epochs or max(1, config.epochs // 2)) if finetune else config.epochs
-    weights_np = class_weights(labels, model_config.num_classes + 1)
+    weights_np = class_weights(labels, model_config.num_classes + 1, config.class_weight_power)
     weights = torch.tensor(weights_np, dtype=torch.float32, device=dev)
     hflip = not has_lateral_classes(model_config.classes)
     img_all = torch.from_numpy(np.asarray(images, np.float32))[:, None]
@@ -281,14 +310,17 @@ def train_predictor(
             idx = order[step * bs : (step + 1) * bs]
             img, lab = img_all[idx].to(dev), lab_all[idx].to(dev)
             if config.augment:
-                img, lab = augment(img, lab, gen, hflip)
+                img, lab = augment(img, lab, gen, hflip, config.spatial_augment)
             x = simulate_interaction(net, img, lab, model_config, config, gen)
             pixel_w = (
                 correction_weights(x, lab, model_config.num_classes, config.correction_weight)
                 if config.correction_weight > 0
                 else None
             )
-            loss = focal_loss(net(x), lab, weights, config.focal_gamma, pixel_w)
+            logits = net(x)
+            loss = focal_loss(logits, lab, weights, config.focal_gamma, pixel_w)
+            if config.dice_weight > 0:
+                loss = loss + config.dice_weight * dice_loss(logits, lab)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
