@@ -101,6 +101,8 @@ class TokenRegistry:
         self._by_hash: dict[str, Principal] = {}
         self._loaded_at: float | None = None  # last refresh attempt that counts (success, or a failure's backoff)
         self._read_at: float | None = None  # when the table in use was read
+        self.miss_refresh_s = min(1.0, refresh_s)
+        self._miss_at: float | None = None  # last re-read caused by an unknown token
 
     # ---- admin side --------------------------------------------------------------------------------------------
     def _read(self) -> dict:
@@ -150,9 +152,9 @@ class TokenRegistry:
         return [{k: v for k, v in t.items() if k != "sha256"} for t in self._read()["tokens"]]
 
     # ---- server side -------------------------------------------------------------------------------------------
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         now = self.clock()
-        if self._loaded_at is not None and now - self._loaded_at < self.refresh_s:
+        if not force and self._loaded_at is not None and now - self._loaded_at < self.refresh_s:
             return
         try:
             table = self._read()
@@ -170,9 +172,18 @@ class TokenRegistry:
         self._loaded_at = self._read_at = now
 
     def verify(self, token: str) -> Principal | None:
+        """The token's principal, or None. An unknown token re-reads the table at once (at most every
+        `miss_refresh_s`), so a token issued a moment ago works on its first call, not after `refresh_s`."""
+        h = token_hash(token)
         with self._lock:
             self._refresh()
-            return self._by_hash.get(token_hash(token))
+            found = self._by_hash.get(h)
+            now = self.clock()
+            if found is None and (self._miss_at is None or now - self._miss_at >= self.miss_refresh_s):
+                self._miss_at = now
+                self._refresh(force=True)
+                found = self._by_hash.get(h)
+            return found
 
 
 class Authenticator:

@@ -46,6 +46,28 @@ def test_revocation_takes_effect_after_the_refresh_interval():
         admin.revoke("bob")  # nothing live left
 
 
+def test_a_new_token_works_at_once_and_unknown_tokens_reread_at_most_once_a_second():
+    store, clock = MemoryStore(), Clock()
+    admin = auth.TokenRegistry(store)
+    server_side = auth.TokenRegistry(store, refresh_s=5.0, clock=clock)
+    _, first = admin.issue("dave")
+    assert server_side.verify(first) is not None  # the server has its table now
+    _, fresh = admin.issue("erin")
+    assert server_side.verify(fresh) == auth.Principal("erin", auth.ANNOTATOR)  # not only after refresh_s
+
+    reads = []
+    get_bytes = store.get_bytes
+    store.get_bytes = lambda key: reads.append(key) or get_bytes(key)
+    clock.t = 1.0  # a second after erin's miss
+    for _ in range(50):
+        assert server_side.verify("saim_unknown") is None
+    assert len(reads) == 1  # one re-read for the whole flood
+    clock.t = 1.5
+    assert server_side.verify("saim_unknown") is None and len(reads) == 1
+    clock.t = 2.0
+    assert server_side.verify("saim_unknown") is None and len(reads) == 2
+
+
 def test_storage_outage_keeps_the_last_table():
     store, clock = MemoryStore(), Clock()
     _, token = auth.TokenRegistry(store).issue("carol")

@@ -57,14 +57,18 @@ class Proc:
     popen: subprocess.Popen
     log_path: Path
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def terminate(self) -> None:
+        """Ask for a graceful stop (SIGTERM) without waiting."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the process until `deadline` (monotonic), then kill it."""
+        try:
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
 
     def tail(self, n: int = 30) -> str:
         try:
@@ -238,10 +242,16 @@ class LocalStack:
         self.kill("broker")
         self.start_broker()
 
-    def stop(self) -> None:
-        for name in [*SERVICES, "broker", "s3"]:
-            if name in self.procs:
-                self.procs[name].stop()
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the services together (each drains in-flight calls and closes its consumers), then the broker and
+        S3 they were using; anything still running after `timeout_s` per stage is killed."""
+        for stage in (SERVICES, ("broker", "s3")):
+            procs = [self.procs[name] for name in stage if name in self.procs]
+            for proc in procs:
+                proc.terminate()
+            deadline = time.monotonic() + timeout_s
+            for proc in procs:
+                proc.reap(deadline)
 
     def addresses(self) -> dict[str, str]:
         out = {"kafka": self.kafka_bootstrap, "s3": f"http://{self.s3_endpoint} (bucket {self.bucket})"}
