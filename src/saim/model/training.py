@@ -1,7 +1,8 @@
 """Training the interactive predictor (paper §3.4, §4.1).
 
-Focal loss with per-class weights recomputed from the current training set before every (re)training; the paper's
-augmentations; clicks simulated on the fly from ground truth in error regions, with iterative rounds that feed the
+Focal loss with per-class weights recomputed from the current training set before every (re)training, plus a batch
+soft-Dice term (full median-frequency weights alone over-segment the small organs); the paper's augmentations plus
+a random affine; clicks simulated on the fly from ground truth in error regions, with iterative rounds that feed the
 previous prediction back (iterative interactive training). Full retraining from scratch (paper) or warm-start
 fine-tuning from a parent model.
 """
