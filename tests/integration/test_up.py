@@ -44,9 +44,16 @@ def saim_up(tmp_path):
                 return
         pytest.fail("saim up did not report all SERVING:\n" + "\n".join(lines))
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed test: leave no broker, S3 server or service behind
+            children = psutil.Process(proc.pid).children(recursive=True)
             proc.kill()
             proc.wait()
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(children, timeout=10)
 
 
 def test_saim_up_serves_over_tls_and_stops_cleanly_on_ctrl_c(saim_up):
