@@ -266,7 +266,10 @@ def _cmd_up(args) -> int:
         tls=args.tls,
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both handlers explicitly: a shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt, so Ctrl-C / kill -INT would be lost.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with stack:
         stack.start_broker()
         stack.start_s3()
@@ -284,10 +287,7 @@ def _cmd_up(args) -> int:
             print(f"  export {key}={'<secret>' if key.endswith(('_KEY', '_TOKEN')) else value}")
         print(f"  . {env_file}   # admin token, S3 keys; then e.g. saim admin tokens issue alice")
         print("all SERVING; Ctrl-C to stop")
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        stop.wait()
         print("stopping ...")
     return 0
 
