@@ -265,15 +265,30 @@ def _cmd_up(args) -> int:
         threads={"trainer": 2, "selector": 1, "annotator": 1},
         tls=args.tls,
     )
-    stop = threading.Event()
+    stop, serving = threading.Event(), threading.Event()
+
+    def on_signal(*_) -> None:
+        if not serving.is_set():
+            raise KeyboardInterrupt  # still starting: abort, and `with stack` stops what has started
+        stop.set()
+
     # Both handlers explicitly: a shell starts background jobs with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt, so Ctrl-C / kill -INT would be lost.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
+    try:
+        _serve_until_stopped(stack, dataset, args.seed, serving, stop)
+    except KeyboardInterrupt:
+        print("interrupted while starting; everything started is stopped")
+        return 130
+    return 0
+
+
+def _serve_until_stopped(stack, dataset: Path, seed: int, serving: threading.Event, stop: threading.Event) -> None:
     with stack:
         stack.start_broker()
         stack.start_s3()
-        stack.import_dataset(dataset, args.seed)
+        stack.import_dataset(dataset, seed)
         stack.start_services()
         print(f"starting; logs in {stack.workdir} (the trainer pre-trains the first model before it is SERVING)")
         stack.wait_serving()
@@ -287,9 +302,9 @@ def _cmd_up(args) -> int:
             print(f"  export {key}={'<secret>' if key.endswith(('_KEY', '_TOKEN')) else value}")
         print(f"  . {env_file}   # admin token, S3 keys; then e.g. saim admin tokens issue alice")
         print("all SERVING; Ctrl-C to stop")
+        serving.set()
         stop.wait()
         print("stopping ...")
-    return 0
 
 
 def _cmd_demo(args) -> int:
