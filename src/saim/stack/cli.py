@@ -265,46 +265,44 @@ def _cmd_up(args) -> int:
         threads={"trainer": 2, "selector": 1, "annotator": 1},
         tls=args.tls,
     )
-    stop, serving = threading.Event(), threading.Event()
+    stop = threading.Event()
 
-    def on_signal(*_) -> None:
-        if not serving.is_set():
-            raise KeyboardInterrupt  # still starting: abort, and `with stack` stops what has started
-        stop.set()
+    def on_signals(handler) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
 
-    # Both handlers explicitly: a shell starts background jobs with SIGINT ignored, and Python then never raises
+    def abort_start(*_) -> None:
+        on_signals(lambda *_: stop.set())  # a second signal must not interrupt the clean-up
+        raise KeyboardInterrupt  # `with stack` stops whatever has started
+
+    # Handlers set explicitly: a shell starts background jobs with SIGINT ignored, and Python then never raises
     # KeyboardInterrupt, so Ctrl-C / kill -INT would be lost.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    on_signals(abort_start)
     try:
-        _serve_until_stopped(stack, dataset, args.seed, serving, stop)
+        with stack:
+            stack.start_broker()
+            stack.start_s3()
+            stack.import_dataset(dataset, args.seed)
+            stack.start_services()
+            print(f"starting; logs in {stack.workdir} (the trainer pre-trains the first model before it is SERVING)")
+            stack.wait_serving()
+            for name, address in stack.addresses().items():
+                print(f"{name:10s} {address}")
+            env_file = stack.workdir / "client.env"
+            env_file.touch(mode=0o600)
+            env_file.write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
+            print("environment for clients (secrets are in the file only):")
+            for key, value in stack.env().items():
+                print(f"  export {key}={'<secret>' if key.endswith(('_KEY', '_TOKEN')) else value}")
+            print(f"  . {env_file}   # admin token, S3 keys; then e.g. saim admin tokens issue alice")
+            print("all SERVING; Ctrl-C to stop")
+            on_signals(lambda *_: stop.set())
+            stop.wait()
+            print("stopping ...")
     except KeyboardInterrupt:
         print("interrupted while starting; everything started is stopped")
         return 130
     return 0
-
-
-def _serve_until_stopped(stack, dataset: Path, seed: int, serving: threading.Event, stop: threading.Event) -> None:
-    with stack:
-        stack.start_broker()
-        stack.start_s3()
-        stack.import_dataset(dataset, seed)
-        stack.start_services()
-        print(f"starting; logs in {stack.workdir} (the trainer pre-trains the first model before it is SERVING)")
-        stack.wait_serving()
-        for name, address in stack.addresses().items():
-            print(f"{name:10s} {address}")
-        env_file = stack.workdir / "client.env"
-        env_file.touch(mode=0o600)
-        env_file.write_text("".join(f"export {k}={v}\n" for k, v in stack.env().items()))
-        print("environment for clients (secrets are in the file only):")
-        for key, value in stack.env().items():
-            print(f"  export {key}={'<secret>' if key.endswith(('_KEY', '_TOKEN')) else value}")
-        print(f"  . {env_file}   # admin token, S3 keys; then e.g. saim admin tokens issue alice")
-        print("all SERVING; Ctrl-C to stop")
-        serving.set()
-        stop.wait()
-        print("stopping ...")
 
 
 def _cmd_demo(args) -> int:
