@@ -27,9 +27,9 @@ def _add_emulate(sub) -> None:
     p.add_argument(
         "--pretrain-fraction",
         type=float,
-        default=0.1,
-        help="share of the training pool annotated up front (default: 2 of the 18 synthetic training series, the "
-        "smallest initial set whose pre-trained model has every class above 0.5 IoU, the paper's rule)",
+        default=None,
+        help="share of the training pool annotated up front (default 0.1: 2 of the 18 synthetic training series, "
+        "the smallest initial set whose pre-trained model has every class above 0.5 IoU, the paper's rule)",
     )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.15)
@@ -85,6 +85,7 @@ def _cmd_emulate(args) -> int:
     overrides = {
         k: v
         for k, v in {
+            "pretrain_fraction": args.pretrain_fraction,
             "epochs": args.epochs,
             "finetune_epochs": args.finetune_epochs,
             "steps_per_epoch": args.steps_per_epoch,
@@ -98,7 +99,6 @@ def _cmd_emulate(args) -> int:
         data=args.data,
         iterations=args.iterations,
         batch_size=args.batch_size,
-        pretrain_fraction=args.pretrain_fraction,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         selection=args.selection,

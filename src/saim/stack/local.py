@@ -101,8 +101,8 @@ class LocalStack:
     tls: bool = False
     admin_token: str = field(default_factory=new_token)
     service_token: str = field(default_factory=new_token)
-    certs: dict | None = None
-    tls_ca: bytes | None = None  # what clients verify the servers against (the self-signed certificate)
+    certs: dict | None = field(default=None, init=False)  # the self-signed certificate, with --tls
+    tls_ca: bytes | None = field(default=None, init=False)  # what clients verify the servers against
 
     def __post_init__(self) -> None:
         if self.tls:
