@@ -1,24 +1,30 @@
-"""Process entry shared by the three services: settings, logging, torch thread budget, infrastructure clients."""
+"""Process entry shared by the three services: settings, logging, torch thread budget, infrastructure clients.
+
+The runtime of a running service (server, consumer, reconciler, stop) is saim.rpc.service; this module only builds
+what it is given (no module globals) and serves until SIGTERM.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-from saim.auth import Authenticator, TokenRegistry, channel
 from saim.errors import SaimError
 from saim.live_model import LiveModel
 from saim.pool import PoolStore
+from saim.rpc.auth import Authenticator
+from saim.rpc.channel import channel
 from saim.rpc.metrics import serve_metrics
 from saim.rpc.server import Security, run_until_signal, write_ready_file
+from saim.rpc.service import ServiceApp, create_service
 from saim.session import SessionStore
 from saim.settings import ServiceSettings, load_settings
 from saim.storage import ModelRegistry, ObjectStore
+from saim.tokens import TokenRegistry
 
 log = logging.getLogger("saim.service")
 
@@ -32,7 +38,7 @@ class Infra:
         deadline = time.monotonic() + wait_s
         while True:  # the dataset import may still be running when a service starts
             try:
-                self.pool = PoolStore(self.store, settings.image_size, settings.max_slices)
+                self.pool = PoolStore(self.store, settings.model.image_size, settings.max_slices)
                 break
             except SaimError:
                 if time.monotonic() > deadline:
@@ -51,16 +57,12 @@ class Infra:
 
         return EventPublisher(self.settings.kafka_bootstrap, name)
 
-    def selector_target(self) -> str | None:
-        return os.environ.get("SAIM_SELECTOR_TARGET") or None
-
     def selector_channel(self):
         """The annotator's channel to the selector: the service token, and TLS when a CA is configured."""
-        target = self.selector_target()
-        if target is None:
-            return None
         s = self.settings
-        return channel(target, s.secret("service_token"), s.tls_ca(), s.tls_server_name)
+        if s.selector_target is None:
+            return None
+        return channel(s.selector_target, s.secret("service_token"), s.tls_ca(), s.tls_server_name)
 
     def security(self) -> Security:
         s = self.settings
@@ -71,22 +73,23 @@ class Infra:
         return Security(authenticator, s.tls_server_credentials())
 
 
-def main(name: str, build: Callable) -> None:
-    logging.basicConfig(
-        level=os.environ.get("SAIM_LOG_LEVEL", "INFO"), format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
-    )
+def main(app_cls: type[ServiceApp], build_deps: Callable[[ServiceSettings, Infra], object]) -> None:
+    name = app_cls.NAME
     try:
         settings = load_settings()
     except SaimError as exc:
         print(f"saim {name}: {exc}", file=sys.stderr)
         sys.exit(2)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
     torch.set_num_threads(settings.torch_threads)
     log.info("settings: %s", settings.model_dump_json())  # secrets print as '**********'
     if not settings.auth:
         log.warning("SAIM_AUTH=false: every caller may call every method (development only)")
     try:
         infra = Infra(settings)
-        server, port, app = build(settings, infra)
+        server, port, app = create_service(app_cls, settings, build_deps(settings, infra), infra.security())
     except SaimError as exc:
         print(f"saim {name}: {exc}", file=sys.stderr)
         sys.exit(2)

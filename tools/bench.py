@@ -75,8 +75,9 @@ def main() -> None:
     pred = timed(lambda: predictor.predict(img, clicks, prev), args.repeat)
 
     # in-process session and a real gRPC round trip to the annotator servicer (store in memory, no Kafka)
+    from saim.rpc.peers import LeaseChecker
     from saim.rpc.server import Health, create_server
-    from services.annotator.server import AnnotatorDeps, AnnotatorServicer, LeaseChecker
+    from services.annotator.server import AnnotatorDeps, AnnotatorServicer
 
     store = MemoryStore()
     ds = NnUNetDataset(phantom.generate(Path("/tmp/saim-bench-ds"), num_series=4, depth=8, size=96, seed=0))

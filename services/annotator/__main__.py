@@ -1,12 +1,13 @@
 """python -m services.annotator — reads SAIM_* settings, serves until SIGTERM."""
 
+from saim.rpc.peers import LeaseChecker
 from services.common import main
 
-from .server import AnnotatorDeps, LeaseChecker, create_annotator
+from .server import AnnotatorApp, AnnotatorDeps
 
 
-def build(settings, infra):
-    deps = AnnotatorDeps(
+def build(settings, infra) -> AnnotatorDeps:
+    return AnnotatorDeps(
         pool=infra.pool,
         model=infra.live_model(),
         sessions=infra.sessions(),
@@ -15,8 +16,7 @@ def build(settings, infra):
         renew_every_s=min(30.0, settings.lease_ttl_s / 3),
         overlap=settings.overlap,
     )
-    return create_annotator(settings, deps, infra.security())
 
 
 if __name__ == "__main__":
-    main("annotator", build)
+    main(AnnotatorApp, build)

@@ -8,59 +8,28 @@ import socket
 import time
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
-from saim.auth import require_actor
+from saim.clicks import Click
 from saim.errors import InvalidInput
-from saim.events import (
-    ANNOTATION_SUBMITTED,
-    GROUP_ANNOTATOR_PREFIX,
-    MODEL_PUBLISHED,
-    EventConsumer,
-    EventPublisher,
-    new_meta,
-)
+from saim.events import ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventPublisher, new_meta
 from saim.live_model import LiveModel, ServedModel
-from saim.model.encoding import Click
-from saim.periodic import Periodic
 from saim.pool import PoolStore
 from saim.rpc import metrics as m
-from saim.rpc.errors import error_of
-from saim.rpc.server import Health, Security, create_server
+from saim.rpc.auth import require_actor
+from saim.rpc.peers import LeaseChecker
+from saim.rpc.server import Health
+from saim.rpc.service import ServiceApp
 from saim.session import AnnotationSession, SessionStore
 from saim.settings import ServiceSettings
-from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2, selector_pb2, selector_pb2_grpc
+from saim.storage import version_number
+from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
-SERVICE = "saim.v1.AnnotatorService"
 
 
 def mask_message(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:
     return annotator_pb2.SliceMask(slice=index, labels=np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-
-
-class LeaseChecker:
-    """Asks the selector who holds a lease (the selector owns work distribution)."""
-
-    def __init__(self, selector_channel: grpc.Channel | None):
-        self._stub = None
-        if selector_channel is not None:
-            self._stub = selector_pb2_grpc.SelectorServiceStub(selector_channel)
-
-    def check(self, case: str, lease_id: str, annotator: str) -> tuple[int, str]:
-        """(iteration, model version of the batch) of a valid lease; renews it (activity)."""
-        if self._stub is None:
-            return 0, ""
-        try:
-            reply = self._stub.CheckLease(
-                selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id, annotator_id=annotator),
-                timeout=10,
-                wait_for_ready=True,  # a restarting selector: wait for it (up to the timeout) rather than fail fast
-            )
-        except grpc.RpcError as exc:
-            raise error_of(exc, "selector could not check the lease") from None
-        return reply.iteration, reply.model_version
 
 
 @dataclass
@@ -85,7 +54,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         require_actor(request.annotator_id)
         iteration, batch_version = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
         series = self.d.pool.load_series(request.case_id)
-        if m.version_number(self.d.model.version()) < m.version_number(batch_version):
+        if version_number(self.d.model.version()) < version_number(batch_version):
             self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
         model = self.d.model.current
         session = AnnotationSession.open(
@@ -178,29 +147,25 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         )
 
 
-class AnnotatorApp:
+class AnnotatorApp(ServiceApp):
     """Wires the servicer, the model hot reload (Kafka) and health."""
 
+    NAME, SERVICE, TOPICS = "annotator", "saim.v1.AnnotatorService", (MODEL_PUBLISHED,)
+
     def __init__(self, settings: ServiceSettings, deps: AnnotatorDeps, health: Health):
-        self.settings, self.deps, self.health = settings, deps, health
         instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.consumer = EventConsumer(
-            settings.kafka_bootstrap,
-            GROUP_ANNOTATOR_PREFIX + instance,
-            [MODEL_PUBLISHED],
-            self._on_event,
-            dead_letter=deps.publisher,
-            on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
-        )
-        self.reconciler = Periodic("annotator-reconcile", settings.reconcile_s, self.follow_registry)
+        super().__init__(settings, deps.publisher, health, GROUP_ANNOTATOR_PREFIX + instance)  # every replica
+        self.deps = deps
+        self.report_model_version(deps.model)
 
-    def _on_event(self, topic, event) -> None:
-        m.EVENTS_HANDLED.labels(topic.name).inc()
-        if not event.promoted:
-            return  # kept in the registry, rejected by the promotion gate: keep serving the current version
-        self.follow_registry()
+    def add_servicer(self, server) -> None:
+        annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(self.deps), server)
 
-    def follow_registry(self) -> None:
+    def on_event(self, topic, event) -> None:
+        if event.promoted:  # a rejected version stays in the registry: keep serving the current one
+            self.reconcile()
+
+    def reconcile(self) -> None:
         """Serve what the registry's CURRENT pointer names (not the event's version: a late or replayed event of an
         older version must not roll the model back). Also run periodically, for events lost with a broker."""
         if self.deps.model.load_current():
@@ -208,29 +173,5 @@ class AnnotatorApp:
         if self.deps.model.version() is not None:
             self.health.set(True)
 
-    def start(self) -> None:
-        self.follow_registry()
-        self.consumer.start()
-        self.reconciler.start()
-
-    def stop(self) -> None:
-        self.reconciler.stop()
-        self.consumer.stop()
-        self.deps.publisher.close()
-
-
-def create_annotator(
-    settings: ServiceSettings, deps: AnnotatorDeps, security: Security | None = None
-) -> tuple[grpc.Server, int, AnnotatorApp]:
-    health = Health(SERVICE)
-    deps.model.on_change = lambda served: m.MODEL_VERSION.labels("annotator").set(m.version_number(served.version))
-    servicer = AnnotatorServicer(deps)
-    server, port = create_server(
-        "annotator",
-        SERVICE,
-        lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(servicer, s),
-        health,
-        settings,
-        security,
-    )
-    return server, port, AnnotatorApp(settings, deps, health)
+    def on_start(self) -> None:
+        self.reconcile()

@@ -4,10 +4,10 @@ from saim.batches import SelectionLoop
 from saim.selection import make_strategy
 from services.common import main
 
-from .server import SelectorDeps, create_selector
+from .server import SelectorApp, SelectorDeps
 
 
-def build(settings, infra):
+def build(settings, infra) -> SelectorDeps:
     loop = SelectionLoop(
         infra.pool,
         make_strategy(settings.selection, settings.seed),
@@ -16,9 +16,8 @@ def build(settings, infra):
         settings.lease_ttl_s,
         overlap=settings.overlap,
     )
-    deps = SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
-    return create_selector(settings, deps, infra.security())
+    return SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
 
 
 if __name__ == "__main__":
-    main("selector", build)
+    main(SelectorApp, build)

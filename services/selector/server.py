@@ -6,30 +6,19 @@ import logging
 import threading
 from dataclasses import dataclass
 
-import grpc
-
-from saim.auth import require_actor
 from saim.batches import SelectionLoop
 from saim.errors import FailedPrecondition, InvalidInput
-from saim.events import (
-    ANNOTATION_SUBMITTED,
-    BATCH_COMPLETED,
-    GROUP_SELECTOR,
-    MODEL_PUBLISHED,
-    EventConsumer,
-    EventPublisher,
-    new_meta,
-)
+from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, GROUP_SELECTOR, MODEL_PUBLISHED, EventPublisher, new_meta
 from saim.live_model import LiveModel
-from saim.periodic import Periodic
 from saim.pool import provenance_key
 from saim.rpc import metrics as m
-from saim.rpc.server import Health, Security, create_server
+from saim.rpc.auth import require_actor
+from saim.rpc.server import Health
+from saim.rpc.service import ServiceApp
 from saim.settings import ServiceSettings
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
 
 log = logging.getLogger(__name__)
-SERVICE = "saim.v1.SelectorService"
 
 
 @dataclass
@@ -86,19 +75,17 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         return selector_pb2.CheckLeaseResponse(iteration=batch.iteration, model_version=batch.model_version)
 
 
-class SelectorApp:
+class SelectorApp(ServiceApp):
+    NAME, SERVICE, TOPICS = "selector", "saim.v1.SelectorService", (MODEL_PUBLISHED, ANNOTATION_SUBMITTED)
+
     def __init__(self, settings: ServiceSettings, deps: SelectorDeps, health: Health):
-        self.settings, self.deps, self.health = settings, deps, health
-        self._lock = threading.Lock()  # events are handled one at a time
-        self.consumer = EventConsumer(
-            settings.kafka_bootstrap,
-            GROUP_SELECTOR,
-            [MODEL_PUBLISHED, ANNOTATION_SUBMITTED],
-            self._on_event,
-            dead_letter=deps.publisher,
-            on_lag=lambda t, s: m.EVENT_LAG.labels(t).observe(s),
-        )
-        self.reconciler = Periodic("selector-reconcile", settings.reconcile_s, self.reconcile)
+        super().__init__(settings, deps.publisher, health, GROUP_SELECTOR)
+        self.deps = deps
+        self._lock = threading.Lock()  # events and reconciliation are handled one at a time
+        self.report_model_version(deps.model)
+
+    def add_servicer(self, server) -> None:
+        selector_pb2_grpc.add_SelectorServiceServicer_to_server(SelectorServicer(self.deps), server)
 
     def _update_gauges(self) -> None:
         loop = self.deps.loop
@@ -110,26 +97,25 @@ class SelectorApp:
         for who, p in loop.progress().items():
             m.ANNOTATOR_LEASED.labels(who).set(p["leased"])
 
-    def _on_model(self, event) -> None:
-        if event.promoted:
+    def _on_model(self, iteration: int, promoted: bool) -> None:
+        """A decided model version of `iteration`: follow the registry, rescore, maybe open the next batch."""
+        if promoted:
             # The registry's pointer, not the event, says what is current: a late or replayed event of an older
             # version must not roll the served model back (rollbacks move the pointer too).
             self.deps.model.load_current()
         # A rejected version still closes its iteration: the next batch opens with the current model's scores.
-        served = self.deps.model.current
         table_before = self.deps.loop.scores
-        self.deps.loop.on_model(served, event.iteration)
+        self.deps.loop.on_model(self.deps.model.current, iteration)
         table = self.deps.loop.scores
         if table is not None and table is not table_before and table.seconds > 0:
             m.SCORING_RATE.set(table.slices / table.seconds)
             m.SCORED_SERIES.inc(len(table.scores))
         self.health.set(True)
 
-    def _on_event(self, topic, event) -> None:
+    def on_event(self, topic, event) -> None:
         with self._lock:
-            m.EVENTS_HANDLED.labels(topic.name).inc()
             if topic is MODEL_PUBLISHED:
-                self._on_model(event)
+                self._on_model(event.iteration, event.promoted)
             elif topic is ANNOTATION_SUBMITTED:
                 self._on_annotation(event.case_id, event.iteration, event.annotator_id)
             self._update_gauges()
@@ -146,19 +132,8 @@ class SelectorApp:
                     meta=new_meta("selector"), iteration=completed.iteration, case_ids=completed.cases
                 ),
             )
-        except Exception as exc:  # the completed batch is in state/selector.json: the trainer reconciles it
+        except Exception as exc:  # the completed batch is in the selector state: the trainer reconciles it
             log.warning("BatchCompleted %d not sent (%s); the trainer finds it in storage", completed.iteration, exc)
-
-    def _latest_decided(self):
-        """(version, iteration, promoted) of the newest version the promotion gate has decided, or None."""
-        registry = self.deps.model.registry
-        current = registry.current_version()
-        for version in reversed(registry.versions()):
-            status = registry.status(version)
-            if status in ("promoted", "rejected") or version == current:
-                iteration = int(registry.metadata(version).get("iteration", 0))
-                return version, iteration, status != "rejected"
-        return None
 
     def reconcile(self) -> None:
         """Catch up with object storage on what lost events would have said: annotations stored for the open
@@ -174,42 +149,14 @@ class SelectorApp:
                         if annotator not in batch.raters.get(case, []):
                             log.info("reconciled annotation of %s by %s (its event was not seen)", case, annotator)
                             self._on_annotation(case, batch.iteration, annotator)
-            latest = self._latest_decided()  # the current version counts as decided: it covers CURRENT too
-            if latest is not None:
-                version, iteration, promoted = latest
-                self._on_model(events_pb2.ModelPublished(version=version, iteration=iteration, promoted=promoted))
+            decided = self.deps.model.registry.latest_decided()
+            if decided is not None:
+                self._on_model(decided.iteration, decided.promoted)
             self._update_gauges()
 
-    def start(self) -> None:
-        version = self.deps.model.registry.current_version()
-        if version is not None:
-            meta = self.deps.model.registry.metadata(version)
+    def on_start(self) -> None:
+        registry = self.deps.model.registry
+        if registry.current_version() is not None:
             with self._lock:
-                self._on_model(
-                    events_pb2.ModelPublished(version=version, iteration=int(meta.get("iteration", 0)), promoted=True)
-                )
+                self._on_model(registry.current_iteration(), promoted=True)
                 self._update_gauges()
-        self.consumer.start()
-        self.reconciler.start()
-
-    def stop(self) -> None:
-        self.reconciler.stop()
-        self.consumer.stop()
-        self.deps.publisher.close()
-
-
-def create_selector(
-    settings: ServiceSettings, deps: SelectorDeps, security: Security | None = None
-) -> tuple[grpc.Server, int, SelectorApp]:
-    health = Health(SERVICE)
-    deps.model.on_change = lambda served: m.MODEL_VERSION.labels("selector").set(m.version_number(served.version))
-    servicer = SelectorServicer(deps)
-    server, port = create_server(
-        "selector",
-        SERVICE,
-        lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, s),
-        health,
-        settings,
-        security,
-    )
-    return server, port, SelectorApp(settings, deps, health)

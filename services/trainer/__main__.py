@@ -3,10 +3,10 @@
 from saim.retrain import TrainingPipeline
 from services.common import main
 
-from .server import TrainerDeps, create_trainer
+from .server import TrainerApp, TrainerDeps
 
 
-def build(settings, infra):
+def build(settings, infra) -> TrainerDeps:
     pipeline = TrainingPipeline(
         infra.pool,
         infra.registry,
@@ -14,9 +14,8 @@ def build(settings, infra):
         lambda iteration: settings.train_config(settings.seed + iteration),
         promotion_tolerance=settings.promotion_tolerance,
     )
-    deps = TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
-    return create_trainer(settings, deps, infra.security())
+    return TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
 
 
 if __name__ == "__main__":
-    main("trainer", build)
+    main(TrainerApp, build)

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 from saim.errors import FailedPrecondition, NotFound, PermissionDenied
 from saim.live_model import ServedModel
-from saim.pool import SELECTOR_STATE, PoolStore, provenance_key
+from saim.pool import PoolStore, provenance_key
 from saim.selection import SelectionStrategy, top_n
 
 log = logging.getLogger(__name__)
+
+SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batch()
 
 
 @dataclass
@@ -65,6 +67,15 @@ class Batch:
         )
 
 
+def stored_batch(store) -> Batch | None:
+    """The selector's last stored batch, or None before the first one (the trainer asks this after lost events)."""
+    try:
+        state = store.get_json(SELECTOR_STATE)
+    except NotFound:
+        return None
+    return Batch.from_json(state["batch"]) if state.get("batch") else None
+
+
 @dataclass
 class ScoreTable:
     version: str
@@ -99,16 +110,14 @@ class SelectionLoop:
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def _restore(self) -> None:
-        if self.pool.store.exists(SELECTOR_STATE):
-            state = self.pool.store.get_json(SELECTOR_STATE)
-            self.batch = Batch.from_json(state["batch"]) if state.get("batch") else None
-            if self.batch is not None:
-                stored = self.annotated & set(self.batch.cases)
-                if self.overlap > 1:  # a primary annotation exists after the first rater: count the raters
-                    partial = {c for c in stored if len(self.pool.raters(c)) < self.overlap}
-                    stored -= partial
-                    self.annotated -= partial
-                self.batch.done |= stored
+        self.batch = stored_batch(self.pool.store)
+        if self.batch is not None:
+            stored = self.annotated & set(self.batch.cases)
+            if self.overlap > 1:  # a primary annotation exists after the first rater: count the raters
+                partial = {c for c in stored if len(self.pool.raters(c)) < self.overlap}
+                stored -= partial
+                self.annotated -= partial
+            self.batch.done |= stored
 
     def _save(self) -> None:
         try:

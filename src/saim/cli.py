@@ -8,6 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+import grpc
+
+from saim.argfields import add_fields, from_args
+from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.errors import SaimError
 from saim.stack.cli import add_commands as add_stack_commands
 
@@ -24,15 +28,6 @@ def _add_emulate(sub) -> None:
     p.add_argument(
         "--batch-size", type=int, default=None, help="series selected per iteration (default: initial set size)"
     )
-    p.add_argument(
-        "--pretrain-fraction",
-        type=float,
-        default=None,
-        help="share of the training pool annotated up front (default 0.1: 2 of the 18 synthetic training series, "
-        "the smallest initial set whose pre-trained model has every class above 0.5 IoU, the paper's rule)",
-    )
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--selection", choices=["entropy", "random"], default="entropy")
     p.add_argument(
         "--baseline",
@@ -40,29 +35,14 @@ def _add_emulate(sub) -> None:
         default="none",
         help="'classical' also trains on the ground truth of the same series",
     )
-    p.add_argument(
-        "--mode",
-        choices=["retrain", "finetune"],
-        default="finetune",
-        help="warm-start each iteration from the previous model (default; affordable on a CPU) or retrain "
-        "from scratch as in the paper (needs a converging training budget, i.e. a GPU)",
-    )
     p.add_argument("--clicks", type=int, default=3, help="virtual-user clicks per class per image")
-    p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (each of --steps-per-epoch iterations)")
-    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs of each fine-tuning run")
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--train-batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument(
-        "--correction-weight",
-        type=float,
-        default=None,
-        help="extra loss weight on the pixels an interactive training input gets wrong (0: none)",
-    )
-    p.add_argument("--encoder", default="resnet34")
-    p.add_argument("--encoder-weights", default=None, help="e.g. 'imagenet' (needs network access; default: none)")
+    split = p.add_argument_group("split (saim.config.SplitRule)")
+    add_fields(split, SplitRule)
+    model = p.add_argument_group("model (saim.config.ModelConfig)")
+    add_fields(model, ModelConfig)
+    train = p.add_argument_group("training (saim.config.TrainConfig)")
+    add_fields(train, TrainConfig, rename={"batch_size": "train_batch_size"})
     p.add_argument("--series", type=int, default=24, help="synthetic series to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -82,39 +62,22 @@ def _cmd_emulate(args) -> int:
 
         if not torch.cuda.is_available():
             raise SaimError("--device cuda: no CUDA device is available on this machine")
-    overrides = {
-        k: v
-        for k, v in {
-            "pretrain_fraction": args.pretrain_fraction,
-            "epochs": args.epochs,
-            "finetune_epochs": args.finetune_epochs,
-            "steps_per_epoch": args.steps_per_epoch,
-            "train_batch_size": args.train_batch_size,
-            "lr": args.lr,
-            "correction_weight": args.correction_weight,
-        }.items()
-        if v is not None
-    }
     cfg = EmulationConfig(
         data=args.data,
         iterations=args.iterations,
         batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
+        split=from_args(args, SplitRule),
+        model=from_args(args, ModelConfig),
+        train=from_args(args, TrainConfig),
         selection=args.selection,
         baseline=args.baseline,
-        mode=args.mode,
         clicks=args.clicks,
-        image_size=args.image_size,
         max_slices=args.max_slices or None,
-        encoder=args.encoder,
-        encoder_weights=args.encoder_weights,
         synthetic_series=args.series,
         seed=args.seed,
         device=args.device,
         threads=args.threads,
         noc=not args.no_noc,
-        **overrides,
     )
     report = Emulation(cfg, show_progress=not args.quiet).run()
     print(format_table(report))
@@ -211,6 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     except SaimError as exc:
         print(f"saim: error: {exc}", file=sys.stderr)
         return 2
+    except grpc.RpcError as exc:  # a service refused or could not be reached: its status, not a traceback
+        print(f"saim: error: {rpc_error_message(exc)}", file=sys.stderr)
+        return 2
+
+
+RPC_HINTS = {
+    grpc.StatusCode.UNAVAILABLE: "is the service running at that address (and TLS set alike on both sides)?",
+    grpc.StatusCode.UNAUTHENTICATED: "set SAIM_ADMIN_TOKEN or SAIM_ADMIN_TOKEN_FILE to a valid token",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the service did not answer in time",
+}
+
+
+def rpc_error_message(exc: grpc.RpcError) -> str:
+    code = exc.code()
+    hint = RPC_HINTS.get(code)
+    return f"{code.name}: {exc.details() or 'no details'}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

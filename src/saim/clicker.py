@@ -1,8 +1,7 @@
 """The virtual user (paper §3.3, §4.2): deterministic clicks computed from ground truth.
 
-The next click for a class goes to the point farthest from the boundary of the largest error region of that
-class (distance-transform peak; the image border counts as boundary): positive where the class is missed,
-negative where it is wrongly predicted.
+The next click for a class corrects the largest error region of that class (saim.clicks.largest_error): positive
+where the class is missed, negative where it is wrongly predicted.
 """
 
 from __future__ import annotations
@@ -10,36 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from saim.clicks import Click, largest_error
 from saim.metrics import image_mious
-from saim.model.encoding import Click
 from saim.model.predictor import InteractivePredictor
-
-
-@dataclass(frozen=True)
-class ErrorRegion:
-    size: int
-    click: Click
-
-
-def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | None:
-    """The largest connected error region of class `cls` and the click that corrects it; None if no error."""
-    best: tuple[int, np.ndarray, bool] | None = None
-    for mask, positive in (((gt == cls) & (pred != cls), True), ((pred == cls) & (gt != cls), False)):
-        regions, n = ndimage.label(mask)
-        if n == 0:
-            continue
-        sizes = np.bincount(regions.ravel())[1:]
-        i = int(np.argmax(sizes))
-        if best is None or sizes[i] > best[0]:
-            best = (int(sizes[i]), regions == i + 1, positive)
-    if best is None:
-        return None
-    size, region, positive = best
-    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return ErrorRegion(size, Click(cls=cls, y=int(y), x=int(x), positive=positive))
 
 
 def next_click(gt: np.ndarray, pred: np.ndarray, cls: int) -> Click | None:

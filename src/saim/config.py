@@ -1,19 +1,29 @@
-"""Typed configuration of the core: the model's architecture/encoding and a training run."""
+"""Typed configuration of the core: the model's architecture/encoding, a training run, and the dataset split rule.
+
+Each is defined once, with its defaults here: the services nest them in their settings (`SAIM_MODEL__IMAGE_SIZE`,
+`SAIM_TRAIN__EPOCHS`, ...), the emulation nests them in `EmulationConfig`, and the CLI derives its flags from the
+fields (saim.argfields), taking each field's `help` from its metadata.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+
+def _opt(default, help: str):
+    """A field with its help text (CLI flags and documentation are derived from it)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    classes: tuple[str, ...]  # foreground class names; output channel 0 is background
-    image_size: int = 64
-    encoder: str = "resnet34"
-    encoder_weights: str | None = None  # "imagenet" loads the real pretrained weights (needs network access)
-    click_encoding: Literal["disk", "gaussian"] = "disk"
-    click_radius: float = 5.0
+    classes: tuple[str, ...] = ()  # foreground class names, from the dataset; output channel 0 is background
+    image_size: int = _opt(64, "model input size in pixels (series slices are resampled to it)")
+    encoder: str = _opt("resnet34", "segmentation_models_pytorch encoder of the Unet")
+    encoder_weights: str | None = _opt(None, "e.g. 'imagenet': the real pretrained weights (needs network access)")
+    click_encoding: Literal["disk", "gaussian"] = _opt("disk", "how a click is rasterised into its input channel")
+    click_radius: float = _opt(5.0, "click radius in pixels at model resolution")
 
     @property
     def num_classes(self) -> int:
@@ -39,25 +49,43 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    steps_per_epoch: int = 25  # nnU-Net convention: an epoch is a fixed number of iterations, not a data pass
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    focal_gamma: float = 2.0
-    class_weight_power: float = 0.5  # focal-loss class weights are (median freq / freq) ** power
-    dice_weight: float = 1.0  # weight of a batch soft-Dice term added to the focal loss
-    mode: Literal["retrain", "finetune"] = "retrain"  # paper: full retraining; finetune warm-starts from a parent
-    finetune_epochs: int | None = None  # epochs when fine-tuning (default: half of `epochs`)
-    finetune_lr_scale: float = 0.3  # fine-tuning uses a lower peak learning rate than training from scratch
-    click_rounds: int = 2  # max iterative click rounds that feed the previous prediction back (Mahadevan et al.)
-    p_no_clicks: float = 0.25  # share of samples trained in automatic mode (no clicks, no previous mask)
-    p_virtual_user_click: float = 0.7  # share of rounds clicking like the test-time virtual user (else random)
-    correction_weight: float = 0.0  # extra loss weight on pixels the interaction input gets wrong (see training)
-    augment: bool = True
-    spatial_augment: bool = True  # random affine on top of the paper's augmentations
-    seed: int = 0
-    device: str = "cpu"
+    epochs: int = _opt(12, "epochs of a training run from scratch (each of steps_per_epoch iterations)")
+    # nnU-Net convention: an epoch is a fixed number of iterations, not a data pass
+    steps_per_epoch: int = _opt(25, "iterations per epoch")
+    batch_size: int = _opt(8, "slices per training batch")
+    lr: float = _opt(2e-3, "peak learning rate (one-cycle schedule)")
+    weight_decay: float = _opt(1e-4, "AdamW weight decay")
+    focal_gamma: float = _opt(2.0, "focal-loss gamma")
+    class_weight_power: float = _opt(0.5, "focal-loss class weights are (median freq / freq) ** power")
+    dice_weight: float = _opt(1.0, "weight of the batch soft-Dice term added to the focal loss")
+    mode: Literal["retrain", "finetune"] = _opt(
+        "finetune",
+        "warm-start each run from the previous model (affordable on a CPU) or retrain from scratch as in the paper "
+        "(needs a converging training budget, i.e. a GPU)",
+    )
+    finetune_epochs: int | None = _opt(None, "epochs of a fine-tuning run (default: half of epochs)")
+    finetune_lr_scale: float = _opt(0.3, "fine-tuning uses this share of the peak learning rate")
+    click_rounds: int = _opt(2, "max iterative click rounds that feed the previous prediction back")
+    p_no_clicks: float = _opt(0.25, "share of samples trained in automatic mode (no clicks, no previous mask)")
+    p_virtual_user_click: float = _opt(0.7, "share of rounds clicking like the test-time virtual user (else random)")
+    correction_weight: float = _opt(0.0, "extra loss weight on the pixels an interactive input gets wrong (0: none)")
+    augment: bool = _opt(True, "the paper's intensity and flip augmentations")
+    spatial_augment: bool = _opt(True, "a random affine on top of the paper's augmentations")
+    seed: int = 0  # set per run by the caller (services: SAIM_SEED + iteration)
+    device: str = "cpu"  # set by the caller from its device setting
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How a labelled dataset is split into test, validation, initial (pre-training) and pool series."""
+
+    test_fraction: float = _opt(0.15, "share of all series held out for testing")
+    val_fraction: float = _opt(0.1, "share of all series for validation (the promotion gate)")
+    pretrain_fraction: float = _opt(
+        0.1,
+        "share of the remaining series annotated up front (0.1: 2 of the 18 synthetic training series, the smallest "
+        "initial set whose pre-trained model has every class above 0.5 IoU, the paper's rule)",
+    )

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from saim.clicker import VirtualUser, number_of_clicks
-from saim.config import ModelConfig, TrainConfig
+from saim.clicker import VirtualUser
+from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.data.slices import Series, stack
 from saim.data.sources import open_source
-from saim.metrics import iou_per_class, mean_iou
-from saim.model.predictor import InteractivePredictor
+from saim.evaluation import evaluate
+from saim.metrics import mean_iou
 from saim.model.training import train_predictor
 from saim.pool import make_splits
 from saim.selection import make_strategy, top_n
@@ -35,23 +35,13 @@ class EmulationConfig:
     data: str = "synthetic"
     iterations: int = 3
     batch_size: int | None = None  # series per iteration; default: size of the initial training set (paper)
-    pretrain_fraction: float = 0.1  # paper's rule on the phantoms: 1 series leaves classes below 0.5 IoU, 2 do not
-    val_fraction: float = 0.1
-    test_fraction: float = 0.15
-    image_size: int = 64
+    split: SplitRule = field(default_factory=SplitRule)
+    model: ModelConfig = field(default_factory=ModelConfig)  # classes come from the data
+    train: TrainConfig = field(default_factory=TrainConfig)  # seed and device are set per run
     max_slices: int | None = 8
-    epochs: int = 12  # pre-training; fine-tuning runs use finetune_epochs
-    finetune_epochs: int = 6
-    steps_per_epoch: int = 25
-    train_batch_size: int = 8
-    lr: float = 2e-3
-    correction_weight: float = 0.0
     clicks: int = 3
     selection: Literal["entropy", "random"] = "entropy"
     baseline: Literal["none", "classical"] = "none"
-    mode: Literal["retrain", "finetune"] = "finetune"
-    encoder: str = "resnet34"
-    encoder_weights: str | None = None
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -72,27 +62,8 @@ def split_series(series: list[Series], cfg: EmulationConfig) -> Split:
     if len(series) < 4:
         raise ValueError(f"need at least 4 series to split into test/val/initial/pool, got {len(series)}")
     by_case = {s.case: s for s in series}
-    sp = make_splits([s.case for s in series], cfg.seed, cfg.test_fraction, cfg.val_fraction, cfg.pretrain_fraction)
+    sp = make_splits([s.case for s in series], cfg.seed, cfg.split)
     return Split(*([by_case[c] for c in cases] for cases in (sp.test, sp.val, sp.initial, sp.pool)))
-
-
-def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int, noc: bool) -> dict:
-    images, gt = stack(series)
-    k = predictor.config.num_classes
-    auto = predictor.predict(images)
-    per_class = iou_per_class(gt, auto, k)
-    interactive = VirtualUser(clicks).annotate(predictor, images, gt).labels
-    out = {
-        "miou": mean_iou(gt, auto, k),
-        "per_class_iou": {
-            c: (None if np.isnan(v) else float(v)) for c, v in zip(predictor.config.classes, per_class, strict=True)
-        },
-        "interactive_miou": mean_iou(gt, interactive, k),
-    }
-    if noc:
-        nocs = number_of_clicks(predictor, images, gt, (0.85, 0.90))
-        out.update(noc85=nocs[0.85], noc90=nocs[0.90])
-    return out
 
 
 class Emulation:
@@ -103,17 +74,7 @@ class Emulation:
     def _train(self, mc: ModelConfig, train: list[tuple[np.ndarray, np.ndarray]], seed: int, parent, desc: str):
         images = np.concatenate([i for i, _ in train])
         labels = np.concatenate([l for _, l in train])
-        tc = TrainConfig(
-            epochs=self.cfg.epochs,
-            finetune_epochs=self.cfg.finetune_epochs,
-            steps_per_epoch=self.cfg.steps_per_epoch,
-            batch_size=self.cfg.train_batch_size,
-            lr=self.cfg.lr,
-            correction_weight=self.cfg.correction_weight,
-            mode=self.cfg.mode,
-            seed=seed,
-            device=self.cfg.device,
-        )
+        tc = replace(self.cfg.train, seed=seed, device=self.cfg.device)
         bar = tqdm(desc=desc, total=None, leave=False, disable=not self.show_progress, unit="step")
 
         def progress(step: int, total: int, loss: float) -> None:
@@ -131,14 +92,12 @@ class Emulation:
             torch.set_num_threads(cfg.threads)
         started = time.perf_counter()
         classes, series = open_source(
-            cfg.data, cfg.image_size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed
+            cfg.data, cfg.model.image_size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed
         )
         split = split_series(series, cfg)
         total_train = len(split.initial) + len(split.pool)
         batch = cfg.batch_size or len(split.initial)
-        mc = ModelConfig(
-            classes=classes, image_size=cfg.image_size, encoder=cfg.encoder, encoder_weights=cfg.encoder_weights
-        )
+        mc = replace(cfg.model, classes=tuple(classes))
         strategy = make_strategy(cfg.selection, cfg.seed)
         user = VirtualUser(cfg.clicks)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saim.config import SplitRule
 from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels
 from saim.data.nifti import check_finite, volume_from_bytes, volume_to_bytes
 from saim.data.slices import Series, series_from_volume
@@ -19,7 +20,6 @@ from saim.storage import ObjectStore
 
 DATASET_JSON = "dataset/dataset.json"
 SPLITS_JSON = "dataset/splits.json"
-SELECTOR_STATE = "state/selector.json"
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,15 @@ class Splits:
         return {k: list(v) for k, v in self.__dict__.items()}
 
 
-def make_splits(cases: list[str], seed: int, test_fraction=0.15, val_fraction=0.1, pretrain_fraction=0.15) -> Splits:
-    """The same split rule as the in-process emulation (saim.emulate.split_series)."""
+def make_splits(cases: list[str], seed: int, rule: SplitRule | None = None) -> Splits:
+    """The one split rule, for the services' import and the in-process emulation (saim.emulate.split_series)."""
+    rule = rule or SplitRule()
     order = np.random.default_rng(seed).permutation(len(cases))
     shuffled = [cases[i] for i in order]
     n = len(shuffled)
-    n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
+    n_test, n_val = max(1, round(rule.test_fraction * n)), max(1, round(rule.val_fraction * n))
     rest = shuffled[n_test + n_val :]
-    n_init = min(len(rest) - 1, max(1, round(pretrain_fraction * len(rest))))
+    n_init = min(len(rest) - 1, max(1, round(rule.pretrain_fraction * len(rest))))
     return Splits(
         tuple(rest[:n_init]), tuple(shuffled[n_test : n_test + n_val]), tuple(shuffled[:n_test]), tuple(rest[n_init:])
     )
@@ -128,13 +129,6 @@ class PoolStore:
             raw, _ = volume_from_bytes(self.store.get_bytes(label_key(case)), label_key(case))
             label = remap_labels(raw, self.info, label_key(case))
         return series_from_volume(case, image, label, self.image_size, self.max_slices)
-
-    def selector_state(self) -> dict:
-        """The selector's persisted loop state (saim.batches), or {} before the first batch."""
-        try:
-            return self.store.get_json(SELECTOR_STATE)
-        except NotFound:
-            return {}
 
     # ---- annotations -----------------------------------------------------------------------------------------
     def _put_label_map(self, key: str, labels: np.ndarray) -> None:

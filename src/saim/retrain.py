@@ -12,17 +12,17 @@ import numpy as np
 
 from saim.config import ModelConfig, TrainConfig
 from saim.data.slices import Series, stack
-from saim.emulate import evaluate
+from saim.evaluation import evaluate
 from saim.metrics import mean_iou
 from saim.model.predictor import InteractivePredictor
 from saim.model.training import train_predictor
 from saim.pool import PoolStore, annotation_key
-from saim.storage import ModelRegistry
+from saim.storage import ModelMetadata, ModelRegistry, VersionStatus
 
 log = logging.getLogger(__name__)
 
 
-def promotion_decision(new: dict, current: dict | None, tolerance: float) -> tuple[bool, str]:
+def promotion_decision(new: dict[str, float], current: dict[str, float] | None, tolerance: float) -> tuple[bool, str]:
     """Promote unless the new version's validation mIoU is worse than the current one's by more than `tolerance`."""
     if current is None:
         return True, "first model"
@@ -34,9 +34,13 @@ def promotion_decision(new: dict, current: dict | None, tolerance: float) -> tup
 
 @dataclass
 class RunResult:
-    metadata: dict
-    promoted: bool
+    metadata: ModelMetadata
+    status: VersionStatus  # the gate's decision
     reason: str
+
+    @property
+    def promoted(self) -> bool:
+        return self.status is VersionStatus.PROMOTED
 
 
 class TrainingPipeline:
@@ -117,18 +121,16 @@ class TrainingPipeline:
             duration_seconds=round(time.perf_counter() - started, 2),
         )
         current = self.registry.current_version()
-        current_metrics = self.registry.metadata(current)["metrics"] if current else None
+        current_metrics = self.registry.metadata(current).metrics if current else None
         promoted, reason = promotion_decision(metrics, current_metrics, self.promotion_tolerance)
-        self.registry.mark(meta["version"], "promoted" if promoted else "rejected", reason)
-        if promoted:
-            self.registry.set_current(meta["version"])
+        status = self.registry.decide(meta.version, promoted, reason)
         log.info(
             "%s %s (iteration %d, %d series, test mIoU %.3f): %s",
-            "promoted" if promoted else "kept",
-            meta["version"],
+            status.value,
+            meta.version,
             iteration,
             len(manifest),
             metrics["test_miou"],
             reason,
         )
-        return RunResult(meta, promoted, reason)
+        return RunResult(meta, status, reason)

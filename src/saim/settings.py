@@ -1,5 +1,9 @@
-"""Typed settings of the services, read from SAIM_* environment variables (the same names in `saim up`,
-docker compose and the Kubernetes ConfigMap/Secret).
+"""Typed settings, read from SAIM_* environment variables: `ServiceSettings` for the services (the same names in
+`saim up`, docker compose and the Kubernetes ConfigMap/Secret), `ClientSettings` for the CLI and the health check.
+Every SAIM_* variable is read here; the embedded stack (saim.stack.local) only sets them for its children.
+
+The model's and the training run's settings are the core's dataclasses (saim.config), nested with a double
+underscore: `SAIM_MODEL__IMAGE_SIZE`, `SAIM_TRAIN__EPOCHS`, `SAIM_TRAIN__MODE`, ...
 
 Secrets (S3 secret key, admin and service tokens) are `SecretStr`: they print as '**********' in any repr or log.
 Each can also come from a file: set SAIM_SECRETS_DIR to a directory holding files named like the variable in lower
@@ -10,6 +14,7 @@ secrets. An environment variable wins over a file.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
@@ -19,9 +24,24 @@ from saim.config import ModelConfig, TrainConfig
 from saim.errors import SaimError
 from saim.storage import S3Config
 
+# Flat names of nested settings before they moved under SAIM_MODEL__ / SAIM_TRAIN__: set, they are an error that
+# names the new variable rather than a value silently ignored.
+RENAMED = {
+    "SAIM_IMAGE_SIZE": "SAIM_MODEL__IMAGE_SIZE",
+    "SAIM_ENCODER": "SAIM_MODEL__ENCODER",
+    "SAIM_EPOCHS": "SAIM_TRAIN__EPOCHS",
+    "SAIM_FINETUNE_EPOCHS": "SAIM_TRAIN__FINETUNE_EPOCHS",
+    "SAIM_STEPS_PER_EPOCH": "SAIM_TRAIN__STEPS_PER_EPOCH",
+    "SAIM_TRAIN_BATCH_SIZE": "SAIM_TRAIN__BATCH_SIZE",
+    "SAIM_LR": "SAIM_TRAIN__LR",
+    "SAIM_TRAIN_MODE": "SAIM_TRAIN__MODE",
+}
+
+ENV = SettingsConfigDict(env_prefix="SAIM_", extra="ignore", env_nested_delimiter="__")
+
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAIM_", extra="ignore")
+    model_config = ENV
 
     # infrastructure (required: no silent defaults pointing at nowhere)
     kafka_bootstrap: str
@@ -40,20 +60,16 @@ class ServiceSettings(BaseSettings):
     device: str = "cpu"
     instance_id: str = ""  # distinguishes annotator replicas (broadcast consumer group); default: host+pid
     ready_file: str | None = None  # written with "host:grpc_port metrics_port" once serving (used by `saim up`)
+    log_level: str = "INFO"
+    selector_target: str | None = None  # annotator -> selector (lease checks); None: leases are not checked
 
     # the SAIM loop
-    image_size: int = 64
+    model: ModelConfig = ModelConfig()  # classes come from the imported dataset
+    train: TrainConfig = TrainConfig()  # seed and device are set per run (seed + iteration, device)
     max_slices: int = 8
     batch_size: int = 3  # series per iteration
     max_iterations: int = 3
     selection: str = "entropy"
-    epochs: int = 12
-    finetune_epochs: int = 6
-    steps_per_epoch: int = 25
-    train_batch_size: int = 8
-    lr: float = 2e-3
-    train_mode: str = "finetune"
-    encoder: str = "resnet34"
     seed: int = 0
     max_message_mb: int = 16
     session_ttl_s: float = Field(1800.0, description="idle annotator sessions are dropped after this")
@@ -98,34 +114,65 @@ class ServiceSettings(BaseSettings):
         )
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            finetune_epochs=self.finetune_epochs,
-            steps_per_epoch=self.steps_per_epoch,
-            batch_size=self.train_batch_size,
-            lr=self.lr,
-            mode=self.train_mode,
-            seed=seed,
-            device=self.device,
-        )
+        return replace(self.train, seed=seed, device=self.device)
 
     def predictor_config(self, classes: tuple[str, ...]) -> ModelConfig:
-        return ModelConfig(classes=classes, image_size=self.image_size, encoder=self.encoder)
+        return replace(self.model, classes=tuple(classes))
+
+
+class ClientSettings(BaseSettings):
+    """What a client of running services needs (the `saim admin` commands, `saim drive`, the health check)."""
+
+    model_config = ENV
+
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None  # the admin token from a file (when SAIM_ADMIN_TOKEN is not set)
+    tls_ca_file: Path | None = None  # CA that signed the servers' certificates; set: TLS
+    tls_cert_file: Path | None = None  # the health check's fallback CA: a self-signed server certificate is its own
+    tls_server_name: str | None = None
+    grpc_port: int = 50051  # the health check's default target port on 127.0.0.1
+
+    def token(self) -> str | None:
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value()
+        if self.admin_token_file is not None:
+            return _read_file(self.admin_token_file, "SAIM_ADMIN_TOKEN_FILE").decode().strip() or None
+        return None
+
+    def tls_ca(self, fall_back_to_cert: bool = False) -> bytes | None:
+        """The CA to verify servers against; with `fall_back_to_cert`, the server's own certificate when no CA is
+        set (the health check runs beside the server it checks)."""
+        if self.tls_ca_file is not None:
+            return _read_file(self.tls_ca_file, "SAIM_TLS_CA_FILE")
+        if fall_back_to_cert and self.tls_cert_file is not None:
+            return _read_file(self.tls_cert_file, "SAIM_TLS_CERT_FILE")
+        return None
 
 
 def load_settings() -> ServiceSettings:
-    """Read settings from the environment; a missing or malformed variable is a clear SaimError."""
+    """Read the services' settings from the environment; a missing or malformed variable is a clear SaimError."""
+    return _load(ServiceSettings, "service settings")
+
+
+def load_client_settings() -> ClientSettings:
+    return _load(ClientSettings, "client settings")
+
+
+def _load(cls: type[BaseSettings], what: str):
+    renamed = [f"{old} is now {new}" for old, new in RENAMED.items() if old in os.environ]
+    if renamed:
+        raise SaimError(f"invalid {what}: " + "; ".join(renamed))
     secrets_dir = os.environ.get("SAIM_SECRETS_DIR")
     if secrets_dir and not Path(secrets_dir).is_dir():
         raise SaimError(f"SAIM_SECRETS_DIR: {secrets_dir} is not a directory")
     try:
-        return ServiceSettings(_secrets_dir=secrets_dir) if secrets_dir else ServiceSettings()
+        return cls(_secrets_dir=secrets_dir) if secrets_dir else cls()
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "SAIM_" + "_".join(str(p) for p in err["loc"]).upper()
+            name = "SAIM_" + "__".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name}: {'is required but not set' if err['type'] == 'missing' else err['msg']}")
-        raise SaimError("invalid service settings: " + "; ".join(problems)) from None
+        raise SaimError(f"invalid {what}: " + "; ".join(problems)) from None
 
 
 def _read_file(path: Path, variable: str) -> bytes:

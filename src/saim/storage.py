@@ -5,7 +5,7 @@ Bucket layout (keys are the contract between services):
   dataset/imagesTr/{case}_0000.nii.gz                 every series (pool included)
   dataset/labelsTr/{case}.nii.gz                      ground truth, only for the initial/val/test splits
   annotations/{case}.nii.gz, annotations/{case}.json  SAIM annotation (label map at model resolution) + provenance
-  models/{version}/weights.safetensors, .../metadata.json, models/CURRENT    the model registry
+  models/{version}/weights.safetensors, .../metadata.json, .../status.json, models/CURRENT    the model registry
   scores/{version}.json                               selection scores, stamped with the version that made them
 """
 
@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import certifi
 import urllib3
@@ -145,9 +146,72 @@ class ObjectStore:
                 response.release_conn()
 
 
+class VersionStatus(StrEnum):
+    """Where a model version stands in its lifecycle (status.json beside its weights; the gRPC API sends the value).
+
+    UNDECIDED: written, the promotion gate has not decided (a run in progress, or a trainer killed mid-run).
+    PROMOTED / REJECTED: the gate's decision. ABANDONED: undecided when a trainer restarted; never becomes current.
+    """
+
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    UNDECIDED = "unknown"  # the stored and wire value predates the name
+    ABANDONED = "abandoned"
+
+
+VERSION_PREFIX = "v"
+
+
+def version_name(number: int) -> str:
+    return f"{VERSION_PREFIX}{number:04d}"
+
+
+def version_number(version: str | None) -> int:
+    """The number of a version name ("v0012" -> 12); -1 for None or a name that is not a version."""
+    if not version or not version.startswith(VERSION_PREFIX) or not version[1:].isdigit():
+        return -1
+    return int(version[1:])
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The self-describing part of a stored version (metadata.json), typed where services read it; `raw` is the
+    whole document (model config, input encoding, training statistics) for loading and for humans."""
+
+    version: str
+    iteration: int
+    parent_version: str | None
+    created_at: str
+    metrics: dict[str, float]
+    training_set: tuple[dict, ...]
+    raw: dict
+
+    @classmethod
+    def from_json(cls, d: dict) -> ModelMetadata:
+        return cls(
+            version=d["version"],
+            iteration=int(d.get("iteration", 0)),
+            parent_version=d.get("parent_version") or None,
+            created_at=d.get("created_at", ""),
+            metrics={k: float(v) for k, v in d.get("metrics", {}).items() if isinstance(v, (int, float))},
+            training_set=tuple(d.get("training_set", [])),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A version the promotion gate has decided (or that is current, which counts as decided)."""
+
+    version: str
+    iteration: int
+    promoted: bool
+
+
 class ModelRegistry:
-    """Immutable model versions: weights + self-describing metadata under their own keys, and a small CURRENT
-    pointer written last, so a reader following the pointer never sees a half-written model."""
+    """Immutable model versions: weights + self-describing metadata under their own keys, a status record of the
+    promotion decision, and a small CURRENT pointer written last, so a reader following the pointer never sees a
+    half-written model. The version lifecycle (naming, ordering, status, the gate's bookkeeping) lives here only."""
 
     PREFIX = "models/"
     POINTER = "models/CURRENT"
@@ -161,16 +225,19 @@ class ModelRegistry:
     def metadata_key(self, version: str) -> str:
         return f"{self.PREFIX}{version}/metadata.json"
 
+    def status_key(self, version: str) -> str:
+        return f"{self.PREFIX}{version}/status.json"
+
     def versions(self) -> list[str]:
-        return sorted(
-            {k[len(self.PREFIX) :].split("/")[0] for k in self.store.list(self.PREFIX) if k.endswith("/metadata.json")}
-        )
+        """Stored versions, oldest first."""
+        keys = self.store.list(self.PREFIX)
+        names = {k[len(self.PREFIX) :].split("/")[0] for k in keys if k.endswith("/metadata.json")}
+        return sorted(names, key=lambda v: (version_number(v), v))
 
     def next_version(self) -> str:
-        numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
-        return f"v{max(numbers, default=-1) + 1:04d}"
+        return version_name(max((version_number(v) for v in self.versions()), default=-1) + 1)
 
-    def publish(self, predictor: InteractivePredictor, make_current: bool = True, **metadata) -> dict:
+    def publish(self, predictor: InteractivePredictor, make_current: bool = True, **metadata) -> ModelMetadata:
         """Write weights, then metadata (with the weights' sha256), then (optionally) the pointer."""
         version = metadata.pop("version", None) or self.next_version()
         weights = predictor.to_bytes()
@@ -184,24 +251,65 @@ class ModelRegistry:
         self.store.put_json(self.metadata_key(version), meta)
         if make_current:
             self.set_current(version)
-        return meta
+        return ModelMetadata.from_json(meta)
 
-    def status_key(self, version: str) -> str:
-        return f"{self.PREFIX}{version}/status.json"
-
-    def mark(self, version: str, status: str, reason: str) -> None:
-        """Record the promotion decision beside the immutable weights and metadata."""
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def mark(self, version: str, status: VersionStatus, reason: str) -> None:
+        """Record a decision beside the immutable weights and metadata."""
         self.store.put_json(
             self.status_key(version),
-            {"status": status, "reason": reason, "decided_at": datetime.now(UTC).isoformat()},
+            {"status": VersionStatus(status).value, "reason": reason, "decided_at": datetime.now(UTC).isoformat()},
         )
 
-    def status(self, version: str) -> str:
+    def status(self, version: str) -> VersionStatus:
         try:
-            return self.store.get_json(self.status_key(version))["status"]
+            return VersionStatus(self.store.get_json(self.status_key(version))["status"])
         except NotFound:
-            return "promoted" if version == self.current_version() else "unknown"
+            return VersionStatus.PROMOTED if version == self.current_version() else VersionStatus.UNDECIDED
 
+    def decide(self, version: str, promoted: bool, reason: str) -> VersionStatus:
+        """The promotion gate's decision: recorded, and CURRENT moves to a promoted version. Returns the status."""
+        status = VersionStatus.PROMOTED if promoted else VersionStatus.REJECTED
+        self.mark(version, status, reason)
+        if promoted:
+            self.set_current(version)
+        return status
+
+    def abandon_undecided(self) -> list[str]:
+        """Mark every undecided version that is not current as abandoned (a trainer stopped between writing it and
+        the gate): it never becomes current, and its iteration is trained again. Returns the versions marked."""
+        current = self.current_version()
+        abandoned = []
+        for version in self.versions():
+            if version != current and self.status(version) is VersionStatus.UNDECIDED:
+                self.mark(version, VersionStatus.ABANDONED, "the trainer stopped before the promotion decision")
+                abandoned.append(version)
+        return abandoned
+
+    def decided_iterations(self) -> set[int]:
+        """Iterations that have a decided version (promoted, rejected, or current)."""
+        current = self.current_version()
+        return {
+            self.metadata(v).iteration
+            for v in self.versions()
+            if v == current or self.status(v) in (VersionStatus.PROMOTED, VersionStatus.REJECTED)
+        }
+
+    def latest_decided(self) -> Decision | None:
+        """The newest version the gate has decided; the current version counts as decided (it covers a rollback)."""
+        current = self.current_version()
+        for version in reversed(self.versions()):
+            status = self.status(version)
+            if status in (VersionStatus.PROMOTED, VersionStatus.REJECTED) or version == current:
+                return Decision(version, self.metadata(version).iteration, status is not VersionStatus.REJECTED)
+        return None
+
+    def current_iteration(self) -> int:
+        """The iteration of the current version (0 before the first model)."""
+        version = self.current_version()
+        return 0 if version is None else self.metadata(version).iteration
+
+    # ---- pointer and reads -----------------------------------------------------------------------------------
     def set_current(self, version: str) -> None:
         if not self.store.exists(self.metadata_key(version)):
             raise NotFound(f"model version {version!r} is not in the registry")
@@ -213,11 +321,11 @@ class ModelRegistry:
         except NotFound:
             return None
 
-    def metadata(self, version: str) -> dict:
-        return self.store.get_json(self.metadata_key(version))
+    def metadata(self, version: str) -> ModelMetadata:
+        return ModelMetadata.from_json(self.store.get_json(self.metadata_key(version)))
 
     def load(self, version: str, device: str = "cpu") -> InteractivePredictor:
-        meta = self.metadata(version)
+        meta = self.metadata(version).raw
         weights = self.store.get_bytes(self.weights_key(version))
         if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
             raise NotFound(f"model version {version!r}: weights do not match their recorded sha256")

@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from saim.auth import TokenRegistry
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, EventPublisher
 from saim.pool import annotation_key, provenance_key
 from saim.stack.local import SERVICES, LocalStack
 from saim.stack.virtual import VirtualAnnotator
-from saim.storage import ModelRegistry
+from saim.storage import ModelRegistry, VersionStatus
+from saim.tokens import TokenRegistry
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.chaos import corpus
 from tests.chaos.faults import TcpProxy, capture_events
@@ -42,10 +42,10 @@ ITERATIONS = int(os.environ.get("SAIM_CHAOS_ITERATIONS", "2"))
 SERIES = int(os.environ.get("SAIM_CHAOS_SERIES", str(8 + 5 * ITERATIONS)))
 LEASE_TTL_S = 12
 SETTINGS = {
-    "SAIM_EPOCHS": "2",
-    "SAIM_STEPS_PER_EPOCH": "8",
-    "SAIM_TRAIN_BATCH_SIZE": "4",
-    "SAIM_ENCODER": "resnet18",
+    "SAIM_TRAIN__EPOCHS": "2",
+    "SAIM_TRAIN__STEPS_PER_EPOCH": "8",
+    "SAIM_TRAIN__BATCH_SIZE": "4",
+    "SAIM_MODEL__ENCODER": "resnet18",
     "SAIM_MAX_SLICES": "3",
     "SAIM_BATCH_SIZE": "5",
     "SAIM_MAX_ITERATIONS": str(ITERATIONS),
@@ -151,7 +151,8 @@ def _loop_finished(chaos: Chaos) -> bool:
         models = chaos.trainer().ListModels(trainer_pb2.ListModelsRequest(), timeout=5).models
     except grpc.RpcError:
         return False
-    return any(m.iteration == s.iteration and m.status in ("promoted", "rejected") for m in models)
+    decided = (VersionStatus.PROMOTED, VersionStatus.REJECTED)
+    return any(m.iteration == s.iteration and m.status in decided for m in models)
 
 
 def _session_corpus(chaos: Chaos, mallory: str, trent: str) -> None:
@@ -466,7 +467,7 @@ def test_chaos_summary(chaos_run):
     batch_cases = sorted(set().union(*c.batches.values()))
     annotated = {k[len("annotations/") : -len(".json")] for k in store.list("annotations/") if k.endswith(".json")}
     current = registry.current_version()
-    final_training = {e["case"] for e in registry.metadata(current).get("training_set", [])}
+    final_training = {e["case"] for e in registry.metadata(current).training_set}
     versions = {case: _annotation_versions(store, case) for case in annotated | set(batch_cases)}
     lost = sorted(case for case in batch_cases if versions[case] == 0)
     lost += sorted(case for case in annotated if case not in final_training)
@@ -486,7 +487,7 @@ def test_chaos_summary(chaos_run):
         "bad_inputs_tried": len(c.bad_inputs),
         "bad_inputs_ok": sum(o.ok for o in c.bad_inputs),
         "bad_inputs": [{"name": o.name, "ok": o.ok, "got": o.got} for o in c.bad_inputs],
-        "model_versions": {v: registry.status(v) for v in registry.versions()},
+        "model_versions": {v: registry.status(v).value for v in registry.versions()},
         "annotator_errors_seen": sum(len(a.stats.errors) for a in c.annotators),
         "annotator_errors_by_kind": dict(
             Counter(e.split(": ", 1)[1].split(" ", 1)[0] for a in c.annotators for e in a.stats.errors)
@@ -530,10 +531,10 @@ def test_no_half_written_model_was_ever_current(chaos_run):
     assert pointed
     for version in set(pointed):
         registry.load(version)  # raises on missing metadata or a weights/sha256 mismatch
-        assert registry.status(version) == "promoted", version
-    abandoned = [v for v in registry.versions() if registry.status(v) == "abandoned"]
+        assert registry.status(version) is VersionStatus.PROMOTED, version
+    abandoned = [v for v in registry.versions() if registry.status(v) is VersionStatus.ABANDONED]
     assert not set(abandoned) & set(pointed)
-    iterations = [int(registry.metadata(v)["iteration"]) for v in registry.versions() if v not in abandoned]
+    iterations = [registry.metadata(v).iteration for v in registry.versions() if v not in abandoned]
     assert sorted(set(iterations)) == list(range(ITERATIONS + 1))  # every iteration has a decided version
 
 

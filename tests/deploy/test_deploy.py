@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -50,11 +51,25 @@ def rendered(request, tmp_path_factory) -> tuple[str, list[dict], Path]:
     return request.param, docs, path
 
 
+def _nested() -> dict[str, type]:
+    """Settings that are a core dataclass (SAIM_MODEL__*, SAIM_TRAIN__*): their defaults live in saim.config."""
+    return {n: f.annotation for n, f in ServiceSettings.model_fields.items() if dataclasses.is_dataclass(f.annotation)}
+
+
 def settings_read_by_services() -> set[str]:
-    names = {f"SAIM_{name.upper()}" for name in ServiceSettings.model_fields}
+    """Every flat setting, which a deployment must set explicitly."""
+    names = {f"SAIM_{name.upper()}" for name in ServiceSettings.model_fields if name not in _nested()}
     source = "\n".join(p.read_text() for p in (ROOT / "services").rglob("*.py"))
     names |= set(re.findall(r"SAIM_[A-Z_]+", source))
     return names - NOT_DEPLOYMENT_SETTINGS - OPTIONAL_SETTINGS
+
+
+def known_settings() -> set[str]:
+    """Every variable the services read: flat, nested (SAIM_TRAIN__EPOCHS) and the secrets directory."""
+    nested = {
+        f"SAIM_{group.upper()}__{f.name.upper()}" for group, cls in _nested().items() for f in dataclasses.fields(cls)
+    }
+    return settings_read_by_services() | nested | NOT_DEPLOYMENT_SETTINGS | OPTIONAL_SETTINGS | {"SAIM_SECRETS_DIR"}
 
 
 def test_every_overlay_validates_strictly_against_kubernetes_schemas(rendered):
@@ -176,6 +191,10 @@ def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(render
         env = compose["services"][svc]["environment"]
         missing = needed - set(env)
         assert not missing, f"compose {svc}: {sorted(missing)} not set"
+        unknown = {k for k in env if k.startswith("SAIM_")} - known_settings()
+        assert not unknown, f"compose {svc}: {sorted(unknown)} are read by no service"
+    unknown = set(cfg) - known_settings()
+    assert not unknown, f"ConfigMap saim-config: {sorted(unknown)} are read by no service"
 
 
 def test_ports_and_probes_match_what_the_servers_listen_on(rendered):

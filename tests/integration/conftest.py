@@ -18,10 +18,10 @@ from tests.waiting import poll
 
 # Tiny training so the loop runs in about a minute on two cores; the loop's mechanics are what is tested here.
 FAST = {
-    "SAIM_EPOCHS": "1",
-    "SAIM_STEPS_PER_EPOCH": "3",
-    "SAIM_TRAIN_BATCH_SIZE": "4",
-    "SAIM_ENCODER": "resnet18",
+    "SAIM_TRAIN__EPOCHS": "1",
+    "SAIM_TRAIN__STEPS_PER_EPOCH": "3",
+    "SAIM_TRAIN__BATCH_SIZE": "4",
+    "SAIM_MODEL__ENCODER": "resnet18",
     "SAIM_MAX_SLICES": "3",
     "SAIM_BATCH_SIZE": "2",
     "SAIM_MAX_ITERATIONS": "2",

@@ -5,7 +5,9 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from saim import auth, errors
+from saim import errors, tokens
+from saim.rpc import auth
+from saim.rpc.channel import channel
 from saim.rpc.server import Health, Security, create_server
 from saim.stack.certs import self_signed
 from saim.v1 import selector_pb2, selector_pb2_grpc
@@ -22,20 +24,20 @@ class Clock:
 
 def test_tokens_are_stored_hashed_and_resolve_to_their_principal():
     store = MemoryStore()
-    registry = auth.TokenRegistry(store)
+    registry = tokens.TokenRegistry(store)
     token_id, token = registry.issue("alice")
-    assert token.startswith(auth.TOKEN_PREFIX) and len(token) > 40
-    stored = store.objects[auth.TOKENS_KEY].decode()
-    assert token not in stored and auth.token_hash(token) in stored
-    assert registry.verify(token) == auth.Principal("alice", auth.ANNOTATOR)
+    assert token.startswith(tokens.TOKEN_PREFIX) and len(token) > 40
+    stored = store.objects[tokens.TOKENS_KEY].decode()
+    assert token not in stored and tokens.token_hash(token) in stored
+    assert registry.verify(token) == tokens.Principal("alice", tokens.ANNOTATOR)
     assert registry.verify(token + "x") is None
     assert [t["id"] for t in registry.list()] == [token_id] and "sha256" not in registry.list()[0]
 
 
 def test_revocation_takes_effect_after_the_refresh_interval():
     store, clock = MemoryStore(), Clock()
-    admin = auth.TokenRegistry(store)
-    server_side = auth.TokenRegistry(store, refresh_s=5.0, clock=clock)
+    admin = tokens.TokenRegistry(store)
+    server_side = tokens.TokenRegistry(store, refresh_s=5.0, clock=clock)
     _, token = admin.issue("bob")
     assert server_side.verify(token) is not None
     admin.revoke("bob")
@@ -48,12 +50,12 @@ def test_revocation_takes_effect_after_the_refresh_interval():
 
 def test_a_new_token_works_at_once_and_unknown_tokens_reread_at_most_once_a_second():
     store, clock = MemoryStore(), Clock()
-    admin = auth.TokenRegistry(store)
-    server_side = auth.TokenRegistry(store, refresh_s=5.0, clock=clock)
+    admin = tokens.TokenRegistry(store)
+    server_side = tokens.TokenRegistry(store, refresh_s=5.0, clock=clock)
     _, first = admin.issue("dave")
     assert server_side.verify(first) is not None  # the server has its table now
     _, fresh = admin.issue("erin")
-    assert server_side.verify(fresh) == auth.Principal("erin", auth.ANNOTATOR)  # not only after refresh_s
+    assert server_side.verify(fresh) == tokens.Principal("erin", tokens.ANNOTATOR)  # not only after refresh_s
 
     reads = []
     get_bytes = store.get_bytes
@@ -70,8 +72,8 @@ def test_a_new_token_works_at_once_and_unknown_tokens_reread_at_most_once_a_seco
 
 def test_storage_outage_keeps_the_last_table():
     store, clock = MemoryStore(), Clock()
-    _, token = auth.TokenRegistry(store).issue("carol")
-    registry = auth.TokenRegistry(store, refresh_s=5.0, clock=clock)
+    _, token = tokens.TokenRegistry(store).issue("carol")
+    registry = tokens.TokenRegistry(store, refresh_s=5.0, clock=clock)
     assert registry.verify(token) is not None
 
     def down(key):
@@ -79,13 +81,13 @@ def test_storage_outage_keeps_the_last_table():
 
     store.get_bytes = down
     clock.t = 60.0
-    assert registry.verify(token) == auth.Principal("carol", auth.ANNOTATOR)
+    assert registry.verify(token) == tokens.Principal("carol", tokens.ANNOTATOR)
 
 
 @pytest.mark.parametrize("name, role", [("", "annotator"), ("a b", "annotator"), ("x", "root")])
 def test_issue_rejects_bad_names_and_roles(name, role):
     with pytest.raises(errors.InvalidInput):
-        auth.TokenRegistry(MemoryStore()).issue(name, role)
+        tokens.TokenRegistry(MemoryStore()).issue(name, role)
 
 
 def test_every_rpc_of_every_service_has_a_policy():
@@ -117,7 +119,7 @@ def secured(tmp_path):
     """A selector-shaped server with auth and TLS (self-signed certificate for 127.0.0.1)."""
     certs = self_signed(tmp_path)
     store = MemoryStore()
-    registry = auth.TokenRegistry(store)
+    registry = tokens.TokenRegistry(store)
     authenticator = auth.Authenticator(registry, admin_token="adm-secret", service_token="svc-secret")
     security = Security(authenticator, (certs["key"].read_bytes(), certs["cert"].read_bytes()))
     server, port = create_server(
@@ -143,7 +145,7 @@ def test_policy_over_tls(secured):
     _, alice = secured.registry.issue("alice")
 
     def stub(token):
-        return selector_pb2_grpc.SelectorServiceStub(auth.channel(secured.target, token, secured.ca))
+        return selector_pb2_grpc.SelectorServiceStub(channel(secured.target, token, secured.ca))
 
     req = selector_pb2.NextCaseRequest(annotator_id="alice")
     assert stub(alice).NextCase(req, timeout=5).case_id == "alice/annotator"
@@ -159,7 +161,7 @@ def test_policy_over_tls(secured):
 
 
 def test_malformed_authorization_header_is_unauthenticated(secured):
-    with auth.channel(secured.target, None, secured.ca) as ch:
+    with channel(secured.target, None, secured.ca) as ch:
         stub = selector_pb2_grpc.SelectorServiceStub(ch)
         req = selector_pb2.NextCaseRequest(annotator_id="alice")
         call = lambda: stub.NextCase(req, timeout=5, metadata=[("authorization", "Basic abc")])  # noqa: E731
@@ -176,6 +178,6 @@ def test_plaintext_client_cannot_talk_to_a_tls_server(secured):
 def test_health_is_open_without_a_token(secured):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with auth.channel(secured.target, None, secured.ca) as ch:
+    with channel(secured.target, None, secured.ca) as ch:
         reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -57,7 +57,7 @@ def test_data_phantom_then_check(tmp_path, capsys):
 
 
 def test_admin_tokens_issue_list_revoke(monkeypatch, capsys, tmp_path):
-    from saim import auth
+    from saim import tokens as auth
     from saim.stack import cli as stack_cli
     from tests.unit.fakes import MemoryStore
 
@@ -76,3 +76,32 @@ def test_admin_tokens_issue_list_revoke(monkeypatch, capsys, tmp_path):
     assert auth.TokenRegistry(store).verify(token) is None
     assert main(["admin", "tokens", "revoke", "nobody"]) == 2
     assert "no live token" in capsys.readouterr().err
+
+
+def test_emulate_flags_are_derived_from_the_config_fields():
+    from saim.argfields import from_args
+    from saim.config import ModelConfig, SplitRule, TrainConfig
+
+    args = build_parser().parse_args(
+        ["emulate", "--epochs", "3", "--train-batch-size", "4", "--mode", "retrain", "--no-spatial-augment"]
+        + ["--image-size", "32", "--pretrain-fraction", "0.2"]
+    )
+    train = from_args(args, TrainConfig)
+    assert (train.epochs, train.batch_size, train.mode, train.spatial_augment) == (3, 4, "retrain", False)
+    assert train.lr == TrainConfig().lr and train.augment is True  # flags not given keep the dataclass default
+    assert from_args(args, ModelConfig).image_size == 32
+    assert from_args(args, SplitRule) == SplitRule(pretrain_fraction=0.2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["emulate", "--mode", "sometimes"])
+
+
+def test_a_grpc_error_is_a_one_line_message_not_a_traceback(capsys):
+    import socket
+
+    with socket.socket() as s:  # a free port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["admin", "models", "--trainer", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("saim: error: UNAVAILABLE: ") and "is the service running" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from saim.config import ModelConfig, TrainConfig
 from saim.emulate import Emulation, EmulationConfig, format_table, plot_report
 
 TINY = dict(
     iterations=2,
     baseline="classical",
-    image_size=32,
+    model=ModelConfig(image_size=32, encoder="resnet18"),
+    train=TrainConfig(epochs=1, finetune_epochs=1, steps_per_epoch=2, batch_size=4),
     max_slices=2,
-    epochs=1,
-    finetune_epochs=1,
-    steps_per_epoch=2,
-    train_batch_size=4,
-    encoder="resnet18",
     synthetic_series=8,
     synthetic_slices=4,
     threads=1,
@@ -81,7 +78,7 @@ def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
         return TrainResult(predictor, {"seconds": 0.0})
 
     monkeypatch.setattr(emulate, "train_predictor", fake_train)
-    Emulation(EmulationConfig(**{**TINY, "mode": "finetune"}), show_progress=False).run()
+    Emulation(EmulationConfig(**TINY), show_progress=False).run()  # TrainConfig's default mode: finetune
     (p0, pre), (p1s, saim1), (p1c, classical1), (p2s, _), (p2c, _) = calls
     assert p0 is None
     assert p1s is pre and p1c is pre  # both arms of iteration 1 start from the pre-trained model

@@ -1,7 +1,8 @@
 import pytest
 
+from saim.config import ModelConfig, TrainConfig
 from saim.errors import SaimError
-from saim.settings import load_settings
+from saim.settings import load_client_settings, load_settings
 
 REQUIRED = {
     "SAIM_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
@@ -30,9 +31,55 @@ def test_missing_required_variable_is_named(monkeypatch):
 def test_malformed_variable_is_named(monkeypatch):
     for k, v in REQUIRED.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv("SAIM_EPOCHS", "many")
-    with pytest.raises(SaimError, match="SAIM_EPOCHS"):
+    monkeypatch.setenv("SAIM_TRAIN__EPOCHS", "many")
+    with pytest.raises(SaimError, match="SAIM_TRAIN__EPOCHS: Input should be a valid integer"):
         load_settings()
+    monkeypatch.setenv("SAIM_TRAIN__EPOCHS", "3")
+    monkeypatch.setenv("SAIM_TRAIN__MODE", "sometimes")
+    with pytest.raises(SaimError, match="SAIM_TRAIN__MODE: Input should be 'retrain' or 'finetune'"):
+        load_settings()
+
+
+def test_model_and_training_settings_are_the_core_dataclasses_nested(monkeypatch):
+    for k, v in REQUIRED.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert s.model == ModelConfig() and s.train == TrainConfig()  # one set of defaults
+    monkeypatch.setenv("SAIM_TRAIN__EPOCHS", "3")
+    monkeypatch.setenv("SAIM_TRAIN__BATCH_SIZE", "4")
+    monkeypatch.setenv("SAIM_MODEL__IMAGE_SIZE", "256")
+    monkeypatch.setenv("SAIM_DEVICE", "cuda")
+    s = load_settings()
+    tc = s.train_config(seed=7)
+    assert (tc.epochs, tc.batch_size, tc.seed, tc.device, tc.lr) == (3, 4, 7, "cuda", TrainConfig().lr)
+    mc = s.predictor_config(("liver", "spleen"))
+    assert mc.classes == ("liver", "spleen") and mc.image_size == 256 and mc.encoder == ModelConfig().encoder
+
+
+def test_a_flat_name_of_a_nested_setting_names_its_new_name(monkeypatch):
+    for k, v in REQUIRED.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("SAIM_EPOCHS", "12")
+    with pytest.raises(SaimError, match="SAIM_EPOCHS is now SAIM_TRAIN__EPOCHS"):
+        load_settings()
+
+
+def test_client_settings_read_the_admin_token_and_ca_from_files(monkeypatch, tmp_path):
+    monkeypatch.delenv("SAIM_ADMIN_TOKEN", raising=False)
+    assert load_client_settings().token() is None and load_client_settings().tls_ca() is None
+    (tmp_path / "token").write_text("saim_from-file\n")
+    (tmp_path / "cert.pem").write_bytes(b"PEM")
+    monkeypatch.setenv("SAIM_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("SAIM_TLS_CERT_FILE", str(tmp_path / "cert.pem"))
+    client = load_client_settings()
+    assert client.token() == "saim_from-file" and client.tls_ca() is None
+    assert client.tls_ca(fall_back_to_cert=True) == b"PEM"  # the health check beside a self-signed server
+    monkeypatch.setenv("SAIM_ADMIN_TOKEN", "saim_from-env")
+    monkeypatch.setenv("SAIM_TLS_CA_FILE", str(tmp_path / "missing.pem"))
+    client = load_client_settings()
+    assert client.token() == "saim_from-env"
+    with pytest.raises(SaimError, match="SAIM_TLS_CA_FILE: cannot read"):
+        client.tls_ca()
 
 
 def test_secrets_never_print(monkeypatch):

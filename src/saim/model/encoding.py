@@ -6,19 +6,9 @@ Clicks are rasterised as disks or Gaussians of a configurable radius (pixels at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class Click:
-    """A user click at model resolution. `cls` is the foreground class index 1..K."""
-
-    cls: int
-    y: int
-    x: int
-    positive: bool
+from saim.clicks import Click
 
 
 def standardize(images: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saim.clicker import largest_error
+from saim.clicks import largest_error
 from saim.config import ModelConfig, TrainConfig
 from saim.errors import InvalidInput
 from saim.model.encoding import encode, one_hot_foreground, paint_clicks

@@ -5,27 +5,27 @@ in SAIM_TLS_SERVER_NAME when the certificate is not issued for the target's host
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from saim.auth import channel as open_channel
+from saim.errors import SaimError
+from saim.rpc.channel import channel as open_channel
+from saim.settings import load_client_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    target = argv[0] if argv else f"127.0.0.1:{os.environ.get('SAIM_GRPC_PORT', '50051')}"
-    ca_file = os.environ.get("SAIM_TLS_CA_FILE") or os.environ.get("SAIM_TLS_CERT_FILE")
     try:
-        ca = Path(ca_file).read_bytes() if ca_file else None
-    except OSError as exc:
-        print(f"cannot read {ca_file}: {exc.strerror}", file=sys.stderr)
+        settings = load_client_settings()
+        ca = settings.tls_ca(fall_back_to_cert=True)
+    except SaimError as exc:
+        print(exc, file=sys.stderr)
         return 1
+    target = argv[0] if argv else f"127.0.0.1:{settings.grpc_port}"
     try:
-        with open_channel(target, tls_ca=ca, server_name=os.environ.get("SAIM_TLS_SERVER_NAME")) as channel:
+        with open_channel(target, tls_ca=ca, server_name=settings.tls_server_name) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
     except grpc.RpcError as exc:
         print(f"{target}: {exc.code().name}", file=sys.stderr)

@@ -33,10 +33,6 @@ EVENT_LAG = Histogram(
 EVENTS_HANDLED = Counter("saim_events_handled_total", "Events handled by topic", ["topic"])
 
 
-def version_number(version: str | None) -> float:
-    return float(version[1:]) if version and version[1:].isdigit() else -1.0
-
-
 def serve_metrics(port: int | None, host: str = "0.0.0.0") -> int | None:
     """Start the /metrics endpoint; port 0 picks a free one. Returns the bound port (None when disabled)."""
     if port is None:

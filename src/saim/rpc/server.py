@@ -16,8 +16,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from saim.auth import Authenticator, AuthInterceptor
-from saim.auth import channel as open_channel
+from saim.rpc.auth import Authenticator, AuthInterceptor
+from saim.rpc.channel import channel as open_channel
 from saim.rpc.errors import ErrorMappingInterceptor
 from saim.rpc.metrics import REQUESTS
 

@@ -1,4 +1,5 @@
-"""`saim up`, `saim demo` and `saim serve` subcommands."""
+"""The subcommands that run or talk to the distributed stack: `saim up`, `saim demo`, `saim bootstrap`,
+`saim drive` and `saim admin ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
+
+from saim.argfields import add_fields, from_args
+from saim.config import SplitRule
 
 
 def add_commands(sub) -> None:
@@ -51,6 +55,7 @@ def add_commands(sub) -> None:
     boot.add_argument("--seed", type=int, default=0, help="phantom seed and split seed")
     boot.add_argument("--no-topics", action="store_true", help="topics are managed elsewhere (e.g. Strimzi)")
     boot.add_argument("--force", action="store_true", help="re-import even if a dataset is present")
+    add_fields(boot.add_argument_group("split (saim.config.SplitRule)"), SplitRule)
     boot.set_defaults(func=_cmd_bootstrap)
 
     drv = sub.add_parser(
@@ -104,35 +109,19 @@ def add_commands(sub) -> None:
     rb.set_defaults(func=_cmd_rollback)
 
 
-def client_credentials() -> tuple[str | None, bytes | None]:
-    """(admin token, TLS CA) for CLI clients, from SAIM_ADMIN_TOKEN[_FILE] and SAIM_TLS_CA_FILE."""
-    import os
-
-    from saim.errors import SaimError
-
-    token = os.environ.get("SAIM_ADMIN_TOKEN")
-    token_file, ca_file = os.environ.get("SAIM_ADMIN_TOKEN_FILE"), os.environ.get("SAIM_TLS_CA_FILE")
-    try:
-        if not token and token_file:
-            token = Path(token_file).read_text().strip()
-        ca = Path(ca_file).read_bytes() if ca_file else None
-    except OSError as exc:
-        raise SaimError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    return token or None, ca
-
-
 def _trainer(target: str):
-    from saim.auth import channel
+    from saim.rpc.channel import channel
+    from saim.settings import load_client_settings
     from saim.v1 import trainer_pb2_grpc
 
-    token, ca = client_credentials()
-    return trainer_pb2_grpc.TrainerServiceStub(channel(target, token, ca))
+    client = load_client_settings()
+    return trainer_pb2_grpc.TrainerServiceStub(channel(target, client.token(), client.tls_ca(), client.tls_server_name))
 
 
 def _registry():
-    from saim.auth import TokenRegistry
     from saim.settings import load_settings
     from saim.storage import ObjectStore
+    from saim.tokens import TokenRegistry
 
     return TokenRegistry(ObjectStore.connect(load_settings().s3()))
 
@@ -176,15 +165,9 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_rollback(args) -> int:
-    import grpc
-
-    from saim.errors import SaimError
     from saim.v1 import trainer_pb2
 
-    try:
-        reply = _trainer(args.trainer).Rollback(trainer_pb2.RollbackRequest(version=args.version), timeout=30)
-    except grpc.RpcError as exc:
-        raise SaimError(f"rollback to {args.version}: {exc.code().name}: {exc.details()}") from None
+    reply = _trainer(args.trainer).Rollback(trainer_pb2.RollbackRequest(version=args.version), timeout=30)
     print(f"current model: {reply.current_version} (was {reply.previous_version or 'none'})")
     return 0
 
@@ -215,7 +198,7 @@ def _cmd_bootstrap(args) -> int:
         print("dataset already imported; kept (use --force to re-import)")
         return 0
     ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
-    splits = make_splits(ds.cases, args.seed)
+    splits = make_splits(ds.cases, args.seed, from_args(args, SplitRule))
     import_dataset(store, ds, splits)
     print(
         f"imported {len(ds.cases)} cases: {len(splits.initial)} initial, {len(splits.val)} val, "
@@ -226,11 +209,12 @@ def _cmd_bootstrap(args) -> int:
 
 def _cmd_drive(args) -> int:
     from saim.data.dataset import NnUNetDataset
+    from saim.settings import load_client_settings
     from saim.stack.demo import drive
 
     ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
     ground_truth = {case: ds.load_case(case)[1] for case in ds.cases}
-    token, ca = client_credentials()  # the admin may act for the virtual annotators
+    client = load_client_settings()  # the admin may act for the virtual annotators
     report = drive(
         args.annotator,
         args.selector,
@@ -239,8 +223,8 @@ def _cmd_drive(args) -> int:
         args.annotators,
         args.clicks,
         args.timeout,
-        admin_token=token,
-        tls_ca=ca,
+        admin_token=client.token(),
+        tls_ca=client.tls_ca(),
     )
     print(f"{len(report['model_versions'])} model versions; served model's test mIoU {report['final']['miou']:.3f}")
     if args.report:

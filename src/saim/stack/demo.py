@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from saim.auth import channel
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
 from saim.events import TOPICS
+from saim.rpc.channel import channel
 from saim.stack.local import LocalStack
 from saim.stack.virtual import VirtualAnnotator
+from saim.storage import VersionStatus
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def drive(
             total = status.initial + status.annotated + status.pool_size + in_batch
             latencies = [x for w in workers for x in w.stats.click_latency_ms]
             for mv in sorted(models, key=lambda mv: mv.version):
-                if mv.version not in printed and mv.status != "unknown":  # wait for the gate's decision
+                if mv.version not in printed and mv.status != VersionStatus.UNDECIDED:  # wait for the gate
                     printed.add(mv.version)
                     med = f"{statistics.median(latencies):.1f} ms" if latencies else "-"
                     echo(

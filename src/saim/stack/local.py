@@ -19,18 +19,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saim.auth import ANNOTATOR, TokenRegistry, new_token
-from saim.auth import channel as open_channel
+from saim.config import SplitRule
 from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
 from saim.events import ensure_topics
 from saim.pool import import_dataset, make_splits
+from saim.rpc.channel import channel as open_channel
 from saim.rpc.server import wait_serving
 from saim.storage import ObjectStore, S3Config
+from saim.tokens import ANNOTATOR, TokenRegistry, new_token
 
 log = logging.getLogger(__name__)
 SERVICES = ("trainer", "selector", "annotator")
 ACCESS_KEY, SECRET_KEY = "saim-local", "saim-local-secret"
+# The embedded stack's split (`saim up`, `make demo`, the tests): 3 initial series of the 18 synthetic training
+# series rather than SplitRule's 2, so that the demo's first model is usable at once (its figures use this split).
+STACK_SPLIT = SplitRule(pretrain_fraction=0.15)
 
 
 def free_port() -> int:
@@ -163,9 +167,9 @@ class LocalStack:
     def store(self) -> ObjectStore:
         return ObjectStore.connect(self.s3_config())
 
-    def import_dataset(self, dataset_dir: Path, seed: int = 0) -> None:
+    def import_dataset(self, dataset_dir: Path, seed: int = 0, split: SplitRule = STACK_SPLIT) -> None:
         ds = NnUNetDataset(dataset_dir)
-        import_dataset(self.store(), ds, make_splits(ds.cases, seed))
+        import_dataset(self.store(), ds, make_splits(ds.cases, seed, split))
 
     # ---- access control ----------------------------------------------------------------------------------
     def issue_token(self, name: str, role: str = ANNOTATOR) -> str:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from saim.auth import channel
 from saim.clicker import next_click
 from saim.data.slices import label_slices
+from saim.rpc.channel import channel
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,59 @@
+"""Command-line flags derived from the fields of a configuration dataclass (saim.config), so that a setting's name,
+type, choices, default and help are written once.
+
+A flag's default is None ("not given"); `from_args` keeps the dataclass's own default for every flag not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Literal, get_args, get_origin
+
+
+def _flag(name: str, rename: dict[str, str]) -> str:
+    return "--" + rename.get(name, name).replace("_", "-")
+
+
+def _dest(cls: type, name: str) -> str:
+    return f"{cls.__name__}.{name}"
+
+
+def _base_type(annotation) -> object:
+    """`int | None` -> int; Literal and plain types unchanged."""
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def add_fields(
+    parser: argparse.ArgumentParser, cls: type, rename: dict[str, str] | None = None, skip: tuple[str, ...] = ()
+) -> None:
+    """One flag per field of `cls` that has help metadata (fields without it are set by the program itself)."""
+    rename = rename or {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        kind = _base_type(hints[f.name])
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        kwargs: dict = {"dest": _dest(cls, f.name), "default": None, "help": help_text}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is Literal:
+            kwargs["choices"] = list(get_args(kind))
+        else:
+            kwargs.update(type=kind, metavar=f.name.upper())
+        parser.add_argument(_flag(f.name, rename), **kwargs)
+
+
+def from_args(args: argparse.Namespace, cls: type, base=None, **fixed):
+    """An instance of `cls`: `base` (or the defaults) with every flag that was given, then `fixed`."""
+    given = {
+        f.name: value for f in dataclasses.fields(cls) if (value := getattr(args, _dest(cls, f.name), None)) is not None
+    }
+    base = base if base is not None else cls()
+    return dataclasses.replace(base, **given, **fixed)

@@ -1,0 +1,118 @@
+"""Access control of the gRPC servers: who the caller is (bearer token) and what each method allows.
+
+Two shared secrets from the environment or a secrets file complete the token table (saim.tokens): the admin token
+(bootstrap: an admin exists before any token was issued) and the service token (the annotator asks the selector
+about leases). A call carries `authorization: Bearer <token>` metadata. Health checking and reflection are open
+(probes); every saim.v1 method has an entry in POLICY, and a method missing from it is refused (deny by default).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+
+import grpc
+
+from saim.errors import PermissionDenied, Unauthenticated
+from saim.tokens import ADMIN, ANNOTATOR, SERVICE, Principal, TokenRegistry, token_hash
+
+_ALL = frozenset({ANNOTATOR, ADMIN, SERVICE})
+POLICY: dict[str, frozenset[str]] = {
+    "/saim.v1.AnnotatorService/OpenSession": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/AddClick": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/Undo": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/Submit": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.SelectorService/GetStatus": _ALL,
+    "/saim.v1.SelectorService/NextCase": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.SelectorService/GetScores": _ALL,
+    "/saim.v1.SelectorService/CheckLease": frozenset({SERVICE, ADMIN}),
+    "/saim.v1.TrainerService/GetStatus": _ALL,
+    "/saim.v1.TrainerService/ListModels": _ALL,
+    "/saim.v1.TrainerService/TriggerTraining": frozenset({ADMIN}),
+    "/saim.v1.TrainerService/Rollback": frozenset({ADMIN}),
+}
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("saim_principal", default=None)
+
+
+def current_principal() -> Principal | None:
+    """The caller of the RPC being handled in this thread; None when the server runs without auth."""
+    return _current.get()
+
+
+def require_actor(annotator_id: str) -> None:
+    """An annotator may act only as itself (admins and the service principal may act for anyone)."""
+    p = current_principal()
+    if p is not None and p.role == ANNOTATOR and p.name != annotator_id:
+        raise PermissionDenied(f"token of annotator {p.name!r} cannot act as {annotator_id!r}")
+
+
+def bearer(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+            return token.strip()
+    return None
+
+
+class Authenticator:
+    """Resolves a bearer token to a principal: the shared admin/service secrets first, then the registry."""
+
+    def __init__(self, registry: TokenRegistry | None, admin_token: str | None, service_token: str | None):
+        self.registry = registry
+        self._shared = [
+            (token_hash(t), Principal(name, role))
+            for t, name, role in ((admin_token, "admin", ADMIN), (service_token, "service", SERVICE))
+            if t
+        ]
+
+    def principal(self, token: str) -> Principal:
+        h = token_hash(token)
+        for known, principal in self._shared:
+            if hmac.compare_digest(h, known):
+                return principal
+        found = self.registry.verify(token) if self.registry is not None else None
+        if found is None:
+            raise Unauthenticated("unknown or revoked token")
+        return found
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Authenticates every saim.v1 call and checks the method's roles. Must sit inside ErrorMappingInterceptor
+    (listed after it), which turns the raised Unauthenticated / PermissionDenied into gRPC statuses."""
+
+    def __init__(self, authenticator: Authenticator):
+        self.authenticator = authenticator
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        inner = handler.unary_unary
+
+        def wrapper(request, context):
+            principal = self.check(method, context.invocation_metadata())
+            reset = _current.set(principal)
+            try:
+                return inner(request, context)
+            finally:
+                _current.reset(reset)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+    def check(self, method: str, metadata) -> Principal:
+        token = bearer(metadata)
+        if token is None:
+            raise Unauthenticated(f"{method} needs a bearer token (authorization metadata)")
+        principal = self.authenticator.principal(token)
+        allowed = POLICY.get(method)
+        if allowed is None or principal.role not in allowed:
+            raise PermissionDenied(f"role {principal.role!r} may not call {method}")
+        return principal

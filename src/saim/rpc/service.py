@@ -1,0 +1,81 @@
+"""The runtime every saim service shares: a gRPC server with health and reflection, an event consumer, a periodic
+reconciliation with object storage, metrics, and a graceful stop. A service subclasses `ServiceApp` with its
+domain only (its servicer, its event handling, what it reconciles) and is built by `create_service`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+from saim.events import EventConsumer, EventPublisher, TopicSpec
+from saim.live_model import LiveModel
+from saim.periodic import Periodic
+from saim.rpc import metrics as m
+from saim.rpc.server import Health, Security, create_server
+from saim.storage import version_number
+
+
+class ServiceApp:
+    NAME: ClassVar[str]  # "selector": logs, metric labels, thread names
+    SERVICE: ClassVar[str]  # the full gRPC service name, for health and reflection
+    TOPICS: ClassVar[tuple[TopicSpec, ...]]  # the topics its consumer group follows
+
+    def __init__(self, settings, publisher: EventPublisher, health: Health, group: str):
+        self.settings, self.publisher, self.health = settings, publisher, health
+        self.consumer = EventConsumer(
+            settings.kafka_bootstrap,
+            group,
+            list(self.TOPICS),
+            self._handle,
+            dead_letter=publisher,
+            on_lag=lambda topic, seconds: m.EVENT_LAG.labels(topic).observe(seconds),
+        )
+        self.reconciler = Periodic(f"{self.NAME}-reconcile", settings.reconcile_s, self.reconcile)
+
+    # ---- the domain: what a service defines ------------------------------------------------------------------
+    def add_servicer(self, server: grpc.Server) -> None:
+        raise NotImplementedError
+
+    def on_event(self, topic: TopicSpec, event) -> None:
+        """One event of the service's topics (events are at least once: handlers are idempotent)."""
+
+    def reconcile(self) -> None:
+        """Catch up with object storage on what lost events would have said (every SAIM_RECONCILE_S)."""
+
+    def on_start(self) -> None:
+        """Runs before the consumer and the reconciler start."""
+
+    def on_stop(self) -> None:
+        """Runs after the consumer and the reconciler stopped, before the publisher closes."""
+
+    # ---- the runtime -----------------------------------------------------------------------------------------
+    def report_model_version(self, model: LiveModel) -> None:
+        """Export the version this process serves as a metric whenever it changes."""
+        model.on_change = lambda served: m.MODEL_VERSION.labels(self.NAME).set(version_number(served.version))
+
+    def _handle(self, topic: TopicSpec, event) -> None:
+        m.EVENTS_HANDLED.labels(topic.name).inc()
+        self.on_event(topic, event)
+
+    def start(self) -> None:
+        self.on_start()
+        self.consumer.start()
+        self.reconciler.start()
+
+    def stop(self) -> None:
+        self.reconciler.stop()
+        self.consumer.stop()
+        self.on_stop()
+        self.publisher.close()
+
+
+def create_service(
+    app_cls: type[ServiceApp], settings, deps, security: Security | None = None
+) -> tuple[grpc.Server, int, ServiceApp]:
+    """The service's app over its dependencies, and its gRPC server bound (not started): (server, port, app)."""
+    health = Health(app_cls.SERVICE)
+    app = app_cls(settings, deps, health)
+    server, port = create_server(app_cls.NAME, app_cls.SERVICE, app.add_servicer, health, settings, security)
+    return server, port, app
