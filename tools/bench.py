@@ -6,6 +6,7 @@ Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -54,6 +55,36 @@ class _NoEvents:
         pass
 
 
+@contextlib.contextmanager
+def annotator_stub(store, predictor: InteractivePredictor, size: int, max_slices: int | None):
+    """A stub of a real annotator servicer over loopback gRPC, serving `predictor` from `store` (no Kafka, no
+    selector: leases are not checked)."""
+    from saim.rpc.peers import LeaseChecker
+    from saim.rpc.server import Health, create_server
+    from services.annotator.server import AnnotatorDeps, AnnotatorServicer
+
+    registry = ModelRegistry(store)
+    registry.publish(predictor, iteration=0)
+    live = LiveModel(registry, str(predictor.device))
+    live.load_current()
+    deps = AnnotatorDeps(PoolStore(store, size, max_slices), live, SessionStore(3600), _NoEvents(), LeaseChecker(None))
+    server, port = create_server(
+        "annotator",
+        "saim.v1.AnnotatorService",
+        lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(deps), srv),
+        Health("x"),
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=64),
+    )
+    server.start()
+    try:
+        with grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 * 2**20)]
+        ) as channel:
+            yield annotator_pb2_grpc.AnnotatorServiceStub(channel)
+    finally:
+        server.stop(0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", type=int, default=64)
@@ -75,28 +106,10 @@ def main() -> None:
     pred = timed(lambda: predictor.predict(img, clicks, prev), args.repeat)
 
     # in-process session and a real gRPC round trip to the annotator servicer (store in memory, no Kafka)
-    from saim.rpc.peers import LeaseChecker
-    from saim.rpc.server import Health, create_server
-    from services.annotator.server import AnnotatorDeps, AnnotatorServicer
-
     store = MemoryStore()
     ds = NnUNetDataset(phantom.generate(Path("/tmp/saim-bench-ds"), num_series=4, depth=8, size=96, seed=0))
     import_dataset(store, ds, Splits((ds.cases[0],), (ds.cases[1],), (ds.cases[2],), (ds.cases[3],)))
-    registry = ModelRegistry(store)
-    registry.publish(predictor, iteration=0)
-    live = LiveModel(registry)
-    live.load_current()
-    deps = AnnotatorDeps(PoolStore(store, s, 8), live, SessionStore(3600), _NoEvents(), LeaseChecker(None))
-    server, port = create_server(
-        "annotator",
-        "saim.v1.AnnotatorService",
-        lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(deps), srv),
-        Health("x"),
-        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=16),
-    )
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = annotator_pb2_grpc.AnnotatorServiceStub(channel)
+    with annotator_stub(store, predictor, s, 8) as stub:
         opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench"))
         req = annotator_pb2.AddClickRequest(
             session_id=opened.session_id, slice=0, class_index=1, y=s // 2, x=s // 2, positive=True
@@ -105,7 +118,6 @@ def main() -> None:
         open_ms = timed(
             lambda: stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench")), 5, 1
         )
-    server.stop(0)
 
     # training step: bare forward+backward vs saim's (augmentation + simulated click rounds + focal loss)
     b = 8

@@ -45,7 +45,7 @@ def _add_emulate(sub) -> None:
     add_fields(train, TrainConfig, rename={"batch_size": "train_batch_size"})
     p.add_argument("--series", type=int, default=24, help="synthetic series to generate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-noc", action="store_true", help="skip the NoC@85/90 evaluation")
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
@@ -57,11 +57,6 @@ def _add_emulate(sub) -> None:
 def _cmd_emulate(args) -> int:
     from saim.emulate import Emulation, EmulationConfig, format_table, plot_report
 
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SaimError("--device cuda: no CUDA device is available on this machine")
     cfg = EmulationConfig(
         data=args.data,
         iterations=args.iterations,

@@ -21,6 +21,7 @@ from saim.clicker import VirtualUser
 from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.data.slices import Series, stack
 from saim.data.sources import open_source
+from saim.device import precision, resolve_device
 from saim.evaluation import evaluate
 from saim.metrics import mean_iou
 from saim.model.training import train_predictor
@@ -43,7 +44,7 @@ class EmulationConfig:
     selection: Literal["entropy", "random"] = "entropy"
     baseline: Literal["none", "classical"] = "none"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] (saim.device)
     threads: int | None = None
     synthetic_series: int = 24
     synthetic_slices: int = 12
@@ -70,11 +71,12 @@ class Emulation:
     def __init__(self, cfg: EmulationConfig, show_progress: bool = True):
         self.cfg = cfg
         self.show_progress = show_progress
+        self.device = resolve_device(cfg.device)
 
     def _train(self, mc: ModelConfig, train: list[tuple[np.ndarray, np.ndarray]], seed: int, parent, desc: str):
         images = np.concatenate([i for i, _ in train])
         labels = np.concatenate([l for _, l in train])
-        tc = replace(self.cfg.train, seed=seed, device=self.cfg.device)
+        tc = replace(self.cfg.train, seed=seed, device=self.device)
         bar = tqdm(desc=desc, total=None, leave=False, disable=not self.show_progress, unit="step")
 
         def progress(step: int, total: int, loss: float) -> None:
@@ -159,7 +161,7 @@ class Emulation:
             if self.show_progress:
                 tqdm.write(format_row(row))
         return {
-            "config": {**asdict(cfg), "batch_size": batch},
+            "config": {**asdict(cfg), "batch_size": batch, "device": self.device, "precision": precision(self.device)},
             "classes": list(classes),
             "split": {
                 "test": [s.case for s in split.test],

@@ -14,17 +14,6 @@ import numpy as np
 from saim.model.predictor import InteractivePredictor
 
 
-def pixel_entropy(probs: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Per-pixel entropy (nats) of class probabilities (B, C, H, W) -> (B, H, W)."""
-    p = np.clip(probs, eps, 1.0)
-    return -(probs * np.log(p)).sum(axis=1)
-
-
-def mean_entropy(probs: np.ndarray) -> np.ndarray:
-    """Mean per-pixel entropy of each image (B,)."""
-    return pixel_entropy(probs).reshape(len(probs), -1).mean(axis=1)
-
-
 class SelectionStrategy(ABC):
     name: str = "abstract"
 
@@ -39,7 +28,7 @@ class EntropyStrategy(SelectionStrategy):
     name = "entropy"
 
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {case: float(mean_entropy(predictor.probabilities(slices)).mean()) for case, slices in pool.items()}
+        return {case: float(predictor.mean_entropy(slices).mean()) for case, slices in pool.items()}
 
 
 class RandomStrategy(SelectionStrategy):

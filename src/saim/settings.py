@@ -17,10 +17,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saim.config import ModelConfig, TrainConfig
+from saim.device import resolve_device
 from saim.errors import SaimError
 from saim.storage import S3Config
 
@@ -57,7 +58,7 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = 0  # 0: pick a free port (tests); deployments set 50051..
     metrics_port: int | None = None  # None: no Prometheus endpoint; 0: pick a free port
     torch_threads: int = 1
-    device: str = "cpu"
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]; resolved once at load (saim.device)
     instance_id: str = ""  # distinguishes annotator replicas (broadcast consumer group); default: host+pid
     ready_file: str | None = None  # written with "host:grpc_port metrics_port" once serving (used by `saim up`)
     log_level: str = "INFO"
@@ -87,6 +88,14 @@ class ServiceSettings(BaseSettings):
     tls_key_file: Path | None = None
     tls_ca_file: Path | None = None  # CA that signed the other services' certificates (client side)
     tls_server_name: str | None = None  # expected name in peer certificates when it differs from the host
+
+    @field_validator("device")
+    @classmethod
+    def _resolve_device(cls, value: str) -> str:
+        try:
+            return resolve_device(value)
+        except SaimError as exc:
+            raise ValueError(str(exc)) from None
 
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)

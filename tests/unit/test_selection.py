@@ -2,20 +2,30 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from saim.selection import EntropyStrategy, RandomStrategy, make_strategy, mean_entropy, pixel_entropy, top_n
+from saim.config import ModelConfig
+from saim.model.predictor import InteractivePredictor, pixel_entropy
+from saim.selection import EntropyStrategy, RandomStrategy, make_strategy, top_n
 
 
 def test_uniform_probabilities_have_entropy_log_c():
-    probs = np.full((2, 5, 4, 4), 0.2)
-    np.testing.assert_allclose(pixel_entropy(probs), math.log(5))
-    np.testing.assert_allclose(mean_entropy(probs), [math.log(5)] * 2)
+    probs = torch.full((2, 5, 4, 4), 0.2)
+    torch.testing.assert_close(pixel_entropy(probs), torch.full((2, 4, 4), math.log(5)))
 
 
 def test_one_hot_probabilities_have_zero_entropy():
-    probs = np.zeros((1, 3, 4, 4))
+    probs = torch.zeros((1, 3, 4, 4))
     probs[:, 1] = 1.0
-    np.testing.assert_allclose(pixel_entropy(probs), 0.0, atol=1e-9)
+    torch.testing.assert_close(pixel_entropy(probs), torch.zeros(1, 4, 4))
+
+
+def test_mean_entropy_on_the_device_matches_the_probabilities_it_comes_from():
+    predictor = InteractivePredictor(ModelConfig(classes=("a", "b"), image_size=32, encoder="resnet18"))
+    images = np.random.default_rng(0).random((5, 32, 32)).astype(np.float32)
+    probs = predictor.probabilities(images, batch_size=2)
+    expected = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1).reshape(5, -1).mean(axis=1)
+    np.testing.assert_allclose(predictor.mean_entropy(images, batch_size=2), expected, rtol=1e-5)
 
 
 def test_top_n_is_ordered_and_ties_break_by_case_id():
@@ -26,8 +36,8 @@ class _FixedProbs:
     def __init__(self, table):
         self.table = table
 
-    def probabilities(self, slices):
-        return self.table[id(slices)]
+    def mean_entropy(self, slices):
+        return pixel_entropy(torch.as_tensor(self.table[id(slices)])).flatten(1).mean(dim=1).numpy()
 
 
 def test_entropy_strategy_scores_series_by_mean_over_slices():

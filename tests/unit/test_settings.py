@@ -48,10 +48,10 @@ def test_model_and_training_settings_are_the_core_dataclasses_nested(monkeypatch
     monkeypatch.setenv("SAIM_TRAIN__EPOCHS", "3")
     monkeypatch.setenv("SAIM_TRAIN__BATCH_SIZE", "4")
     monkeypatch.setenv("SAIM_MODEL__IMAGE_SIZE", "256")
-    monkeypatch.setenv("SAIM_DEVICE", "cuda")
+    monkeypatch.setenv("SAIM_DEVICE", "cpu")
     s = load_settings()
     tc = s.train_config(seed=7)
-    assert (tc.epochs, tc.batch_size, tc.seed, tc.device, tc.lr) == (3, 4, 7, "cuda", TrainConfig().lr)
+    assert (tc.epochs, tc.batch_size, tc.seed, tc.device, tc.lr) == (3, 4, 7, "cpu", TrainConfig().lr)
     mc = s.predictor_config(("liver", "spleen"))
     assert mc.classes == ("liver", "spleen") and mc.image_size == 256 and mc.encoder == ModelConfig().encoder
 
@@ -116,3 +116,18 @@ def test_half_configured_tls_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("SAIM_TLS_KEY_FILE", str(tmp_path / "key.pem"))
     with pytest.raises(SaimError, match="cannot read"):
         load_settings().tls_server_credentials()
+
+
+def test_device_is_resolved_once_at_load(monkeypatch):
+    import torch
+
+    for k, v in REQUIRED.items():
+        monkeypatch.setenv(k, v)
+    assert load_settings().device == ("cuda" if torch.cuda.is_available() else "cpu")  # default: auto
+    monkeypatch.setenv("SAIM_DEVICE", "tpu")
+    with pytest.raises(SaimError, match="SAIM_DEVICE: .*device must be auto, cpu or cuda"):
+        load_settings()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("SAIM_DEVICE", "cuda")
+        with pytest.raises(SaimError, match="SAIM_DEVICE: .*no CUDA device is available"):
+            load_settings()

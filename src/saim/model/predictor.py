@@ -17,12 +17,18 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from saim.config import ModelConfig
+from saim.device import autocast, is_cuda, memory_format
 from saim.errors import InvalidInput
 from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
 
 MODEL_FORMAT = "saim-model/1"
 WEIGHTS_FILE = "weights.safetensors"
 METADATA_FILE = "metadata.json"
+
+
+def pixel_entropy(probs: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-pixel entropy (nats) of class probabilities (B, C, H, W) -> (B, H, W)."""
+    return -(probs * probs.clamp_min(eps).log()).sum(dim=1)
 
 
 def build_network(config: ModelConfig) -> torch.nn.Module:
@@ -41,6 +47,8 @@ class InteractivePredictor:
         self.config = config
         self.device = torch.device(device)
         self.network = (network or build_network(config)).to(self.device)
+        if is_cuda(self.device):
+            self.network = self.network.to(memory_format=torch.channels_last)
         self.network.eval()
         self.metadata: dict = {}
 
@@ -62,20 +70,14 @@ class InteractivePredictor:
         if not (0 <= c.y < s and 0 <= c.x < s):
             raise InvalidInput(f"click ({c.y}, {c.x}) is outside the {s}x{s} slice")
 
-    @torch.no_grad()
-    def probabilities(
-        self,
-        images: np.ndarray,
-        clicks: list[list[Click]] | None = None,
-        prev_masks: np.ndarray | None = None,
-        batch_size: int = 32,
-    ) -> np.ndarray:
-        """images (B, H, W) in [0, 1]; clicks per image; prev_masks (B, H, W) label maps -> probs (B, K+1, H, W)."""
+    def _probabilities_on_device(
+        self, images: np.ndarray, clicks: list[list[Click]] | None, prev_masks: np.ndarray | None, batch_size: int
+    ):
+        """Per batch: softmax probabilities (b, K+1, H, W), fp32, on the predictor's device."""
         images = np.asarray(images, dtype=np.float32)
         s = self.config.image_size
         if images.ndim != 3 or images.shape[1:] != (s, s):
             raise InvalidInput(f"images must be (B, {s}, {s}), got {images.shape}")
-        out = []
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
             img = torch.from_numpy(images[start:stop]).to(self.device)[:, None]
@@ -90,9 +92,33 @@ class InteractivePredictor:
                 prev = one_hot_foreground(
                     torch.from_numpy(np.asarray(prev_masks[start:stop])).long().to(self.device), k
                 )
-            logits = self.network(encode(img, pos, neg, prev))
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+            x = encode(img, pos, neg, prev).contiguous(memory_format=memory_format(self.device))
+            with autocast(self.device):
+                logits = self.network(x)
+            yield torch.softmax(logits.float(), dim=1)
+
+    @torch.inference_mode()
+    def probabilities(
+        self,
+        images: np.ndarray,
+        clicks: list[list[Click]] | None = None,
+        prev_masks: np.ndarray | None = None,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """images (B, H, W) in [0, 1]; clicks per image; prev_masks (B, H, W) label maps -> probs (B, K+1, H, W)."""
+        out = [p.cpu().numpy() for p in self._probabilities_on_device(images, clicks, prev_masks, batch_size)]
+        s = self.config.image_size
         return np.concatenate(out) if out else np.zeros((0, self.config.num_classes + 1, s, s), np.float32)
+
+    @torch.inference_mode()
+    def mean_entropy(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Mean per-pixel entropy (nats) of each image's automatic prediction (B,), computed on the device: only B
+        numbers leave it, not B x (K+1) x H x W probabilities."""
+        out = [
+            pixel_entropy(p).flatten(1).mean(dim=1).cpu()
+            for p in self._probabilities_on_device(images, None, None, batch_size)
+        ]
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
     def predict(self, images: np.ndarray, clicks=None, prev_masks=None) -> np.ndarray:
         """Label maps (B, H, W) uint8."""

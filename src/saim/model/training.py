@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from saim.clicks import largest_error
 from saim.config import ModelConfig, TrainConfig
+from saim.device import autocast, memory_format, precision
 from saim.errors import InvalidInput
 from saim.model.encoding import encode, one_hot_foreground, paint_clicks
 from saim.model.predictor import InteractivePredictor, build_network
@@ -209,7 +210,8 @@ def _forward_labels(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Label map (B, H, W) of the network's current answer, in eval mode."""
     was_training = net.training
     net.eval()
-    pred = net(x).argmax(1)
+    with autocast(x.device):
+        pred = net(x.contiguous(memory_format=memory_format(x.device))).argmax(1)
     net.train(was_training)
     return pred
 
@@ -286,7 +288,7 @@ def train_predictor(
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     dev = torch.device(config.device)
-    net = build_network(model_config).to(dev)
+    net = build_network(model_config).to(dev, memory_format=memory_format(dev))
     finetune = config.mode == "finetune" and parent is not None
     if finetune:
         net.load_state_dict(parent.network.state_dict())
@@ -318,7 +320,8 @@ def train_predictor(
                 if config.correction_weight > 0
                 else None
             )
-            logits = net(x)
+            with autocast(dev):  # bf16 on CUDA; the losses in fp32
+                logits = net(x.contiguous(memory_format=memory_format(dev))).float()
             loss = focal_loss(logits, lab, weights, config.focal_gamma, pixel_w)
             if config.dice_weight > 0:
                 loss = loss + config.dice_weight * dice_loss(logits, lab)
@@ -345,6 +348,8 @@ def train_predictor(
         "loss_history": [round(v, 5) for v in history],
         "class_weights": [round(float(w), 4) for w in weights_np],
         "hflip": hflip,
+        "device": str(dev),
+        "precision": precision(dev),
         "seconds": round(time.perf_counter() - started, 2),
     }
     return TrainResult(predictor, stats)

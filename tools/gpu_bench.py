@@ -1,0 +1,272 @@
+"""tools/gpu_bench.sh: the model's work at deployment sizes on one device, against the bare model in the same run.
+
+Per size (default 256 and 512), with saim's own device and precision (saim.device: bf16 autocast + channels_last on
+CUDA, fp32 on the CPU) for the bare model too:
+- scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against saim's rescoring path
+  (series read from an object store and decoded by saim.pool.PoolStore, scored by EntropyStrategy, as the selector
+  does), cold (decode included) and warm (series cached); the projected time to rescore 120k slices (AMOS size);
+- a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
+  one slice;
+- training: bare forward+backward steps (cross-entropy) against saim's step (augmentation, simulated click rounds,
+  focal + Dice loss), in slices per second.
+
+The object store is in memory (the S3 API's latency is not measured here). The pool is one phantom series stored
+under many case names: every case is downloaded and decoded on its own, without paying for generating each one.
+Prints a table and writes JSON (--out). `--tiny` is a seconds-long CPU run of the same code, for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import MemoryStore, annotator_stub, timed  # noqa: E402
+
+from saim.config import ModelConfig, TrainConfig  # noqa: E402
+from saim.data import phantom  # noqa: E402
+from saim.data.nifti import volume_to_bytes  # noqa: E402
+from saim.device import autocast, memory_format, precision, resolve_device  # noqa: E402
+from saim.model.encoding import encode  # noqa: E402
+from saim.model.predictor import InteractivePredictor, pixel_entropy  # noqa: E402
+from saim.model.training import augment, dice_loss, focal_loss, simulate_interaction  # noqa: E402
+from saim.pool import DATASET_JSON, SPLITS_JSON, PoolStore, Splits, image_key  # noqa: E402
+from saim.selection import EntropyStrategy  # noqa: E402
+from saim.v1 import annotator_pb2  # noqa: E402
+
+AMOS_SLICES = 120_000  # ≈ 1,200 series × ≈ 100 slices
+
+
+def sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def store_with_pool(size: int, cases: int, depth: int, click_depth: int) -> tuple[MemoryStore, list[str], str]:
+    """An object store holding `cases` copies of one phantom series (size x size x depth) as the pool, and a short
+    series for the click test (OpenSession answers every slice of it)."""
+    image, _ = phantom.make_series(0, 0, size, depth)
+    data = volume_to_bytes(image.astype(np.float32), np.diag([0.7, 0.7, 3.0, 1.0]))
+    short, _ = phantom.make_series(0, 1, size, click_depth)
+    store = MemoryStore()
+    pool = [f"pool_{i:04d}" for i in range(cases)]
+    for case in pool:
+        store.put_bytes(image_key(case), data)
+    store.put_bytes(image_key("click_case"), volume_to_bytes(short.astype(np.float32), np.eye(4)))
+    store.put_json(
+        DATASET_JSON,
+        {"name": "bench", "labels": {"background": 0, **{c: i + 1 for i, c in enumerate(phantom.CLASSES)}}},
+    )
+    store.put_json(SPLITS_JSON, Splits((), (), (), (*pool, "click_case")).to_json())
+    return store, pool, "click_case"
+
+
+def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> float:
+    """Slices per second of the bare network: batched forward, softmax and entropy on the device."""
+    s = mc.image_size
+    x = torch.randn(batch, mc.in_channels, s, s, device=device).contiguous(memory_format=memory_format(device))
+
+    def run() -> None:
+        with torch.inference_mode(), autocast(device):
+            for _ in range(-(-slices // batch)):
+                pixel_entropy(torch.softmax(net(x).float(), dim=1)).mean(dim=(1, 2)).cpu()
+        sync(device)
+
+    run()  # warm-up (cuDNN autotuning, allocator)
+    started = time.perf_counter()
+    run()
+    return -(-slices // batch) * batch / (time.perf_counter() - started)
+
+
+def saim_scoring(predictor, store, pool: list[str], size: int) -> tuple[float, float, int]:
+    """(cold, warm) slices per second of the selector's path: read + decode every series, then score them."""
+    strategy = EntropyStrategy()
+    rates = []
+    pool_store = PoolStore(store, size, None)
+    for _ in range(2):  # the first pass decodes, the second finds every series in the cache
+        started = time.perf_counter()
+        series = {c: pool_store.load_series(c).images for c in pool}
+        strategy.score(predictor, series)
+        sync(str(predictor.device))
+        slices = sum(len(v) for v in series.values())
+        rates.append(slices / (time.perf_counter() - started))
+    return rates[0], rates[1], slices
+
+
+def click_latency(predictor, store, case: str, size: int, clicks: int) -> dict:
+    """AddClick round trips (ms) over loopback gRPC to a real annotator servicer; clicks move around the slice."""
+    with annotator_stub(store, predictor, size, None) as stub:
+        opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=case, annotator_id="bench"))
+        rng = np.random.default_rng(0)
+        samples = []
+        for i in range(clicks + 3):
+            y, x = (int(v) for v in rng.integers(size // 8, size - size // 8, 2))
+            req = annotator_pb2.AddClickRequest(
+                session_id=opened.session_id, slice=i % opened.num_slices, class_index=1, y=y, x=x, positive=True
+            )
+            started = time.perf_counter()
+            reply = stub.AddClick(req)
+            if i >= 3:  # warm-up
+                samples.append((time.perf_counter() - started) * 1000)
+        return {
+            "p50_ms": statistics.median(samples),
+            "p95_ms": float(np.percentile(samples, 95)),
+            "reply_bytes": reply.ByteSize(),
+        }
+
+
+def bare_click(net, mc: ModelConfig, repeat: int, device: str) -> float:
+    s = mc.image_size
+    x = torch.randn(1, mc.in_channels, s, s, device=device).contiguous(memory_format=memory_format(device))
+
+    def run() -> None:
+        with torch.inference_mode(), autocast(device):
+            torch.softmax(net(x).float(), dim=1).argmax(1).cpu()
+
+    return timed(run, repeat)
+
+
+def training(net, mc: ModelConfig, batch: int, steps: int, device: str) -> tuple[float, float]:
+    """(bare, saim) training slices per second at `batch` slices a step."""
+    s, k = mc.image_size, mc.num_classes
+    images = torch.rand(batch, 1, s, s, device=device)
+    labels = torch.randint(0, k + 1, (batch, s, s), device=device)
+    weights = torch.ones(k + 1, device=device)
+    tc, gen = TrainConfig(), torch.Generator().manual_seed(0)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), 1e-4)
+    zeros = torch.zeros(batch, k, s, s, device=device)
+    fmt = memory_format(device)
+
+    def step(x, lab, loss_fn) -> None:
+        with autocast(device):
+            logits = net(x.contiguous(memory_format=fmt)).float()
+        loss = loss_fn(logits, lab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def bare() -> None:
+        step(encode(images, zeros, zeros, zeros), labels, torch.nn.functional.cross_entropy)
+        sync(device)
+
+    def saim() -> None:
+        img, lab = augment(images, labels, gen, hflip=False, spatial=True)
+        x = simulate_interaction(net, img, lab, mc, tc, gen)
+        step(x, lab, lambda lo, la: focal_loss(lo, la, weights, tc.focal_gamma) + dice_loss(lo, la))
+        sync(device)
+
+    rates = [batch / (timed(fn, steps, 2) / 1000) for fn in (bare, saim)]
+    net.eval()
+    return rates[0], rates[1]
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def run_size(size: int, args, device: str) -> dict:
+    mc = ModelConfig(classes=phantom.CLASSES, image_size=size, encoder=args.encoder)
+    predictor = InteractivePredictor(mc, device=device)
+    net = predictor.network
+    store, pool, click_case = store_with_pool(size, args.cases, args.depth, args.click_depth)
+    bare = bare_scoring(net, mc, args.cases * args.depth, args.batch, device)
+    cold, warm, slices = saim_scoring(predictor, store, pool, size)
+    click = click_latency(predictor, store, click_case, size, args.clicks)
+    bare_one = bare_click(net, mc, args.clicks, device)
+    bare_train, saim_train = training(net, mc, args.train_batch, args.train_steps, device)
+    return {
+        "size": size,
+        "pool_slices": slices,
+        "bare_scoring_slices_per_s": bare,
+        "scoring_cold_slices_per_s": cold,
+        "scoring_warm_slices_per_s": warm,
+        "scoring_cold_ratio_vs_bare": cold / bare,
+        "scoring_warm_ratio_vs_bare": warm / bare,
+        "rescore_120k_cold_s": AMOS_SLICES / cold,
+        "rescore_120k_warm_s": AMOS_SLICES / warm,
+        "rescore_120k_bare_s": AMOS_SLICES / bare,
+        "bare_forward_1_slice_ms": bare_one,
+        "click_grpc_p50_ms": click["p50_ms"],
+        "click_grpc_p95_ms": click["p95_ms"],
+        "click_added_p50_ms": click["p50_ms"] - bare_one,
+        "click_reply_bytes": click["reply_bytes"],
+        "bare_train_slices_per_s": bare_train,
+        "saim_train_slices_per_s": saim_train,
+        "train_ratio_vs_bare": saim_train / bare_train,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--encoder", default="resnet34")
+    ap.add_argument("--cases", type=int, default=24, help="pool series")
+    ap.add_argument("--depth", type=int, default=64, help="slices per pool series")
+    ap.add_argument("--click-depth", type=int, default=8, help="slices of the series the click test opens")
+    ap.add_argument("--batch", type=int, default=32, help="scoring batch (the predictor's default)")
+    ap.add_argument("--clicks", type=int, default=100)
+    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--train-steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--tiny", action="store_true", help="seconds on a CPU: the tests' mode")
+    ap.add_argument("--out", type=Path, default=Path("out/gpu-bench.json"))
+    args = ap.parse_args()
+    if args.tiny:
+        args.sizes, args.encoder, args.cases, args.depth, args.click_depth = [32], "resnet18", 3, 4, 2
+        args.batch, args.clicks, args.train_batch, args.train_steps = 4, 4, 2, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    report = {
+        "device": device,
+        "device_name": device_name(device),
+        "precision": precision(device),
+        "torch": torch.__version__,
+        "encoder": args.encoder,
+        "sizes": [run_size(size, args, device) for size in args.sizes],
+    }
+    if device.startswith("cuda"):
+        report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saim gpu bench: {report['device_name']} ({device}, {report['precision']}), torch {report['torch']}")
+    print(f"{'size':>5s} {'measure':44s} {'saim':>10s} {'bare':>10s} {'ratio':>6s}")
+    for r in report["sizes"]:
+        rows = [
+            (
+                "scoring, cold (decode + score), slices/s",
+                r["scoring_cold_slices_per_s"],
+                r["bare_scoring_slices_per_s"],
+            ),
+            ("scoring, warm (series cached), slices/s", r["scoring_warm_slices_per_s"], r["bare_scoring_slices_per_s"]),
+            ("click: gRPC AddClick p50 / bare forward, ms", r["click_grpc_p50_ms"], r["bare_forward_1_slice_ms"]),
+            ("click: gRPC AddClick p95, ms", r["click_grpc_p95_ms"], r["bare_forward_1_slice_ms"]),
+            ("training, slices/s", r["saim_train_slices_per_s"], r["bare_train_slices_per_s"]),
+        ]
+        for name, saim, bare in rows:
+            print(f"{r['size']:>5d} {name:44s} {saim:10.1f} {bare:10.1f} {saim / bare:6.2f}")
+        print(
+            f"{r['size']:>5d} {'rescore 120k slices (cold / warm / bare), s':44s} "
+            f"{r['rescore_120k_cold_s']:.0f} / {r['rescore_120k_warm_s']:.0f} / {r['rescore_120k_bare_s']:.0f}"
+        )
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
