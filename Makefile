@@ -7,7 +7,7 @@ DEPLOY_VENV ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.saim-installed
 OUT ?= out
 
-.PHONY: setup deploy-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench proto totalseg clean
+.PHONY: setup deploy-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,11 @@ lint: setup
 # Speed/memory against the bare model (prints ratios; never part of the tests).
 bench: setup
 	$(BIN)/python tools/bench.py
+
+# One GPU: rescoring, a click and training at 256 and 512 px against the bare model, and the projected time to
+# rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's requirements, without .venv).
+gpu-bench: setup
+	PYTHON=$(BIN)/python tools/gpu_bench.sh --out $(OUT)/gpu-bench.json
 
 totalseg: setup
 	$(BIN)/saim data totalseg $(OUT)/totalseg --cache-dir .cache

@@ -38,7 +38,9 @@ class Infra:
         deadline = time.monotonic() + wait_s
         while True:  # the dataset import may still be running when a service starts
             try:
-                self.pool = PoolStore(self.store, settings.model.image_size, settings.max_slices)
+                self.pool = PoolStore(
+                    self.store, settings.model.image_size, settings.max_slices, settings.series_cache_mb
+                )
                 break
             except SaimError:
                 if time.monotonic() > deadline:

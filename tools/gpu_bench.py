@@ -2,9 +2,10 @@
 
 Per size (default 256 and 512), with saim's own device and precision (saim.device: bf16 autocast + channels_last on
 CUDA, fp32 on the CPU) for the bare model too:
-- scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against saim's rescoring path
-  (series read from an object store and decoded by saim.pool.PoolStore, scored by EntropyStrategy, as the selector
-  does), cold (decode included) and warm (series cached); the projected time to rescore 120k slices (AMOS size);
+- scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against the selector's rescoring
+  path (saim.batches.score_pool: series read from an object store, decoded by saim.pool.PoolStore ahead of the
+  model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm (series
+  cached); the projected time to rescore 120k slices (AMOS size);
 - a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
   one slice;
 - training: bare forward+backward steps (cross-entropy) against saim's step (augmentation, simulated click rounds,
@@ -18,8 +19,10 @@ Prints a table and writes JSON (--out). `--tiny` is a seconds-long CPU run of th
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import platform
+import pstats
 import statistics
 import sys
 import time
@@ -32,15 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import MemoryStore, annotator_stub, timed  # noqa: E402
 
+from saim.batches import score_pool  # noqa: E402
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
 from saim.device import autocast, memory_format, precision, resolve_device  # noqa: E402
+from saim.live_model import ServedModel  # noqa: E402
 from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor, pixel_entropy  # noqa: E402
 from saim.model.training import augment, dice_loss, focal_loss, simulate_interaction  # noqa: E402
 from saim.pool import DATASET_JSON, SPLITS_JSON, PoolStore, Splits, image_key  # noqa: E402
 from saim.selection import EntropyStrategy  # noqa: E402
+from saim.settings import ServiceSettings  # noqa: E402
 from saim.v1 import annotator_pb2  # noqa: E402
 
 AMOS_SLICES = 120_000  # ≈ 1,200 series × ≈ 100 slices
@@ -87,19 +93,20 @@ def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> 
     return -(-slices // batch) * batch / (time.perf_counter() - started)
 
 
-def saim_scoring(predictor, store, pool: list[str], size: int) -> tuple[float, float, int]:
-    """(cold, warm) slices per second of the selector's path: read + decode every series, then score them."""
-    strategy = EntropyStrategy()
-    rates = []
-    pool_store = PoolStore(store, size, None)
-    for _ in range(2):  # the first pass decodes, the second finds every series in the cache
-        started = time.perf_counter()
-        series = {c: pool_store.load_series(c).images for c in pool}
-        strategy.score(predictor, series)
-        sync(str(predictor.device))
-        slices = sum(len(v) for v in series.values())
-        rates.append(slices / (time.perf_counter() - started))
-    return rates[0], rates[1], slices
+def saim_scoring(predictor, store, pool: list[str], size: int, workers: int) -> dict:
+    """Slices per second of the selector's rescoring path (saim.batches.score_pool): serial decoding with no cache
+    (how it was), then `workers` decoding threads ahead of the model, cold and then warm (all series cached)."""
+    model, strategy = ServedModel("bench", predictor, {}), EntropyStrategy()
+    serial = score_pool(PoolStore(store, size, None, cache_mb=0), strategy, model, pool, workers=1)
+    cached = PoolStore(store, size, None, cache_mb=64 * 1024)  # room for the whole test pool, for the warm pass
+    cold = score_pool(cached, strategy, model, pool, workers)
+    warm = score_pool(cached, strategy, model, pool, workers)
+    return {
+        "serial": serial.slices / serial.seconds,
+        "cold": cold.slices / cold.seconds,
+        "warm": warm.slices / warm.seconds,
+        "slices": cold.slices,
+    }
 
 
 def click_latency(predictor, store, case: str, size: int, clicks: int) -> dict:
@@ -135,7 +142,7 @@ def bare_click(net, mc: ModelConfig, repeat: int, device: str) -> float:
     return timed(run, repeat)
 
 
-def training(net, mc: ModelConfig, batch: int, steps: int, device: str) -> tuple[float, float]:
+def training(net, mc: ModelConfig, batch: int, steps: int, device: str, profile: bool = False) -> tuple[float, float]:
     """(bare, saim) training slices per second at `batch` slices a step."""
     s, k = mc.image_size, mc.num_classes
     images = torch.rand(batch, 1, s, s, device=device)
@@ -166,6 +173,10 @@ def training(net, mc: ModelConfig, batch: int, steps: int, device: str) -> tuple
         sync(device)
 
     rates = [batch / (timed(fn, steps, 2) / 1000) for fn in (bare, saim)]
+    if profile:  # where saim's step spends its time (cumulative, top functions)
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [saim() for _ in range(3)])
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
     net.eval()
     return rates[0], rates[1]
 
@@ -182,14 +193,18 @@ def run_size(size: int, args, device: str) -> dict:
     net = predictor.network
     store, pool, click_case = store_with_pool(size, args.cases, args.depth, args.click_depth)
     bare = bare_scoring(net, mc, args.cases * args.depth, args.batch, device)
-    cold, warm, slices = saim_scoring(predictor, store, pool, size)
+    scoring = saim_scoring(predictor, store, pool, size, args.decode_workers)
+    cold, warm = scoring["cold"], scoring["warm"]
     click = click_latency(predictor, store, click_case, size, args.clicks)
     bare_one = bare_click(net, mc, args.clicks, device)
-    bare_train, saim_train = training(net, mc, args.train_batch, args.train_steps, device)
+    bare_train, saim_train = training(net, mc, args.train_batch, args.train_steps, device, args.profile_train)
     return {
         "size": size,
-        "pool_slices": slices,
+        "pool_slices": scoring["slices"],
+        "decode_workers": args.decode_workers,
         "bare_scoring_slices_per_s": bare,
+        "scoring_cold_serial_slices_per_s": scoring["serial"],
+        "prefetch_speedup": cold / scoring["serial"],
         "scoring_cold_slices_per_s": cold,
         "scoring_warm_slices_per_s": warm,
         "scoring_cold_ratio_vs_bare": cold / bare,
@@ -217,10 +232,17 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=64, help="slices per pool series")
     ap.add_argument("--click-depth", type=int, default=8, help="slices of the series the click test opens")
     ap.add_argument("--batch", type=int, default=32, help="scoring batch (the predictor's default)")
+    ap.add_argument(
+        "--decode-workers",
+        type=int,
+        default=ServiceSettings.model_fields["decode_workers"].default,
+        help="threads decoding series ahead of the model (default: SAIM_DECODE_WORKERS's default)",
+    )
     ap.add_argument("--clicks", type=int, default=100)
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--profile-train", action="store_true", help="print a cProfile of saim's training step")
     ap.add_argument("--tiny", action="store_true", help="seconds on a CPU: the tests' mode")
     ap.add_argument("--out", type=Path, default=Path("out/gpu-bench.json"))
     args = ap.parse_args()
@@ -248,13 +270,11 @@ def main() -> None:
     print(f"saim gpu bench: {report['device_name']} ({device}, {report['precision']}), torch {report['torch']}")
     print(f"{'size':>5s} {'measure':44s} {'saim':>10s} {'bare':>10s} {'ratio':>6s}")
     for r in report["sizes"]:
+        bare_scoring, workers = r["bare_scoring_slices_per_s"], r["decode_workers"]
         rows = [
-            (
-                "scoring, cold (decode + score), slices/s",
-                r["scoring_cold_slices_per_s"],
-                r["bare_scoring_slices_per_s"],
-            ),
-            ("scoring, warm (series cached), slices/s", r["scoring_warm_slices_per_s"], r["bare_scoring_slices_per_s"]),
+            ("scoring, cold, serial decoding, slices/s", r["scoring_cold_serial_slices_per_s"], bare_scoring),
+            (f"scoring, cold, {workers} decoding threads, slices/s", r["scoring_cold_slices_per_s"], bare_scoring),
+            ("scoring, warm (series cached), slices/s", r["scoring_warm_slices_per_s"], bare_scoring),
             ("click: gRPC AddClick p50 / bare forward, ms", r["click_grpc_p50_ms"], r["bare_forward_1_slice_ms"]),
             ("click: gRPC AddClick p95, ms", r["click_grpc_p95_ms"], r["bare_forward_1_slice_ms"]),
             ("training, slices/s", r["saim_train_slices_per_s"], r["bare_train_slices_per_s"]),

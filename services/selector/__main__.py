@@ -15,6 +15,7 @@ def build(settings, infra) -> SelectorDeps:
         settings.max_iterations,
         settings.lease_ttl_s,
         overlap=settings.overlap,
+        decode_workers=settings.decode_workers,
     )
     return SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from saim.errors import FailedPrecondition, NotFound, PermissionDenied
 from saim.live_model import ServedModel
-from saim.pool import PoolStore, provenance_key
+from saim.pool import DECODE_WORKERS, PoolStore, provenance_key
 from saim.selection import SelectionStrategy, top_n
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,20 @@ class ScoreTable:
     slices: int
 
 
+def score_pool(
+    pool: PoolStore, strategy: SelectionStrategy, model: ServedModel, cases: list[str], workers: int = DECODE_WORKERS
+) -> ScoreTable:
+    """Score `cases` under `model`, streaming: series are decoded by `workers` threads ahead of the model, each is
+    scored as it arrives, and none is held beyond the pool's cache budget."""
+    started = time.perf_counter()
+    scores: dict[str, float] = {}
+    slices = 0
+    for series in pool.iter_series(cases, workers):
+        scores.update(strategy.score(model.predictor, {series.case: series.images}))
+        slices += series.num_slices
+    return ScoreTable(model.version, scores, time.perf_counter() - started, slices)
+
+
 class SelectionLoop:
     def __init__(
         self,
@@ -94,10 +108,11 @@ class SelectionLoop:
         lease_ttl_s: float = 900.0,
         clock=time.time,
         overlap: int = 1,
+        decode_workers: int = DECODE_WORKERS,
     ):
         if overlap < 1:
             raise ValueError(f"overlap must be at least 1, got {overlap}")
-        self.overlap = overlap
+        self.overlap, self.decode_workers = overlap, decode_workers
         self.pool, self.strategy = pool, strategy
         self.lease_ttl_s, self.clock = lease_ttl_s, clock
         self.batch_size, self.max_iterations = batch_size, max_iterations
@@ -152,10 +167,17 @@ class SelectionLoop:
     # ---- events ----------------------------------------------------------------------------------------------
     def on_model(self, model: ServedModel, model_iteration: int) -> Batch | None:
         """Rescore the unannotated pool under the new version; open the next batch if this model closes the last.
-        Returns the newly opened batch, if any. A replay of the same version changes nothing."""
+        Returns the newly opened batch, if any. A replay of the same version changes nothing.
+
+        Scoring runs outside the loop's lock: NextCase, CheckLease and GetStatus keep answering from the last
+        complete table, which the new one replaces in one assignment (a table is never a mix of versions)."""
         with self._lock:
-            if self.scores is None or self.scores.version != model.version:
-                self.scores = self._score(model)
+            stale = self.scores is None or self.scores.version != model.version
+            cases = sorted(set(self.pool.splits.pool) - self.annotated)
+        table = self._score(model, cases) if stale else None
+        with self._lock:
+            if table is not None:
+                self.scores = table
             if model_iteration != self.iteration or (self.batch is not None and not self.batch.complete):
                 return None
             if self.iteration >= self.max_iterations:
@@ -168,18 +190,14 @@ class SelectionLoop:
             log.info("opened batch %d with %s (scores of %s)", self.batch.iteration, self.batch.cases, model.version)
             return self.batch
 
-    def _score(self, model: ServedModel) -> ScoreTable:
-        cases = sorted(set(self.pool.splits.pool) - self.annotated)
-        started = time.perf_counter()
-        slices = {c: self.pool.load_series(c).images for c in cases}
-        scores = self.strategy.score(model.predictor, slices) if slices else {}
-        table = ScoreTable(model.version, scores, time.perf_counter() - started, sum(len(s) for s in slices.values()))
+    def _score(self, model: ServedModel, cases: list[str]) -> ScoreTable:
+        table = score_pool(self.pool, self.strategy, model, cases, self.decode_workers)
         self.pool.store.put_json(
             f"scores/{model.version}.json",
             {
                 "model_version": model.version,
                 "strategy": self.strategy.name,
-                "scores": scores,
+                "scores": table.scores,
                 "seconds": table.seconds,
             },
         )

@@ -7,9 +7,13 @@ withheld, as in a real deployment. In the emulated scenario the virtual annotato
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from cachetools import LRUCache
 
 from saim.config import SplitRule
 from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels
@@ -83,12 +87,23 @@ def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -
     store.put_json(DATASET_JSON, {**dataset.info.to_json(), "numTraining": len(dataset.cases)})
 
 
-class PoolStore:
-    """Read access to the imported dataset for the services."""
+SERIES_CACHE_MB = 1024  # decoded series kept per process (SAIM_SERIES_CACHE_MB)
+DECODE_WORKERS = 4  # threads decoding series ahead of their consumer (SAIM_DECODE_WORKERS)
 
-    def __init__(self, store: ObjectStore, image_size: int, max_slices: int | None):
+
+def series_bytes(series: Series) -> int:
+    return series.images.nbytes + (0 if series.labels is None else series.labels.nbytes)
+
+
+class PoolStore:
+    """Read access to the imported dataset for the services. Decoded series are kept in an LRU cache bounded by
+    bytes (`cache_mb`), so a pool of any size streams through a process of bounded memory."""
+
+    def __init__(self, store: ObjectStore, image_size: int, max_slices: int | None, cache_mb: float = SERIES_CACHE_MB):
         self.store, self.image_size, self.max_slices = store, image_size, max_slices
-        self._cache: dict[tuple[str, bool], Series] = {}
+        self._cache: LRUCache[tuple[str, bool], Series] = LRUCache(
+            maxsize=int(cache_mb * 2**20), getsizeof=series_bytes
+        )
         self._cache_lock = threading.Lock()
         try:
             meta = store.get_json(DATASET_JSON)
@@ -108,16 +123,37 @@ class PoolStore:
         return set(s.initial) | set(s.val) | set(s.test) | set(s.pool)
 
     def load_series(self, case: str, with_label: bool = False) -> Series:
-        """A series at model resolution. Images (and the withheld-or-not labels) never change once imported, so
-        each is downloaded and decoded once per process; callers must not modify the arrays."""
+        """A series at model resolution. Images (and the withheld-or-not labels) never change once imported, so a
+        cached series is served until the byte budget evicts it; callers must not modify the arrays."""
         key = (case, with_label)
         with self._cache_lock:
             cached = self._cache.get(key)
         if cached is None:
             cached = self._load_series(case, with_label)
-            with self._cache_lock:
-                self._cache[key] = cached
+            if series_bytes(cached) <= self._cache.maxsize:  # larger than the whole budget: served, not kept
+                with self._cache_lock:
+                    self._cache[key] = cached
         return cached
+
+    def iter_series(self, cases: list[str], workers: int = DECODE_WORKERS) -> Iterator[Series]:
+        """The series of `cases` in order, downloaded and decoded by `workers` threads ahead of the consumer (gzip,
+        NIfTI parsing and resampling release the GIL), with at most 2 x workers decoded and not yet consumed."""
+        if workers <= 1:
+            yield from (self.load_series(c) for c in cases)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            pending: deque[Future[Series]] = deque()
+            upcoming = iter(cases)
+            try:
+                for case in upcoming:
+                    pending.append(pool.submit(self.load_series, case))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:  # the consumer stopped early (an error): decode nothing more
+                    future.cancel()
 
     def _load_series(self, case: str, with_label: bool) -> Series:
         if case not in self.all_cases():

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from saim.config import ModelConfig, TrainConfig
 from saim.device import resolve_device
 from saim.errors import SaimError
+from saim.pool import DECODE_WORKERS, SERIES_CACHE_MB
 from saim.storage import S3Config
 
 # Flat names of nested settings before they moved under SAIM_MODEL__ / SAIM_TRAIN__: set, they are an error that
@@ -68,6 +69,8 @@ class ServiceSettings(BaseSettings):
     model: ModelConfig = ModelConfig()  # classes come from the imported dataset
     train: TrainConfig = TrainConfig()  # seed and device are set per run (seed + iteration, device)
     max_slices: int = 8
+    series_cache_mb: float = Field(SERIES_CACHE_MB, description="decoded series kept per process (LRU, by bytes)")
+    decode_workers: int = Field(DECODE_WORKERS, ge=1, description="threads decoding series ahead of the model")
     batch_size: int = 3  # series per iteration
     max_iterations: int = 3
     selection: str = "entropy"

@@ -1,3 +1,7 @@
+import threading
+import time
+
+import numpy as np
 import pytest
 
 from saim.batches import SelectionLoop
@@ -6,7 +10,7 @@ from saim.data.dataset import NnUNetDataset
 from saim.errors import FailedPrecondition, PermissionDenied, Unavailable
 from saim.live_model import ServedModel
 from saim.model.predictor import InteractivePredictor
-from saim.pool import PoolStore, Splits, import_dataset
+from saim.pool import PoolStore, Splits, import_dataset, series_bytes
 from saim.selection import EntropyStrategy
 from tests.unit.fakes import MemoryStore
 
@@ -195,3 +199,69 @@ def test_state_a_failed_save_left_in_memory_is_flushed(pool, model):
 
 def _storage_down(*args, **kwargs):
     raise Unavailable("object storage unreachable")
+
+
+class _GatedEntropy(EntropyStrategy):
+    """Entropy scoring that waits at the first series until the test opens the gate (a long rescoring)."""
+
+    def __init__(self):
+        self.started, self.gate = threading.Event(), threading.Event()
+
+    def score(self, predictor, pool):
+        self.started.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().score(predictor, pool)
+
+
+def test_leases_and_status_keep_answering_while_the_pool_is_rescored(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=3)
+    loop.on_model(model, 0)
+    case, _, lease, _ = loop.next_case("alice")
+    first_table = loop.scores
+    loop.strategy = gated = _GatedEntropy()
+    newer = ServedModel("v0001", model.predictor, {})
+    rescoring = threading.Thread(target=loop.on_model, args=(newer, 0))
+    rescoring.start()
+    try:
+        assert gated.started.wait(30)
+        started = time.monotonic()
+        assert loop.renew_lease(case, lease, "alice").iteration == 1  # CheckLease
+        assert loop.next_case("alice")[0] == case  # NextCase
+        assert loop.progress() == {"alice": {"leased": 1, "submitted": 0}}  # GetStatus
+        assert time.monotonic() - started < 5  # answered while scoring is blocked, not after it
+        assert loop.scores is first_table  # the last complete table until the new one is whole
+    finally:
+        gated.gate.set()
+        rescoring.join(30)
+    assert loop.scores.version == "v0001" and set(loop.scores.scores) == set(first_table.scores)
+
+
+class _CountingStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.gets: list[str] = []
+
+    def get_bytes(self, key):
+        self.gets.append(key)
+        return super().get_bytes(key)
+
+
+def test_series_cache_is_bounded_by_bytes_and_prefetching_keeps_order(dataset):
+    store = _CountingStore()
+    cases = dataset.cases
+    import_dataset(store, dataset, Splits(tuple(cases[:1]), tuple(cases[1:2]), tuple(cases[2:3]), tuple(cases[3:])))
+    one = PoolStore(store, image_size=32, max_slices=2).load_series(cases[3])
+    budget_mb = 2.5 * series_bytes(one) / 2**20  # room for two series
+    bounded = PoolStore(store, image_size=32, max_slices=2, cache_mb=budget_mb)
+    streamed = list(bounded.iter_series(list(cases), workers=3))
+    assert [s.case for s in streamed] == list(cases)  # in order, whichever thread finished first
+    for s in streamed:
+        np.testing.assert_array_equal(s.images, PoolStore(store, 32, 2).load_series(s.case).images)
+    kept = {case for case, _ in bounded._cache}
+    assert len(kept) == 2 and bounded._cache.currsize <= bounded._cache.maxsize
+    evicted = [c for c in cases if c not in kept]
+    for case in [*sorted(kept), evicted[0]]:  # the kept ones first: each load of an evicted one evicts another
+        store.gets.clear()
+        bounded.load_series(case)
+        downloaded = [k for k in store.gets if case in k]
+        assert len(downloaded) == (0 if case in kept else 1), case  # a cached series costs no download
