@@ -169,7 +169,7 @@ class AnnotatorApp(ServiceApp):
         """Serve what the registry's CURRENT pointer names (not the event's version: a late or replayed event of an
         older version must not roll the model back). Also run periodically, for events lost with a broker."""
         if self.deps.model.load_current():
-            m.MODEL_RELOADS.labels("annotator").inc()
+            m.MODEL_RELOADS.labels(self.NAME).inc()
         if self.deps.model.version() is not None:
             self.health.set(True)
 

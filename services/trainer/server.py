@@ -170,7 +170,7 @@ class TrainerApp(ServiceApp):
     def announce(self, meta: ModelMetadata, promoted: bool, reason: str) -> None:
         """ModelPublished for a stored version (after training, or a rollback)."""
         if promoted:
-            m.MODEL_VERSION.labels("trainer").set(version_number(meta.version))
+            m.MODEL_VERSION.labels(self.NAME).set(version_number(meta.version))
         event = events_pb2.ModelPublished(
             meta=new_meta("trainer"),
             version=meta.version,

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batch()
 
 
+def scores_key(version: str) -> str:
+    """Where the selection scores a model version gave the pool are stored."""
+    return f"scores/{version}.json"
+
+
 @dataclass
 class Batch:
     iteration: int
@@ -191,9 +196,13 @@ class SelectionLoop:
             return self.batch
 
     def _score(self, model: ServedModel, cases: list[str]) -> ScoreTable:
+        stored = self._stored_table(model.version, cases)
+        if stored is not None:
+            log.info("scores of %s for %d series found in storage: not rescored", model.version, len(cases))
+            return stored
         table = score_pool(self.pool, self.strategy, model, cases, self.decode_workers)
         self.pool.store.put_json(
-            f"scores/{model.version}.json",
+            scores_key(model.version),
             {
                 "model_version": model.version,
                 "strategy": self.strategy.name,
@@ -202,6 +211,20 @@ class SelectionLoop:
             },
         )
         return table
+
+    def _stored_table(self, version: str, cases: list[str]) -> ScoreTable | None:
+        """The table this version's scoring stored already, when it covers `cases` with this strategy: a restarted
+        selector does not rescore the whole pool (at AMOS size, minutes of a GPU)."""
+        try:
+            stored = self.pool.store.get_json(scores_key(version))
+        except NotFound:
+            return None
+        scores = stored.get("scores", {})
+        if stored.get("model_version") != version or stored.get("strategy") != self.strategy.name:
+            return None
+        if not set(cases) <= set(scores):
+            return None
+        return ScoreTable(version, {c: float(scores[c]) for c in cases}, 0.0, 0)
 
     def on_annotation(self, case: str, iteration: int, annotator: str = "") -> Batch | None:
         """Record a submitted case; returns the batch when this submission completes it (exactly once)."""

@@ -265,3 +265,30 @@ def test_series_cache_is_bounded_by_bytes_and_prefetching_keeps_order(dataset):
         bounded.load_series(case)
         downloaded = [k for k in store.gets if case in k]
         assert len(downloaded) == (0 if case in kept else 1), case  # a cached series costs no download
+
+
+class _CountingEntropy(EntropyStrategy):
+    def __init__(self):
+        self.series_scored = 0
+
+    def score(self, predictor, pool):
+        self.series_scored += len(pool)
+        return super().score(predictor, pool)
+
+
+def test_a_restarted_selector_reuses_the_stored_scores_of_its_model(pool, model):
+    first = _CountingEntropy()
+    loop = SelectionLoop(pool, first, batch_size=2, max_iterations=2)
+    batch = loop.on_model(model, 0)
+    assert first.series_scored == len(pool.splits.pool)
+    pool.store.put_json(f"annotations/{batch.cases[0]}.json", {"annotator": "alice"})  # annotated since
+    restarted_strategy = _CountingEntropy()
+    restarted = SelectionLoop(pool, restarted_strategy, batch_size=2, max_iterations=2)
+    restarted.on_model(model, 0)
+    assert restarted_strategy.series_scored == 0  # nothing rescored
+    unannotated = set(pool.splits.pool) - restarted.annotated
+    assert batch.cases[0] not in unannotated
+    assert restarted.scores.scores == {c: loop.scores.scores[c] for c in sorted(unannotated)}
+    newer = ServedModel("v0001", model.predictor, {})
+    restarted.on_model(newer, 0)  # another version: scored anew
+    assert restarted_strategy.series_scored == len(unannotated)
