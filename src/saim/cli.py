@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 RPC_HINTS = {
-    grpc.StatusCode.UNAVAILABLE: "is the service running at that address (and TLS set alike on both sides)?",
+    grpc.StatusCode.UNAVAILABLE: "is the service running at that address, with TLS set alike on both sides?",
     grpc.StatusCode.UNAUTHENTICATED: "set SAIM_ADMIN_TOKEN or SAIM_ADMIN_TOKEN_FILE to a valid token",
     grpc.StatusCode.DEADLINE_EXCEEDED: "the service did not answer in time",
 }
