@@ -29,7 +29,7 @@ from saim.data.dataset import NnUNetDataset  # noqa: E402
 from saim.live_model import LiveModel  # noqa: E402
 from saim.model.encoding import Click, encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
-from saim.model.training import augment, focal_loss, simulate_interaction  # noqa: E402
+from saim.model.training import train_step  # noqa: E402
 from saim.pool import PoolStore, Splits, import_dataset  # noqa: E402
 from saim.session import SessionStore  # noqa: E402
 from saim.storage import ModelRegistry  # noqa: E402
@@ -119,7 +119,7 @@ def main() -> None:
             lambda: stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench")), 5, 1
         )
 
-    # training step: bare forward+backward vs saim's (augmentation + simulated click rounds + focal loss)
+    # training step: bare forward+backward vs saim's (train_step: augmentation, simulated click rounds, focal + Dice)
     b = 8
     images = torch.rand(b, 1, s, s)
     labels = torch.randint(0, k + 1, (b, s, s))
@@ -136,11 +136,7 @@ def main() -> None:
         opt.step()
 
     def saim_step():
-        img, lab = augment(images, labels, gen, hflip=False)
-        loss = focal_loss(net(simulate_interaction(net, img, lab, mc, tc, gen)), lab, weights, 2.0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(net, opt, images, labels, weights, mc, tc, gen, hflip=False)
 
     bare_train = timed(bare_step, 10, 2)
     saim_train = timed(saim_step, 10, 2)
@@ -157,7 +153,7 @@ def main() -> None:
         print(f"{name:50s} {ms:10.1f} {ms / bare:8.2f}")
     print(f"{'gRPC OpenSession, 8 slices (auto prediction)':50s} {open_ms:10.1f} {open_ms / bare:8.2f}")
     print(f"{'bare train step (batch 8, CE)':50s} {bare_train:10.1f} {'1.00':>8s}")
-    print(f"{'saim train step (augment + click rounds)':50s} {saim_train:10.1f} {saim_train / bare_train:8.2f}")
+    print(f"{'saim train step (train_step)':50s} {saim_train:10.1f} {saim_train / bare_train:8.2f}")
     print(f"weights {params:.1f} MiB; peak RSS of this process {rss:.0f} MiB")
 
 

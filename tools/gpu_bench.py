@@ -39,11 +39,11 @@ from saim.batches import score_pool  # noqa: E402
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
-from saim.device import autocast, memory_format, precision, resolve_device  # noqa: E402
+from saim.device import autocast, is_cuda, memory_format, precision, resolve_device  # noqa: E402
 from saim.live_model import ServedModel  # noqa: E402
 from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor, pixel_entropy  # noqa: E402
-from saim.model.training import augment, dice_loss, focal_loss, simulate_interaction  # noqa: E402
+from saim.model.training import train_step  # noqa: E402
 from saim.pool import DATASET_JSON, SPLITS_JSON, PoolStore, Splits, image_key  # noqa: E402
 from saim.selection import EntropyStrategy  # noqa: E402
 from saim.settings import ServiceSettings  # noqa: E402
@@ -53,7 +53,7 @@ AMOS_SLICES = 120_000  # ≈ 1,200 series × ≈ 100 slices
 
 
 def sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
+    if is_cuda(device):
         torch.cuda.synchronize()
 
 
@@ -143,7 +143,8 @@ def bare_click(net, mc: ModelConfig, repeat: int, device: str) -> float:
 
 
 def training(net, mc: ModelConfig, batch: int, steps: int, device: str, profile: bool = False) -> tuple[float, float]:
-    """(bare, saim) training slices per second at `batch` slices a step."""
+    """(bare, saim) training slices per second at `batch` slices a step: one forward+backward with cross-entropy
+    against saim's step (saim.model.training.train_step, as train_predictor runs it)."""
     s, k = mc.image_size, mc.num_classes
     images = torch.rand(batch, 1, s, s, device=device)
     labels = torch.randint(0, k + 1, (batch, s, s), device=device)
@@ -152,24 +153,18 @@ def training(net, mc: ModelConfig, batch: int, steps: int, device: str, profile:
     net.train()
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
     zeros = torch.zeros(batch, k, s, s, device=device)
-    fmt = memory_format(device)
 
-    def step(x, lab, loss_fn) -> None:
+    def bare() -> None:
         with autocast(device):
-            logits = net(x.contiguous(memory_format=fmt)).float()
-        loss = loss_fn(logits, lab)
+            logits = net(encode(images, zeros, zeros, zeros).contiguous(memory_format=memory_format(device))).float()
+        loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-
-    def bare() -> None:
-        step(encode(images, zeros, zeros, zeros), labels, torch.nn.functional.cross_entropy)
         sync(device)
 
     def saim() -> None:
-        img, lab = augment(images, labels, gen, hflip=False, spatial=True)
-        x = simulate_interaction(net, img, lab, mc, tc, gen)
-        step(x, lab, lambda lo, la: focal_loss(lo, la, weights, tc.focal_gamma) + dice_loss(lo, la))
+        train_step(net, opt, images, labels, weights, mc, tc, gen, hflip=False)
         sync(device)
 
     rates = [batch / (timed(fn, steps, 2) / 1000) for fn in (bare, saim)]
@@ -182,7 +177,7 @@ def training(net, mc: ModelConfig, batch: int, steps: int, device: str, profile:
 
 
 def device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
+    if is_cuda(device):
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
 
@@ -252,7 +247,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if torch.device(device).type == "cuda":
+    if is_cuda(device):
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     report = {
@@ -263,7 +258,7 @@ def main() -> None:
         "encoder": args.encoder,
         "sizes": [run_size(size, args, device) for size in args.sizes],
     }
-    if device.startswith("cuda"):
+    if is_cuda(device):
         report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

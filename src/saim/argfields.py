@@ -29,14 +29,12 @@ def _base_type(annotation) -> object:
     return annotation
 
 
-def add_fields(
-    parser: argparse.ArgumentParser, cls: type, rename: dict[str, str] | None = None, skip: tuple[str, ...] = ()
-) -> None:
+def add_fields(parser: argparse.ArgumentParser, cls: type, rename: dict[str, str] | None = None) -> None:
     """One flag per field of `cls` that has help metadata (fields without it are set by the program itself)."""
     rename = rename or {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or "help" not in f.metadata:
+        if "help" not in f.metadata:
             continue
         kind = _base_type(hints[f.name])
         help_text = f"{f.metadata['help']} (default: {f.default})"
@@ -50,10 +48,9 @@ def add_fields(
         parser.add_argument(_flag(f.name, rename), **kwargs)
 
 
-def from_args(args: argparse.Namespace, cls: type, base=None, **fixed):
-    """An instance of `cls`: `base` (or the defaults) with every flag that was given, then `fixed`."""
+def from_args(args: argparse.Namespace, cls: type):
+    """An instance of `cls` with its defaults, except for every flag that was given."""
     given = {
         f.name: value for f in dataclasses.fields(cls) if (value := getattr(args, _dest(cls, f.name), None)) is not None
     }
-    base = base if base is not None else cls()
-    return dataclasses.replace(base, **given, **fixed)
+    return cls(**given)

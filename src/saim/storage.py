@@ -262,10 +262,14 @@ class ModelRegistry:
         )
 
     def status(self, version: str) -> VersionStatus:
+        return self._status(version, self.current_version())
+
+    def _status(self, version: str, current: str | None) -> VersionStatus:
+        """The recorded decision; without one, the current version counts as promoted (set by hand or a rollback)."""
         try:
             return VersionStatus(self.store.get_json(self.status_key(version))["status"])
         except NotFound:
-            return VersionStatus.PROMOTED if version == self.current_version() else VersionStatus.UNDECIDED
+            return VersionStatus.PROMOTED if version == current else VersionStatus.UNDECIDED
 
     def decide(self, version: str, promoted: bool, reason: str) -> VersionStatus:
         """The promotion gate's decision: recorded, and CURRENT moves to a promoted version. Returns the status."""
@@ -281,7 +285,7 @@ class ModelRegistry:
         current = self.current_version()
         abandoned = []
         for version in self.versions():
-            if version != current and self.status(version) is VersionStatus.UNDECIDED:
+            if version != current and self._status(version, current) is VersionStatus.UNDECIDED:
                 self.mark(version, VersionStatus.ABANDONED, "the trainer stopped before the promotion decision")
                 abandoned.append(version)
         return abandoned
@@ -292,14 +296,14 @@ class ModelRegistry:
         return {
             self.metadata(v).iteration
             for v in self.versions()
-            if v == current or self.status(v) in (VersionStatus.PROMOTED, VersionStatus.REJECTED)
+            if v == current or self._status(v, current) in (VersionStatus.PROMOTED, VersionStatus.REJECTED)
         }
 
     def latest_decided(self) -> Decision | None:
         """The newest version the gate has decided; the current version counts as decided (it covers a rollback)."""
         current = self.current_version()
         for version in reversed(self.versions()):
-            status = self.status(version)
+            status = self._status(version, current)
             if status in (VersionStatus.PROMOTED, VersionStatus.REJECTED) or version == current:
                 return Decision(version, self.metadata(version).iteration, status is not VersionStatus.REJECTED)
         return None

@@ -266,6 +266,36 @@ def _sample_order(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
     return torch.cat(perms)[:count]
 
 
+def train_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    mc: ModelConfig,
+    tc: TrainConfig,
+    gen: torch.Generator,
+    hflip: bool,
+) -> torch.Tensor:
+    """One optimisation step of saim's recipe on a batch (images (B, 1, H, W), labels (B, H, W), on the network's
+    device): augmentation, simulated click rounds, focal + Dice loss (bf16 forward on CUDA, losses in fp32).
+    Returns the loss. `train_predictor` runs it, and the benchmarks time it."""
+    dev = images.device
+    if tc.augment:
+        images, labels = augment(images, labels, gen, hflip, tc.spatial_augment)
+    x = simulate_interaction(net, images, labels, mc, tc, gen)
+    pixel_w = correction_weights(x, labels, mc.num_classes, tc.correction_weight) if tc.correction_weight > 0 else None
+    with autocast(dev):
+        logits = net(x.contiguous(memory_format=memory_format(dev))).float()
+    loss = focal_loss(logits, labels, weights, tc.focal_gamma, pixel_w)
+    if tc.dice_weight > 0:
+        loss = loss + tc.dice_weight * dice_loss(logits, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 @dataclass
 class TrainResult:
     predictor: InteractivePredictor
@@ -312,22 +342,7 @@ def train_predictor(
         for _ in range(steps_per_epoch):
             idx = order[step * bs : (step + 1) * bs]
             img, lab = img_all[idx].to(dev), lab_all[idx].to(dev)
-            if config.augment:
-                img, lab = augment(img, lab, gen, hflip, config.spatial_augment)
-            x = simulate_interaction(net, img, lab, model_config, config, gen)
-            pixel_w = (
-                correction_weights(x, lab, model_config.num_classes, config.correction_weight)
-                if config.correction_weight > 0
-                else None
-            )
-            with autocast(dev):  # bf16 on CUDA; the losses in fp32
-                logits = net(x.contiguous(memory_format=memory_format(dev))).float()
-            loss = focal_loss(logits, lab, weights, config.focal_gamma, pixel_w)
-            if config.dice_weight > 0:
-                loss = loss + config.dice_weight * dice_loss(logits, lab)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(net, opt, img, lab, weights, model_config, config, gen, hflip)
             sched.step()
             step += 1
             epoch_loss += loss.item()
