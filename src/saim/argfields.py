@@ -37,7 +37,9 @@ def add_fields(parser: argparse.ArgumentParser, cls: type, rename: dict[str, str
         if "help" not in f.metadata:
             continue
         kind = _base_type(hints[f.name])
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = f.metadata["help"]
+        if "default" not in help_text:  # a help text that explains its default (None: half of ...) keeps it
+            help_text += f" (default: {f.default})"
         kwargs: dict = {"dest": _dest(cls, f.name), "default": None, "help": help_text}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
