@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.saim-installed
 DEPLOY_VENV ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.saim-installed
+NNUNET_VENV ?= .venv-nnunet
+NNUNET_STAMP := $(NNUNET_VENV)/.saim-installed
 OUT ?= out
 
-.PHONY: setup deploy-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
+.PHONY: setup deploy-tools nnunet-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
 
 setup: $(STAMP)
 
@@ -27,24 +29,33 @@ $(DEPLOY_STAMP): requirements/deploy.txt
 	$(DEPLOY_VENV)/bin/python -m pip install -q -r requirements/deploy.txt
 	@touch $(DEPLOY_STAMP)
 
+# nnU-Net's dataset checker for the export test (tests/integration/test_export.py finds it at $(NNUNET_VENV)).
+nnunet-tools: $(NNUNET_STAMP)
+
+$(NNUNET_STAMP): requirements/nnunet.txt
+	@test -x $(NNUNET_VENV)/bin/python || $(PYTHON) -m venv $(NNUNET_VENV)
+	$(NNUNET_VENV)/bin/python -m pip install -q --upgrade pip
+	$(NNUNET_VENV)/bin/python -m pip install -q -r requirements/nnunet.txt
+	@touch $(NNUNET_STAMP)
+
 # The main job on embedded defaults: the distributed demo (broker, S3, three services, virtual annotators).
 demo: setup
 	$(BIN)/saim demo --report $(OUT)/demo-report.json
 
 # The paper's emulated scenario in one process, SAIM against the classical baseline.
 emulate: setup
-	$(BIN)/saim emulate --data synthetic --baseline classical --seed 0 \
+	$(BIN)/saim emulate --data synthetic --baseline classical --seed 0 --image-size 64 \
 		--report $(OUT)/emulate-report.json --plot $(OUT)/emulate-miou.png
 
 # Unit, integration, chaos (short form: 2 iterations) and deploy tiers; the chaos summary lands in $(OUT).
-test: setup deploy-tools
+test: setup deploy-tools nnunet-tools
 	$(BIN)/ruff check src tests services tools
 	SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests -q
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
-test-integration: setup
+test-integration: setup nnunet-tools
 	$(BIN)/python -m pytest tests/integration -q
 
 test-chaos: setup

@@ -48,6 +48,13 @@ class Infra:
                 time.sleep(1.0)
         self.registry = ModelRegistry(self.store)
 
+    def every_slice_pool(self) -> PoolStore:
+        """The pool with every slice of a series, whatever the scoring/training budget (annotation needs them)."""
+        if self.pool.max_slices is None:
+            return self.pool
+        s = self.settings
+        return PoolStore(self.store, s.model.image_size, None, s.series_cache_mb)
+
     def live_model(self) -> LiveModel:
         return LiveModel(self.registry, self.settings.device)
 

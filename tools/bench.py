@@ -1,4 +1,10 @@
-"""make bench: click latency and training-step cost of saim against the bare model, at the same size.
+"""make bench: saim against the bare model at the same size, in one run.
+
+1. Scan space at deployment size: a 512 x 512 x 200 synthetic CT series (int16 HU, 0.7 x 0.7 x 1.5 mm) is opened,
+   fetched, clicked, edited and submitted through a real annotator servicer over loopback gRPC, running in its own
+   (spawned) process so its peak RSS is the annotator's. Reports click p50/p95 against the bare forward at the model
+   size, the largest gRPC message, the annotator's peak RSS and the submit time.
+2. The training step: saim's train_step against a bare forward+backward.
 
 Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never run by the tests; no thresholds.
 """
@@ -6,34 +12,33 @@ Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never
 from __future__ import annotations
 
 import argparse
-import contextlib
+import multiprocessing as mp
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import grpc
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-
-from fakes import MemoryStore  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
-from saim.data.dataset import NnUNetDataset  # noqa: E402
-from saim.live_model import LiveModel  # noqa: E402
-from saim.model.encoding import Click, encode  # noqa: E402
+from saim.data.intensity import fit_intensity  # noqa: E402
+from saim.data.nifti import volume_to_bytes  # noqa: E402
+from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.model.training import train_step  # noqa: E402
-from saim.pool import PoolStore, Splits, import_dataset  # noqa: E402
-from saim.session import SessionStore  # noqa: E402
-from saim.storage import ModelRegistry  # noqa: E402
-from saim.v1 import annotator_pb2, annotator_pb2_grpc  # noqa: E402
+from saim.pool import DATASET_JSON, PREPROCESSING_JSON, SPLITS_JSON, Splits, image_key  # noqa: E402
+from saim.rpc.slices import decode_mask, encode_mask  # noqa: E402
+from saim.v1 import annotator_pb2  # noqa: E402
+from tests.unit.fakes import MemoryStore  # noqa: E402
+from tests.unit.harness import annotator_stub  # noqa: E402
+
+CT_SHAPE, CT_SPACING = (512, 512, 200), (0.7, 0.7, 1.5)
 
 
 def timed(fn, repeat: int, warmup: int = 3) -> float:
@@ -47,83 +52,137 @@ def timed(fn, repeat: int, warmup: int = 3) -> float:
     return statistics.median(samples) * 1000
 
 
-class _NoEvents:
-    def publish(self, *a, **k):
-        pass
+def ct_store(shape=CT_SHAPE, spacing=CT_SPACING, case: str = "ct_0000") -> tuple[MemoryStore, str]:
+    """An object store with one imported CT series in the pool (CT preprocessing fitted on its own label)."""
+    image, label = phantom.make_ct(shape)
+    store = MemoryStore()
+    store.put_bytes(image_key(case), volume_to_bytes(image, np.diag([*spacing, 1.0])))
+    intensity = fit_intensity({"0": "CT"}, [(image, label)])
+    store.put_json(PREPROCESSING_JSON, intensity.to_json())
+    store.put_json(SPLITS_JSON, Splits((), (), (), (case,)).to_json())
+    labels = {"background": 0, **{c: i + 1 for i, c in enumerate(phantom.CLASSES)}}
+    store.put_json(DATASET_JSON, {"name": "bench-ct", "labels": labels, "channel_names": {"0": "CT"}})
+    return store, case
 
-    def close(self):
-        pass
 
+def session_bench(stub, case: str, clicks: int, fetches: int, warmup: int = 3) -> dict:
+    """OpenSession, GetSlice (image + mask), AddClick at voxels (three per fetched slice), an EditSlice, Submit."""
+    largest = {"name": "", "bytes": 0}
 
-@contextlib.contextmanager
-def annotator_stub(store, predictor: InteractivePredictor, size: int, max_slices: int | None):
-    """A stub of a real annotator servicer over loopback gRPC, serving `predictor` from `store` (no Kafka, no
-    selector: leases are not checked)."""
-    from saim.rpc.peers import LeaseChecker
-    from saim.rpc.server import Health, create_server
-    from services.annotator.server import AnnotatorDeps, AnnotatorServicer
+    def call(name, method, request):
+        reply = method(request)
+        for what, msg in ((f"{name} request", request), (f"{name} reply", reply)):
+            if msg.ByteSize() > largest["bytes"]:
+                largest.update(name=what, bytes=msg.ByteSize())
+        return reply
 
-    registry = ModelRegistry(store)
-    registry.publish(predictor, iteration=0)
-    live = LiveModel(registry, str(predictor.device))
-    live.load_current()
-    deps = AnnotatorDeps(PoolStore(store, size, max_slices), live, SessionStore(3600), _NoEvents(), LeaseChecker(None))
-    server, port = create_server(
-        "annotator",
-        "saim.v1.AnnotatorService",
-        lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(deps), srv),
-        Health("x"),
-        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=64),
+    t0 = time.perf_counter()
+    opened = call("OpenSession", stub.OpenSession, annotator_pb2.OpenSessionRequest(case_id=case, annotator_id="b"))
+    open_ms = (time.perf_counter() - t0) * 1000
+    g = opened.geometry
+    sid = opened.session_id
+    rng = np.random.default_rng(0)
+    fetch_ms = []
+    for index in np.linspace(0, g.num_slices - 1, fetches).astype(int):
+        t0 = time.perf_counter()
+        call("GetSlice", stub.GetSlice, annotator_pb2.GetSliceRequest(session_id=sid, slice=index, include_image=True))
+        fetch_ms.append((time.perf_counter() - t0) * 1000)
+    click_ms, server_ms = [], []
+    k = 0
+    for n in range(clicks + warmup):
+        i, j = (int(v) for v in rng.integers(g.shape[0] // 4, 3 * g.shape[0] // 4, 2))
+        if n % 3 == 0:  # as a person: fetch a slice (image + the model's mask), then click on it a few times
+            k = int(rng.integers(g.num_slices // 3, 2 * g.num_slices // 3))
+            stub.GetSlice(annotator_pb2.GetSliceRequest(session_id=sid, slice=k, include_image=True))
+        request = annotator_pb2.AddClickRequest(
+            session_id=sid, class_index=1 + n % 4, positive=True, voxel=annotator_pb2.Voxel(i=i, j=j, k=k)
+        )
+        t0 = time.perf_counter()
+        reply = call("AddClick", stub.AddClick, request)
+        if n >= warmup:
+            click_ms.append((time.perf_counter() - t0) * 1000)
+            server_ms.append(reply.inference_ms)
+    mask = decode_mask(reply.mask, (g.rows, g.cols))
+    stroke = np.zeros_like(mask)
+    stroke[g.rows // 3 : g.rows // 2, g.cols // 3 : g.cols // 2] = 1
+    call(
+        "EditSlice",
+        stub.EditSlice,
+        annotator_pb2.EditSliceRequest(
+            session_id=sid, slice=reply.mask.slice, class_index=1, painted=encode_mask(reply.mask.slice, stroke)
+        ),
     )
-    server.start()
+    t0 = time.perf_counter()
+    call("Submit", stub.Submit, annotator_pb2.SubmitRequest(session_id=sid))
+    submit_s = time.perf_counter() - t0
+    return {
+        "geometry": f"{tuple(g.shape)} slices along axis {g.slice_axis}",
+        "open_ms": open_ms,
+        "get_slice_p50_ms": statistics.median(fetch_ms),
+        "click_p50_ms": statistics.median(click_ms),
+        "click_p95_ms": float(np.percentile(click_ms, 95)),
+        "click_server_p50_ms": statistics.median(server_ms),
+        "click_reply_bytes": reply.ByteSize(),
+        "largest_message": largest,
+        "submit_s": submit_s,
+    }
+
+
+def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
+    """The child process: the annotator servicer and the client; reports the measures and its own peak RSS."""
     try:
-        with grpc.insecure_channel(
-            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 * 2**20)]
-        ) as channel:
-            yield annotator_pb2_grpc.AnnotatorServiceStub(channel)
-    finally:
-        server.stop(0)
+        torch.set_num_threads(threads)
+        predictor = InteractivePredictor(mc)
+        x = torch.randn(1, mc.in_channels, mc.image_size, mc.image_size)
+
+        @torch.inference_mode()
+        def forward():
+            return predictor.network(x)
+
+        bare = timed(forward, clicks)  # in this process, on the same thread, in the same run
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with annotator_stub(store, predictor, mc.image_size) as (stub, _):
+            out = session_bench(stub, case, clicks, fetches)
+        out["bare_ms"] = bare
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["rss_at_start_mib"] = rss_before
+    except Exception as exc:  # the parent waits for an answer: send the failure
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    conn.send(out)
+    conn.close()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", type=int, default=64)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256, help="model size (the deployment default)")
     ap.add_argument("--encoder", default="resnet34")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (the annotator's default budget is 1)")
-    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the model and of the annotator")
+    ap.add_argument("--clicks", type=int, default=30)
+    ap.add_argument("--fetches", type=int, default=10, help="GetSlice calls (image + mask)")
+    ap.add_argument("--ct-shape", type=int, nargs=3, default=list(CT_SHAPE))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mc = ModelConfig(classes=phantom.CLASSES, image_size=args.size, encoder=args.encoder)
-    predictor = InteractivePredictor(mc)
-    net = predictor.network
+    net = InteractivePredictor(mc).network
     s, k = args.size, mc.num_classes
-    x = torch.randn(1, mc.in_channels, s, s)
-    with torch.no_grad():
-        bare = timed(lambda: net(x), args.repeat)
-    img = np.random.default_rng(0).random((1, s, s)).astype(np.float32)
-    prev = np.zeros((1, s, s), np.uint8)
-    clicks = [[Click(1, s // 2, s // 2, True), Click(2, s // 4, s // 4, False), Click(3, s // 3, s // 2, True)]]
-    pred = timed(lambda: predictor.predict(img, clicks, prev), args.repeat)
 
-    # in-process session and a real gRPC round trip to the annotator servicer (store in memory, no Kafka)
-    store = MemoryStore()
-    ds = NnUNetDataset(phantom.generate(Path("/tmp/saim-bench-ds"), num_series=4, depth=8, size=96, seed=0))
-    import_dataset(store, ds, Splits((ds.cases[0],), (ds.cases[1],), (ds.cases[2],), (ds.cases[3],)))
-    with annotator_stub(store, predictor, s, 8) as stub:
-        opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench"))
-        req = annotator_pb2.AddClickRequest(
-            session_id=opened.session_id, slice=0, class_index=1, y=s // 2, x=s // 2, positive=True
-        )
-        rpc = timed(lambda: stub.AddClick(req), args.repeat)
-        open_ms = timed(
-            lambda: stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=ds.cases[3], annotator_id="bench")), 5, 1
-        )
+    store, case = ct_store(tuple(args.ct_shape))
+    ctx = mp.get_context("spawn")  # not fork: OpenMP's thread pool does not survive a fork
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
+        target=_serve_and_measure, args=(child, store, case, mc, args.threads, args.clicks, args.fetches)
+    )
+    proc.start()
+    session = parent.recv()
+    proc.join()
+    if "error" in session:
+        raise SystemExit(f"bench: the annotator process failed: {session['error']}")
+    bare = session["bare_ms"]
 
     # training step: bare forward+backward vs saim's (train_step: augmentation, simulated click rounds, focal + Dice)
     b = 8
-    images = torch.rand(b, 1, s, s)
+    images = torch.randn(b, 1, s, s)
     labels = torch.randint(0, k + 1, (b, s, s))
-    tc = TrainConfig()
     weights = torch.ones(k + 1)
     gen = torch.Generator().manual_seed(0)
     net.train()
@@ -136,25 +195,41 @@ def main() -> None:
         opt.step()
 
     def saim_step():
-        train_step(net, opt, images, labels, weights, mc, tc, gen, hflip=False)
+        train_step(net, opt, images, labels, weights, mc, TrainConfig(), gen, hflip=False)
 
-    bare_train = timed(bare_step, 10, 2)
-    saim_train = timed(saim_step, 10, 2)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    bare_train = timed(bare_step, 5, 1)
+    saim_train = timed(saim_step, 5, 1)
     params = sum(p.numel() for p in net.parameters()) * 4 / 2**20
-    print(f"saim bench: {args.encoder} Unet, {s}x{s}, {mc.in_channels} input channels, torch threads {args.threads}")
-    print(f"{'measure':50s} {'median ms':>10s} {'x bare':>8s}")
+    print(
+        f"saim bench: {args.encoder} Unet, model {s}x{s}, {mc.in_channels} input channels, torch threads {args.threads}"
+    )
+    print(f"scan: synthetic CT {session['geometry']}, int16, {CT_SPACING} mm")
+    print(f"{'measure':52s} {'median ms':>10s} {'x bare':>8s}")
     rows = [
-        ("bare model forward (batch 1)", bare),
-        ("InteractivePredictor.predict (3 clicks + memory)", pred),
-        ("gRPC AddClick round trip (in-process server)", rpc),
+        ("bare model forward (batch 1, annotator process)", bare),
+        ("gRPC AddClick round trip p50 (512x512 mask back)", session["click_p50_ms"]),
+        ("gRPC AddClick round trip p95", session["click_p95_ms"]),
+        ("AddClick server time p50 (session + model)", session["click_server_p50_ms"]),
+        ("gRPC GetSlice p50 (image + mask, first fetch)", session["get_slice_p50_ms"]),
+        ("gRPC OpenSession (no prediction up front)", session["open_ms"]),
+        ("bare train step (batch 8, CE)", bare_train),
+        ("saim train step (train_step)", saim_train),
     ]
     for name, ms in rows:
-        print(f"{name:50s} {ms:10.1f} {ms / bare:8.2f}")
-    print(f"{'gRPC OpenSession, 8 slices (auto prediction)':50s} {open_ms:10.1f} {open_ms / bare:8.2f}")
-    print(f"{'bare train step (batch 8, CE)':50s} {bare_train:10.1f} {'1.00':>8s}")
-    print(f"{'saim train step (train_step)':50s} {saim_train:10.1f} {saim_train / bare_train:8.2f}")
-    print(f"weights {params:.1f} MiB; peak RSS of this process {rss:.0f} MiB")
+        ref = bare_train if "train" in name else bare
+        print(f"{name:52s} {ms:10.1f} {ms / ref:8.2f}")
+    print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")
+    print(f"Submit of {args.ct_shape[2]} slices (every untouched slice predicted): {session['submit_s']:.1f} s")
+    lm = session["largest_message"]
+    print(
+        f"largest gRPC message: {lm['name']}, {lm['bytes'] / 1024:.0f} KiB; "
+        f"click reply {session['click_reply_bytes'] / 1024:.1f} KiB"
+    )
+    print(
+        f"annotator process peak RSS {session['peak_rss_mib']:.0f} MiB (at start {session['rss_at_start_mib']:.0f} "
+        "MiB, the CT in the in-memory store included)"
+    )
+    print(f"weights {params:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import cProfile
 import json
 import platform
 import pstats
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,8 +31,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import MemoryStore, annotator_stub, timed  # noqa: E402
+from bench import ct_store, session_bench, timed  # noqa: E402
 
 from saim.batches import score_pool  # noqa: E402
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
@@ -47,7 +47,8 @@ from saim.model.training import train_step  # noqa: E402
 from saim.pool import DATASET_JSON, SPLITS_JSON, PoolStore, Splits, image_key  # noqa: E402
 from saim.selection import EntropyStrategy  # noqa: E402
 from saim.settings import ServiceSettings  # noqa: E402
-from saim.v1 import annotator_pb2  # noqa: E402
+from tests.unit.fakes import MemoryStore  # noqa: E402
+from tests.unit.harness import annotator_stub  # noqa: E402
 
 AMOS_SLICES = 120_000  # ≈ 1,200 series × ≈ 100 slices
 
@@ -57,23 +58,20 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def store_with_pool(size: int, cases: int, depth: int, click_depth: int) -> tuple[MemoryStore, list[str], str]:
-    """An object store holding `cases` copies of one phantom series (size x size x depth) as the pool, and a short
-    series for the click test (OpenSession answers every slice of it)."""
+def store_with_pool(size: int, cases: int, depth: int) -> tuple[MemoryStore, list[str]]:
+    """An object store holding `cases` copies of one phantom series (size x size x depth) as the pool."""
     image, _ = phantom.make_series(0, 0, size, depth)
     data = volume_to_bytes(image.astype(np.float32), np.diag([0.7, 0.7, 3.0, 1.0]))
-    short, _ = phantom.make_series(0, 1, size, click_depth)
     store = MemoryStore()
     pool = [f"pool_{i:04d}" for i in range(cases)]
     for case in pool:
         store.put_bytes(image_key(case), data)
-    store.put_bytes(image_key("click_case"), volume_to_bytes(short.astype(np.float32), np.eye(4)))
     store.put_json(
         DATASET_JSON,
         {"name": "bench", "labels": {"background": 0, **{c: i + 1 for i, c in enumerate(phantom.CLASSES)}}},
     )
-    store.put_json(SPLITS_JSON, Splits((), (), (), (*pool, "click_case")).to_json())
-    return store, pool, "click_case"
+    store.put_json(SPLITS_JSON, Splits((), (), (), tuple(pool)).to_json())
+    return store, pool
 
 
 def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> float:
@@ -109,26 +107,12 @@ def saim_scoring(predictor, store, pool: list[str], size: int, workers: int) -> 
     }
 
 
-def click_latency(predictor, store, case: str, size: int, clicks: int) -> dict:
-    """AddClick round trips (ms) over loopback gRPC to a real annotator servicer; clicks move around the slice."""
-    with annotator_stub(store, predictor, size, None) as stub:
-        opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=case, annotator_id="bench"))
-        rng = np.random.default_rng(0)
-        samples = []
-        for i in range(clicks + 3):
-            y, x = (int(v) for v in rng.integers(size // 8, size - size // 8, 2))
-            req = annotator_pb2.AddClickRequest(
-                session_id=opened.session_id, slice=i % opened.num_slices, class_index=1, y=y, x=x, positive=True
-            )
-            started = time.perf_counter()
-            reply = stub.AddClick(req)
-            if i >= 3:  # warm-up
-                samples.append((time.perf_counter() - started) * 1000)
-        return {
-            "p50_ms": statistics.median(samples),
-            "p95_ms": float(np.percentile(samples, 95)),
-            "reply_bytes": reply.ByteSize(),
-        }
+def click_latency(predictor, size: int, clicks: int, ct_shape: tuple[int, int, int]) -> dict:
+    """The scan-space session of tools/bench.py (a synthetic CT, clicks at voxels, masks back at 512 x 512) against
+    a real annotator servicer over loopback gRPC, in this process."""
+    store, case = ct_store(ct_shape)
+    with annotator_stub(store, predictor, size) as (stub, _):
+        return session_bench(stub, case, clicks, fetches=3)
 
 
 def bare_click(net, mc: ModelConfig, repeat: int, device: str) -> float:
@@ -186,11 +170,11 @@ def run_size(size: int, args, device: str) -> dict:
     mc = ModelConfig(classes=phantom.CLASSES, image_size=size, encoder=args.encoder)
     predictor = InteractivePredictor(mc, device=device)
     net = predictor.network
-    store, pool, click_case = store_with_pool(size, args.cases, args.depth, args.click_depth)
+    store, pool = store_with_pool(size, args.cases, args.depth)
     bare = bare_scoring(net, mc, args.cases * args.depth, args.batch, device)
     scoring = saim_scoring(predictor, store, pool, size, args.decode_workers)
     cold, warm = scoring["cold"], scoring["warm"]
-    click = click_latency(predictor, store, click_case, size, args.clicks)
+    click = click_latency(predictor, size, args.clicks, tuple(args.ct_shape))
     bare_one = bare_click(net, mc, args.clicks, device)
     bare_train, saim_train = training(net, mc, args.train_batch, args.train_steps, device, args.profile_train)
     return {
@@ -208,10 +192,12 @@ def run_size(size: int, args, device: str) -> dict:
         "rescore_120k_warm_s": AMOS_SLICES / warm,
         "rescore_120k_bare_s": AMOS_SLICES / bare,
         "bare_forward_1_slice_ms": bare_one,
-        "click_grpc_p50_ms": click["p50_ms"],
-        "click_grpc_p95_ms": click["p95_ms"],
-        "click_added_p50_ms": click["p50_ms"] - bare_one,
-        "click_reply_bytes": click["reply_bytes"],
+        "click_grpc_p50_ms": click["click_p50_ms"],
+        "click_grpc_p95_ms": click["click_p95_ms"],
+        "click_added_p50_ms": click["click_p50_ms"] - bare_one,
+        "click_reply_bytes": click["click_reply_bytes"],
+        "largest_message_bytes": click["largest_message"]["bytes"],
+        "submit_s": click["submit_s"],
         "bare_train_slices_per_s": bare_train,
         "saim_train_slices_per_s": saim_train,
         "train_ratio_vs_bare": saim_train / bare_train,
@@ -225,7 +211,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="resnet34")
     ap.add_argument("--cases", type=int, default=24, help="pool series")
     ap.add_argument("--depth", type=int, default=64, help="slices per pool series")
-    ap.add_argument("--click-depth", type=int, default=8, help="slices of the series the click test opens")
+    ap.add_argument("--ct-shape", type=int, nargs=3, default=[512, 512, 200], help="the CT series the click test opens")
     ap.add_argument("--batch", type=int, default=32, help="scoring batch (the predictor's default)")
     ap.add_argument(
         "--decode-workers",
@@ -242,7 +228,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/gpu-bench.json"))
     args = ap.parse_args()
     if args.tiny:
-        args.sizes, args.encoder, args.cases, args.depth, args.click_depth = [32], "resnet18", 3, 4, 2
+        args.sizes, args.encoder, args.cases, args.depth, args.ct_shape = [32], "resnet18", 3, 4, [48, 40, 4]
         args.batch, args.clicks, args.train_batch, args.train_steps = 4, 4, 2, 2
     if args.threads:
         torch.set_num_threads(args.threads)

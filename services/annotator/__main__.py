@@ -8,7 +8,7 @@ from .server import AnnotatorApp, AnnotatorDeps
 
 def build(settings, infra) -> AnnotatorDeps:
     return AnnotatorDeps(
-        pool=infra.pool,
+        pool=infra.every_slice_pool(),
         model=infra.live_model(),
         sessions=infra.sessions(),
         publisher=infra.publisher("annotator"),

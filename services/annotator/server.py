@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saim.clicks import Click
 from saim.errors import InvalidInput
 from saim.events import ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventPublisher, new_meta
 from saim.live_model import LiveModel, ServedModel
@@ -20,6 +19,7 @@ from saim.rpc.auth import require_actor
 from saim.rpc.peers import LeaseChecker
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
+from saim.rpc.slices import decode_mask, encode_image, encode_mask, image_dtype
 from saim.session import AnnotationSession, SessionStore
 from saim.settings import ServiceSettings
 from saim.storage import version_number
@@ -28,8 +28,19 @@ from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2
 log = logging.getLogger(__name__)
 
 
-def mask_message(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:
-    return annotator_pb2.SliceMask(slice=index, labels=np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+def geometry_message(session: AnnotationSession) -> annotator_pb2.Geometry:
+    g = session.geometry
+    rows, cols = g.slice_shape
+    return annotator_pb2.Geometry(
+        shape=list(g.shape),
+        spacing=list(g.spacing),
+        affine=[float(v) for v in np.asarray(session.affine).ravel()],
+        orientation=g.orientation,
+        slice_axis=g.slice_axis,
+        num_slices=g.num_slices,
+        rows=rows,
+        cols=cols,
+    )
 
 
 @dataclass
@@ -53,37 +64,33 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             raise InvalidInput("case_id and annotator_id are required")
         require_actor(request.annotator_id)
         iteration, batch_version = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
-        series = self.d.pool.load_series(request.case_id)
+        image, affine = self.d.pool.load_volume(request.case_id)
+        series = self.d.pool.load_series(request.case_id, volume=(image, affine))
         if version_number(self.d.model.version()) < version_number(batch_version):
             self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
         model = self.d.model.current
         session = AnnotationSession.open(
-            request.case_id, request.annotator_id, iteration, request.lease_id, series, model
+            request.case_id, request.annotator_id, iteration, request.lease_id, series, image, affine, model
         )
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
-        size = series.images.shape[1]
         return annotator_pb2.OpenSessionResponse(
             session_id=session.session_id,
             case_id=session.case,
-            num_slices=series.num_slices,
-            height=size,
-            width=size,
             classes=list(self.d.pool.classes),
-            slice_index=[int(z) for z in series.slice_index],
-            volume_shape=list(series.volume_shape),
-            masks=[mask_message(i, s.auto) for i, s in enumerate(session.slices)],
             model_version=model.version,
             iteration=iteration,
+            geometry=geometry_message(session),
         )
 
-    def _mask_reply(self, session, index: int, mask, model: ServedModel, started: float):
+    def _mask_reply(self, index: int, mask, state, model: ServedModel, started: float):
         elapsed = time.perf_counter() - started
         m.CLICK_LATENCY.observe(elapsed)
         return annotator_pb2.MaskResponse(
-            mask=mask_message(index, mask),
+            mask=encode_mask(index, mask),
             model_version=model.version,
-            clicks_on_slice=len(session.slices[index].clicks),
+            clicks_on_slice=state.count("click"),
+            edits_on_slice=state.count("edit"),
             inference_ms=elapsed * 1000,
         )
 
@@ -99,30 +106,61 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         require_actor(session.annotator)
         return session
 
-    def AddClick(self, request, context):
-        started = time.perf_counter()
+    def GetSlice(self, request, context):
         session = self._session(request.session_id)
         self._renew(session)
         model = self.d.model.current
-        click = Click(cls=int(request.class_index), y=int(request.y), x=int(request.x), positive=bool(request.positive))
-        mask = session.add_click(model, int(request.slice), click)
-        return self._mask_reply(session, request.slice, mask, model, started)
+        mask, state = session.mask(model, int(request.slice))
+        reply = annotator_pb2.SliceResponse(
+            mask=encode_mask(request.slice, mask),
+            model_version=state.auto_version if not state.ops else state.ops[-1].model_version,
+            clicks_on_slice=state.count("click"),
+            edits_on_slice=state.count("edit"),
+        )
+        if request.include_image:
+            image = session.image_slice(int(request.slice))
+            reply.image, reply.image_dtype = encode_image(image, image_dtype(session.image))
+            reply.image_encoding = annotator_pb2.ENCODING_ZLIB
+        return reply
+
+    def AddClick(self, request, context):
+        started = time.perf_counter()
+        session = self._session(request.session_id)
+        if not request.HasField("voxel"):
+            raise InvalidInput("a click needs its voxel (i, j, k) in the scan's grid")
+        self._renew(session)
+        model = self.d.model.current
+        v = request.voxel
+        index, mask, state = session.add_click(model, (v.i, v.j, v.k), request.class_index, request.positive)
+        return self._mask_reply(index, mask, state, model, started)
+
+    def EditSlice(self, request, context):
+        started = time.perf_counter()
+        session = self._session(request.session_id)
+        if not request.HasField("painted"):
+            raise InvalidInput("an edit needs its painted pixels")
+        self._renew(session)
+        model = self.d.model.current
+        painted = decode_mask(request.painted, session.geometry.slice_shape)
+        mask, state = session.edit(model, int(request.slice), int(request.class_index), painted)
+        return self._mask_reply(request.slice, mask, state, model, started)
 
     def Undo(self, request, context):
         started = time.perf_counter()
         session = self._session(request.session_id)
         self._renew(session)
         model = self.d.model.current
-        mask = session.undo(model, int(request.slice))
-        return self._mask_reply(session, request.slice, mask, model, started)
+        mask, state = session.undo(model, int(request.slice))
+        return self._mask_reply(request.slice, mask, state, model, started)
 
     def Submit(self, request, context):
         session = self._session(request.session_id)
         self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
+            labels = session.labels(self.d.model.current)
             provenance = session.provenance(request.seconds_spent or None)
             ann_key, prov_key = self.d.pool.store_submission(
-                session.case, session.annotator, session.labels(), provenance, self.d.overlap
+                session.case, session.annotator, labels, session.affine, provenance, self.d.overlap
             )
         event = events_pb2.AnnotationSubmitted(
             meta=new_meta("annotator"),

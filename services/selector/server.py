@@ -140,6 +140,7 @@ class SelectorApp(ServiceApp):
         batch, a new CURRENT pointer (promotion or rollback), a decided model for the open iteration."""
         with self._lock:
             self.deps.loop.flush()
+            self.deps.loop.pool.refresh()  # series added by `saim admin import` are scored below (on_model)
             batch = self.deps.loop.batch
             if batch is not None:
                 for case in batch.cases:

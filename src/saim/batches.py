@@ -179,7 +179,11 @@ class SelectionLoop:
         with self._lock:
             stale = self.scores is None or self.scores.version != model.version
             cases = sorted(set(self.pool.splits.pool) - self.annotated)
+            added = [] if stale else [c for c in cases if c not in self.scores.scores]  # `saim admin import`
         table = self._score(model, cases) if stale else None
+        if added:
+            log.info("scoring %d series added to the pool under %s", len(added), model.version)
+            table = self._score(model, added, merge_into=self.scores)
         with self._lock:
             if table is not None:
                 self.scores = table
@@ -195,12 +199,25 @@ class SelectionLoop:
             log.info("opened batch %d with %s (scores of %s)", self.batch.iteration, self.batch.cases, model.version)
             return self.batch
 
-    def _score(self, model: ServedModel, cases: list[str]) -> ScoreTable:
+    def _score(self, model: ServedModel, cases: list[str], merge_into: ScoreTable | None = None) -> ScoreTable:
         stored = self._stored_table(model.version, cases)
         if stored is not None:
             log.info("scores of %s for %d series found in storage: not rescored", model.version, len(cases))
-            return stored
+            return (
+                stored
+                if merge_into is None
+                else ScoreTable(
+                    model.version, {**merge_into.scores, **stored.scores}, merge_into.seconds, merge_into.slices
+                )
+            )
         table = score_pool(self.pool, self.strategy, model, cases, self.decode_workers)
+        if merge_into is not None:
+            table = ScoreTable(
+                model.version,
+                {**merge_into.scores, **table.scores},
+                merge_into.seconds + table.seconds,
+                merge_into.slices + table.slices,
+            )
         self.pool.store.put_json(
             scores_key(model.version),
             {

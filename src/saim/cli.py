@@ -138,7 +138,12 @@ def _cmd_check(args) -> int:
     for case in ds.cases:
         _, label, _ = ds.load_case(case)
         counts += np.bincount(label.ravel(), minlength=len(counts))
-    print(f"{args.root}: {ds.info.name}, {len(ds.cases)} cases, classes {', '.join(ds.info.classes)}")
+    for case in ds.unlabelled:
+        ds.load_image(case)
+    print(
+        f"{args.root}: {ds.info.name}, {len(ds.cases)} labelled and {len(ds.unlabelled)} unlabelled cases, "
+        f"classes {', '.join(ds.info.classes)}"
+    )
     print(
         "voxels per class: "
         + ", ".join(f"{n}={c}" for n, c in zip(("background", *ds.info.classes), counts, strict=True))

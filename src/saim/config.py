@@ -19,7 +19,7 @@ def _opt(default, help: str):
 @dataclass(frozen=True)
 class ModelConfig:
     classes: tuple[str, ...] = ()  # foreground class names, from the dataset; output channel 0 is background
-    image_size: int = _opt(64, "model input size in pixels (series slices are resampled to it)")
+    image_size: int = _opt(256, "model input size in pixels (slices are resampled to it, aspect kept, padded)")
     encoder: str = _opt("resnet34", "segmentation_models_pytorch encoder of the Unet")
     encoder_weights: str | None = _opt(None, "e.g. 'imagenet': the real pretrained weights (needs network access)")
     click_encoding: Literal["disk", "gaussian"] = _opt("disk", "how a click is rasterised into its input channel")

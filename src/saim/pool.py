@@ -1,29 +1,39 @@
 """The annotation pool in object storage: dataset import with fixed splits, series IO, annotations with provenance.
 
 Only the initial (pre-training), validation and test series have ground truth in the bucket; the pool's labels are
-withheld, as in a real deployment. In the emulated scenario the virtual annotators hold the ground truth locally.
+withheld, as in a real deployment, and a pool may be unlabelled from the start (imagesTs/, or imagesTr entries
+without a label). In the emulated scenario the virtual annotators hold the ground truth locally.
+
+Everything stored is in the source scan's geometry: images are the uploaded files unchanged, annotations are NIfTI
+label maps with the image's shape and affine and the dataset's label values.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from cachetools import LRUCache
 
 from saim.config import SplitRule
-from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels
-from saim.data.nifti import check_finite, volume_from_bytes, volume_to_bytes
-from saim.data.slices import Series, series_from_volume
-from saim.errors import FailedPrecondition, InvalidInput, NotFound
+from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels, to_file_values
+from saim.data.intensity import ZSCORE_SCHEME, Intensity, fit_intensity, is_ct
+from saim.data.nifti import check_finite, load_volume, volume_from_bytes, volume_to_bytes
+from saim.data.slices import Series, check_max_slices, series_from_volume
+from saim.errors import DatasetError, FailedPrecondition, InvalidInput, NotFound
 from saim.storage import ObjectStore
 
 DATASET_JSON = "dataset/dataset.json"
 SPLITS_JSON = "dataset/splits.json"
+PREPROCESSING_JSON = "dataset/preprocessing.json"
+SPLIT_NAMES = ("initial", "val", "test", "pool")
 
 
 @dataclass(frozen=True)
@@ -36,19 +46,66 @@ class Splits:
     def to_json(self) -> dict:
         return {k: list(v) for k, v in self.__dict__.items()}
 
+    def all(self) -> set[str]:
+        return set(self.initial) | set(self.val) | set(self.test) | set(self.pool)
 
-def make_splits(cases: list[str], seed: int, rule: SplitRule | None = None) -> Splits:
-    """The one split rule, for the services' import and the in-process emulation (saim.emulate.split_series)."""
+    @property
+    def labelled(self) -> tuple[str, ...]:
+        return self.initial + self.val + self.test
+
+
+def make_splits(
+    cases: list[str], seed: int, rule: SplitRule | None = None, unlabelled: list[str] | tuple[str, ...] = ()
+) -> Splits:
+    """The one split rule, for the services' import and the in-process emulation (saim.emulate.split_series).
+    `cases` are labelled; `unlabelled` cases can only be in the pool."""
     rule = rule or SplitRule()
     order = np.random.default_rng(seed).permutation(len(cases))
     shuffled = [cases[i] for i in order]
     n = len(shuffled)
+    if n < 3:
+        raise DatasetError(f"need at least 3 labelled cases for the initial, validation and test sets, got {n}")
     n_test, n_val = max(1, round(rule.test_fraction * n)), max(1, round(rule.val_fraction * n))
     rest = shuffled[n_test + n_val :]
-    n_init = min(len(rest) - 1, max(1, round(rule.pretrain_fraction * len(rest))))
+    reserve = 0 if unlabelled else 1  # a labelled-only pool keeps at least one case to select
+    n_init = max(1, min(len(rest) - reserve, round(rule.pretrain_fraction * len(rest))))
+    if n_init > len(rest):
+        raise DatasetError(f"{n} labelled cases leave none for the initial set")
     return Splits(
-        tuple(rest[:n_init]), tuple(shuffled[n_test : n_test + n_val]), tuple(shuffled[:n_test]), tuple(rest[n_init:])
+        tuple(rest[:n_init]),
+        tuple(shuffled[n_test : n_test + n_val]),
+        tuple(shuffled[:n_test]),
+        tuple(rest[n_init:]) + tuple(sorted(unlabelled)),
     )
+
+
+def read_splits(path: Path | str, dataset: NnUNetDataset) -> Splits:
+    """A splits JSON ({"initial": [...], "val": [...], "test": [...], "pool": [...]}) that fixes the split. The
+    initial, validation and test cases need labels; every case of the dataset is in exactly one split."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable splits JSON ({exc})") from exc
+    if not isinstance(raw, dict) or set(raw) != set(SPLIT_NAMES):
+        raise DatasetError(f"{path}: expected exactly the keys {list(SPLIT_NAMES)}")
+    splits = Splits(**{k: tuple(str(c) for c in raw[k]) for k in SPLIT_NAMES})
+    named = [c for k in SPLIT_NAMES for c in raw[k]]
+    if len(named) != len(set(named)):
+        raise DatasetError(f"{path}: a case is named in more than one split")
+    known = set(dataset.cases) | set(dataset.unlabelled)
+    if set(named) != known:
+        raise DatasetError(
+            f"{path}: splits must name every case once; unknown {sorted(set(named) - known)}, "
+            f"missing {sorted(known - set(named))}"
+        )
+    for name in ("initial", "val", "test"):
+        if not getattr(splits, name):
+            raise DatasetError(f"{path}: the {name} split is empty")
+        unlabelled = sorted(set(getattr(splits, name)) - set(dataset.cases))
+        if unlabelled:
+            raise DatasetError(f"{path}: {name} cases need labels in labelsTr/: {unlabelled}")
+    return splits
 
 
 def image_key(case: str) -> str:
@@ -72,19 +129,55 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
     return f"raters/{case}/{annotator}.{ext}"
 
 
-def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> None:
-    """Upload images of every case, labels of initial/val/test only, then splits and dataset.json (written last:
-    their presence marks a complete import). Every case is read and validated first: a bad file is a DatasetError
-    naming it, and nothing in the bucket is touched."""
-    for case in dataset.cases:
-        dataset.load_case(case)
-    with_labels = set(splits.initial) | set(splits.val) | set(splits.test)
-    for case in dataset.cases:
-        store.put_bytes(image_key(case), dataset.image_path(case).read_bytes())
-        if case in with_labels:
-            store.put_bytes(label_key(case), dataset.label_path(case).read_bytes())
+def _image_bytes(path: Path) -> bytes:
+    """The image file as stored: unchanged, gzipped if it was not (the bucket's keys end in .nii.gz)."""
+    blob = path.read_bytes()
+    return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob, compresslevel=6)
+
+
+def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> Intensity:
+    """Upload images of every case, labels of initial/val/test only, the intensity preprocessing, then splits and
+    dataset.json (written last: their presence marks a complete import). Every case is read and validated first: a
+    bad file is a DatasetError naming it, and nothing in the bucket is touched. Returns the preprocessing."""
+    labelled = {case: dataset.load_case(case) for case in dataset.cases}
+    for case in dataset.unlabelled:
+        dataset.load_image(case)
+    missing = sorted(set(splits.labelled) - set(labelled))
+    if missing:
+        raise DatasetError(f"cases {missing} are in the initial, validation or test split but have no label")
+    fit_on = [labelled[c][:2] for c in splits.initial + splits.val]  # never the test set
+    intensity = fit_intensity(dataset.info.channel_names, fit_on)
+    for case in sorted(splits.all()):
+        store.put_bytes(image_key(case), _image_bytes(dataset.image_path(case)))
+        if case in splits.labelled:
+            store.put_bytes(label_key(case), _image_bytes(dataset.label_path(case)))
+    store.put_json(PREPROCESSING_JSON, intensity.to_json())
     store.put_json(SPLITS_JSON, splits.to_json())
     store.put_json(DATASET_JSON, {**dataset.info.to_json(), "numTraining": len(dataset.cases)})
+    return intensity
+
+
+def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
+    """`saim admin import`: add series ({case: image file}) to an imported dataset's pool. Each file is read and
+    validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
+    rewritten with the new pool (the selector scores them after its next reconcile). Returns the added cases."""
+    try:
+        splits = Splits(**{k: tuple(v) for k, v in store.get_json(SPLITS_JSON).items()})
+    except NotFound as exc:
+        raise FailedPrecondition(f"no dataset imported into bucket {store.bucket!r} ({exc})") from exc
+    taken = sorted(set(images) & splits.all())
+    if taken:
+        raise InvalidInput(f"cases {taken} are already in the dataset")
+    if not images:
+        raise InvalidInput("no images to import")
+    for path in images.values():
+        data, _ = load_volume(path)
+        check_finite(data, str(path))
+    for case, path in sorted(images.items()):
+        store.put_bytes(image_key(case), _image_bytes(path))
+    pool = splits.pool + tuple(sorted(images))
+    store.put_json(SPLITS_JSON, Splits(splits.initial, splits.val, splits.test, pool).to_json())
+    return sorted(images)
 
 
 SERIES_CACHE_MB = 1024  # decoded series kept per process (SAIM_SERIES_CACHE_MB)
@@ -97,39 +190,66 @@ def series_bytes(series: Series) -> int:
 
 class PoolStore:
     """Read access to the imported dataset for the services. Decoded series are kept in an LRU cache bounded by
-    bytes (`cache_mb`), so a pool of any size streams through a process of bounded memory."""
+    bytes (`cache_mb`), so a pool of any size streams through a process of bounded memory. Series have every slice
+    unless `max_slices` sets a budget."""
 
-    def __init__(self, store: ObjectStore, image_size: int, max_slices: int | None, cache_mb: float = SERIES_CACHE_MB):
-        self.store, self.image_size, self.max_slices = store, image_size, max_slices
+    def __init__(
+        self, store: ObjectStore, image_size: int, max_slices: int | None = None, cache_mb: float = SERIES_CACHE_MB
+    ):
+        self.store, self.image_size, self.max_slices = store, image_size, check_max_slices(max_slices)
         self._cache: LRUCache[tuple[str, bool], Series] = LRUCache(
             maxsize=int(cache_mb * 2**20), getsizeof=series_bytes
         )
         self._cache_lock = threading.Lock()
         try:
             meta = store.get_json(DATASET_JSON)
-            self.splits = Splits(**{k: tuple(v) for k, v in store.get_json(SPLITS_JSON).items()})
+            self.refresh()
         except NotFound as exc:
             raise FailedPrecondition(f"no dataset imported into bucket {store.bucket!r} ({exc})") from exc
         labels = meta["labels"]
         fg = sorted(((n, v) for n, v in labels.items() if n != "background"), key=lambda nv: nv[1])
-        self.info = DatasetInfo(meta.get("name", "dataset"), tuple(n for n, _ in fg), tuple(v for _, v in fg))
+        self.info = DatasetInfo(
+            meta.get("name", "dataset"),
+            tuple(n for n, _ in fg),
+            tuple(v for _, v in fg),
+            meta.get("file_ending", ".nii.gz"),
+            meta.get("channel_names", {"0": "image"}),
+        )
+        self.intensity = self._intensity()
+
+    def _intensity(self) -> Intensity:
+        try:
+            return Intensity.from_json(self.store.get_json(PREPROCESSING_JSON))
+        except NotFound:
+            if is_ct(self.info.channel_names):
+                raise FailedPrecondition(
+                    f"{PREPROCESSING_JSON} is missing: CT needs the intensity statistics of the import "
+                    "(import the dataset again)"
+                ) from None
+            return Intensity(ZSCORE_SCHEME)
+
+    def refresh(self) -> None:
+        """Re-read the splits (`saim admin import` adds to the pool of a running deployment)."""
+        self.splits = Splits(**{k: tuple(v) for k, v in self.store.get_json(SPLITS_JSON).items()})
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.info.classes
 
     def all_cases(self) -> set[str]:
-        s = self.splits
-        return set(s.initial) | set(s.val) | set(s.test) | set(s.pool)
+        return self.splits.all()
 
-    def load_series(self, case: str, with_label: bool = False) -> Series:
+    def load_series(
+        self, case: str, with_label: bool = False, volume: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> Series:
         """A series at model resolution. Images (and the withheld-or-not labels) never change once imported, so a
-        cached series is served until the byte budget evicts it; callers must not modify the arrays."""
+        cached series is served until the byte budget evicts it; callers must not modify the arrays. `volume`:
+        the case's (image, affine) when the caller has decoded it already (not decoded twice)."""
         key = (case, with_label)
         with self._cache_lock:
             cached = self._cache.get(key)
         if cached is None:
-            cached = self._load_series(case, with_label)
+            cached = self._load_series(case, with_label, volume)
             if series_bytes(cached) <= self._cache.maxsize:  # larger than the whole budget: served, not kept
                 with self._cache_lock:
                     self._cache[key] = cached
@@ -155,42 +275,54 @@ class PoolStore:
                 for future in pending:  # the consumer stopped early (an error): decode nothing more
                     future.cancel()
 
-    def _load_series(self, case: str, with_label: bool) -> Series:
+    def load_volume(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        """The case's image in source space, as uploaded: (data, affine)."""
         if case not in self.all_cases():
-            raise NotFound(f"unknown case {case!r}")
-        image, _ = volume_from_bytes(self.store.get_bytes(image_key(case)), image_key(case))
+            self.refresh()  # added by `saim admin import` since this process read the splits
+            if case not in self.all_cases():
+                raise NotFound(f"unknown case {case!r}")
+        image, affine = volume_from_bytes(self.store.get_bytes(image_key(case)), image_key(case))
         check_finite(image, image_key(case))
+        return image, affine
+
+    def _load_series(self, case: str, with_label: bool, volume: tuple[np.ndarray, np.ndarray] | None) -> Series:
+        image, affine = volume if volume is not None else self.load_volume(case)
         label = None
         if with_label:
             raw, _ = volume_from_bytes(self.store.get_bytes(label_key(case)), label_key(case))
-            label = remap_labels(raw, self.info, label_key(case))
-        return series_from_volume(case, image, label, self.image_size, self.max_slices)
+            label = self._check_label(raw, image.shape, label_key(case))
+        return series_from_volume(case, image, affine, label, self.image_size, self.intensity, self.max_slices)
+
+    def _check_label(self, raw: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+        if raw.shape != shape:
+            raise DatasetError(f"{name}: shape {raw.shape} is not its image's {shape}")
+        return remap_labels(raw, self.info, name)
 
     # ---- annotations -----------------------------------------------------------------------------------------
-    def _put_label_map(self, key: str, labels: np.ndarray) -> None:
-        """A label map (S, H, W) at model resolution, stored as a (H, W, S) NIfTI."""
+    def _put_label_map(self, key: str, labels: np.ndarray, affine: np.ndarray) -> None:
+        """A label volume in source space (values 0..K), stored with the image's affine and the dataset's values."""
         if labels.dtype != np.uint8 or labels.ndim != 3 or labels.max(initial=0) > len(self.classes):
-            raise InvalidInput("annotation must be a uint8 (S, H, W) label map with values 0..K")
-        self.store.put_bytes(key, volume_to_bytes(np.moveaxis(labels, 0, 2)))
+            raise InvalidInput("annotation must be a uint8 label volume with values 0..K")
+        self.store.put_bytes(key, volume_to_bytes(to_file_values(labels, self.info), affine))
 
-    def write_annotation(self, case: str, labels: np.ndarray, provenance: dict) -> tuple[str, str]:
+    def write_annotation(self, case: str, labels: np.ndarray, affine: np.ndarray, provenance: dict) -> tuple[str, str]:
         """The case's annotation, then its provenance JSON (written last: its presence marks a complete write)."""
-        self._put_label_map(annotation_key(case), labels)
+        self._put_label_map(annotation_key(case), labels, affine)
         self.store.put_json(provenance_key(case), provenance)
         return annotation_key(case), provenance_key(case)
 
     def store_submission(
-        self, case: str, annotator: str, labels: np.ndarray, provenance: dict, overlap: int = 1
+        self, case: str, annotator: str, labels: np.ndarray, affine: np.ndarray, provenance: dict, overlap: int = 1
     ) -> tuple[str, str]:
         """Store a submitted annotation. With overlap > 1 (inter-rater studies) every rater's copy is kept under
         raters/{case}/{annotator}.*, and the first rater's is also the case's primary annotation (leases are one at a
         time per case, so "first" is well defined). Returns the primary's (annotation, provenance) keys."""
         if overlap > 1:
-            self._put_label_map(rater_key(case, annotator, "nii.gz"), labels)
+            self._put_label_map(rater_key(case, annotator, "nii.gz"), labels, affine)
             self.store.put_json(rater_key(case, annotator, "json"), provenance)
             if self.store.exists(provenance_key(case)):
                 return annotation_key(case), provenance_key(case)
-        return self.write_annotation(case, labels, provenance)
+        return self.write_annotation(case, labels, affine, provenance)
 
     def raters(self, case: str) -> set[str]:
         """Annotators with a stored annotation of the case: the rater copies, and the primary's annotator."""
@@ -206,6 +338,13 @@ class PoolStore:
         )
 
     def read_annotation(self, case: str) -> tuple[np.ndarray, dict]:
+        """The annotation volume in source space (values 0..K) and its provenance."""
         prov = self.store.get_json(provenance_key(case))
         vol, _ = volume_from_bytes(self.store.get_bytes(annotation_key(case)), annotation_key(case))
-        return np.moveaxis(vol.astype(np.uint8), 2, 0), prov
+        shape = tuple(prov.get("geometry", {}).get("shape", vol.shape))
+        return self._check_label(vol, shape, annotation_key(case)), prov
+
+    def annotation_series(self, case: str) -> tuple[Series, dict]:
+        """The case's series with its stored annotation as labels (what the trainer trains on), and provenance."""
+        labels, prov = self.read_annotation(case)
+        return self.load_series(case).with_labels(labels), prov

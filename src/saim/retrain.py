@@ -12,6 +12,7 @@ import numpy as np
 
 from saim.config import ModelConfig, TrainConfig
 from saim.data.slices import Series, stack
+from saim.errors import InvalidInput
 from saim.evaluation import evaluate
 from saim.metrics import mean_iou
 from saim.model.predictor import InteractivePredictor
@@ -65,15 +66,13 @@ class TrainingPipeline:
             labels.append(s.labels)
             manifest.append({"case": case, "source": "ground_truth"})
         for case in self.pool.annotated_cases():
-            annotation, prov = self.pool.read_annotation(case)
-            s = self.pool.load_series(case)
-            if annotation.shape != s.images.shape:
-                log.warning(
-                    "annotation of %s has shape %s, expected %s; skipped", case, annotation.shape, s.images.shape
-                )
+            try:
+                s, prov = self.pool.annotation_series(case)
+            except InvalidInput as exc:  # stored by an older release, or damaged: never train on it silently
+                log.warning("annotation of %s skipped: %s", case, exc)
                 continue
             images.append(s.images)
-            labels.append(annotation)
+            labels.append(s.labels)
             manifest.append(
                 {
                     "case": case,
@@ -118,6 +117,7 @@ class TrainingPipeline:
             training_set=manifest,
             training=result.stats,
             metrics=metrics,
+            preprocessing=self.pool.intensity.to_json(),
             duration_seconds=round(time.perf_counter() - started, 2),
         )
         current = self.registry.current_version()

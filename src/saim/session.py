@@ -1,7 +1,11 @@
-"""Interactive annotation sessions: per-slice clicks, interaction memory (previous mask) and undo.
+"""Interactive annotation sessions in scan space: per-slice clicks and edits, interaction memory, undo.
 
-Each click is answered by the model version current at that moment; the session records which version produced
-every mask so the stored annotation carries full provenance.
+A session holds the series twice: the source volume (what the client sees: slices at source resolution) and its
+model slices (what the model sees). A click at source voxel (i, j, k) becomes a click on model slice k's grid; the
+model's probabilities come back to the source grid (bilinear, then argmax) and the mask is kept there, so a brush
+edit at source resolution is exact. Slices are predicted on demand, never all up front. Each answer is produced by
+the model version current at that moment; the session records which version produced every mask, and which slices
+were accepted as the model predicted them, so the stored annotation carries full provenance.
 """
 
 from __future__ import annotations
@@ -13,21 +17,50 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from saim.clicks import Click
 from saim.data.slices import Series
 from saim.errors import InvalidInput, NotFound
 from saim.live_model import ServedModel
-from saim.model.encoding import Click
+
+SUBMIT_BATCH = 16  # untouched slices predicted per forward pass at submit
+
+RESAMPLING = "model probabilities resampled bilinearly to the source grid, then argmax"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One interaction on a slice: a click (voxel, model-grid click) or a brush/eraser edit (painted pixels)."""
+
+    kind: str  # "click" | "edit"
+    cls: int
+    model_version: str
+    positive: bool = True
+    voxel: tuple[int, int, int] | None = None
+    model_click: Click | None = None
+    painted: np.ndarray | None = None  # bool (rows, cols), edits only
+
+    def describe(self, index: int) -> dict:
+        out = {"slice": index, "class": self.cls, "model_version": self.model_version}
+        if self.kind == "click":
+            out.update(voxel=list(self.voxel), positive=self.positive)
+        else:
+            out.update(pixels=int(self.painted.sum()))
+        return out
 
 
 @dataclass
 class SliceState:
-    auto: np.ndarray  # automatic prediction (the memory before the first click)
-    clicks: list[Click] = field(default_factory=list)
-    history: list[np.ndarray] = field(default_factory=list)  # masks after each click (for undo)
+    auto: np.ndarray | None = None  # the model's automatic prediction at source resolution (computed on demand)
+    auto_version: str | None = None
+    ops: list[Op] = field(default_factory=list)
+    history: list[np.ndarray] = field(default_factory=list)  # the mask after each op (for undo)
 
     @property
-    def mask(self) -> np.ndarray:
+    def mask(self) -> np.ndarray | None:
         return self.history[-1] if self.history else self.auto
+
+    def count(self, kind: str) -> int:
+        return sum(op.kind == kind for op in self.ops)
 
 
 @dataclass
@@ -37,9 +70,12 @@ class AnnotationSession:
     annotator: str
     iteration: int
     lease_id: str
-    series: Series
-    slices: list[SliceState]
+    series: Series  # model slices, one per source slice along the acquisition axis
+    image: np.ndarray  # the source volume
+    affine: np.ndarray
     opened_version: str
+    num_classes: int
+    slices: dict[int, SliceState] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.monotonic)
     versions_used: set[str] = field(default_factory=set)
@@ -47,9 +83,21 @@ class AnnotationSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, case: str, annotator: str, iteration: int, lease_id: str, series: Series, model: ServedModel):
-        auto = model.predictor.predict(series.images)
-        slices = [SliceState(auto=a) for a in auto]
+    def open(
+        cls,
+        case: str,
+        annotator: str,
+        iteration: int,
+        lease_id: str,
+        series: Series,
+        image: np.ndarray,
+        affine: np.ndarray,
+        model: ServedModel,
+    ) -> AnnotationSession:
+        if series.num_slices != series.geometry.num_slices:
+            raise InvalidInput(
+                f"{case}: a session needs every slice, got {series.num_slices} of {series.geometry.num_slices}"
+            )
         return cls(
             uuid.uuid4().hex,
             case,
@@ -57,46 +105,128 @@ class AnnotationSession:
             iteration,
             lease_id,
             series,
-            slices,
+            image,
+            affine,
             model.version,
-            versions_used={model.version},
+            model.predictor.config.num_classes,
         )
 
-    def _slice(self, index: int) -> SliceState:
-        if not 0 <= index < len(self.slices):
-            raise InvalidInput(f"slice {index} is outside 0..{len(self.slices) - 1}")
-        return self.slices[index]
+    @property
+    def geometry(self):
+        return self.series.geometry
 
-    def _answer(self, model: ServedModel, index: int, clicks: list[Click], prev: np.ndarray) -> np.ndarray:
-        images = self.series.images[index : index + 1]
-        self.versions_used.add(model.version)
-        return model.predictor.predict(images, [clicks], prev[None])[0]
+    @property
+    def size(self) -> int:
+        return int(self.series.images.shape[1])
 
-    def add_click(self, model: ServedModel, index: int, click: Click) -> np.ndarray:
+    # ---- slices ----------------------------------------------------------------------------------------------
+    def _state(self, index: int) -> SliceState:
+        self.geometry.check_slice(index)
+        return self.slices.setdefault(index, SliceState())
+
+    def _to_source(self, probs) -> np.ndarray:
+        return self.geometry.probabilities_to_source(probs, self.size)
+
+    def _ensure_auto(self, model: ServedModel, indices: list[int]) -> None:
+        """Predict the automatic masks of the slices that have none yet, in batches."""
+        todo = [i for i in indices if self._state(i).auto is None]
+        for start in range(0, len(todo), SUBMIT_BATCH):
+            chunk = todo[start : start + SUBMIT_BATCH]
+            probs = model.predictor.probabilities(self.series.images[chunk])
+            for index, labels in zip(chunk, self._to_source(probs), strict=True):
+                self.slices[index].auto, self.slices[index].auto_version = labels, model.version
+            self.versions_used.add(model.version)
+
+    def mask(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
+        """The slice's current mask (the automatic prediction until it is clicked or edited)."""
         with self.lock:
-            state = self._slice(index)
-            model.predictor.validate_click(click)
-            mask = self._answer(model, index, state.clicks + [click], state.mask)
-            state.clicks.append(click)
+            self._ensure_auto(model, [index])
+            self.last_active = time.monotonic()
+            state = self.slices[index]
+            return state.mask, state
+
+    def _check(self, index: int) -> int:
+        self.geometry.check_slice(index)
+        return index
+
+    def image_slice(self, index: int) -> np.ndarray:
+        self.geometry.check_slice(index)
+        return self.geometry.slices(self.image)[index]
+
+    def _reapply_edits(self, state: SliceState, mask: np.ndarray) -> np.ndarray:
+        """Edits are a person's explicit strokes: they stay on top of every later model answer."""
+        for op in state.ops:
+            if op.kind == "edit":
+                mask[op.painted] = op.cls
+        return mask
+
+    # ---- interactions ----------------------------------------------------------------------------------------
+    def add_click(
+        self, model: ServedModel, voxel: tuple[int, int, int], cls: int, positive: bool
+    ) -> tuple[int, np.ndarray, SliceState]:
+        """A click at source voxel `voxel`; returns (slice index, the slice's new mask, its state)."""
+        index, row, col = self.geometry.split_voxel(voxel)
+        y, x = self.geometry.pixel_to_model(row, col, self.size)
+        click = Click(cls=int(cls), y=y, x=x, positive=bool(positive))
+        model.predictor.validate_click(click)
+        with self.lock:
+            self._ensure_auto(model, [index])
+            state = self.slices[index]
+            clicks = [op.model_click for op in state.ops if op.kind == "click"] + [click]
+            prev = self.geometry.to_model(state.mask[None], self.size, nearest=True)
+            probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev)
+            mask = self._reapply_edits(state, self._to_source(probs)[0])
+            state.ops.append(Op("click", click.cls, model.version, click.positive, tuple(map(int, voxel)), click))
+            state.history.append(mask)
+            self.versions_used.add(model.version)
+            self.last_active = time.monotonic()
+            return index, mask, state
+
+    def edit(self, model: ServedModel, index: int, cls: int, painted: np.ndarray) -> tuple[np.ndarray, SliceState]:
+        """A brush (cls 1..K) or eraser (cls 0) stroke: the painted pixels (bool, the slice's shape) take `cls`."""
+        if not 0 <= cls <= self.num_classes:
+            raise InvalidInput(f"edit class {cls} is not 0 (eraser) or a foreground class (1..{self.num_classes})")
+        painted = np.asarray(painted) != 0
+        if painted.shape != self.geometry.slice_shape:
+            raise InvalidInput(f"edit of shape {painted.shape}, the slice has {self.geometry.slice_shape}")
+        if not painted.any():
+            raise InvalidInput("the edit paints no pixel")
+        with self.lock:
+            self._ensure_auto(model, [self._check(index)])
+            state = self.slices[index]
+            mask = state.mask.copy()
+            mask[painted] = cls
+            state.ops.append(Op("edit", int(cls), model.version, painted=painted))
             state.history.append(mask)
             self.last_active = time.monotonic()
-            return mask
+            return mask, state
 
-    def undo(self, model: ServedModel, index: int) -> np.ndarray:
-        """Drop the last click of the slice and return the mask as it was before that click."""
+    def undo(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
+        """Drop the last click or edit of the slice and return the mask as it was before it."""
         with self.lock:
-            state = self._slice(index)
-            if not state.clicks:
-                raise InvalidInput(f"slice {index} has no click to undo")
-            state.clicks.pop()
+            state = self.slices.get(self._check(index))
+            if state is None or not state.ops:
+                raise InvalidInput(f"slice {index} has no click or edit to undo")
+            state.ops.pop()
             state.history.pop()
             self.last_active = time.monotonic()
-            return state.mask
+            return state.mask, state
 
-    def labels(self) -> np.ndarray:
-        return np.stack([s.mask for s in self.slices]).astype(np.uint8)
+    # ---- submission ------------------------------------------------------------------------------------------
+    def labels(self, model: ServedModel) -> np.ndarray:
+        """The label volume in source space (0..K): every touched slice's mask, the automatic prediction elsewhere
+        (predicted now, by `model`, for slices never fetched)."""
+        self._ensure_auto(model, list(range(self.geometry.num_slices)))
+        rows, cols = self.geometry.slice_shape
+        out = np.zeros((self.geometry.num_slices, rows, cols), np.uint8)
+        for index, state in self.slices.items():
+            out[index] = state.mask
+        return self.geometry.volume(out)
 
     def provenance(self, seconds_client: float | None) -> dict:
+        edited = sorted(i for i, s in self.slices.items() if s.ops)
+        ops = [(i, op) for i in sorted(self.slices) for op in self.slices[i].ops]
+        auto_versions = sorted({s.auto_version for i, s in self.slices.items() if not s.ops and s.auto_version})
         return {
             "case": self.case,
             "annotator": self.annotator,
@@ -105,13 +235,15 @@ class AnnotationSession:
             "session_id": self.session_id,
             "model_version_opened": self.opened_version,
             "model_versions_used": sorted(self.versions_used),
-            "clicks": [
-                [{"class": c.cls, "y": c.y, "x": c.x, "positive": c.positive} for c in s.clicks] for s in self.slices
-            ],
-            "num_clicks": sum(len(s.clicks) for s in self.slices),
-            "slice_index": [int(z) for z in self.series.slice_index],
-            "volume_shape": list(self.series.volume_shape),
-            "resolution": "model slices (S, H, W) stored as a (H, W, S) NIfTI label map",
+            "geometry": self.geometry.to_json(),
+            "clicks": [op.describe(i) for i, op in ops if op.kind == "click"],
+            "edits": [op.describe(i) for i, op in ops if op.kind == "edit"],
+            "num_clicks": sum(op.kind == "click" for _, op in ops),
+            "num_edits": sum(op.kind == "edit" for _, op in ops),
+            "slices_edited": edited,
+            "slices_accepted_unedited": sorted(set(range(self.geometry.num_slices)) - set(edited)),
+            "accepted_unedited_model_versions": auto_versions,
+            "resampling": RESAMPLING,
             "seconds_spent_server": round(time.time() - self.started_at, 3),
             "seconds_spent_client": seconds_client,
             "submitted_at": time.time(),

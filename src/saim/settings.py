@@ -68,7 +68,12 @@ class ServiceSettings(BaseSettings):
     # the SAIM loop
     model: ModelConfig = ModelConfig()  # classes come from the imported dataset
     train: TrainConfig = TrainConfig()  # seed and device are set per run (seed + iteration, device)
-    max_slices: int = 8
+    max_slices: int | None = Field(
+        None,
+        ge=1,
+        description="slices per series for scoring and training (unset: every slice); annotation "
+        "always has every slice",
+    )
     series_cache_mb: float = Field(SERIES_CACHE_MB, description="decoded series kept per process (LRU, by bytes)")
     decode_workers: int = Field(DECODE_WORKERS, ge=1, description="threads decoding series ahead of the model")
     batch_size: int = 3  # series per iteration

@@ -82,9 +82,12 @@ def bad_datasets(root: Path) -> dict[str, tuple[Path, str]]:
         shutil.copytree(base, d)
         return d
 
-    d = variant("missing-label")
+    d = variant("stray-label")
+    shutil.copy(d / "labelsTr" / f"{c}.nii.gz", d / "labelsTr" / "ghost.nii.gz")
+    out["dataset: label without an image"] = (d, "ghost.nii.gz")
+    d = variant("too-few-labels")  # an image without a label is unlabelled (the pool): 2 labelled are too few
     (d / "labelsTr" / f"{c}.nii.gz").unlink()
-    out["dataset: label file missing"] = (d, f"{c}.nii.gz")
+    out["dataset: too few labelled cases for the splits"] = (d, "at least 3 labelled cases")
     d = variant("shape-mismatch")
     label, affine = load_volume(d / "labelsTr" / f"{c}.nii.gz")
     save_volume(d / "labelsTr" / f"{c}.nii.gz", label[:-2], affine)

@@ -28,6 +28,7 @@ from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, EventPublisher
 from saim.pool import annotation_key, provenance_key
+from saim.rpc.slices import encode_mask
 from saim.stack.local import SERVICES, LocalStack
 from saim.stack.virtual import VirtualAnnotator
 from saim.storage import ModelRegistry, VersionStatus
@@ -46,6 +47,7 @@ SETTINGS = {
     "SAIM_TRAIN__STEPS_PER_EPOCH": "8",
     "SAIM_TRAIN__BATCH_SIZE": "4",
     "SAIM_MODEL__ENCODER": "resnet18",
+    "SAIM_MODEL__IMAGE_SIZE": "64",
     "SAIM_MAX_SLICES": "3",
     "SAIM_BATCH_SIZE": "5",
     "SAIM_MAX_ITERATIONS": str(ITERATIONS),
@@ -160,7 +162,8 @@ def _session_corpus(chaos: Chaos, mallory: str, trent: str) -> None:
     lease, opened = chaos.lease_and_open(mallory, "mallory")
     ann_m, ann_t = chaos.annotator(mallory), chaos.annotator(trent)
     ann_none, ann_forged = chaos.annotator(""), chaos.annotator("saim_forged-token")
-    sid, n, size, k = opened.session_id, opened.num_slices, opened.height, len(opened.classes)
+    sid, g, k = opened.session_id, opened.geometry, len(opened.classes)
+    n, (si, sj, sk) = g.num_slices, g.shape
     INV, NF, FP, PD = (
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
@@ -169,11 +172,19 @@ def _session_corpus(chaos: Chaos, mallory: str, trent: str) -> None:
     )
     UA, RE = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def click(stub=ann_m, session=sid, slice_=0, cls=1, y=1, x=1, positive=True):
-        req = annotator_pb2.AddClickRequest(
-            session_id=session, slice=slice_, class_index=cls, y=y, x=x, positive=positive
-        )
+    def click(stub=ann_m, session=sid, voxel=(1, 1, 0), cls=1, positive=True, with_voxel=True):
+        req = annotator_pb2.AddClickRequest(session_id=session, class_index=cls, positive=positive)
+        if with_voxel:
+            req.voxel.CopyFrom(annotator_pb2.Voxel(i=voxel[0], j=voxel[1], k=voxel[2]))
         return lambda: stub.AddClick(req, timeout=30)
+
+    def edit(slice_=0, cls=1, painted=None, rows=g.rows, cols=g.cols):
+        mask = painted if painted is not None else encode_mask(slice_, np.ones((rows, cols), np.uint8))
+        req = annotator_pb2.EditSliceRequest(session_id=sid, slice=slice_, class_index=cls, painted=mask)
+        return lambda: ann_m.EditSlice(req, timeout=30)
+
+    corrupt = encode_mask(0, np.ones((g.rows, g.cols), np.uint8))
+    corrupt.data = b"not zlib"
 
     def open_(stub=ann_m, case=lease.case_id, who="mallory", lease_id=lease.lease_id):
         req = annotator_pb2.OpenSessionRequest(case_id=case, annotator_id=who, lease_id=lease_id)
@@ -181,16 +192,32 @@ def _session_corpus(chaos: Chaos, mallory: str, trent: str) -> None:
 
     B = corpus.BadInput
     cases = [
-        B("click: y outside the slice", click(y=size), (INV,), ("outside",)),
-        B("click: x outside the slice", click(x=size + 100), (INV,), ("outside",)),
+        B("click: voxel i outside the scan", click(voxel=(si, 0, 0)), (INV,), ("outside the scan's grid",)),
+        B("click: voxel j outside the scan", click(voxel=(0, sj + 100, 0)), (INV,), ("outside the scan's grid",)),
+        B("click: voxel k past the series", click(voxel=(0, 0, sk)), (INV,), ("outside the scan's grid",)),
+        B("click: no voxel", click(with_voxel=False), (INV,), ("needs its voxel",)),
         B("click: class 0 (background)", click(cls=0), (INV,), ("not a foreground class",)),
         B("click: unknown class K+1", click(cls=k + 1), (INV,), ("not a foreground class",)),
-        B("click: slice index past the series", click(slice_=n), (INV,), (f"slice {n}",)),
+        B(
+            "slice: index past the series",
+            lambda: ann_m.GetSlice(annotator_pb2.GetSliceRequest(session_id=sid, slice=n), timeout=30),
+            (INV,),
+            (f"slice {n}",),
+        ),
+        B("edit: stroke of the wrong shape", edit(rows=g.rows + 1), (INV,), ("the slice has",)),
+        B("edit: corrupt zlib stroke", edit(painted=corrupt), (INV,), ("not valid zlib",)),
+        B("edit: class K+1", edit(cls=k + 1), (INV,), ("not 0 (eraser) or a foreground class",)),
+        B(
+            "edit: empty stroke",
+            edit(painted=encode_mask(0, np.zeros((g.rows, g.cols), np.uint8))),
+            (INV,),
+            ("paints no pixel",),
+        ),
         B(
             "undo: slice without clicks",
             lambda: ann_m.Undo(annotator_pb2.UndoRequest(session_id=sid, slice=0), timeout=30),
             (INV,),
-            ("no click to undo",),
+            ("no click or edit to undo",),
         ),
         B("click: another annotator's session", click(stub=ann_t), (PD,), ("cannot act as 'mallory'",)),
         B(
@@ -224,7 +251,9 @@ def _session_corpus(chaos: Chaos, mallory: str, trent: str) -> None:
     chaos.bad_inputs += [corpus.run_one(c) for c in cases]
     # the session survived all of that: a valid click and the submit still work (mallory's sloppy annotation)
     ann_m.AddClick(
-        annotator_pb2.AddClickRequest(session_id=sid, slice=0, class_index=1, y=size // 2, x=size // 2, positive=True),
+        annotator_pb2.AddClickRequest(
+            session_id=sid, class_index=1, positive=True, voxel=annotator_pb2.Voxel(i=si // 2, j=sj // 2, k=0)
+        ),
         timeout=30,
     )
     ann_m.Submit(annotator_pb2.SubmitRequest(session_id=sid), timeout=30)

@@ -22,6 +22,7 @@ FAST = {
     "SAIM_TRAIN__STEPS_PER_EPOCH": "3",
     "SAIM_TRAIN__BATCH_SIZE": "4",
     "SAIM_MODEL__ENCODER": "resnet18",
+    "SAIM_MODEL__IMAGE_SIZE": "64",
     "SAIM_MAX_SLICES": "3",
     "SAIM_BATCH_SIZE": "2",
     "SAIM_MAX_ITERATIONS": "2",

@@ -73,8 +73,11 @@ def test_annotations_carry_full_provenance_and_clicks_use_the_batch_model(comple
         assert prov["annotator"] in {"ann-0", "ann-1"} and prov["lease_id"]
         assert prov["num_clicks"] > 0 and prov["seconds_spent_server"] > 0 and prov["seconds_spent_client"] > 0
         by_iteration.setdefault(prov["iteration"], []).append(prov)
-        volume, _ = volume_from_bytes(store.get_bytes(key.replace(".json", ".nii.gz")))
-        assert volume.shape == (64, 64, len(prov["slice_index"]))
+        volume, affine = volume_from_bytes(store.get_bytes(key.replace(".json", ".nii.gz")))
+        image, image_affine = volume_from_bytes(store.get_bytes(f"dataset/imagesTr/{prov['case']}_0000.nii.gz"))
+        assert volume.shape == image.shape == tuple(prov["geometry"]["shape"])  # the scan's geometry, every slice
+        assert np.allclose(affine, image_affine)
+        assert sorted(prov["slices_edited"] + prov["slices_accepted_unedited"]) == list(range(image.shape[2]))
     # batch n was chosen with the model of iteration n-1, and every click on it was answered by that version
     assert sorted(by_iteration) == [1, 2]
     assert all(p["model_versions_used"] == ["v0000"] for p in by_iteration[1])

@@ -47,6 +47,8 @@ def test_emulate_runs_unchanged_on_real_data(totalseg, tmp_path):
         "4",
         "--encoder",
         "resnet18",
+        "--image-size",
+        "32",
         "--max-slices",
         "3",
         "--no-noc",

@@ -147,15 +147,16 @@ def test_overlap_needs_distinct_annotators_per_case(pool, model):
     a = loop.next_case("alice")
     b = loop.next_case("bob")
     assert a[0] != b[0]  # concurrent annotators still get different cases
-    labels = np.zeros((2, 32, 32), np.uint8)
-    pool.store_submission(a[0], "alice", labels, {"annotator": "alice"}, overlap=2)
+    image, affine = pool.load_volume(a[0])
+    labels = np.zeros(image.shape, np.uint8)
+    pool.store_submission(a[0], "alice", labels, affine, {"annotator": "alice"}, overlap=2)
     assert pool.store.exists(f"annotations/{a[0]}.json")  # the first rater's copy is the primary
     assert loop.on_annotation(a[0], 1, "alice") is None and a[0] not in batch.done
     with pytest.raises(FailedPrecondition, match="no free case"):
         loop.next_case("alice")  # the other case is bob's; alice never gets the case she already annotated
     c = loop.next_case("carol")
     assert c[0] == a[0] and c[2] != a[2]  # the second rater of alice's case, under a new lease
-    pool.store_submission(a[0], "carol", labels, {"annotator": "carol"}, overlap=2)
+    pool.store_submission(a[0], "carol", labels, affine, {"annotator": "carol"}, overlap=2)
     assert pool.store.get_json(f"annotations/{a[0]}.json")["annotator"] == "alice"  # the primary stays alice's
     assert pool.raters(a[0]) == {"alice", "carol"}
     assert loop.on_annotation(a[0], 1, "carol") is None and a[0] in batch.done

@@ -44,16 +44,16 @@ def test_malformed_dataset_is_a_clear_cli_error(tmp_path, capsys):
     info = DatasetInfo(name="T", classes=("organ",), label_values=(1,))
     vol = np.zeros((8, 8, 2), np.float32)
     root = write_dataset(tmp_path / "ds", info, {"c1": (vol, vol.astype(np.uint8), np.eye(4))})
-    (root / "labelsTr" / "c1.nii.gz").unlink()
+    (root / "imagesTr" / "c1_0000.nii.gz").rename(root / "imagesTr" / "c2_0000.nii.gz")
     assert main(["data", "check", str(root)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("saim: error: ") and "labelsTr/c1.nii.gz: label file missing" in err
+    assert err.startswith("saim: error: ") and "labels without an image in imagesTr/: ['c1.nii.gz']" in err
 
 
 def test_data_phantom_then_check(tmp_path, capsys):
     assert main(["data", "phantom", str(tmp_path / "ph"), "--series", "2", "--slices", "3", "--size", "32"]) == 0
     out = capsys.readouterr().out
-    assert "2 cases, classes liver, spleen, kidney_right, kidney_left" in out
+    assert "2 labelled and 0 unlabelled cases, classes liver, spleen, kidney_right, kidney_left" in out
 
 
 def test_admin_tokens_issue_list_revoke(monkeypatch, capsys, tmp_path):

@@ -1,13 +1,15 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from saim.data import phantom
 from saim.data.dataset import DatasetInfo, NnUNetDataset, write_dataset
+from saim.data.intensity import ZSCORE_SCHEME, Intensity, fit_intensity
 from saim.data.nifti import load_volume, save_volume, volume_from_bytes, volume_to_bytes
-from saim.data.slices import normalize_intensity, pick_slices, series_from_volume
-from saim.errors import DatasetError
+from saim.data.slices import pick_slices, series_from_volume
+from saim.errors import DatasetError, InvalidInput
 
 
 def test_nifti_round_trip_file_and_bytes(tmp_path):
@@ -68,10 +70,16 @@ def _dataset(tmp_path, labels=None):
     return write_dataset(tmp_path / "ds", info, {"c1": (img, lab, np.eye(4)), "c2": (img, lab, np.eye(4))})
 
 
-def test_missing_label_names_the_file(tmp_path):
+def test_images_without_labels_are_the_unlabelled_pool(tmp_path):
     root = _dataset(tmp_path)
     (root / "labelsTr" / "c2.nii.gz").unlink()
-    with pytest.raises(DatasetError, match=r"labelsTr/c2.nii.gz: label file missing"):
+    (root / "imagesTs").mkdir()
+    shutil.copy(root / "imagesTr" / "c1_0000.nii.gz", root / "imagesTs" / "t1_0000.nii.gz")
+    ds = NnUNetDataset(root)
+    assert ds.cases == ["c1"] and ds.unlabelled == ["c2", "t1"]
+    assert ds.load_image("t1")[0].shape == (8, 8, 3)
+    (root / "labelsTr" / "t1.nii.gz").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"labels without an image in imagesTr/: \['t1.nii.gz'\]"):
         NnUNetDataset(root)
 
 
@@ -117,11 +125,33 @@ def test_slicing_normalises_resizes_and_follows_the_foreground():
     image = np.random.default_rng(0).normal(100, 20, (40, 30, 10)).astype(np.float32)
     label = np.zeros((40, 30, 10), np.uint8)
     label[10:20, 10:20, 3:7] = 2
-    assert list(pick_slices(label, 10, None)) == [3, 4, 5, 6]
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    assert list(pick_slices(np.moveaxis(label, 2, 0), 10, None)) == [3, 4, 5, 6]
     assert list(pick_slices(None, 10, 3)) == [0, 4, 9]  # rounded linspace over the whole depth
-    s = series_from_volume("x", image, label, 16, max_slices=2, pick_by_label=True)
+    assert list(pick_slices(None, 10, None)) == list(range(10))  # every slice by default
+    with pytest.raises(InvalidInput, match="at least 1"):
+        pick_slices(None, 10, 0)  # never zero slices
+    s = series_from_volume("x", image, affine, label, 16, Intensity(ZSCORE_SCHEME), max_slices=2, pick_by_label=True)
     assert s.images.shape == s.labels.shape == (2, 16, 16)
     assert list(s.slice_index) == [3, 6] and s.volume_shape == (40, 30, 10)
-    assert 0 <= s.images.min() and s.images.max() <= 1 and set(np.unique(s.labels)) == {0, 2}
-    flat = normalize_intensity(np.ones((4, 4, 4)))
-    assert (flat == 0).all()
+    assert set(np.unique(s.labels)) == {0, 2}
+    content = s.images[:, :, 2:14]  # 40 x 30 mm on 16 px: 16 x 12, centred
+    assert abs(float(content.mean())) < 0.2 and (s.images[:, :, :2] == s.images.min()).all()
+
+
+def test_intensity_schemes_by_modality():
+    rng = np.random.default_rng(1)
+    image = rng.normal(0, 300, (20, 20, 4)).astype(np.float32)
+    label = np.zeros(image.shape, np.uint8)
+    label[5:15, 5:15] = 1
+    image[label > 0] = rng.normal(60, 10, int(label.sum()))
+    ct = fit_intensity({"0": "CT"}, [(image, label)])
+    assert ct.scheme == "ct" and 20 < ct.lower < ct.mean < ct.upper < 100
+    out = ct.apply(image)
+    assert abs(float(out[label > 0].mean())) < 0.05 and out.max() <= (ct.upper - ct.mean) / ct.std + 1e-5
+    assert Intensity.from_json(ct.to_json()) == ct
+    mri = fit_intensity({"0": "T2"}, [(image, label)])
+    z = mri.apply(image * 3 + 7)
+    assert mri.scheme == "zscore" and abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-3
+    with pytest.raises(DatasetError, match="labelled foreground"):
+        fit_intensity({"0": "CT"}, [(image, np.zeros_like(label))])

@@ -49,5 +49,5 @@ def test_gpu_bench_runs_in_tiny_cpu_mode(tmp_path):
     assert size["decode_workers"] >= 1 and size["scoring_cold_serial_slices_per_s"] > 0
     assert math.isclose(size["rescore_120k_cold_s"], 120_000 / size["scoring_cold_slices_per_s"])
     assert size["click_grpc_p95_ms"] >= size["click_grpc_p50_ms"]
-    assert size["click_reply_bytes"] >= 32 * 32  # the mask of one slice
+    assert 0 < size["click_reply_bytes"] <= size["largest_message_bytes"]  # a compressed source-resolution mask
     assert "rescore 120k slices" in run.stdout

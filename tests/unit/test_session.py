@@ -1,60 +1,98 @@
+"""Annotation sessions in scan space: a click at a source voxel lands at that voxel; edits, undo, provenance."""
+
 import time
 
 import numpy as np
 import pytest
 
-from saim.data.slices import Series
+from saim.config import ModelConfig
+from saim.data.intensity import Intensity
+from saim.data.slices import series_from_volume
 from saim.errors import InvalidInput, NotFound
 from saim.live_model import ServedModel
-from saim.model.encoding import Click
 from saim.model.predictor import InteractivePredictor
 from saim.session import AnnotationSession, SessionStore
+from tests.unit.echo import echo_predictor, oblique_affine
+
+SHAPE = (70, 50, 6)  # 0.7 x 0.7 x 3 mm, oblique: slices along k
+
+
+def _session(predictor: InteractivePredictor, version: str = "v0003"):
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 20, SHAPE).astype(np.float32)
+    affine = oblique_affine()
+    series = series_from_volume("case_1", image, affine, None, predictor.config.image_size, Intensity("zscore"))
+    model = ServedModel(version, predictor, {})
+    return AnnotationSession.open("case_1", "ann", 2, "lease", series, image, affine, model), model
 
 
 @pytest.fixture
-def session(tiny_model_config):
-    model = ServedModel("v0003", InteractivePredictor(tiny_model_config), {})
-    images = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
-    series = Series("case_1", images, None, np.array([0, 4, 8]), (40, 40, 9))
-    return AnnotationSession.open("case_1", "ann", 2, "lease", series, model), model
+def echo():
+    return _session(echo_predictor(ModelConfig(classes=("a", "b"), image_size=32, click_radius=2)))
 
 
-def test_click_answers_and_undo_restores(session):
-    s, model = session
-    before = s.slices[1].mask.copy()
-    mask = s.add_click(model, 1, Click(1, 10, 10, True))
-    assert mask.shape == (32, 32) and len(s.slices[1].clicks) == 1
-    s.add_click(model, 1, Click(2, 20, 20, False))
-    restored = s.undo(model, 1)
-    np.testing.assert_array_equal(restored, mask)
-    np.testing.assert_array_equal(s.undo(model, 1), before)
+def test_a_click_at_a_voxel_lands_at_that_voxel(echo):
+    s, model = echo
+    assert s.geometry.slice_axis == 2 and s.geometry.slice_shape == (70, 50)
+    for voxel, cls in [((10, 40, 3), 1), ((60, 3, 0), 2), ((35, 25, 5), 1)]:
+        index, mask, _ = s.add_click(model, voxel, cls, True)
+        assert index == voxel[2] and mask.shape == (70, 50)
+        assert mask[voxel[0], voxel[1]] == cls
+        assert s.labels(model)[voxel] == cls  # and the volume that Submit stores has it at (i, j, k)
+    assert s.labels(model).shape == SHAPE
 
 
-def test_bad_requests_are_invalid_input(session):
-    s, model = session
-    with pytest.raises(InvalidInput, match="slice 3 is outside 0..2"):
-        s.add_click(model, 3, Click(1, 1, 1, True))
-    with pytest.raises(InvalidInput, match="no click to undo"):
+def test_edits_stay_on_top_and_undo_restores(echo):
+    s, model = echo
+    _, clicked, _ = s.add_click(model, (20, 20, 1), 1, True)
+    stroke = np.zeros((70, 50), bool)
+    stroke[18:23, 18:23] = True
+    erased, state = s.edit(model, 1, 0, stroke)
+    assert (erased[stroke] == 0).all() and state.count("edit") == 1
+    _, after, _ = s.add_click(model, (40, 10, 1), 2, True)  # a later model answer keeps the person's stroke
+    assert (after[stroke] == 0).all() and after[40, 10] == 2
+    np.testing.assert_array_equal(s.undo(model, 1)[0], erased)
+    np.testing.assert_array_equal(s.undo(model, 1)[0], clicked)
+
+
+def test_bad_requests_are_invalid_input(echo):
+    s, model = echo
+    with pytest.raises(InvalidInput, match="outside the scan's grid"):
+        s.add_click(model, (70, 0, 0), 1, True)
+    with pytest.raises(InvalidInput, match="no click or edit to undo"):
         s.undo(model, 0)
     with pytest.raises(InvalidInput, match="not a foreground class"):
-        s.add_click(model, 0, Click(9, 1, 1, True))
+        s.add_click(model, (0, 0, 0), 9, True)
+    with pytest.raises(InvalidInput, match="slice 6 is outside"):
+        s.mask(model, 6)
+    with pytest.raises(InvalidInput, match="the slice has"):
+        s.edit(model, 0, 1, np.ones((50, 70), bool))
+    with pytest.raises(InvalidInput, match="paints no pixel"):
+        s.edit(model, 0, 1, np.zeros((70, 50), bool))
 
 
-def test_provenance_records_versions_clicks_and_geometry(session):
-    s, model = session
-    s.add_click(model, 0, Click(1, 5, 6, True))
+def test_provenance_records_versions_clicks_edits_and_unedited_slices(tiny_model_config):
+    s, model = _session(InteractivePredictor(tiny_model_config))
+    s.add_click(model, (5, 6, 0), 1, True)
     newer = ServedModel("v0004", model.predictor, {})
-    s.add_click(newer, 2, Click(2, 7, 8, False))
+    s.add_click(newer, (7, 8, 2), 2, False)
+    s.edit(newer, 2, 1, np.eye(70, 50, dtype=bool))
+    labels = s.labels(newer)
     p = s.provenance(12.5)
     assert p["model_version_opened"] == "v0003" and p["model_versions_used"] == ["v0003", "v0004"]
-    assert p["num_clicks"] == 2 and p["clicks"][2] == [{"class": 2, "y": 7, "x": 8, "positive": False}]
-    assert p["annotator"] == "ann" and p["iteration"] == 2 and p["slice_index"] == [0, 4, 8]
+    assert p["num_clicks"] == 2 and p["num_edits"] == 1
+    assert p["clicks"][1] == {"slice": 2, "class": 2, "voxel": [7, 8, 2], "positive": False, "model_version": "v0004"}
+    assert p["edits"] == [{"slice": 2, "class": 1, "pixels": 50, "model_version": "v0004"}]
+    assert p["slices_edited"] == [0, 2] and p["slices_accepted_unedited"] == [1, 3, 4, 5]
+    assert p["accepted_unedited_model_versions"] == ["v0004"]  # predicted at submit by the version then current
+    assert p["geometry"]["shape"] == list(SHAPE) and p["geometry"]["slice_axis"] == 2
+    assert p["annotator"] == "ann" and p["iteration"] == 2
     assert p["seconds_spent_client"] == 12.5 and p["seconds_spent_server"] >= 0
-    assert s.labels().shape == (3, 32, 32) and s.labels().dtype == np.uint8
+    assert labels.shape == SHAPE and labels.dtype == np.uint8
 
 
-def test_session_store_expires_idle_sessions(session):
-    s, _ = session
+def test_session_store_expires_idle_sessions(echo):
+    s, _ = echo
     store = SessionStore(ttl_s=0.05)
     store.add(s)
     assert store.get(s.session_id) is s

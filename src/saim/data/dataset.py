@@ -73,48 +73,78 @@ def _parse_dataset_json(path: Path) -> DatasetInfo:
 
 
 class NnUNetDataset:
-    """A validated nnU-Net raw dataset directory."""
+    """A validated nnU-Net raw dataset directory. Labelled cases are imagesTr entries with a label in labelsTr;
+    imagesTr entries without a label and every imagesTs entry are unlabelled (a pool to annotate)."""
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset directory not found")
         self.info = _parse_dataset_json(self.root / "dataset.json")
-        self._cases = self._discover()
+        self._images: dict[str, Path] = {}
+        self._cases, self._unlabelled = self._discover()
 
-    def _discover(self) -> list[str]:
-        images_dir = self.root / "imagesTr"
-        if not images_dir.is_dir():
-            raise DatasetError(f"{images_dir}: imagesTr directory not found")
+    def _scan(self, folder: str) -> dict[str, Path]:
         suffix = "_0000" + self.info.file_ending
-        cases = sorted(p.name[: -len(suffix)] for p in images_dir.iterdir() if p.name.endswith(suffix))
-        if not cases:
-            raise DatasetError(f"{images_dir}: no images named {{case}}{suffix}")
-        for case in cases:
-            if not self.label_path(case).is_file():
-                raise DatasetError(f"{self.label_path(case)}: label file missing for case {case!r}")
-        return cases
+        directory = self.root / folder
+        if not directory.is_dir():
+            return {}
+        return {p.name[: -len(suffix)]: p for p in sorted(directory.iterdir()) if p.name.endswith(suffix)}
+
+    def _discover(self) -> tuple[list[str], list[str]]:
+        train, test = self._scan("imagesTr"), self._scan("imagesTs")
+        if not train and not test:
+            raise DatasetError(
+                f"{self.root}: no images named {{case}}_0000{self.info.file_ending} in imagesTr/ or imagesTs/"
+            )
+        both = sorted(set(train) & set(test))
+        if both:
+            raise DatasetError(f"{self.root}: cases {both} are in both imagesTr/ and imagesTs/")
+        labels = self.root / "labelsTr"
+        if labels.is_dir():
+            strays = sorted(
+                p.name
+                for p in labels.iterdir()
+                if p.name.endswith(self.info.file_ending) and p.name[: -len(self.info.file_ending)] not in train
+            )
+            if strays:
+                raise DatasetError(f"{labels}: labels without an image in imagesTr/: {strays}")
+        self._images = {**train, **test}
+        labelled = sorted(c for c in train if self.label_path(c).is_file())
+        return labelled, sorted((set(train) - set(labelled)) | set(test))
 
     @property
     def cases(self) -> list[str]:
+        """The labelled cases."""
         return list(self._cases)
 
+    @property
+    def unlabelled(self) -> list[str]:
+        return list(self._unlabelled)
+
     def image_path(self, case: str) -> Path:
-        return self.root / "imagesTr" / f"{case}_0000{self.info.file_ending}"
+        if case not in self._images:
+            raise DatasetError(f"{self.root}: no image for case {case!r}")
+        return self._images[case]
 
     def label_path(self, case: str) -> Path:
         return self.root / "labelsTr" / f"{case}{self.info.file_ending}"
 
-    def load_case(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (image float32, label uint8 with values 0..K, affine); validates shapes and values."""
+    def load_image(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image float32, affine), validated."""
         image, affine = load_volume(self.image_path(case))
         check_finite(image, str(self.image_path(case)))
+        return image.astype(np.float32), affine
+
+    def load_case(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (image float32, label uint8 with values 0..K, affine); validates shapes and values."""
+        image, affine = self.load_image(case)
         label_raw, _ = load_volume(self.label_path(case))
         if label_raw.shape != image.shape:
             raise DatasetError(
                 f"{self.label_path(case)}: label shape {label_raw.shape} does not match image shape {image.shape}"
             )
-        return image.astype(np.float32), remap_labels(label_raw, self.info, str(self.label_path(case))), affine
+        return image, remap_labels(label_raw, self.info, str(self.label_path(case))), affine
 
 
 def remap_labels(label: np.ndarray, info: DatasetInfo, name: str) -> np.ndarray:
@@ -134,6 +164,11 @@ def remap_labels(label: np.ndarray, info: DatasetInfo, name: str) -> np.ndarray:
     return lut[label]
 
 
+def to_file_values(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """0..K -> the label values declared in dataset.json (the inverse of remap_labels)."""
+    return np.array((0, *info.label_values), dtype=np.uint8)[np.asarray(label).astype(np.int64)]
+
+
 def write_dataset(
     root: Path | str, info: DatasetInfo, cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 ) -> Path:
@@ -141,10 +176,9 @@ def write_dataset(
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    lut = np.array((0, *info.label_values), dtype=np.uint8)
     for case, (image, label, affine) in cases.items():
         save_volume(root / "imagesTr" / f"{case}_0000{info.file_ending}", image.astype(np.float32), affine)
-        save_volume(root / "labelsTr" / f"{case}{info.file_ending}", lut[label.astype(np.int64)], affine)
+        save_volume(root / "labelsTr" / f"{case}{info.file_ending}", to_file_values(label, info), affine)
     meta = info.to_json()
     meta["numTraining"] = len(cases)
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -87,3 +87,39 @@ def generate(out_dir: Path | str, num_series: int = 24, depth: int = 12, size: i
         image, label = make_series(seed, i, size, depth)
         cases[f"phantom_{i:04d}"] = (image, label, affine)
     return write_dataset(out_dir, phantom_info(), cases)
+
+
+CT_HU = {"air": -1000, "body": 40, "liver": 60, "spleen": 50, "kidney": 150, "spine": 700}
+
+
+def make_ct(shape: tuple[int, int, int] = (512, 512, 200), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A large CT-like series in Hounsfield units (int16) with the phantom's organs, built slice by slice so a
+    512 x 512 x 200 volume costs its own size in memory: (image int16, label uint8 in 0..4)."""
+    nx, ny, nz = shape
+    rng = np.random.default_rng(seed)
+    image = np.empty(shape, np.int16)
+    label = np.zeros(shape, np.uint8)
+    u = (np.arange(nx, dtype=np.float32)[:, None] + 0.5) / nx - 0.5
+    v = (np.arange(ny, dtype=np.float32)[None, :] + 0.5) / ny - 0.5
+    organs = (  # (label, HU, centre (u, v, w), radii (u, v, w)) in fractions of the field of view and the depth
+        (1, CT_HU["liver"], (-0.12, -0.05, 0.55), (0.17, 0.14, 0.30)),
+        (2, CT_HU["spleen"], (0.17, 0.08, 0.60), (0.06, 0.07, 0.15)),
+        (3, CT_HU["kidney"], (-0.10, 0.15, 0.40), (0.04, 0.05, 0.12)),
+        (4, CT_HU["kidney"], (0.11, 0.15, 0.42), (0.04, 0.05, 0.12)),
+    )
+    for z in range(nz):
+        w = (z + 0.5) / nz
+        sl = np.full((nx, ny), CT_HU["air"], np.float32)
+        body = (u / 0.42) ** 2 + (v / 0.33) ** 2 <= 1
+        sl[body] = CT_HU["body"]
+        sl[(u / 0.035) ** 2 + ((v - 0.22) / 0.035) ** 2 <= 1] = CT_HU["spine"]
+        lab = np.zeros((nx, ny), np.uint8)
+        for value, hu, (cu, cv, cw), (ru, rv, rw) in organs:
+            dz = ((w - cw) / rw) ** 2
+            if dz >= 1:
+                continue
+            inside = ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1 - dz
+            sl[inside], lab[inside] = hu, value
+        sl += rng.normal(0, 12, sl.shape).astype(np.float32) * body
+        image[:, :, z], label[:, :, z] = np.round(sl).astype(np.int16), lab
+    return image, label

@@ -1,42 +1,55 @@
-"""Cut 3D series into model-sized 2D slices (the training/inference unit); the series stays the selection unit."""
+"""Cut 3D series into model-sized 2D slices (the training/inference unit); the series stays the selection unit.
+
+Slices are taken along the scan's acquisition axis and laid onto the model grid by `saim.data.geometry`; every slice
+by default. The emulation may keep an explicit slice budget (`max_slices`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from saim.data.geometry import ScanGeometry
+from saim.data.intensity import Intensity
+from saim.errors import InvalidInput
 
 
 @dataclass
 class Series:
-    """One series at model resolution: slices (S, H, W), intensities normalised to [0, 1]."""
+    """One series at model resolution: slices (S, H, W) of preprocessed intensities (see saim.data.intensity)."""
 
     case: str
     images: np.ndarray
     labels: np.ndarray | None  # (S, H, W) uint8 in 0..K, None when unannotated
-    slice_index: np.ndarray  # z index of each slice in the original volume
-    volume_shape: tuple[int, int, int]
+    slice_index: np.ndarray  # index along the acquisition axis of each model slice in the source volume
+    geometry: ScanGeometry
 
     @property
     def num_slices(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def volume_shape(self) -> tuple[int, int, int]:
+        return self.geometry.shape
 
-def normalize_intensity(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Percentile clip and scale to [0, 1] (per series). Standardisation happens in the input encoding."""
-    lo, hi = np.percentile(volume, [low, high])
-    if hi <= lo:
-        return np.zeros_like(volume, dtype=np.float32)
-    return np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    def with_labels(self, label: np.ndarray) -> Series:
+        """The same series with a label volume in source space (e.g. a stored annotation) on its model slices."""
+        return replace(self, labels=label_slices(self.geometry, label, self.slice_index, self.images.shape[1]))
+
+
+def check_max_slices(max_slices: int | None) -> int | None:
+    if max_slices is not None and max_slices < 1:
+        raise InvalidInput(f"max_slices must be at least 1 (or unset for every slice), got {max_slices}")
+    return max_slices
 
 
 def pick_slices(label: np.ndarray | None, depth: int, max_slices: int | None) -> np.ndarray:
-    """Evenly spaced z indices; restricted to the z range holding foreground when a label map is known."""
+    """Slice indices: every slice by default; with a budget, evenly spaced ones, restricted to the range holding
+    foreground when a label map (S, ...) is given."""
+    check_max_slices(max_slices)
     lo, hi = 0, depth - 1
     if label is not None:
-        z = np.flatnonzero(label.reshape(-1, depth).any(axis=0))
+        z = np.flatnonzero(label.reshape(depth, -1).any(axis=1))
         if z.size:
             lo, hi = int(z[0]), int(z[-1])
     count = hi - lo + 1
@@ -45,36 +58,29 @@ def pick_slices(label: np.ndarray | None, depth: int, max_slices: int | None) ->
     return np.unique(np.round(np.linspace(lo, hi, max_slices)).astype(np.int64))
 
 
-def resize_slices(stack: np.ndarray, size: int, nearest: bool) -> np.ndarray:
-    """(S, h, w) -> (S, size, size)."""
-    t = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None]
-    if nearest:
-        out = F.interpolate(t, size=(size, size), mode="nearest")
-        return out[:, 0].numpy().astype(np.uint8)
-    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return out[:, 0].numpy().astype(np.float32)
-
-
 def series_from_volume(
     case: str,
     image: np.ndarray,
+    affine: np.ndarray,
     label: np.ndarray | None,
     image_size: int,
+    intensity: Intensity,
     max_slices: int | None = None,
     pick_by_label: bool = False,
 ) -> Series:
-    """Slices are picked over the whole depth by default: an unannotated pool series has no label to go by, and
-    the emulation must see series the way the services do."""
-    z = pick_slices(label if pick_by_label else None, image.shape[2], max_slices)
-    norm = normalize_intensity(image)
-    images = resize_slices(np.moveaxis(norm[:, :, z], 2, 0), image_size, nearest=False)
-    labels = None if label is None else label_slices(label, z, image_size)
-    return Series(case, np.clip(images, 0, 1), labels, z, tuple(int(s) for s in image.shape))
+    """A source volume and its affine -> model slices. Slices are picked over the whole depth by default: an
+    unannotated pool series has no label to go by, and the emulation must see series the way the services do."""
+    geometry = ScanGeometry.of(image.shape, affine)
+    source = geometry.slices(intensity.apply(image))
+    z = pick_slices(geometry.slices(label) if pick_by_label and label is not None else None, len(source), max_slices)
+    images = geometry.to_model(source[z], image_size, nearest=False, pad=float(source.min(initial=0.0)))
+    labels = None if label is None else label_slices(geometry, label, z, image_size)
+    return Series(case, images, labels, z, geometry)
 
 
-def label_slices(label: np.ndarray, z: np.ndarray, image_size: int) -> np.ndarray:
-    """A label volume resampled onto given slices at model resolution (nearest neighbour)."""
-    return resize_slices(np.moveaxis(label[:, :, z], 2, 0), image_size, nearest=True)
+def label_slices(geometry: ScanGeometry, label: np.ndarray, z: np.ndarray, image_size: int) -> np.ndarray:
+    """A label volume in source space on given slices at model resolution (nearest neighbour)."""
+    return geometry.to_model(geometry.slices(label)[z], image_size, nearest=True)
 
 
 def stack(series: list[Series], use_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,15 +7,19 @@ from pathlib import Path
 
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
+from saim.data.intensity import fit_intensity
 from saim.data.slices import Series, series_from_volume
 
 
 def load_series(dataset: NnUNetDataset, image_size: int, max_slices: int | None) -> list[Series]:
-    out = []
-    for case in dataset.cases:
-        image, label, _ = dataset.load_case(case)
-        out.append(series_from_volume(case, image, label, image_size, max_slices))
-    return out
+    """Every labelled case of the dataset as model slices. The emulation knows every label, so the intensity
+    statistics (CT) are fitted on all of them."""
+    volumes = {case: dataset.load_case(case) for case in dataset.cases}
+    intensity = fit_intensity(dataset.info.channel_names, ((img, lab) for img, lab, _ in volumes.values()))
+    return [
+        series_from_volume(case, image, affine, label, image_size, intensity, max_slices)
+        for case, (image, label, affine) in volumes.items()
+    ]
 
 
 def open_source(

@@ -79,7 +79,13 @@ def build(
             for start in range(0, image.shape[2] - slab + 1, slab):
                 z = slice(start, start + slab)
                 if label[:, :, z].any():
-                    cases[f"ts_{modality}_{start:03d}"] = (image[:, :, z].astype(np.float32), label[:, :, z], affine)
+                    slab_affine = affine.copy()  # the slab's first voxel is the scan's voxel (0, 0, start)
+                    slab_affine[:3, 3] += affine[:3, 2] * start
+                    cases[f"ts_{modality}_{start:03d}"] = (
+                        image[:, :, z].astype(np.float32),
+                        label[:, :, z],
+                        slab_affine,
+                    )
     info = DatasetInfo(
         name="TotalSegmentatorExamples", classes=tuple(KEEP), label_values=(1, 2, 3, 4), channel_names={"0": "CT_or_MR"}
     )

@@ -11,13 +11,6 @@ import torch
 from saim.clicks import Click
 
 
-def standardize(images: torch.Tensor) -> torch.Tensor:
-    """Per-image zero mean, unit variance. images: (B, 1, H, W) in [0, 1]."""
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    std = images.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (images - mean) / std
-
-
 def _grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     yy = torch.arange(h, device=device, dtype=torch.float32).view(h, 1)
     xx = torch.arange(w, device=device, dtype=torch.float32).view(1, w)
@@ -67,5 +60,6 @@ def one_hot_foreground(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def encode(images: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-    """images (B, 1, H, W) in [0, 1]; pos/neg/prev (B, K, H, W) -> network input (B, 1 + 3K, H, W)."""
-    return torch.cat([standardize(images), pos, neg, prev], dim=1)
+    """images (B, 1, H, W), preprocessed by modality (saim.data.intensity); pos/neg/prev (B, K, H, W) -> network
+    input (B, 1 + 3K, H, W)."""
+    return torch.cat([images, pos, neg, prev], dim=1)

@@ -105,7 +105,7 @@ class InteractivePredictor:
         prev_masks: np.ndarray | None = None,
         batch_size: int = 32,
     ) -> np.ndarray:
-        """images (B, H, W) in [0, 1]; clicks per image; prev_masks (B, H, W) label maps -> probs (B, K+1, H, W)."""
+        """images (B, H, W) preprocessed; clicks per image; prev_masks (B, H, W) label maps -> probs (B, K+1, H, W)."""
         out = [p.cpu().numpy() for p in self._probabilities_on_device(images, clicks, prev_masks, batch_size)]
         s = self.config.image_size
         return np.concatenate(out) if out else np.zeros((0, self.config.num_classes + 1, s, s), np.float32)
@@ -137,7 +137,7 @@ class InteractivePredictor:
                 + [f"pos_{c}" for c in self.config.classes]
                 + [f"neg_{c}" for c in self.config.classes]
                 + [f"prev_{c}" for c in self.config.classes],
-                "image": "per-series percentile [0.5, 99.5] to [0, 1], then per-image standardisation",
+                "image": "preprocessed by modality: see the preprocessing entry (saim.data.intensity)",
                 "clicks": f"{self.config.click_encoding} radius {self.config.click_radius} px",
                 "in_channels": 1 + 3 * k,
             },

@@ -111,8 +111,8 @@ def augment(
     images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, hflip: bool, spatial: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper §4.1: flips, intensity shift, gamma, blur, unsharp masking; with `spatial`, also a random affine
-    (rotation up to 15 degrees, scale 0.85-1.15, shift up to 5 %) on half of the images. images (B, 1, H, W) in
-    [0, 1]."""
+    (rotation up to 15 degrees, scale 0.85-1.15, shift up to 5 %) on half of the images. images (B, 1, H, W),
+    preprocessed."""
     b = images.shape[0]
     dev = images.device
 
@@ -146,10 +146,14 @@ def augment(
     m = coin(0.5)
     images = torch.where(per_image(m), images.flip(-2), images)
     labels = torch.where(m.to(dev).view(b, 1, 1), labels.flip(-2), labels)
-    images = images + (uniform(-0.1, 0.1) * coin(0.5)).to(dev).view(b, 1, 1, 1)  # intensity shift
-    images = images.clamp(0, 1)
+    # Intensity shift and gamma act on each image rescaled to [0, 1] (as nnU-Net's gamma), then go back to the
+    # preprocessed (z-scored) range, so the augmentation does not depend on the modality's scheme.
+    lo = images.amin(dim=(1, 2, 3), keepdim=True)
+    span = (images.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-6)
+    unit = (images - lo) / span
+    unit = (unit + (uniform(-0.1, 0.1) * coin(0.5)).to(dev).view(b, 1, 1, 1)).clamp(0, 1)  # intensity shift
     gamma = torch.where(coin(0.5), uniform(0.7, 1.5), torch.ones(b)).to(dev).view(b, 1, 1, 1)
-    images = images.clamp_min(1e-6) ** gamma  # gamma correction
+    images = lo + span * unit.clamp_min(1e-6) ** gamma  # gamma correction
     blur_m, sharp_m = coin(0.2), coin(0.2)
     if blur_m.any():
         images = torch.where(per_image(blur_m), _gaussian_blur(images, uniform(0.5, 1.2).to(dev)), images)
@@ -157,7 +161,7 @@ def augment(
         smooth = _gaussian_blur(images, uniform(0.7, 1.5).to(dev))
         sharpened = images + uniform(0.3, 1.0).to(dev).view(b, 1, 1, 1) * (images - smooth)
         images = torch.where(per_image(sharp_m), sharpened, images)
-    return images.clamp(0, 1), labels
+    return torch.minimum(torch.maximum(images, lo), lo + span), labels
 
 
 def _erode(mask: torch.Tensor, r: int) -> torch.Tensor:
@@ -310,7 +314,7 @@ def train_predictor(
     parent: InteractivePredictor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
-    """Train on slices images (N, H, W) in [0, 1] with label maps (N, H, W) in 0..K."""
+    """Train on preprocessed slices images (N, H, W) with label maps (N, H, W) in 0..K."""
     n = len(images)
     if n < 2 or labels.shape != images.shape:
         raise InvalidInput(f"need at least 2 labelled slices with matching shapes, got {images.shape} / {labels.shape}")

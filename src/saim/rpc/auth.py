@@ -19,7 +19,9 @@ from saim.tokens import ADMIN, ANNOTATOR, SERVICE, Principal, TokenRegistry, tok
 _ALL = frozenset({ANNOTATOR, ADMIN, SERVICE})
 POLICY: dict[str, frozenset[str]] = {
     "/saim.v1.AnnotatorService/OpenSession": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/GetSlice": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/AddClick": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/EditSlice": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Undo": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Submit": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.SelectorService/GetStatus": _ALL,

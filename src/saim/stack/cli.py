@@ -1,5 +1,5 @@
 """The subcommands that run or talk to the distributed stack: `saim up`, `saim demo`, `saim bootstrap`,
-`saim drive` and `saim admin ...`."""
+`saim drive`, `saim admin ...` and `saim export ...`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 
 from saim.argfields import add_fields, from_args
 from saim.config import SplitRule
+from saim.stack.local import EMBEDDED_IMAGE_SIZE
+
+IMAGE_SIZE_HELP = f"model input size of the embedded services (default {EMBEDDED_IMAGE_SIZE}, small for CPUs)"
 
 
 def add_commands(sub) -> None:
@@ -26,6 +29,7 @@ def add_commands(sub) -> None:
     up.add_argument("--iterations", type=int, default=3)
     up.add_argument("--seed", type=int, default=0)
     up.add_argument("--tls", action="store_true", help="TLS on every gRPC server (self-signed certificate)")
+    up.add_argument("--image-size", type=int, default=EMBEDDED_IMAGE_SIZE, help=IMAGE_SIZE_HELP)
     up.set_defaults(func=_cmd_up)
 
     demo = sub.add_parser(
@@ -42,6 +46,10 @@ def add_commands(sub) -> None:
     demo.add_argument("--timeout", type=float, default=900, help="seconds before giving up")
     demo.add_argument("--workdir", type=Path, default=None)
     demo.add_argument("--report", type=Path, default=None)
+    demo.add_argument("--image-size", type=int, default=EMBEDDED_IMAGE_SIZE, help=IMAGE_SIZE_HELP)
+    demo.add_argument(
+        "--export", type=Path, default=None, metavar="DIR", help="end with `saim export nnunet DIR` of the result"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     boot = sub.add_parser(
@@ -55,6 +63,13 @@ def add_commands(sub) -> None:
     boot.add_argument("--seed", type=int, default=0, help="phantom seed and split seed")
     boot.add_argument("--no-topics", action="store_true", help="topics are managed elsewhere (e.g. Strimzi)")
     boot.add_argument("--force", action="store_true", help="re-import even if a dataset is present")
+    boot.add_argument(
+        "--splits",
+        type=Path,
+        default=None,
+        help="a JSON file fixing the split: {initial, val, test, pool} lists of case names (default: the split "
+        "rule below; unlabelled cases go to the pool)",
+    )
     add_fields(boot.add_argument_group("split (saim.config.SplitRule)"), SplitRule)
     boot.set_defaults(func=_cmd_bootstrap)
 
@@ -107,6 +122,29 @@ def add_commands(sub) -> None:
     rb.add_argument("version")
     rb.add_argument("--trainer", required=True, help="HOST:PORT of the trainer service")
     rb.set_defaults(func=_cmd_rollback)
+    imp = asub.add_parser(
+        "import",
+        help="add series to a running deployment's pool",
+        description="DIR is an nnU-Net raw directory (imagesTr/ and imagesTs/ entries {case}_0000.nii.gz) or a "
+        "folder of {case}.nii.gz files. Each image is validated, uploaded unchanged, and added to the pool in "
+        "dataset/splits.json; the selector scores the new series at its next reconcile (SAIM_RECONCILE_S).",
+    )
+    imp.add_argument("dir", type=Path)
+    imp.set_defaults(func=_cmd_import)
+
+    exp = sub.add_parser(
+        "export",
+        help="write the campaign's result as a dataset for another tool",
+        description="Reads the bucket with the SAIM_* settings (as `saim bootstrap`).",
+    )
+    esub = exp.add_subparsers(dest="export_cmd", required=True, metavar="FORMAT")
+    nn = esub.add_parser(
+        "nnunet",
+        help="an nnU-Net v2 raw dataset: images unchanged, labels in the scans' geometry, provenance.csv",
+    )
+    nn.add_argument("out_dir", type=Path, help="a new or empty directory")
+    nn.add_argument("--rater", default=None, help="with overlap > 1: export this rater's copies")
+    nn.set_defaults(func=_cmd_export_nnunet)
 
 
 def _trainer(target: str):
@@ -172,6 +210,53 @@ def _cmd_rollback(args) -> int:
     return 0
 
 
+def _images_to_add(directory: Path) -> dict[str, Path]:
+    """{case: image} of an nnU-Net raw directory's images, or of a folder of NIfTI files."""
+    from saim.errors import InvalidInput
+
+    if not directory.is_dir():
+        raise InvalidInput(f"{directory}: not a directory")
+    found: dict[str, Path] = {}
+    for sub in ("imagesTr", "imagesTs"):
+        for path in sorted((directory / sub).glob("*_0000.nii*")):
+            found[path.name.split("_0000.nii")[0]] = path
+    if not found:
+        for path in sorted(directory.glob("*.nii*")):
+            found[path.name.split(".nii")[0]] = path
+    if not found:
+        raise InvalidInput(f"{directory}: no NIfTI images (imagesTr/*_0000.nii.gz, imagesTs/ or *.nii.gz)")
+    return found
+
+
+def _cmd_import(args) -> int:
+    from saim.pool import add_to_pool
+    from saim.settings import load_settings
+    from saim.storage import ObjectStore
+
+    store = ObjectStore.connect(load_settings().s3())
+    added = add_to_pool(store, _images_to_add(args.dir))
+    print(f"added {len(added)} series to the pool: {', '.join(added)}")
+    return 0
+
+
+def _cmd_export_nnunet(args) -> int:
+    from saim.export import export_nnunet
+    from saim.pool import PoolStore
+    from saim.settings import load_settings
+    from saim.storage import ObjectStore
+
+    settings = load_settings()
+    pool = PoolStore(ObjectStore.connect(settings.s3()), settings.model.image_size, cache_mb=0)
+    summary = export_nnunet(pool, args.out_dir, args.rater)
+    print(
+        f"exported to {summary.out_dir}: {summary.initial} ground-truth and {summary.annotated} annotated cases "
+        f"(labelsTr in each scan's geometry), dataset.json, provenance.csv"
+    )
+    for line in summary.skipped:
+        print(f"skipped {line}")
+    return 0
+
+
 def _dataset_dir(spec: str, series: int, seed: int) -> Path:
     from saim.data import phantom
 
@@ -183,7 +268,7 @@ def _dataset_dir(spec: str, series: int, seed: int) -> Path:
 def _cmd_bootstrap(args) -> int:
     from saim.data.dataset import NnUNetDataset
     from saim.events import ensure_topics
-    from saim.pool import DATASET_JSON, import_dataset, make_splits
+    from saim.pool import DATASET_JSON, import_dataset, make_splits, read_splits
     from saim.settings import load_settings
     from saim.storage import ObjectStore
 
@@ -198,11 +283,15 @@ def _cmd_bootstrap(args) -> int:
         print("dataset already imported; kept (use --force to re-import)")
         return 0
     ds = NnUNetDataset(_dataset_dir(args.dataset, args.series, args.seed))
-    splits = make_splits(ds.cases, args.seed, from_args(args, SplitRule))
-    import_dataset(store, ds, splits)
+    if args.splits is not None:
+        splits = read_splits(args.splits, ds)
+    else:
+        splits = make_splits(ds.cases, args.seed, from_args(args, SplitRule), ds.unlabelled)
+    intensity = import_dataset(store, ds, splits)
     print(
-        f"imported {len(ds.cases)} cases: {len(splits.initial)} initial, {len(splits.val)} val, "
-        f"{len(splits.test)} test, {len(splits.pool)} pool"
+        f"imported {len(ds.cases) + len(ds.unlabelled)} cases ({len(ds.unlabelled)} unlabelled): "
+        f"{len(splits.initial)} initial, {len(splits.val)} val, {len(splits.test)} test, {len(splits.pool)} pool; "
+        f"intensity preprocessing {intensity.scheme}"
     )
     return 0
 
@@ -245,7 +334,11 @@ def _cmd_up(args) -> int:
     dataset = phantom.generate(workdir / "dataset", num_series=args.series, seed=args.seed)
     stack = LocalStack(
         workdir / "stack",
-        settings={"SAIM_MAX_ITERATIONS": str(args.iterations), "SAIM_SEED": str(args.seed)},
+        settings={
+            "SAIM_MAX_ITERATIONS": str(args.iterations),
+            "SAIM_SEED": str(args.seed),
+            "SAIM_MODEL__IMAGE_SIZE": str(args.image_size),
+        },
         threads={"trainer": 2, "selector": 1, "annotator": 1},
         tls=args.tls,
     )
@@ -301,6 +394,8 @@ def _cmd_demo(args) -> int:
         seed=args.seed,
         clicks=args.clicks,
         timeout_s=args.timeout,
+        image_size=args.image_size,
+        export_dir=args.export,
     )
     lat = report["click_latency_ms"]
     print(f"{len(report['model_versions'])} model versions: {', '.join(report['model_versions'])}")
@@ -317,4 +412,6 @@ def _cmd_demo(args) -> int:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report: {args.report}")
+    if args.export:
+        print(f"nnU-Net dataset: {args.export} ({report['export']['annotated']} annotated cases)")
     return 0

@@ -18,7 +18,7 @@ from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
 from saim.events import TOPICS
 from saim.rpc.channel import channel
-from saim.stack.local import LocalStack
+from saim.stack.local import EMBEDDED_IMAGE_SIZE, LocalStack
 from saim.stack.virtual import VirtualAnnotator
 from saim.storage import VersionStatus
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -164,12 +164,19 @@ def run_demo(
     timeout_s: float = 900,
     settings: dict[str, str] | None = None,
     echo=print,
+    export_dir: Path | None = None,
+    image_size: int = EMBEDDED_IMAGE_SIZE,
 ) -> dict:
     started = time.perf_counter()
     dataset_dir = phantom.generate(workdir / "dataset", num_series=series, seed=seed)
     ds = NnUNetDataset(dataset_dir)
     ground_truth = {case: ds.load_case(case)[1] for case in ds.cases}  # the virtual users' private ground truth
-    svc_settings = {"SAIM_MAX_ITERATIONS": str(iterations), "SAIM_SEED": str(seed), **(settings or {})}
+    svc_settings = {
+        "SAIM_MAX_ITERATIONS": str(iterations),
+        "SAIM_SEED": str(seed),
+        "SAIM_MODEL__IMAGE_SIZE": str(image_size),
+        **(settings or {}),
+    }
     stack = LocalStack(workdir / "stack", settings=svc_settings, threads={"trainer": 2, "selector": 1, "annotator": 1})
     with stack:
         stack.start_broker()
@@ -193,6 +200,13 @@ def run_demo(
             tls_ca=stack.tls_ca,
         )
         report["events"] = count_events(stack.kafka_bootstrap)
+        if export_dir is not None:
+            from saim.export import export_nnunet
+            from saim.pool import PoolStore
+
+            summary = export_nnunet(PoolStore(stack.store(), image_size, cache_mb=0), export_dir)
+            report["export"] = {"dir": str(export_dir), "initial": summary.initial, "annotated": summary.annotated}
+            echo(f"exported an nnU-Net dataset to {export_dir}: {summary.initial + summary.annotated} labelled cases")
     report["config"] = {
         "data": "synthetic",
         "iterations": iterations,

@@ -37,6 +37,9 @@ ACCESS_KEY, SECRET_KEY = "saim-local", "saim-local-secret"
 STACK_SPLIT = SplitRule(pretrain_fraction=0.15)
 
 
+EMBEDDED_IMAGE_SIZE = 64  # the CPU demo's model size (saim up/demo); deployments default to ModelConfig's 256
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,7 +172,7 @@ class LocalStack:
 
     def import_dataset(self, dataset_dir: Path, seed: int = 0, split: SplitRule = STACK_SPLIT) -> None:
         ds = NnUNetDataset(dataset_dir)
-        import_dataset(self.store(), ds, make_splits(ds.cases, seed, split))
+        import_dataset(self.store(), ds, make_splits(ds.cases, seed, split, ds.unlabelled))
 
     # ---- access control ----------------------------------------------------------------------------------
     def issue_token(self, name: str, role: str = ANNOTATOR) -> str:

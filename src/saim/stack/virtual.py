@@ -1,6 +1,7 @@
 """Virtual annotators: gRPC clients that take cases from the selector and correct the annotator service's masks
 with ground-truth-derived clicks (the same virtual user as the emulation, one click and one model answer at a
-time)."""
+time). They work in scan space, as a person's client does: the ground truth is the source label volume, slices
+and masks come from GetSlice, clicks go out as source voxels."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import grpc
 import numpy as np
 
 from saim.clicker import next_click
-from saim.data.slices import label_slices
 from saim.rpc.channel import channel
+from saim.rpc.slices import decode_mask
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,6 @@ class AnnotatorStats:
     cases: list[str] = field(default_factory=list)
     click_latency_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def decode_mask(msg: annotator_pb2.SliceMask, size: int) -> np.ndarray:
-    return np.frombuffer(msg.labels, dtype=np.uint8).reshape(size, size)
 
 
 class VirtualAnnotator(threading.Thread):
@@ -76,31 +73,35 @@ class VirtualAnnotator(threading.Thread):
             ),
             timeout=120,
         )
-        size = opened.height
-        gt = label_slices(self.gt[lease.case_id], np.array(opened.slice_index), size)
+        geo = opened.geometry
+        gt_slices = np.moveaxis(self.gt[lease.case_id], geo.slice_axis, 0)  # (S, rows, cols) in source space
         classes = len(opened.classes)
-        for msg in opened.masks:
-            mask = decode_mask(msg, size)
+        for index in range(geo.num_slices):
+            reply = self.annotator.GetSlice(
+                annotator_pb2.GetSliceRequest(session_id=opened.session_id, slice=index), timeout=60
+            )
+            mask = decode_mask(reply.mask, (geo.rows, geo.cols))
             for _ in range(self.k):
                 clicked = False
                 for cls in range(1, classes + 1):
-                    click = next_click(gt[msg.slice], mask, cls)
+                    click = next_click(gt_slices[index], mask, cls)
                     if click is None:
                         continue
+                    voxel = [0, 0, 0]
+                    inplane = [a for a in range(3) if a != geo.slice_axis]
+                    voxel[geo.slice_axis], voxel[inplane[0]], voxel[inplane[1]] = index, click.y, click.x
                     t0 = time.perf_counter()
                     reply = self.annotator.AddClick(
                         annotator_pb2.AddClickRequest(
                             session_id=opened.session_id,
-                            slice=msg.slice,
                             class_index=click.cls,
-                            y=click.y,
-                            x=click.x,
                             positive=click.positive,
+                            voxel=annotator_pb2.Voxel(i=voxel[0], j=voxel[1], k=voxel[2]),
                         ),
                         timeout=60,
                     )
                     self.stats.click_latency_ms.append((time.perf_counter() - t0) * 1000)
-                    mask = decode_mask(reply.mask, size)
+                    mask = decode_mask(reply.mask, (geo.rows, geo.cols))
                     clicked = True
                 if not clicked:
                     break

@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENCODING_UNSPECIFIED: _ClassVar[Encoding]
+    ENCODING_RAW: _ClassVar[Encoding]
+    ENCODING_ZLIB: _ClassVar[Encoding]
+ENCODING_UNSPECIFIED: Encoding
+ENCODING_RAW: Encoding
+ENCODING_ZLIB: Encoding
 
 class OpenSessionRequest(_message.Message):
     __slots__ = ("case_id", "annotator_id", "lease_id")
@@ -16,55 +26,117 @@ class OpenSessionRequest(_message.Message):
     lease_id: str
     def __init__(self, case_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
+class Geometry(_message.Message):
+    __slots__ = ("shape", "spacing", "affine", "orientation", "slice_axis", "num_slices", "rows", "cols")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SPACING_FIELD_NUMBER: _ClassVar[int]
+    AFFINE_FIELD_NUMBER: _ClassVar[int]
+    ORIENTATION_FIELD_NUMBER: _ClassVar[int]
+    SLICE_AXIS_FIELD_NUMBER: _ClassVar[int]
+    NUM_SLICES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    spacing: _containers.RepeatedScalarFieldContainer[float]
+    affine: _containers.RepeatedScalarFieldContainer[float]
+    orientation: str
+    slice_axis: int
+    num_slices: int
+    rows: int
+    cols: int
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., spacing: _Optional[_Iterable[float]] = ..., affine: _Optional[_Iterable[float]] = ..., orientation: _Optional[str] = ..., slice_axis: _Optional[int] = ..., num_slices: _Optional[int] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+
 class SliceMask(_message.Message):
-    __slots__ = ("slice", "labels")
+    __slots__ = ("slice", "rows", "cols", "encoding", "data")
     SLICE_FIELD_NUMBER: _ClassVar[int]
-    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     slice: int
-    labels: bytes
-    def __init__(self, slice: _Optional[int] = ..., labels: _Optional[bytes] = ...) -> None: ...
+    rows: int
+    cols: int
+    encoding: Encoding
+    data: bytes
+    def __init__(self, slice: _Optional[int] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
-    __slots__ = ("session_id", "case_id", "num_slices", "height", "width", "classes", "slice_index", "volume_shape", "masks", "model_version", "iteration")
+    __slots__ = ("session_id", "case_id", "classes", "model_version", "iteration", "geometry")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
-    NUM_SLICES_FIELD_NUMBER: _ClassVar[int]
-    HEIGHT_FIELD_NUMBER: _ClassVar[int]
-    WIDTH_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
-    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
-    VOLUME_SHAPE_FIELD_NUMBER: _ClassVar[int]
-    MASKS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     case_id: str
-    num_slices: int
-    height: int
-    width: int
     classes: _containers.RepeatedScalarFieldContainer[str]
-    slice_index: _containers.RepeatedScalarFieldContainer[int]
-    volume_shape: _containers.RepeatedScalarFieldContainer[int]
-    masks: _containers.RepeatedCompositeFieldContainer[SliceMask]
     model_version: str
     iteration: int
-    def __init__(self, session_id: _Optional[str] = ..., case_id: _Optional[str] = ..., num_slices: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., slice_index: _Optional[_Iterable[int]] = ..., volume_shape: _Optional[_Iterable[int]] = ..., masks: _Optional[_Iterable[_Union[SliceMask, _Mapping]]] = ..., model_version: _Optional[str] = ..., iteration: _Optional[int] = ...) -> None: ...
+    geometry: Geometry
+    def __init__(self, session_id: _Optional[str] = ..., case_id: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., iteration: _Optional[int] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+
+class GetSliceRequest(_message.Message):
+    __slots__ = ("session_id", "slice", "include_image")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    slice: int
+    include_image: bool
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., include_image: _Optional[bool] = ...) -> None: ...
+
+class SliceResponse(_message.Message):
+    __slots__ = ("mask", "model_version", "image", "image_dtype", "image_encoding", "clicks_on_slice", "edits_on_slice")
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_ON_SLICE_FIELD_NUMBER: _ClassVar[int]
+    EDITS_ON_SLICE_FIELD_NUMBER: _ClassVar[int]
+    mask: SliceMask
+    model_version: str
+    image: bytes
+    image_dtype: str
+    image_encoding: Encoding
+    clicks_on_slice: int
+    edits_on_slice: int
+    def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., image: _Optional[bytes] = ..., image_dtype: _Optional[str] = ..., image_encoding: _Optional[_Union[Encoding, str]] = ..., clicks_on_slice: _Optional[int] = ..., edits_on_slice: _Optional[int] = ...) -> None: ...
+
+class Voxel(_message.Message):
+    __slots__ = ("i", "j", "k")
+    I_FIELD_NUMBER: _ClassVar[int]
+    J_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    i: int
+    j: int
+    k: int
+    def __init__(self, i: _Optional[int] = ..., j: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
 
 class AddClickRequest(_message.Message):
-    __slots__ = ("session_id", "slice", "class_index", "y", "x", "positive")
+    __slots__ = ("session_id", "class_index", "positive", "voxel")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    VOXEL_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    class_index: int
+    positive: bool
+    voxel: Voxel
+    def __init__(self, session_id: _Optional[str] = ..., class_index: _Optional[int] = ..., positive: _Optional[bool] = ..., voxel: _Optional[_Union[Voxel, _Mapping]] = ...) -> None: ...
+
+class EditSliceRequest(_message.Message):
+    __slots__ = ("session_id", "slice", "class_index", "painted")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
-    Y_FIELD_NUMBER: _ClassVar[int]
-    X_FIELD_NUMBER: _ClassVar[int]
-    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    PAINTED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     slice: int
     class_index: int
-    y: int
-    x: int
-    positive: bool
-    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., y: _Optional[int] = ..., x: _Optional[int] = ..., positive: _Optional[bool] = ...) -> None: ...
+    painted: SliceMask
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., painted: _Optional[_Union[SliceMask, _Mapping]] = ...) -> None: ...
 
 class UndoRequest(_message.Message):
     __slots__ = ("session_id", "slice")
@@ -75,16 +147,18 @@ class UndoRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ...) -> None: ...
 
 class MaskResponse(_message.Message):
-    __slots__ = ("mask", "model_version", "clicks_on_slice", "inference_ms")
+    __slots__ = ("mask", "model_version", "clicks_on_slice", "inference_ms", "edits_on_slice")
     MASK_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLICKS_ON_SLICE_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    EDITS_ON_SLICE_FIELD_NUMBER: _ClassVar[int]
     mask: SliceMask
     model_version: str
     clicks_on_slice: int
     inference_ms: float
-    def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., clicks_on_slice: _Optional[int] = ..., inference_ms: _Optional[float] = ...) -> None: ...
+    edits_on_slice: int
+    def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., clicks_on_slice: _Optional[int] = ..., inference_ms: _Optional[float] = ..., edits_on_slice: _Optional[int] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("session_id", "seconds_spent")

@@ -26,8 +26,11 @@ if _version_not_supported:
 
 
 class AnnotatorServiceStub:
-    """Interactive inference: the model answers each click. Masks travel as uint8 label maps (row-major H*W bytes,
-    values 0..K with 0 = background), never as float tensors.
+    """Interactive annotation in scan space. Everything a client sees or sends is in the source scan's voxel grid
+    (the NIfTI image as imported): clicks carry voxel coordinates (i, j, k), slices and masks come at the source
+    in-plane resolution. The model's grid is internal. A slice is the 2D array of the scan at one index along
+    Geometry.slice_axis; its rows and columns are the two other source axes in increasing order (for slice_axis 2:
+    rows along i, columns along j), row-major.
     """
 
     def __init__(self, channel):
@@ -41,9 +44,19 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.OpenSessionRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.FromString,
                 _registered_method=True)
+        self.GetSlice = channel.unary_unary(
+                '/saim.v1.AnnotatorService/GetSlice',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.GetSliceRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.SliceResponse.FromString,
+                _registered_method=True)
         self.AddClick = channel.unary_unary(
                 '/saim.v1.AnnotatorService/AddClick',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.AddClickRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+                _registered_method=True)
+        self.EditSlice = channel.unary_unary(
+                '/saim.v1.AnnotatorService/EditSlice',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.EditSliceRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
                 _registered_method=True)
         self.Undo = channel.unary_unary(
@@ -59,33 +72,52 @@ class AnnotatorServiceStub:
 
 
 class AnnotatorServiceServicer:
-    """Interactive inference: the model answers each click. Masks travel as uint8 label maps (row-major H*W bytes,
-    values 0..K with 0 = background), never as float tensors.
+    """Interactive annotation in scan space. Everything a client sees or sends is in the source scan's voxel grid
+    (the NIfTI image as imported): clicks carry voxel coordinates (i, j, k), slices and masks come at the source
+    in-plane resolution. The model's grid is internal. A slice is the 2D array of the scan at one index along
+    Geometry.slice_axis; its rows and columns are the two other source axes in increasing order (for slice_axis 2:
+    rows along i, columns along j), row-major.
     """
 
     def OpenSession(self, request, context):
-        """Open a session on a leased case: slice geometry plus the model's automatic prediction for every slice.
+        """Open a session on a leased case: the scan's geometry. Nothing is predicted up front.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSlice(self, request, context):
+        """One slice on demand: its image (for clients without storage access; authorised by the lease) and its current
+        mask (the model's automatic prediction until the slice is edited).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddClick(self, request, context):
-        """Add a click on one slice; returns that slice's updated mask.
+        """Add a click at a voxel; returns that slice's updated mask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditSlice(self, request, context):
+        """A brush or eraser edit on one slice: the painted pixels take class_index (0 erases to background).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Undo(self, request, context):
-        """Remove the last click on a slice; returns that slice's recomputed mask.
+        """Remove the last click or edit on a slice; returns that slice's mask as it was before it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Submit(self, request, context):
-        """Store the annotation (NIfTI label map + provenance) in object storage, then emit AnnotationSubmitted.
+        """Store the annotation (NIfTI label map in the scan's geometry + provenance), then emit AnnotationSubmitted.
+        Slices never touched take the model's automatic prediction and are listed as accepted-unedited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,9 +131,19 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.OpenSessionRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.SerializeToString,
             ),
+            'GetSlice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSlice,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.GetSliceRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.SliceResponse.SerializeToString,
+            ),
             'AddClick': grpc.unary_unary_rpc_method_handler(
                     servicer.AddClick,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.AddClickRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
+            ),
+            'EditSlice': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditSlice,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.EditSliceRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
             ),
             'Undo': grpc.unary_unary_rpc_method_handler(
@@ -123,8 +165,11 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AnnotatorService:
-    """Interactive inference: the model answers each click. Masks travel as uint8 label maps (row-major H*W bytes,
-    values 0..K with 0 = background), never as float tensors.
+    """Interactive annotation in scan space. Everything a client sees or sends is in the source scan's voxel grid
+    (the NIfTI image as imported): clicks carry voxel coordinates (i, j, k), slices and masks come at the source
+    in-plane resolution. The model's grid is internal. A slice is the 2D array of the scan at one index along
+    Geometry.slice_axis; its rows and columns are the two other source axes in increasing order (for slice_axis 2:
+    rows along i, columns along j), row-major.
     """
 
     @staticmethod
@@ -155,6 +200,33 @@ class AnnotatorService:
             _registered_method=True)
 
     @staticmethod
+    def GetSlice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/GetSlice',
+            saim_dot_v1_dot_annotator__pb2.GetSliceRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.SliceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def AddClick(request,
             target,
             options=(),
@@ -170,6 +242,33 @@ class AnnotatorService:
             target,
             '/saim.v1.AnnotatorService/AddClick',
             saim_dot_v1_dot_annotator__pb2.AddClickRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditSlice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/EditSlice',
+            saim_dot_v1_dot_annotator__pb2.EditSliceRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,70 @@
+"""A real annotator servicer on loopback gRPC over an in-memory store: for the benchmarks and the scan-space
+contract tests (no Kafka, no selector: leases are not checked)."""
+
+from __future__ import annotations
+
+import contextlib
+from types import SimpleNamespace
+
+import grpc
+
+from saim.live_model import LiveModel, ServedModel
+from saim.model.predictor import InteractivePredictor
+from saim.pool import PoolStore
+from saim.session import SessionStore
+from saim.storage import ModelRegistry
+from saim.v1 import annotator_pb2_grpc
+
+
+class _NoEvents:
+    def publish(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+
+class FixedModel:
+    """LiveModel's interface around one served model that is not in a registry (e.g. tests/unit/echo.py's)."""
+
+    def __init__(self, served: ServedModel):
+        self.current = served
+
+    def version(self) -> str:
+        return self.current.version
+
+    def load_current(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def annotator_stub(store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64):
+    """Serve `predictor` (published to the store's registry, or served as it is with publish=False) through the
+    real AnnotatorServicer. Yields (stub, servicer deps)."""
+    from saim.rpc.peers import LeaseChecker
+    from saim.rpc.server import Health, create_server
+    from services.annotator.server import AnnotatorDeps, AnnotatorServicer
+
+    if publish:
+        registry = ModelRegistry(store)
+        registry.publish(predictor, iteration=0)
+        live = LiveModel(registry, str(predictor.device))
+        live.load_current()
+    else:
+        live = FixedModel(ServedModel("v0000", predictor, {}))
+    deps = AnnotatorDeps(PoolStore(store, size, None), live, SessionStore(3600), _NoEvents(), LeaseChecker(None))
+    server, port = create_server(
+        "annotator",
+        "saim.v1.AnnotatorService",
+        lambda srv: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(deps), srv),
+        Health("x"),
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=max_message_mb),
+    )
+    server.start()
+    try:
+        with grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", max_message_mb * 2**20)]
+        ) as channel:
+            yield annotator_pb2_grpc.AnnotatorServiceStub(channel), deps
+    finally:
+        server.stop(0)
