@@ -83,7 +83,9 @@ def test_saim_up_serves_over_tls_and_stops_cleanly_on_ctrl_c(saim_up):
         timeout=60,
     )
     reply = annotator.AddClick(
-        annotator_pb2.AddClickRequest(session_id=opened.session_id, slice=0, class_index=1, y=5, x=5, positive=True),
+        annotator_pb2.AddClickRequest(
+            session_id=opened.session_id, class_index=1, positive=True, voxel=annotator_pb2.Voxel(i=5, j=5, k=0)
+        ),
         timeout=30,
     )
     assert reply.model_version == opened.model_version
