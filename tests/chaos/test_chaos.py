@@ -270,7 +270,9 @@ def _vanish(chaos: Chaos, token: str) -> None:
     """An annotator takes a case, opens it, clicks once, and is never heard from again."""
     lease, opened = chaos.lease_and_open(token, "ghost")
     chaos.annotator(token).AddClick(
-        annotator_pb2.AddClickRequest(session_id=opened.session_id, slice=0, class_index=1, y=3, x=3, positive=True),
+        annotator_pb2.AddClickRequest(
+            session_id=opened.session_id, class_index=1, positive=True, voxel=annotator_pb2.Voxel(i=3, j=3, k=0)
+        ),
         timeout=30,
     )
     chaos.ghost = {"case": lease.case_id, "lease": lease.lease_id, "token": token, "vanished_at": time.monotonic()}
