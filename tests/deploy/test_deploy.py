@@ -23,7 +23,14 @@ CRD_KINDS = {"KafkaTopic", "ServiceMonitor"}
 # Read by the services but not deployment configuration: written by `saim up` for its own supervision.
 NOT_DEPLOYMENT_SETTINGS = {"SAIM_READY_FILE"}
 # Set only where certificates exist (docs/operations.md: TLS); every other setting must be set explicitly.
-OPTIONAL_SETTINGS = {"SAIM_TLS_CERT_FILE", "SAIM_TLS_KEY_FILE", "SAIM_TLS_CA_FILE", "SAIM_TLS_SERVER_NAME"}
+# Unset means something: TLS off, and every slice of a series (SAIM_MAX_SLICES is only a scoring/training budget).
+OPTIONAL_SETTINGS = {
+    "SAIM_TLS_CERT_FILE",
+    "SAIM_TLS_KEY_FILE",
+    "SAIM_TLS_CA_FILE",
+    "SAIM_TLS_SERVER_NAME",
+    "SAIM_MAX_SLICES",
+}
 SECRETS = {"SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY", "SAIM_ADMIN_TOKEN", "SAIM_SERVICE_TOKEN"}
 
 
