@@ -38,9 +38,11 @@ $(NNUNET_STAMP): requirements/nnunet.txt
 	$(NNUNET_VENV)/bin/python -m pip install -q -r requirements/nnunet.txt
 	@touch $(NNUNET_STAMP)
 
-# The main job on embedded defaults: the distributed demo (broker, S3, three services, virtual annotators).
+# The main job on embedded defaults: the distributed demo (broker, S3, three services, virtual annotators); it leaves
+# the annotated dataset behind as an nnU-Net raw dataset in $(OUT)/demo-nnunet.
 demo: setup
-	$(BIN)/saim demo --report $(OUT)/demo-report.json
+	rm -rf $(OUT)/demo-nnunet
+	$(BIN)/saim demo --report $(OUT)/demo-report.json --export $(OUT)/demo-nnunet
 
 # The paper's emulated scenario in one process, SAIM against the classical baseline.
 emulate: setup

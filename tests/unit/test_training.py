@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from saim.config import ModelConfig, TrainConfig
-from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
+from saim.model.encoding import Click, encode, one_hot_foreground, paint_clicks, rasterize_clicks
 from saim.model.training import (
     augment,
     class_weights,
@@ -75,6 +75,30 @@ def test_click_rasterisation_disk_and_gaussian():
     assert pos.sum() == 0 and neg[0, 0].sum() == 0 and neg[1].sum() == 0
     pos, _ = rasterize_clicks([[Click(cls=1, y=8, x=8, positive=True)]], 2, 17, 3.0, "gaussian")
     assert pos[0, 0, 8, 8] == pytest.approx(1.0) and 0 < pos[0, 0, 8, 12] < 1
+
+
+@pytest.mark.parametrize("kind", ["disk", "gaussian"])
+def test_windowed_rasterisation_equals_the_batched_painting_of_training(kind):
+    """Inference stamps each click into its window; training paints batched clicks over the grid: same maps."""
+    rng = np.random.default_rng(0)
+    clicks = [
+        [
+            Click(int(rng.integers(1, 4)), int(rng.integers(0, 40)), int(rng.integers(0, 40)), bool(rng.integers(2)))
+            for _ in range(6)
+        ]
+        for _ in range(2)
+    ]
+    pos, neg = rasterize_clicks(clicks, 3, 40, 2.5, kind)
+    ref = [torch.zeros(2, 3, 40, 40), torch.zeros(2, 3, 40, 40)]
+    for i, image_clicks in enumerate(clicks):
+        for c in image_clicks:
+            valid = torch.zeros(2, 3, dtype=torch.bool)
+            valid[i, c.cls - 1] = True
+            y, x = torch.full((2, 3), c.y), torch.full((2, 3), c.x)
+            j = 0 if c.positive else 1
+            ref[j] = paint_clicks(ref[j], y, x, valid, 2.5, kind)
+    torch.testing.assert_close(pos, ref[0])
+    torch.testing.assert_close(neg, ref[1])
 
 
 def test_one_hot_foreground_drops_background():
