@@ -118,8 +118,10 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             edits_on_slice=state.count("edit"),
         )
         if request.include_image:
+            if session.image_wire_dtype is None:  # a pass over the whole volume: once per session
+                session.image_wire_dtype = image_dtype(session.image)
             image = session.image_slice(int(request.slice))
-            reply.image, reply.image_dtype = encode_image(image, image_dtype(session.image))
+            reply.image, reply.image_dtype = encode_image(image, session.image_wire_dtype)
             reply.image_encoding = annotator_pb2.ENCODING_ZLIB
         return reply
 

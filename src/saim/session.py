@@ -76,6 +76,7 @@ class AnnotationSession:
     opened_version: str
     num_classes: int
     slices: dict[int, SliceState] = field(default_factory=dict)
+    image_wire_dtype: np.dtype | None = None  # how GetSlice sends the image (set once by the service)
     started_at: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.monotonic)
     versions_used: set[str] = field(default_factory=set)
