@@ -10,14 +10,15 @@ how long it took.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from saim.data.nifti import volume_from_bytes
 from saim.errors import FailedPrecondition, InvalidInput, NotFound
-from saim.pool import PoolStore, annotation_key, image_key, label_key, provenance_key, rater_key
+from saim.pool import PoolStore, annotation_key, gzipped, image_key, label_key, provenance_key, rater_key
+
+ENDING = ".nii.gz"  # the bucket stores every image and label gzipped (saim.pool.gzipped)
 
 PROVENANCE_COLUMNS = (
     "case",
@@ -40,10 +41,6 @@ class ExportSummary:
     initial: int
     annotated: int
     skipped: list[str]
-
-
-def _gz(blob: bytes) -> bytes:
-    return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob)
 
 
 def _row(case: str, source: str, prov: dict) -> dict:
@@ -91,7 +88,6 @@ def export_nnunet(pool: PoolStore, out_dir: Path | str, rater: str | None = None
     annotations = _annotations(pool, rater)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
-    ending = pool.info.file_ending if pool.info.file_ending == ".nii.gz" else ".nii.gz"
     rows, skipped = [], []
 
     def write(case: str, label_blob: bytes) -> None:
@@ -100,8 +96,8 @@ def export_nnunet(pool: PoolStore, out_dir: Path | str, rater: str | None = None
         label, label_affine = volume_from_bytes(label_blob, case)
         if label.shape != image.shape or not (abs(label_affine - affine) < 1e-4).all():
             raise FailedPrecondition(f"{case}: the label's geometry is not its image's")
-        (out / "imagesTr" / f"{case}_0000{ending}").write_bytes(_gz(image_blob))
-        (out / "labelsTr" / f"{case}{ending}").write_bytes(_gz(label_blob))
+        (out / "imagesTr" / f"{case}_0000{ENDING}").write_bytes(gzipped(image_blob))
+        (out / "labelsTr" / f"{case}{ENDING}").write_bytes(gzipped(label_blob))
 
     for case in pool.splits.initial:
         write(case, pool.store.get_bytes(label_key(case)))
@@ -121,7 +117,7 @@ def export_nnunet(pool: PoolStore, out_dir: Path | str, rater: str | None = None
         "channel_names": pool.info.channel_names,
         "labels": {"background": 0, **dict(zip(pool.info.classes, pool.info.label_values, strict=True))},
         "numTraining": len(rows),
-        "file_ending": ending,
+        "file_ending": ENDING,
         "saim": {"exported_from": pool.store.bucket, "rater": rater, "preprocessing": pool.intensity.to_json()},
     }
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -129,10 +129,13 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
     return f"raters/{case}/{annotator}.{ext}"
 
 
-def _image_bytes(path: Path) -> bytes:
-    """The image file as stored: unchanged, gzipped if it was not (the bucket's keys end in .nii.gz)."""
-    blob = path.read_bytes()
+def gzipped(blob: bytes) -> bytes:
+    """A NIfTI file's bytes as the bucket keeps them: unchanged if gzipped, else gzipped (keys end in .nii.gz)."""
     return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob, compresslevel=6)
+
+
+def _image_bytes(path: Path) -> bytes:
+    return gzipped(path.read_bytes())
 
 
 def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> Intensity:

@@ -146,10 +146,6 @@ class AnnotationSession:
             state = self.slices[index]
             return state.mask, state
 
-    def _check(self, index: int) -> int:
-        self.geometry.check_slice(index)
-        return index
-
     def image_slice(self, index: int) -> np.ndarray:
         self.geometry.check_slice(index)
         return self.geometry.slices(self.image)[index]
@@ -193,7 +189,7 @@ class AnnotationSession:
         if not painted.any():
             raise InvalidInput("the edit paints no pixel")
         with self.lock:
-            self._ensure_auto(model, [self._check(index)])
+            self._ensure_auto(model, [index])
             state = self.slices[index]
             mask = state.mask.copy()
             mask[painted] = cls
@@ -205,7 +201,8 @@ class AnnotationSession:
     def undo(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
         """Drop the last click or edit of the slice and return the mask as it was before it."""
         with self.lock:
-            state = self.slices.get(self._check(index))
+            self.geometry.check_slice(index)
+            state = self.slices.get(index)
             if state is None or not state.ops:
                 raise InvalidInput(f"slice {index} has no click or edit to undo")
             state.ops.pop()

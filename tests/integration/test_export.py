@@ -102,13 +102,12 @@ def test_admin_import_adds_series_to_a_running_stack_that_get_scored(completed_r
     folder = tmp_path / "new"
     save_volume(folder / "late_0001.nii.gz", image, np.diag([1.5, 1.5, 5.0, 1.0]))
     env = {**os.environ, **stack.env()}
-    run = subprocess.run(
-        [sys.executable, "-m", "saim.cli", "admin", "import", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+
+    def admin_import():
+        argv = [sys.executable, "-m", "saim.cli", "admin", "import", str(folder)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+
+    run = admin_import()
     assert run.returncode == 0, run.stderr
     assert "added 1 series to the pool: late_0001" in run.stdout
     store = stack.store()
@@ -119,11 +118,5 @@ def test_admin_import_adds_series_to_a_running_stack_that_get_scored(completed_r
         timeout_s=90,
         what="the selector scored the imported series at its next reconcile",
     )
-    again = subprocess.run(
-        [sys.executable, "-m", "saim.cli", "admin", "import", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    again = admin_import()
     assert again.returncode == 2 and "already in the dataset" in again.stderr

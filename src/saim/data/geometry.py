@@ -10,6 +10,7 @@ in-plane resampling, which `to_source_*` undoes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import nibabel as nib
 import numpy as np
@@ -112,15 +113,17 @@ class ScanGeometry:
         }
 
     # ---- source <-> canonical in-plane orientation -----------------------------------------------------------
+    @cached_property
     def _ornt(self) -> tuple[bool, bool, bool]:
-        """(flip rows, flip cols, transpose) taking a source slice to the canonical in-plane orientation."""
+        """(flip rows, flip cols, transpose) taking a source slice to the canonical in-plane orientation (computed
+        once per series: every click maps through it several times)."""
         ornt = nib.io_orientation(self.affine)
         p, q = self.inplane_axes
         return bool(ornt[p, 1] < 0), bool(ornt[q, 1] < 0), bool(ornt[p, 0] > ornt[q, 0])
 
     def to_canonical(self, arr: np.ndarray) -> np.ndarray:
         """Source slice(s) (..., rows, cols) -> canonical orientation."""
-        flip_r, flip_c, transpose = self._ornt()
+        flip_r, flip_c, transpose = self._ornt
         if flip_r:
             arr = arr[..., ::-1, :]
         if flip_c:
@@ -128,7 +131,7 @@ class ScanGeometry:
         return np.swapaxes(arr, -1, -2) if transpose else arr
 
     def from_canonical(self, arr: np.ndarray) -> np.ndarray:
-        flip_r, flip_c, transpose = self._ornt()
+        flip_r, flip_c, transpose = self._ornt
         if transpose:
             arr = np.swapaxes(arr, -1, -2)
         if flip_c:
@@ -138,7 +141,7 @@ class ScanGeometry:
         return arr
 
     def point_to_canonical(self, r: int, c: int) -> tuple[int, int]:
-        flip_r, flip_c, transpose = self._ornt()
+        flip_r, flip_c, transpose = self._ornt
         rows, cols = self.slice_shape
         r, c = (rows - 1 - r if flip_r else r), (cols - 1 - c if flip_c else c)
         return (c, r) if transpose else (r, c)
@@ -153,12 +156,6 @@ class ScanGeometry:
         self.check_voxel(voxel)
         p, q = self.inplane_axes
         return int(voxel[self.slice_axis]), int(voxel[p]), int(voxel[q])
-
-    def join_voxel(self, index: int, row: int, col: int) -> tuple[int, int, int]:
-        voxel = [0, 0, 0]
-        p, q = self.inplane_axes
-        voxel[self.slice_axis], voxel[p], voxel[q] = index, row, col
-        return tuple(voxel)
 
     def check_slice(self, index: int) -> None:
         if not 0 <= index < self.num_slices:
@@ -180,7 +177,7 @@ class ScanGeometry:
         p, q = self.inplane_axes
         sp = self.spacing
         (rows, sp_r), (cols, sp_c) = (self.shape[p], sp[p]), (self.shape[q], sp[q])
-        if self._ornt()[2]:
+        if self._ornt[2]:
             (rows, sp_r), (cols, sp_c) = (cols, sp_c), (rows, sp_r)
         pixel = max(rows * sp_r, cols * sp_c) / size
         m_r = int(min(size, max(1, round(rows * sp_r / pixel))))
