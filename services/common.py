@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from saim.compute import Compute, TensorThread
 from saim.errors import SaimError
 from saim.live_model import LiveModel
 from saim.pool import PoolStore
@@ -55,8 +56,12 @@ class Infra:
         s = self.settings
         return PoolStore(self.store, s.model.image_size, None, s.series_cache_mb)
 
-    def live_model(self) -> LiveModel:
-        return LiveModel(self.registry, self.settings.device)
+    def live_model(self, compute: Compute | None = None) -> LiveModel:
+        return LiveModel(self.registry, self.settings.device, compute=compute)
+
+    def tensor_thread(self) -> TensorThread:
+        """The one thread for all tensor work of a process that serves requests on many (saim.compute)."""
+        return TensorThread(self.settings.torch_threads)
 
     def sessions(self) -> SessionStore:
         return SessionStore(self.settings.session_ttl_s)

@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from saim.compute import TensorThread  # noqa: E402
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.intensity import fit_intensity  # noqa: E402
@@ -132,16 +133,17 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
     """The child process: the annotator servicer and the client; reports the measures and its own peak RSS."""
     try:
         torch.set_num_threads(threads)
-        predictor = InteractivePredictor(mc)
-        x = torch.randn(1, mc.in_channels, mc.image_size, mc.image_size)
+        compute = TensorThread(threads)  # as the service: all tensor work of the process on one thread
+        predictor = compute.run(InteractivePredictor, mc)
+        x = compute.run(torch.randn, 1, mc.in_channels, mc.image_size, mc.image_size)
 
         @torch.inference_mode()
         def forward():
             return predictor.network(x)
 
-        bare = timed(forward, clicks)  # in this process, on the same thread, in the same run
+        bare = compute.run(timed, forward, clicks)  # in this process, on the thread that serves, in the same run
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        with annotator_stub(store, predictor, mc.image_size) as (stub, _):
+        with annotator_stub(store, predictor, mc.image_size, compute=compute) as (stub, _):
             out = session_bench(stub, case, clicks, fetches)
         out["bare_ms"] = bare
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

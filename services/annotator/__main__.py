@@ -7,9 +7,11 @@ from .server import AnnotatorApp, AnnotatorDeps
 
 
 def build(settings, infra) -> AnnotatorDeps:
+    compute = infra.tensor_thread()  # every forward, resampling and model build of the process runs there
     return AnnotatorDeps(
         pool=infra.every_slice_pool(),
-        model=infra.live_model(),
+        model=infra.live_model(compute),
+        compute=compute,
         sessions=infra.sessions(),
         publisher=infra.publisher("annotator"),
         leases=LeaseChecker(infra.selector_channel()),

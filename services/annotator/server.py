@@ -6,10 +6,11 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from saim.compute import Compute, Inline
 from saim.errors import InvalidInput
 from saim.events import ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventPublisher, new_meta
 from saim.live_model import LiveModel, ServedModel
@@ -50,6 +51,7 @@ class AnnotatorDeps:
     sessions: SessionStore
     publisher: EventPublisher
     leases: LeaseChecker
+    compute: Compute = field(default_factory=Inline)  # the process's tensor thread (saim.compute)
     renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
 
@@ -60,18 +62,17 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
 
     def OpenSession(self, request, context):
         started = time.perf_counter()
-        if not request.case_id or not request.annotator_id:
+        case, annotator, lease = request.case_id, request.annotator_id, request.lease_id
+        if not case or not annotator:
             raise InvalidInput("case_id and annotator_id are required")
-        require_actor(request.annotator_id)
-        iteration, batch_version = self.d.leases.check(request.case_id, request.lease_id, request.annotator_id)
-        image, affine = self.d.pool.load_volume(request.case_id)
-        series = self.d.pool.load_series(request.case_id, volume=(image, affine))
+        require_actor(annotator)
+        iteration, batch_version = self.d.leases.check(case, lease, annotator)
+        image, affine = self.d.pool.load_volume(case)
+        series = self.d.compute.run(self.d.pool.load_series, case, False, (image, affine), background=True)
         if version_number(self.d.model.version()) < version_number(batch_version):
             self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
-        model = self.d.model.current
-        session = AnnotationSession.open(
-            request.case_id, request.annotator_id, iteration, request.lease_id, series, image, affine, model
-        )
+        model, compute = self.d.model.current, self.d.compute
+        session = AnnotationSession.open(case, annotator, iteration, lease, series, image, affine, model, compute)
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         return annotator_pb2.OpenSessionResponse(

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from saim.compute import Compute, Inline
 from saim.errors import FailedPrecondition
 from saim.model.predictor import InteractivePredictor
 from saim.storage import ModelRegistry
@@ -27,9 +28,14 @@ class ServedModel:
 
 class LiveModel:
     def __init__(
-        self, registry: ModelRegistry, device: str = "cpu", on_change: Callable[[ServedModel], None] | None = None
+        self,
+        registry: ModelRegistry,
+        device: str = "cpu",
+        on_change: Callable[[ServedModel], None] | None = None,
+        compute: Compute | None = None,
     ):
         self.registry, self.device, self.on_change = registry, device, on_change
+        self.compute = compute or Inline()  # where the network is built (the process's tensor thread, if it has one)
         self._current: ServedModel | None = None
         self._load_lock = threading.Lock()
 
@@ -48,7 +54,8 @@ class LiveModel:
         with self._load_lock:
             if self._current is not None and self._current.version == version:
                 return False
-            predictor = self.registry.load(version, self.device)
+            weights, meta = self.registry.fetch(version)  # downloaded on this thread, built on the tensor thread
+            predictor = self.compute.run(InteractivePredictor.from_bytes, weights, meta, self.device, background=True)
             served = ServedModel(version, predictor, predictor.metadata)
             self._current = served
         log.info("serving model %s", version)

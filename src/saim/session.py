@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from saim.clicks import Click
+from saim.compute import Compute, Inline
 from saim.data.slices import Series
 from saim.errors import InvalidInput, NotFound
 from saim.live_model import ServedModel
 
-SUBMIT_BATCH = 16  # untouched slices predicted per forward pass at submit
+AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a click waits for at most one such pass)
 
 RESAMPLING = "model probabilities resampled bilinearly to the source grid, then argmax"
 
@@ -82,6 +83,7 @@ class AnnotationSession:
     versions_used: set[str] = field(default_factory=set)
     lease_renewed: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    compute: Compute = field(default_factory=Inline)  # where the tensor work runs (saim.compute)
 
     @classmethod
     def open(
@@ -94,6 +96,7 @@ class AnnotationSession:
         image: np.ndarray,
         affine: np.ndarray,
         model: ServedModel,
+        compute: Compute | None = None,
     ) -> AnnotationSession:
         if series.num_slices != series.geometry.num_slices:
             raise InvalidInput(
@@ -110,6 +113,7 @@ class AnnotationSession:
             affine,
             model.version,
             model.predictor.config.num_classes,
+            compute=compute or Inline(),
         )
 
     @property
@@ -128,14 +132,17 @@ class AnnotationSession:
     def _to_source(self, probs) -> np.ndarray:
         return self.geometry.probabilities_to_source(probs, self.size)
 
-    def _ensure_auto(self, model: ServedModel, indices: list[int]) -> None:
+    def _predict_auto(self, model: ServedModel, chunk: list[int]) -> np.ndarray:
+        return self._to_source(model.predictor.probabilities(self.series.images[chunk]))
+
+    def _ensure_auto(self, model: ServedModel, indices: list[int], background: bool = False) -> None:
         """Predict the automatic masks of the slices that have none yet, in batches."""
         todo = [i for i in indices if self._state(i).auto is None]
-        for start in range(0, len(todo), SUBMIT_BATCH):
-            chunk = todo[start : start + SUBMIT_BATCH]
-            probs = model.predictor.probabilities(self.series.images[chunk])
-            for index, labels in zip(chunk, self._to_source(probs), strict=True):
-                self.slices[index].auto, self.slices[index].auto_version = labels, model.version
+        for start in range(0, len(todo), AUTO_BATCH):
+            chunk = todo[start : start + AUTO_BATCH]
+            labels = self.compute.run(self._predict_auto, model, chunk, background=background)
+            for index, mask in zip(chunk, labels, strict=True):
+                self.slices[index].auto, self.slices[index].auto_version = mask, model.version
             self.versions_used.add(model.version)
 
     def mask(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
@@ -170,14 +177,18 @@ class AnnotationSession:
             self._ensure_auto(model, [index])
             state = self.slices[index]
             clicks = [op.model_click for op in state.ops if op.kind == "click"] + [click]
-            prev = self.geometry.to_model(state.mask[None], self.size, nearest=True)
-            probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev)
-            mask = self._reapply_edits(state, self._to_source(probs)[0])
+            answer = self.compute.run(self._answer_click, model, index, clicks, state.mask)
+            mask = self._reapply_edits(state, answer)
             state.ops.append(Op("click", click.cls, model.version, click.positive, tuple(map(int, voxel)), click))
             state.history.append(mask)
             self.versions_used.add(model.version)
             self.last_active = time.monotonic()
             return index, mask, state
+
+    def _answer_click(self, model: ServedModel, index: int, clicks: list[Click], previous: np.ndarray) -> np.ndarray:
+        prev = self.geometry.to_model(previous[None], self.size, nearest=True)
+        probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev)
+        return self._to_source(probs)[0]
 
     def edit(self, model: ServedModel, index: int, cls: int, painted: np.ndarray) -> tuple[np.ndarray, SliceState]:
         """A brush (cls 1..K) or eraser (cls 0) stroke: the painted pixels (bool, the slice's shape) take `cls`."""
@@ -214,7 +225,7 @@ class AnnotationSession:
     def labels(self, model: ServedModel) -> np.ndarray:
         """The label volume in source space (0..K): every touched slice's mask, the automatic prediction elsewhere
         (predicted now, by `model`, for slices never fetched)."""
-        self._ensure_auto(model, list(range(self.geometry.num_slices)))
+        self._ensure_auto(model, list(range(self.geometry.num_slices)), background=True)
         rows, cols = self.geometry.slice_shape
         out = np.zeros((self.geometry.num_slices, rows, cols), np.uint8)
         for index, state in self.slices.items():

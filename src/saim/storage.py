@@ -328,9 +328,13 @@ class ModelRegistry:
     def metadata(self, version: str) -> ModelMetadata:
         return ModelMetadata.from_json(self.store.get_json(self.metadata_key(version)))
 
-    def load(self, version: str, device: str = "cpu") -> InteractivePredictor:
+    def fetch(self, version: str) -> tuple[bytes, dict]:
+        """A version's weights (checked against their recorded sha256) and metadata, not yet a network."""
         meta = self.metadata(version).raw
         weights = self.store.get_bytes(self.weights_key(version))
         if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
             raise NotFound(f"model version {version!r}: weights do not match their recorded sha256")
-        return InteractivePredictor.from_bytes(weights, meta, device=device)
+        return weights, meta
+
+    def load(self, version: str, device: str = "cpu") -> InteractivePredictor:
+        return InteractivePredictor.from_bytes(*self.fetch(version), device=device)

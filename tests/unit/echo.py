@@ -3,6 +3,8 @@ mask elsewhere): it makes scan-space plumbing testable without a trained model."
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -14,8 +16,10 @@ class EchoNet(torch.nn.Module):
     def __init__(self, num_classes: int):
         super().__init__()
         self.k = num_classes
+        self.threads: set[str] = set()  # the names of the threads its forwards ran on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads.add(threading.current_thread().name)
         k = self.k
         pos, neg, prev = x[:, 1 : 1 + k], x[:, 1 + k : 1 + 2 * k], x[:, 1 + 2 * k : 1 + 3 * k]
         fg = 4 * prev + 10 * pos - 10 * neg

@@ -38,9 +38,12 @@ class FixedModel:
 
 
 @contextlib.contextmanager
-def annotator_stub(store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64):
+def annotator_stub(
+    store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64, compute=None
+):
     """Serve `predictor` (published to the store's registry, or served as it is with publish=False) through the
-    real AnnotatorServicer. Yields (stub, servicer deps)."""
+    real AnnotatorServicer, its tensor work on `compute` (saim.compute; the request threads when None). Yields
+    (stub, servicer deps)."""
     from saim.rpc.peers import LeaseChecker
     from saim.rpc.server import Health, create_server
     from services.annotator.server import AnnotatorDeps, AnnotatorServicer
@@ -48,11 +51,13 @@ def annotator_stub(store, predictor: InteractivePredictor, size: int, publish: b
     if publish:
         registry = ModelRegistry(store)
         registry.publish(predictor, iteration=0)
-        live = LiveModel(registry, str(predictor.device))
+        live = LiveModel(registry, str(predictor.device), compute=compute)
         live.load_current()
     else:
         live = FixedModel(ServedModel("v0000", predictor, {}))
     deps = AnnotatorDeps(PoolStore(store, size, None), live, SessionStore(3600), _NoEvents(), LeaseChecker(None))
+    if compute is not None:
+        deps.compute = compute
     server, port = create_server(
         "annotator",
         "saim.v1.AnnotatorService",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from saim.batches import SelectionLoop
+from saim.compute import TensorThread
 from saim.config import ModelConfig
 from saim.data.dataset import DatasetInfo, NnUNetDataset, write_dataset
 from saim.data.nifti import save_volume
@@ -105,11 +106,13 @@ def test_admin_import_adds_series_that_the_selector_then_scores(dataset, tmp_pat
 
 
 def test_contract_click_at_a_voxel_is_stored_at_that_voxel_and_exported_in_the_scan_geometry(dataset, tmp_path):
-    """Through the real annotator servicer: geometry, GetSlice, AddClick at (i, j, k), EditSlice, Submit, export."""
+    """Through the real annotator servicer: geometry, GetSlice, AddClick at (i, j, k), EditSlice, Submit, export;
+    every forward on the tensor thread, as in the service (saim.compute)."""
     store = MemoryStore()
     import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
     echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=1))
-    with annotator_stub(store, echo, 32, publish=False) as (stub, _):
+    compute = TensorThread(1, name="tensor")
+    with annotator_stub(store, echo, 32, publish=False, compute=compute) as (stub, _):
         opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann"))
         g = opened.geometry
         assert list(g.shape) == list(SHAPE) and g.slice_axis == 2 and (g.rows, g.cols) == SHAPE[:2]
@@ -133,6 +136,8 @@ def test_contract_click_at_a_voxel_is_stored_at_that_voxel_and_exported_in_the_s
         )
         assert (decode_mask(edited.mask)[5:8, 30:33] == 1).all() and edited.edits_on_slice == 1
         stub.Submit(annotator_pb2.SubmitRequest(session_id=opened.session_id, seconds_spent=3.0))
+    compute.close()
+    assert echo.network.threads == {"tensor"}  # one OpenMP team in the process: no request thread ran a forward
     img = nib.Nifti1Image.from_bytes(gzip.decompress(store.get_bytes(annotation_key("u6"))))
     stored = np.asanyarray(img.dataobj)
     assert stored.shape == SHAPE and np.allclose(img.affine, oblique_affine())

@@ -1,0 +1,76 @@
+"""Where a process's tensor work runs: `Inline` (the caller's thread) or `TensorThread` (one thread for all of it).
+
+Why a service needs `TensorThread`: torch's CPU kernels run on libgomp, which keeps one OpenMP thread team for every
+thread that has entered a parallel region. Once a process holds more OpenMP threads than the machine has cores,
+libgomp stops spin-waiting between parallel regions and every region pays a sleep and a wake-up. A gRPC server runs
+each request on one of its pool threads, so the annotator's forwards ran on a second (third, ...) team: measured on
+the 2-core machine with 2 torch threads, a ResNet34 Unet forward at 256² took 95 ms on the first thread that ran one
+and 122-129 ms on any other, the same as with OMP_WAIT_POLICY=PASSIVE (128 ms). With every tensor operation of the
+process on one thread there is one team, and a request thread only hands over a closure and waits.
+
+One thread serialises the work, so it is ordered: interactive work (a click, the slice on screen) before background
+work (the untouched slices at submit, a new series, a model version to load). Background work comes in pieces short
+enough that a click waits for at most one of them. A closure must not wait for a lock held by its caller's thread
+(the caller is blocked on the closure): pass it the arrays it needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+INTERACTIVE, BACKGROUND = 0, 1
+
+
+class Compute(Protocol):
+    def run(self, fn: Callable[..., T], *args, background: bool = False) -> T: ...
+
+
+class Inline:
+    """Runs the work on the caller's thread (one-thread programs: the emulation, the tests, the CLI)."""
+
+    def run(self, fn: Callable[..., T], *args, background: bool = False) -> T:
+        return fn(*args)
+
+
+class TensorThread:
+    """One daemon thread that runs every tensor operation handed to it, interactive work first (FIFO within a
+    priority). `run` returns the result or raises the exception of the work, on the caller's thread."""
+
+    def __init__(self, torch_threads: int | None = None, name: str = "tensor"):
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._torch_threads = torch_threads
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., T], *args, background: bool = False) -> T:
+        if threading.current_thread() is self._thread:  # work that hands over more work runs it in place
+            return fn(*args)
+        future: Future = Future()
+        self._queue.put((BACKGROUND if background else INTERACTIVE, next(self._order), fn, args, future))
+        return future.result()
+
+    def close(self) -> None:
+        self._queue.put((BACKGROUND + 1, next(self._order), None, (), None))
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        if self._torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)
+        while True:
+            _, _, fn, args, future = self._queue.get()
+            if fn is None:
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # the caller re-raises it
+                future.set_exception(exc)

@@ -1,0 +1,46 @@
+"""saim.compute: the tensor thread runs what it is handed, interactive work first, and returns or raises on the
+caller's thread."""
+
+import threading
+import time
+
+import pytest
+
+from saim.compute import Inline, TensorThread
+
+
+def test_interactive_work_goes_before_queued_background_work():
+    compute = TensorThread(name="tensor")
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def blocker():
+        started.set()
+        release.wait(10)
+
+    def submit(name: str, background: bool) -> threading.Thread:
+        t = threading.Thread(target=lambda: compute.run(order.append, name, background=background))
+        t.start()
+        time.sleep(0.05)  # queued in this order
+        return t
+
+    holder = threading.Thread(target=lambda: compute.run(blocker, background=True))
+    holder.start()
+    assert started.wait(10)
+    waiting = [submit("submit slices 0-3", True), submit("submit slices 4-7", True), submit("click", False)]
+    release.set()
+    for t in [holder, *waiting]:
+        t.join(10)
+    compute.close()
+    assert order == ["click", "submit slices 0-3", "submit slices 4-7"]
+
+
+def test_results_and_errors_come_back_to_the_caller_and_nested_work_runs_in_place():
+    compute = TensorThread(1, name="tensor")
+    assert compute.run(lambda a, b: (a + b, threading.current_thread().name), 2, 3) == (5, "tensor")
+    with pytest.raises(ValueError, match="bad slice"):
+        compute.run(lambda: (_ for _ in ()).throw(ValueError("bad slice")))
+    nested = compute.run(lambda: compute.run(lambda: threading.current_thread().name, background=True))
+    assert nested == "tensor"  # no deadlock: the tensor thread does not queue work for itself
+    assert compute.run(lambda: "still serving") == "still serving"
+    compute.close()
+    assert Inline().run(lambda: threading.current_thread().name) == threading.current_thread().name
