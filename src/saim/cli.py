@@ -15,6 +15,8 @@ from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.errors import SaimError
 from saim.stack.cli import add_commands as add_stack_commands
 
+EMULATION_SPLIT = {"pretrain_fraction": "auto"}  # the paper's initial-set rule (saim.emulate.Emulation._initial_set)
+
 
 def _add_emulate(sub) -> None:
     p = sub.add_parser(
@@ -38,7 +40,7 @@ def _add_emulate(sub) -> None:
     p.add_argument("--clicks", type=int, default=3, help="virtual-user clicks per class per image")
     p.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
     split = p.add_argument_group("split (saim.config.SplitRule)")
-    add_fields(split, SplitRule)
+    add_fields(split, SplitRule, defaults=EMULATION_SPLIT)
     model = p.add_argument_group("model (saim.config.ModelConfig)")
     add_fields(model, ModelConfig)
     train = p.add_argument_group("training (saim.config.TrainConfig)")
@@ -47,7 +49,14 @@ def _add_emulate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--no-noc", action="store_true", help="skip the NoC@85/90 evaluation")
+    p.add_argument("--no-noc", action="store_true", help="skip NoC@85/90 and Dice-AUC (the costlier measures)")
+    p.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="use every retrained version for the next round (the paper's raw curve); by default a version worse on "
+        "validation than the current one by more than --promotion-tolerance is rejected, as the services do",
+    )
+    p.add_argument("--promotion-tolerance", type=float, default=0.02, help="(default: 0.02)")
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of mIoU per iteration here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -61,7 +70,7 @@ def _cmd_emulate(args) -> int:
         data=args.data,
         iterations=args.iterations,
         batch_size=args.batch_size,
-        split=from_args(args, SplitRule),
+        split=from_args(args, SplitRule, defaults=EMULATION_SPLIT),
         model=from_args(args, ModelConfig),
         train=from_args(args, TrainConfig),
         selection=args.selection,
@@ -73,6 +82,8 @@ def _cmd_emulate(args) -> int:
         device=args.device,
         threads=args.threads,
         noc=not args.no_noc,
+        gate=not args.no_gate,
+        promotion_tolerance=args.promotion_tolerance,
     )
     report = Emulation(cfg, show_progress=not args.quiet).run()
     print(format_table(report))
@@ -82,6 +93,8 @@ def _cmd_emulate(args) -> int:
         + (f", classical {final['miou_classical']:.3f}" if final["miou_classical"] is not None else "")
         + f"; wall {report['wall_seconds']:.0f} s"
     )
+    if report["rejected_versions"]:
+        print(f"rejected by the promotion gate (the previous model annotated on): {report['rejected_versions']}")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")
@@ -102,9 +115,14 @@ def _add_data(sub) -> None:
     ph.add_argument("--slices", type=int, default=12)
     ph.add_argument("--size", type=int, default=96)
     ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument(
+        "--rarest-scale", type=float, default=1.0, help="shrink the left kidney in-plane (0.4: a small structure)"
+    )
     ph.set_defaults(
         func=lambda a: _done(
-            __import__("saim.data.phantom", fromlist=["generate"]).generate(a.out, a.series, a.slices, a.size, a.seed)
+            __import__("saim.data.phantom", fromlist=["generate"]).generate(
+                a.out, a.series, a.slices, a.size, a.seed, a.rarest_scale
+            )
         )
     )
     ts = dsub.add_parser("totalseg", help="build a small real CT/MR dataset from the TotalSegmentator sdist")

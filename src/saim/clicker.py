@@ -6,11 +6,11 @@ where the class is missed, negative where it is wrongly predicted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from saim.clicks import Click, largest_error
+from saim.clicks import Click, click_fidelity, largest_error
 from saim.metrics import image_mious
 from saim.model.predictor import InteractivePredictor
 
@@ -30,6 +30,8 @@ def worst_click(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> Click | N
 class AnnotationResult:
     labels: np.ndarray  # (N, H, W) final annotation
     clicks: list[list[Click]]
+    rounds: list[np.ndarray] = field(default_factory=list)  # the labels before any click, then after each round
+    fidelity: list[float] = field(default_factory=list)  # per click: saim.clicks.click_fidelity of its answer
 
 
 class VirtualUser:
@@ -39,22 +41,28 @@ class VirtualUser:
         self.clicks_per_class = clicks_per_class
 
     def annotate(self, predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray) -> AnnotationResult:
-        """k rounds; each round adds at most one click per class per image, then the model answers."""
-        k = predictor.config.num_classes
+        """k rounds; each round adds at most one click per class per image, then the model answers. Every round is
+        kept (a round in which no image needs a click repeats the labels), with each click's fidelity."""
+        k, radius = predictor.config.num_classes, predictor.config.radius
         pred = predictor.predict(images)
+        rounds = [pred.copy()]
+        fidelity: list[float] = []
         clicks: list[list[Click]] = [[] for _ in range(len(images))]
         for _ in range(self.clicks_per_class):
-            touched = []
+            touched, new_by_image = [], {}
             for i in range(len(images)):
                 new = [c for cls in range(1, k + 1) if (c := next_click(gt[i], pred[i], cls)) is not None]
                 if new:
                     clicks[i].extend(new)
                     touched.append(i)
-            if not touched:
-                break
-            idx = np.array(touched)
-            pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx])
-        return AnnotationResult(pred, clicks)
+                    new_by_image[i] = new
+            if touched:
+                idx = np.array(touched)
+                pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx])
+                for i, new in new_by_image.items():
+                    fidelity += [f for c in new if (f := click_fidelity(pred[i], gt[i], c, radius)) is not None]
+            rounds.append(pred.copy())
+        return AnnotationResult(pred, clicks, rounds, fidelity)
 
 
 def number_of_clicks(

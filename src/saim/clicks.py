@@ -47,3 +47,19 @@ def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | N
     dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return ErrorRegion(size, Click(cls=cls, y=int(y), x=int(x), positive=positive))
+
+
+def click_fidelity(answer: np.ndarray, gt: np.ndarray, click: Click, radius: float) -> float | None:
+    """How far an answer follows one click: of the pixels within `radius` of the click where the ground truth agrees
+    with it (the clicked class for a positive click, any other for a negative one), the share the answer gives the
+    click's meaning. A perfect answer scores 1 wherever the click sits; None when no such pixel exists."""
+    h, w = answer.shape
+    r = int(radius)
+    y0, y1, x0, x1 = max(click.y - r, 0), min(click.y + r + 1, h), max(click.x - r, 0), min(click.x + r + 1, w)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    disk = (yy - click.y) ** 2 + (xx - click.x) ** 2 <= radius**2
+    truth, said = gt[y0:y1, x0:x1] == click.cls, answer[y0:y1, x0:x1] == click.cls
+    if not click.positive:
+        truth, said = ~truth, ~said
+    agree = disk & truth
+    return float(said[agree].mean()) if agree.any() else None

@@ -22,10 +22,12 @@ from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.data.slices import Series, stack
 from saim.data.sources import open_source
 from saim.device import precision, resolve_device
+from saim.errors import SaimError
 from saim.evaluation import evaluate
-from saim.metrics import mean_iou
+from saim.metrics import iou_per_class, mean_iou
 from saim.model.training import train_predictor
 from saim.pool import make_splits
+from saim.retrain import promotion_decision
 from saim.selection import make_strategy, top_n
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ class EmulationConfig:
     data: str = "synthetic"
     iterations: int = 3
     batch_size: int | None = None  # series per iteration; default: size of the initial training set (paper)
-    split: SplitRule = field(default_factory=SplitRule)
+    split: SplitRule = field(default_factory=lambda: SplitRule(pretrain_fraction="auto"))
     model: ModelConfig = field(default_factory=ModelConfig)  # classes come from the data
     train: TrainConfig = field(default_factory=TrainConfig)  # seed and device are set per run
     max_slices: int | None = 8
@@ -49,6 +51,8 @@ class EmulationConfig:
     synthetic_series: int = 24
     synthetic_slices: int = 12
     noc: bool = True
+    gate: bool = True  # the services' promotion gate: a version worse on validation does not annotate the next round
+    promotion_tolerance: float = 0.02  # as SAIM_PROMOTION_TOLERANCE
 
 
 @dataclass
@@ -65,6 +69,15 @@ def split_series(series: list[Series], cfg: EmulationConfig) -> Split:
     by_case = {s.case: s for s in series}
     sp = make_splits([s.case for s in series], cfg.seed, cfg.split)
     return Split(*([by_case[c] for c in cases] for cases in (sp.test, sp.val, sp.initial, sp.pool)))
+
+
+AUTO_IOU = 0.5  # the paper's initial-set rule: every class above this IoU on validation
+
+
+def absent_classes(series: list[Series], classes: tuple[str, ...]) -> list[str]:
+    """The classes with no labelled pixel in `series`."""
+    present = set().union(*(np.unique(s.labels).tolist() for s in series)) if series else set()
+    return [name for c, name in enumerate(classes, start=1) if c not in present]
 
 
 class Emulation:
@@ -88,6 +101,68 @@ class Emulation:
         bar.close()
         return result
 
+    def _val_miou(self, predictor, val: tuple[np.ndarray, np.ndarray]) -> float:
+        """What the promotion gate compares: the automatic prediction's mIoU on the validation series."""
+        return mean_iou(val[1], predictor.predict(val[0]), predictor.config.num_classes)
+
+    def _initial_set(self, split: Split, mc: ModelConfig, val: tuple[np.ndarray, np.ndarray]):
+        """The initial (pre-training) set, its pre-trained model and how it was chosen. A fixed fraction is taken as
+        split; `auto` grows the set one series at a time (in the split's order) until the pre-trained model has every
+        class above 0.5 IoU on validation, up to half of the training series; if no size gets there, the smallest
+        with validation mIoU above 0.5, else the largest tried. A class without a labelled pixel is an error."""
+        cfg = self.cfg
+
+        def pretrain(initial: list[Series]):
+            return self._train(mc, [(s.images, s.labels) for s in initial], cfg.seed, None, "pre-train")
+
+        if cfg.split.pretrain_fraction != "auto":
+            if missing := absent_classes(split.initial, mc.classes):
+                raise SaimError(
+                    f"class(es) {missing} have no labelled pixel in the initial set ({len(split.initial)} series): "
+                    "use --pretrain-fraction auto or a larger fraction"
+                )
+            info = {"rule": cfg.split.pretrain_fraction, "series": len(split.initial)}
+            return split.initial, split.pool, pretrain(split.initial), info
+        ordered = split.initial + split.pool
+        cap = max(1, len(ordered) // 2)
+        if missing := absent_classes(ordered[:cap], mc.classes):
+            raise SaimError(
+                f"class(es) {missing} have no labelled pixel in the first {cap} training series (half of them): "
+                "the pre-trained model could not learn them; check the dataset's labels"
+            )
+        tried, fallback, last = [], None, None
+        for n in range(1, cap + 1):
+            initial = ordered[:n]
+            if missing := absent_classes(initial, mc.classes):
+                tried.append({"series": n, "absent_classes": missing})
+                continue
+            last = (n, pretrain(initial))
+            per_class = iou_per_class(val[1], last[1].predictor.predict(val[0]), mc.num_classes)
+            scored = per_class[~np.isnan(per_class)]
+            miou = float(scored.mean()) if scored.size else 0.0
+            ok = bool(scored.size) and bool((scored > AUTO_IOU).all())
+            tried.append(
+                {
+                    "series": n,
+                    "val_miou": miou,
+                    "val_per_class_iou": dict(zip(mc.classes, map(_num, per_class), strict=True)),
+                    "every_class_above": ok,
+                }
+            )
+            if ok:
+                reason = f"every class above {AUTO_IOU} IoU on validation"
+                return initial, ordered[n:], last[1], {"rule": "auto", "series": n, "reason": reason, "tried": tried}
+            if fallback is None and miou > AUTO_IOU:
+                fallback = last
+        if fallback is not None:
+            n, result = fallback
+            reason = f"no set of up to {cap} series has every class above {AUTO_IOU}; the smallest with mIoU above it"
+        else:
+            n, result = last
+            reason = f"no set of up to {cap} series reaches validation mIoU {AUTO_IOU}; the largest tried"
+        log.warning("initial set: %s (%d series)", reason, n)
+        return ordered[:n], ordered[n:], result, {"rule": "auto", "series": n, "reason": reason, "tried": tried}
+
     def run(self) -> dict:
         cfg = self.cfg
         if cfg.threads:
@@ -98,8 +173,11 @@ class Emulation:
         )
         split = split_series(series, cfg)
         total_train = len(split.initial) + len(split.pool)
-        batch = cfg.batch_size or len(split.initial)
         mc = replace(cfg.model, classes=tuple(classes))
+        val = stack(split.val)
+        initial, pool_series, result, initial_info = self._initial_set(split, mc, val)
+        split = replace(split, initial=initial, pool=pool_series)
+        batch = cfg.batch_size or len(split.initial)
         strategy = make_strategy(cfg.selection, cfg.seed)
         user = VirtualUser(cfg.clicks)
 
@@ -107,11 +185,12 @@ class Emulation:
         classical_set = dict(saim_set)
         pool = {s.case: s for s in split.pool}
         rows: list[dict] = []
-        result = self._train(mc, list(saim_set.values()), cfg.seed, None, "pre-train")
         model = classical_model = result.predictor  # both arms start from the same pre-trained model
+        model_val = self._val_miou(model, val)
         train_seconds = result.stats["seconds"]
         selected: list[str] = []
-        annotation_miou = None
+        annotation_miou = auto_miou_selected = None
+        gate = {"version": 0, "promoted": True, "reason": "first model", "val_miou": model_val}
         for it in range(cfg.iterations + 1):
             if it > 0:
                 if not pool:
@@ -123,13 +202,23 @@ class Emulation:
                 images, gt = stack(chosen)
                 annotated = user.annotate(model, images, gt)
                 annotation_miou = mean_iou(gt, annotated.labels, mc.num_classes)
+                auto_miou_selected = mean_iou(gt, annotated.rounds[0], mc.num_classes)
                 offset = 0
                 for s in chosen:
                     saim_set[s.case] = (s.images, annotated.labels[offset : offset + s.num_slices])
                     classical_set[s.case] = (s.images, s.labels)
                     offset += s.num_slices
                 result = self._train(mc, list(saim_set.values()), cfg.seed + it, model, f"retrain it {it}")
-                model, train_seconds = result.predictor, result.stats["seconds"]
+                train_seconds = result.stats["seconds"]
+                candidate_val = self._val_miou(result.predictor, val)
+                promoted, reason = promotion_decision(
+                    {"val_miou": candidate_val}, {"val_miou": model_val}, cfg.promotion_tolerance
+                )
+                if not promoted and not cfg.gate:
+                    promoted, reason = True, f"used without the gate (--no-gate); the gate would have {reason}"
+                gate = {"version": it, "promoted": promoted, "reason": reason, "val_miou": candidate_val}
+                if promoted:
+                    model, model_val = result.predictor, candidate_val
                 if cfg.baseline == "classical":
                     classical_model = self._train(
                         mc, list(classical_set.values()), cfg.seed + it, classical_model, f"classical it {it}"
@@ -152,7 +241,11 @@ class Emulation:
                 "clicks_per_class": cfg.clicks,
                 "noc85": metrics.get("noc85"),
                 "noc90": metrics.get("noc90"),
+                "dice_auc5": metrics.get("dice_auc5"),
+                "click_fidelity": metrics["click_fidelity"],
                 "annotation_miou": annotation_miou,
+                "auto_miou_selected": auto_miou_selected,
+                "gate": gate,
                 "selection": cfg.selection,
                 "selected": selected,
                 "train_seconds": train_seconds,
@@ -169,14 +262,21 @@ class Emulation:
                 "initial": [s.case for s in split.initial],
                 "pool": [s.case for s in split.pool],
             },
+            "initial_set": initial_info,
             "iterations": rows,
+            "rejected_versions": [r["gate"]["version"] for r in rows if not r["gate"]["promoted"]],
             "final": {"miou": rows[-1]["miou"], "miou_classical": rows[-1]["miou_classical"]},
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
 
 
+def _num(v: float) -> float | None:
+    return None if np.isnan(v) else float(v)
+
+
 TABLE_HEADER = (
-    f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'annot.':>7} {'train s':>8}"
+    f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'NoC90':>6} "
+    f"{'DiceAUC5':>8} {'fidel.':>6} {'annot.':>7} {'gate':>9} {'train s':>8}"
 )
 
 
@@ -186,10 +286,12 @@ def _fmt(v, spec: str) -> str:
 
 def format_row(row: dict) -> str:
     frac = f"{row['annotated_series']} ({row['annotated_fraction']:.0%})"
+    gate = "promoted" if row["gate"]["promoted"] else "rejected"
     return (
         f"{row['iteration']:>3} {frac:>10} {row['miou']:>7.3f} {_fmt(row['miou_classical'], '.3f'):>9} "
-        f"{row['interactive_miou']:>7.3f} {_fmt(row['noc85'], '.2f'):>6} {_fmt(row['annotation_miou'], '.3f'):>7} "
-        f"{row['train_seconds']:>8.1f}"
+        f"{row['interactive_miou']:>7.3f} {_fmt(row['noc85'], '.2f'):>6} {_fmt(row['noc90'], '.2f'):>6} "
+        f"{_fmt(row['dice_auc5'], '.3f'):>8} {_fmt(row['click_fidelity'], '.3f'):>6} "
+        f"{_fmt(row['annotation_miou'], '.3f'):>7} {gate:>9} {row['train_seconds']:>8.1f}"
     )
 
 

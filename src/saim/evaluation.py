@@ -9,26 +9,33 @@ import numpy as np
 
 from saim.clicker import VirtualUser, number_of_clicks
 from saim.data.slices import Series, stack
-from saim.metrics import iou_per_class, mean_iou
+from saim.metrics import dice_auc, iou_per_class, mean_iou
 from saim.model.predictor import InteractivePredictor
+
+AUC_CLICKS = 5  # Dice-AUC over this many click rounds (the CVPR 2025 interactive 3D challenge's protocol)
 
 
 def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int, noc: bool) -> dict:
-    """mIoU of the automatic prediction (with per-class IoU), mIoU after `clicks` virtual-user clicks per class,
-    and with `noc` the mean number of clicks to reach 85 % and 90 % per-image mIoU."""
+    """mIoU of the automatic prediction (with per-class IoU), mIoU after `clicks` virtual-user clicks per class and
+    how far the answers followed those clicks (`click_fidelity`: the mean over clicks of saim.clicks.click_fidelity).
+    With `noc` also the interactive measures that cost more forwards: NoC@85 and NoC@90 (mean clicks until the
+    per-image mIoU reaches 85 % / 90 %, capped at 20) and Dice-AUC over 5 rounds of one click per class
+    (`dice_auc5`, 0..4)."""
     images, gt = stack(series)
     k = predictor.config.num_classes
-    auto = predictor.predict(images)
+    rounds = max(clicks, AUC_CLICKS) if noc else clicks
+    result = VirtualUser(rounds).annotate(predictor, images, gt)
+    auto = result.rounds[0]
     per_class = iou_per_class(gt, auto, k)
-    interactive = VirtualUser(clicks).annotate(predictor, images, gt).labels
     out = {
         "miou": mean_iou(gt, auto, k),
         "per_class_iou": {
             c: (None if np.isnan(v) else float(v)) for c, v in zip(predictor.config.classes, per_class, strict=True)
         },
-        "interactive_miou": mean_iou(gt, interactive, k),
+        "interactive_miou": mean_iou(gt, result.rounds[clicks], k),
+        "click_fidelity": float(np.mean(result.fidelity)) if result.fidelity else None,
     }
     if noc:
         nocs = number_of_clicks(predictor, images, gt, (0.85, 0.90))
-        out.update(noc85=nocs[0.85], noc90=nocs[0.90])
+        out.update(noc85=nocs[0.85], noc90=nocs[0.90], dice_auc5=dice_auc(gt, result.rounds[1 : AUC_CLICKS + 1], k))
     return out

@@ -25,3 +25,26 @@ def mean_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
 def image_mious(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-image mIoU for stacks (N, H, W)."""
     return np.array([mean_iou(g, p, num_classes) for g, p in zip(gt, pred, strict=True)])
+
+
+def image_dice(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Multi-class Dice of one image: the mean Dice over the foreground classes present in the ground truth (NaN
+    when none is), as the CVPR 2025 interactive 3D challenge scores a case."""
+    present = [c for c in range(1, num_classes + 1) if (gt == c).any()]
+    if not present:
+        return float("nan")
+    dice = [2 * np.logical_and(gt == c, pred == c).sum() / ((gt == c).sum() + (pred == c).sum()) for c in present]
+    return float(np.mean(dice))
+
+
+def dice_auc(gt: np.ndarray, rounds: list[np.ndarray], num_classes: int) -> float:
+    """Dice-AUC over a click sequence (the CVPR 2025 interactive 3D challenge's DSC_AUC, per image): the area under
+    each image's Dice after click rounds 1..n, trapezoids of width 1 (0 to n - 1 for n = 5: a perfect answer from
+    the first click scores 4), averaged over the images with a foreground class. `rounds`: label stacks (N, H, W)
+    after each round."""
+    per_image = np.array([[image_dice(g, r[i], num_classes) for r in rounds] for i, g in enumerate(gt)])
+    keep = ~np.isnan(per_image).any(axis=1)
+    if not keep.any():
+        return float("nan")
+    curves = per_image[keep]
+    return float(np.mean(curves[:, 1:].sum(axis=1) + curves[:, :-1].sum(axis=1)) / 2)

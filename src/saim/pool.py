@@ -68,7 +68,10 @@ def make_splits(
     n_test, n_val = max(1, round(rule.test_fraction * n)), max(1, round(rule.val_fraction * n))
     rest = shuffled[n_test + n_val :]
     reserve = 0 if unlabelled else 1  # a labelled-only pool keeps at least one case to select
-    n_init = max(1, min(len(rest) - reserve, round(rule.pretrain_fraction * len(rest))))
+    if rule.pretrain_fraction == "auto":  # the emulation grows the initial set from one series (saim.emulate)
+        n_init = 1
+    else:
+        n_init = max(1, min(len(rest) - reserve, round(rule.pretrain_fraction * len(rest))))
     if n_init > len(rest):
         raise DatasetError(f"{n} labelled cases leave none for the initial set")
     return Splits(

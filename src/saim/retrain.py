@@ -95,6 +95,8 @@ class TrainingPipeline:
             "test_miou": test["miou"],
             "test_interactive_miou": test["interactive_miou"],
         }
+        if test["click_fidelity"] is not None:
+            metrics["test_click_fidelity"] = test["click_fidelity"]
         metrics.update({f"test_iou_{c}": v for c, v in test["per_class_iou"].items() if v is not None})
         return metrics
 

@@ -178,7 +178,7 @@ class AnnotationSession:
             state = self.slices[index]
             clicks = [op.model_click for op in state.ops if op.kind == "click"] + [click]
             answer = self.compute.run(self._answer_click, model, index, clicks, state.mask)
-            mask = self._reapply_edits(state, answer)
+            mask = self._reapply_edits(state, self._honour_clicks(state, answer, (row, col, click)))
             state.ops.append(Op("click", click.cls, model.version, click.positive, tuple(map(int, voxel)), click))
             state.history.append(mask)
             self.versions_used.add(model.version)
@@ -189,6 +189,19 @@ class AnnotationSession:
         prev = self.geometry.to_model(previous[None], self.size, nearest=True)
         probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev)
         return self._to_source(probs)[0]
+
+    def _honour_clicks(self, state: SliceState, mask: np.ndarray, new: tuple[int, int, Click]) -> np.ndarray:
+        """A click is never ignored, at source resolution too: the clicked voxel has the class of the slice's latest
+        positive click there, and not the class of a negative click (background instead). The model grid already
+        honours them (saim.model.predictor.honour_clicks); resampling back could move a voxel next to the class
+        boundary across it."""
+        placed = [(*self.geometry.split_voxel(op.voxel)[1:], op.model_click) for op in state.ops if op.kind == "click"]
+        for row, col, click in [*placed, new]:
+            if click.positive:
+                mask[row, col] = click.cls
+            elif mask[row, col] == click.cls:
+                mask[row, col] = 0
+        return mask
 
     def edit(self, model: ServedModel, index: int, cls: int, painted: np.ndarray) -> tuple[np.ndarray, SliceState]:
         """A brush (cls 1..K) or eraser (cls 0) stroke: the painted pixels (bool, the slice's shape) take `cls`."""

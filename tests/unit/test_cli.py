@@ -95,6 +95,22 @@ def test_emulate_flags_are_derived_from_the_config_fields():
         build_parser().parse_args(["emulate", "--mode", "sometimes"])
 
 
+def test_pretrain_fraction_is_auto_in_the_emulation_and_a_fraction_for_the_services(capsys):
+    from saim.argfields import from_args
+    from saim.cli import EMULATION_SPLIT, main
+    from saim.config import SplitRule
+
+    args = build_parser().parse_args(["emulate"])
+    assert from_args(args, SplitRule, defaults=EMULATION_SPLIT).pretrain_fraction == "auto"
+    args = build_parser().parse_args(["emulate", "--pretrain-fraction", "auto"])
+    assert from_args(args, SplitRule).pretrain_fraction == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["emulate", "--pretrain-fraction", "most"])
+    assert "invalid auto or float value" in capsys.readouterr().err
+    assert main(["bootstrap", "--pretrain-fraction", "auto", "--no-topics"]) == 2  # refused before any connection
+    assert "emulation's rule" in capsys.readouterr().err
+
+
 def test_a_grpc_error_is_a_one_line_message_not_a_traceback(capsys):
     import socket
 

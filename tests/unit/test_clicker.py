@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 
 from saim.clicker import VirtualUser, largest_error, next_click, worst_click
+from saim.clicks import click_fidelity
 from saim.config import ModelConfig
+from saim.metrics import dice_auc
 from saim.model.encoding import Click
 
 
@@ -83,3 +86,28 @@ def test_number_of_clicks_counts_until_the_target_and_caps():
     noc = number_of_clicks(_EchoPredictor(), images, gt, targets=(0.85,), max_clicks=2)
     # slice 0: 1 click; slice 1: capped at 2; slice 2: nothing to segment, mIoU 1.0 from the start: 0 clicks
     assert noc[0.85] == (1 + 2 + 0) / 3
+
+
+def test_dice_auc_is_the_area_under_each_images_dice_over_five_click_rounds():
+    """The CVPR 2025 interactive 3D challenge's DSC_AUC: trapezoids of width 1 under the Dice after clicks 1..5."""
+    gt = np.zeros((2, 8, 8), np.uint8)
+    gt[:, 2:4, 2:6] = 1  # 8 pixels of class 1 in both images
+    miss, half, full = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), gt[0].copy()
+    half[3:5, 2:6] = 1  # 8 pixels, 4 of them right: Dice 0.5
+    rounds = [np.stack([a, full]) for a in (miss, half, full, full, full)]  # image 1: 0, .5, 1, 1, 1; image 2: 1s
+    assert dice_auc(gt, rounds, 2) == pytest.approx((3.0 + 4.0) / 2)
+    assert dice_auc(gt, rounds, 2) == pytest.approx(np.mean([np.trapezoid([0, 0.5, 1, 1, 1]), np.trapezoid([1] * 5)]))
+    no_fg = np.zeros((1, 8, 8), np.uint8)
+    assert np.isnan(dice_auc(no_fg, [no_fg] * 5, 2))  # nothing to segment: not scored
+
+
+def test_click_fidelity_is_the_share_of_the_clicks_disk_the_answer_follows():
+    gt = np.zeros((20, 20), np.uint8)
+    gt[5:15, 5:15] = 1
+    click = Click(cls=1, y=10, x=10, positive=True)
+    assert click_fidelity(gt, gt, click, 3) == 1.0
+    answer = gt.copy()
+    answer[:10] = 0  # the disk's rows above the click (1 + 5 + 5 pixels) missed
+    assert click_fidelity(answer, gt, click, 3) == pytest.approx(1 - 11 / 29)  # 29 pixels within radius 3
+    assert click_fidelity(gt * 0, gt, Click(1, 1, 1, False), 2) == 1.0  # a negative click obeyed
+    assert click_fidelity(gt, gt, Click(1, 10, 10, False), 2) is None  # the truth disagrees with every pixel

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
-from saim.config import ModelConfig, TrainConfig
-from saim.emulate import Emulation, EmulationConfig, format_table, plot_report
+from saim.config import ModelConfig, SplitRule, TrainConfig
+from saim.data.slices import Series
+from saim.emulate import Emulation, EmulationConfig, Split, format_table, plot_report
+from saim.errors import SaimError
 
 TINY = dict(
     iterations=2,
@@ -17,6 +22,7 @@ TINY = dict(
     synthetic_slices=4,
     threads=1,
     seed=3,
+    split=SplitRule(pretrain_fraction=0.1),  # one initial series, so the pool lasts two iterations
 )
 ROW_KEYS = {
     "iteration",
@@ -28,6 +34,12 @@ ROW_KEYS = {
     "interactive_miou",
     "clicks_per_class",
     "noc85",
+    "noc90",
+    "dice_auc5",
+    "click_fidelity",
+    "annotation_miou",
+    "auto_miou_selected",
+    "gate",
     "selection",
     "selected",
     "train_seconds",
@@ -54,7 +66,10 @@ def test_report_follows_the_contract(reports, tmp_path):
     assert not set(rows[1]["selected"]) & set(rows[2]["selected"])
     assert 0 < rows[0]["annotated_fraction"] < rows[2]["annotated_fraction"] <= 1
     assert report["final"] == {"miou": rows[-1]["miou"], "miou_classical": rows[-1]["miou_classical"]}
-    assert 0 <= rows[1]["noc85"] <= 20
+    assert 0 <= rows[1]["noc85"] <= rows[1]["noc90"] <= 20 and 0 <= rows[1]["dice_auc5"] <= 4
+    assert 0 <= rows[1]["click_fidelity"] <= 1 and 0 <= rows[1]["annotation_miou"] <= 1
+    assert rows[0]["gate"]["reason"] == "first model" and report["initial_set"] == {"rule": 0.1, "series": 1}
+    assert report["rejected_versions"] == [r["iteration"] for r in rows if not r["gate"]["promoted"]]
     assert len(format_table(report).splitlines()) == 4
     plot_report(report, str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").stat().st_size > 1000
@@ -78,8 +93,95 @@ def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
         return TrainResult(predictor, {"seconds": 0.0})
 
     monkeypatch.setattr(emulate, "train_predictor", fake_train)
-    Emulation(EmulationConfig(**TINY), show_progress=False).run()  # TrainConfig's default mode: finetune
+    cfg = EmulationConfig(**TINY, gate=False)  # TrainConfig's default mode: finetune; every version used
+    report = Emulation(cfg, show_progress=False).run()
+    assert all(r["gate"]["promoted"] for r in report["iterations"]) and report["rejected_versions"] == []
     (p0, pre), (p1s, saim1), (p1c, classical1), (p2s, _), (p2c, _) = calls
     assert p0 is None
     assert p1s is pre and p1c is pre  # both arms of iteration 1 start from the pre-trained model
     assert p2s is saim1 and p2c is classical1
+
+
+def test_the_gate_keeps_a_worse_version_from_annotating_the_next_round(monkeypatch):
+    """Services' rule in the emulation: a retrained version worse on validation by more than the tolerance is
+    rejected, and the next round annotates with (and fine-tunes) the kept model."""
+    import saim.emulate as emulate
+    from saim.model.predictor import InteractivePredictor
+    from saim.model.training import TrainResult
+
+    qualities, parents = iter([0.60, 0.40, 0.59]), []  # pre-train, retrain 1 (rejected), retrain 2 (within 0.02)
+
+    def fake_train(mc, images, labels, tc, parent=None, progress=None):
+        predictor = InteractivePredictor(mc)
+        predictor.quality = next(qualities)
+        parents.append(parent)
+        return TrainResult(predictor, {"seconds": 0.0})
+
+    monkeypatch.setattr(emulate, "train_predictor", fake_train)
+    monkeypatch.setattr(Emulation, "_val_miou", lambda self, predictor, val: predictor.quality)
+    report = Emulation(EmulationConfig(**{**TINY, "baseline": "none"}), show_progress=False).run()
+    gates = [r["gate"] for r in report["iterations"]]
+    assert [g["promoted"] for g in gates] == [True, False, True] and report["rejected_versions"] == [1]
+    assert "rejected: val mIoU 0.400" in gates[1]["reason"]
+    assert parents[2].quality == 0.60  # retrain 2 fine-tuned the kept pre-trained model, not the rejected one
+
+
+def _toy(case: str, classes: list[int]) -> Series:
+    labels = np.zeros((2, 8, 8), np.uint8)
+    for c in classes:
+        labels[:, c : c + 2, 1:7] = c
+    return Series(case, labels.astype(np.float32), labels, np.arange(2), None)
+
+
+class _Learner:
+    """A pre-trained model that knows exactly the classes in `learns`, perfectly, and nothing else."""
+
+    def __init__(self, learns: set[int]):
+        self.learns = learns
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        labels = images.astype(np.uint8)
+        return np.where(np.isin(labels, list(self.learns)), labels, 0).astype(np.uint8)
+
+
+def _initial_set(monkeypatch, ordered: list[Series], learns, classes=("a", "b")):
+    """Emulation._initial_set under `auto` with a fake trainer: `learns(n)` is what a model pre-trained on n
+    series knows. Returns (chosen series, info, sizes trained)."""
+    trained = []
+
+    def fake_train(self, mc, train, seed, parent, desc):
+        trained.append(len(train))
+        return SimpleNamespace(predictor=_Learner(learns(len(train))), stats={"seconds": 0.0})
+
+    monkeypatch.setattr(Emulation, "_train", fake_train)
+    val = _toy("val", range(1, len(classes) + 1))
+    split = Split(test=[], val=[val], initial=ordered[:1], pool=ordered[1:])
+    emulation = Emulation(EmulationConfig(split=SplitRule(pretrain_fraction="auto")), show_progress=False)
+    initial, pool, _, info = emulation._initial_set(split, ModelConfig(classes=classes), (val.images, val.labels))
+    assert initial + pool == ordered
+    return [s.case for s in initial], info, trained
+
+
+def test_auto_initial_set_is_the_least_data_with_every_class_above_half_iou(monkeypatch):
+    ordered = [_toy("s1", [1]), _toy("s2", [1, 2]), _toy("s3", [1, 2])] + [_toy(f"p{i}", [1, 2]) for i in range(5)]
+    chosen, info, trained = _initial_set(monkeypatch, ordered, lambda n: {1, 2} if n >= 3 else {1})
+    assert chosen == ["s1", "s2", "s3"] and info["series"] == 3 and trained == [2, 3]  # 1 series: class b absent
+    assert info["tried"][0] == {"series": 1, "absent_classes": ["b"]}
+    assert info["tried"][1]["val_per_class_iou"] == {"a": 1.0, "b": 0.0} and not info["tried"][1]["every_class_above"]
+    assert info["reason"] == "every class above 0.5 IoU on validation"
+
+
+def test_auto_falls_back_to_the_least_data_with_miou_above_half(monkeypatch):
+    ordered = [_toy(f"s{i}", [1, 2, 3]) for i in range(6)]
+    chosen, info, trained = _initial_set(monkeypatch, ordered, lambda n: {1, 2}, classes=("a", "b", "c"))
+    assert trained == [1, 2, 3] and chosen == ["s0"] and "mIoU above it" in info["reason"]  # cap: half of 6
+
+
+def test_a_class_without_labels_is_an_error_not_a_silent_zero(monkeypatch):
+    ordered = [_toy(f"s{i}", [1]) for i in range(6)]
+    with pytest.raises(SaimError, match=r"\['b'\] have no labelled pixel"):
+        _initial_set(monkeypatch, ordered, lambda n: {1})
+    fixed = Emulation(EmulationConfig(split=SplitRule(pretrain_fraction=0.1)), show_progress=False)
+    split = Split(test=[], val=[], initial=[_toy("s0", [1])], pool=[_toy("s1", [1, 2])])
+    with pytest.raises(SaimError, match="initial set"):
+        fixed._initial_set(split, ModelConfig(classes=("a", "b")), (None, None))

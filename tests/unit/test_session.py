@@ -4,7 +4,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
+from saim.clicks import Click
 from saim.config import ModelConfig
 from saim.data.intensity import Intensity
 from saim.data.slices import series_from_volume
@@ -99,3 +101,37 @@ def test_session_store_expires_idle_sessions(echo):
     s.last_active = time.monotonic() - 1
     with pytest.raises(NotFound, match="unknown or expired session"):
         store.get(s.session_id)
+
+
+class _Stubborn(torch.nn.Module):
+    """A network that ignores every click: the same class everywhere, whatever the input."""
+
+    def __init__(self, num_classes: int, says: int):
+        super().__init__()
+        self.k, self.says = num_classes, says
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], self.k + 1, *x.shape[2:])
+        logits[:, self.says] = 5.0
+        return logits
+
+
+@pytest.mark.parametrize("says", [0, 1])
+def test_a_click_is_never_ignored_even_by_a_network_that_ignores_it(says):
+    """The clicked voxel takes a positive click's class and loses a negative click's class, on the model grid and
+    at source resolution (anisotropic, oblique), whatever the network answers; its other pixels stay the network's."""
+    config = ModelConfig(classes=("a", "b"), image_size=32, click_radius=2)
+    predictor = InteractivePredictor(config, network=_Stubborn(2, says))
+    s, model = _session(predictor)
+    images = s.series.images[:1]
+    on_grid = predictor.predict(images, [[Click(2, 7, 9, True), Click(says or 1, 20, 20, False)]])
+    assert on_grid[0, 7, 9] == 2 and on_grid[0, 20, 20] not in (says or 1,)
+    assert (on_grid[0] == says).sum() >= 32 * 32 - 2
+    for voxel in [(13, 41, 3), (0, 0, 0), (69, 49, 5), (36, 24, 2)]:
+        _, mask, _ = s.add_click(model, voxel, 2, True)
+        assert mask[voxel[0], voxel[1]] == 2
+    _, mask, _ = s.add_click(model, (13, 41, 3), 2, False)  # a later negative click at the same voxel wins
+    assert mask[13, 41] != 2
+    _, mask, _ = s.add_click(model, (50, 10, 3), 1, False)
+    assert mask[50, 10] != 1 and mask[13, 41] != 2  # earlier clicks of the slice still hold
+    assert s.labels(model)[36, 24, 2] == 2

@@ -31,8 +31,11 @@ def _ellipsoid(xx, yy, zz, center, radii, angle):
     return (u / radii[0]) ** 2 + (v / radii[1]) ** 2 + ((zz - center[2]) / radii[2]) ** 2 <= 1.0
 
 
-def make_series(seed: int, index: int, size: int = 96, depth: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """One phantom series: (image float32 (size, size, depth), label uint8 in 0..4)."""
+def make_series(
+    seed: int, index: int, size: int = 96, depth: int = 12, rarest_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One phantom series: (image float32 (size, size, depth), label uint8 in 0..4). `rarest_scale` shrinks the
+    left kidney in-plane (0.4: about 6 px across at the 64 px model size, a small structure few clicks can fix)."""
     rng = np.random.default_rng([seed, index])
     lin = np.linspace(-1, 1, size)
     zs = np.linspace(-1, 1, depth)
@@ -53,7 +56,7 @@ def make_series(seed: int, index: int, size: int = 96, depth: int = 12) -> tuple
         (1, *jitter((-0.30, -0.15, -0.2), (0.46, 0.36, 1.4))),  # liver (image left = patient right)
         (2, *jitter((0.42, 0.05, -0.2), (0.22, 0.27, 1.1))),  # spleen
         (3, *jitter((-0.27, 0.36, 0.2), (0.17, 0.23, 1.1))),  # kidney right
-        (4, *jitter((0.29, 0.36, 0.2), (0.17, 0.23, 1.1))),  # kidney left
+        (4, *jitter((0.29, 0.36, 0.2), (0.17 * rarest_scale, 0.23 * rarest_scale, 1.1))),  # kidney left
     ]
     for value, center, radii in organs:
         label[_ellipsoid(xx, yy, zz, center, radii, rot + rng.normal(0, 0.25)) & body] = value
@@ -79,12 +82,14 @@ def phantom_info() -> DatasetInfo:
     return DatasetInfo(name="SaimPhantom", classes=CLASSES, label_values=(1, 2, 3, 4), channel_names={"0": "MRI"})
 
 
-def generate(out_dir: Path | str, num_series: int = 24, depth: int = 12, size: int = 96, seed: int = 0) -> Path:
+def generate(
+    out_dir: Path | str, num_series: int = 24, depth: int = 12, size: int = 96, seed: int = 0, rarest_scale: float = 1.0
+) -> Path:
     """Write `num_series` phantoms as an nnU-Net raw dataset; same arguments, same bytes of data."""
     affine = np.diag([1.5, 1.5, 5.0, 1.0])
     cases = {}
     for i in range(num_series):
-        image, label = make_series(seed, i, size, depth)
+        image, label = make_series(seed, i, size, depth, rarest_scale)
         cases[f"phantom_{i:04d}"] = (image, label, affine)
     return write_dataset(out_dir, phantom_info(), cases)
 

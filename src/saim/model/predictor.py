@@ -40,6 +40,26 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
     )
 
 
+def honour_clicks(probs: torch.Tensor, clicks: list[list[Click]]) -> torch.Tensor:
+    """A click is never ignored: at each clicked pixel, in click order, a positive click's class takes all the
+    probability, and a negative click's class loses its share to the other classes in proportion (to the background
+    if it had everything). Everywhere else the network's answer stands. probs (B, K+1, H, W), changed in place."""
+    for i, image_clicks in enumerate(clicks):
+        for c in image_clicks:
+            p = probs[i, :, c.y, c.x]
+            if c.positive:
+                p.zero_()
+                p[c.cls] = 1.0
+            else:
+                p[c.cls] = 0.0
+                total = p.sum()
+                if total > 0:
+                    p /= total
+                else:
+                    p[0] = 1.0
+    return probs
+
+
 class InteractivePredictor:
     """Image + clicks + previous mask in, per-class probabilities out."""
 
@@ -59,9 +79,7 @@ class InteractivePredictor:
             for c in image_clicks:
                 self.validate_click(c)
         cfg = self.config
-        return rasterize_clicks(
-            clicks, cfg.num_classes, cfg.image_size, cfg.click_radius, cfg.click_encoding, self.device
-        )
+        return rasterize_clicks(clicks, cfg.num_classes, cfg.image_size, cfg.radius, cfg.click_encoding, self.device)
 
     def validate_click(self, c: Click) -> None:
         k, s = self.config.num_classes, self.config.image_size
@@ -95,7 +113,8 @@ class InteractivePredictor:
             x = encode(img, pos, neg, prev).contiguous(memory_format=memory_format(self.device))
             with autocast(self.device):
                 logits = self.network(x)
-            yield torch.softmax(logits.float(), dim=1)
+            probs = torch.softmax(logits.float(), dim=1)
+            yield probs if clicks is None else honour_clicks(probs, clicks[start:stop])
 
     @torch.inference_mode()
     def probabilities(
@@ -138,7 +157,7 @@ class InteractivePredictor:
                 + [f"neg_{c}" for c in self.config.classes]
                 + [f"prev_{c}" for c in self.config.classes],
                 "image": "preprocessed by modality: see the preprocessing entry (saim.data.intensity)",
-                "clicks": f"{self.config.click_encoding} radius {self.config.click_radius} px",
+                "clicks": f"{self.config.click_encoding} radius {self.config.radius:g} px",
                 "in_channels": 1 + 3 * k,
             },
             "created_at": datetime.now(UTC).isoformat(),

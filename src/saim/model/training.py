@@ -89,6 +89,13 @@ def correction_weights(x: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     return 1.0 + weight * wrong.float()
 
 
+def click_weights(x: torch.Tensor, num_classes: int, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights 1 + weight within the clicks of the input (any class, positive or negative): what a
+    click says about its own disk is what a person checks first, so errors there cost more."""
+    near = x[:, 1 : 1 + 2 * num_classes].amax(1) > 0
+    return 1.0 + weight * near.float()
+
+
 def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Blur each image (B, 1, H, W) with its own sigma (B,)."""
     radius = 3
@@ -255,8 +262,8 @@ def simulate_interaction(
         else:
             pred = one_hot_foreground(pred_labels, k) > 0.5
             y, x, valid, positive = sample_error_clicks(gt, pred, allow, gen)
-        pos = paint_clicks(pos, y, x, valid & positive, mc.click_radius, mc.click_encoding)
-        neg = paint_clicks(neg, y, x, valid & ~positive, mc.click_radius, mc.click_encoding)
+        pos = paint_clicks(pos, y, x, valid & positive, mc.radius, mc.click_encoding)
+        neg = paint_clicks(neg, y, x, valid & ~positive, mc.radius, mc.click_encoding)
         if r < extra_rounds:
             pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
             prev = one_hot_foreground(pred_labels, k)
@@ -289,6 +296,9 @@ def train_step(
         images, labels = augment(images, labels, gen, hflip, tc.spatial_augment)
     x = simulate_interaction(net, images, labels, mc, tc, gen)
     pixel_w = correction_weights(x, labels, mc.num_classes, tc.correction_weight) if tc.correction_weight > 0 else None
+    if tc.click_weight > 0:
+        near = click_weights(x, mc.num_classes, tc.click_weight)
+        pixel_w = near if pixel_w is None else pixel_w * near
     with autocast(dev):
         logits = net(x.contiguous(memory_format=memory_format(dev))).float()
     loss = focal_loss(logits, labels, weights, tc.focal_gamma, pixel_w)

@@ -267,11 +267,18 @@ def _dataset_dir(spec: str, series: int, seed: int) -> Path:
 
 def _cmd_bootstrap(args) -> int:
     from saim.data.dataset import NnUNetDataset
+    from saim.errors import InvalidInput
     from saim.events import ensure_topics
     from saim.pool import DATASET_JSON, import_dataset, make_splits, read_splits
     from saim.settings import load_settings
     from saim.storage import ObjectStore
 
+    rule = from_args(args, SplitRule)
+    if rule.pretrain_fraction == "auto":
+        raise InvalidInput(
+            "--pretrain-fraction auto is the emulation's rule (it pre-trains to choose); "
+            "the services' import takes a fraction (default 0.1) or --splits FILE"
+        )
     settings = load_settings()
     store = ObjectStore.connect(settings.s3())
     store.ensure_bucket(versioning=True)
@@ -286,7 +293,7 @@ def _cmd_bootstrap(args) -> int:
     if args.splits is not None:
         splits = read_splits(args.splits, ds)
     else:
-        splits = make_splits(ds.cases, args.seed, from_args(args, SplitRule), ds.unlabelled)
+        splits = make_splits(ds.cases, args.seed, rule, ds.unlabelled)
     intensity = import_dataset(store, ds, splits)
     print(
         f"imported {len(ds.cases) + len(ds.unlabelled)} cases ({len(ds.unlabelled)} unlabelled): "
