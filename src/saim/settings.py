@@ -42,17 +42,36 @@ RENAMED = {
 ENV = SettingsConfigDict(env_prefix="SAIM_", extra="ignore", env_nested_delimiter="__")
 
 
-class ServiceSettings(BaseSettings):
+class StorageSettings(BaseSettings):
+    """The object storage alone: what the commands that only read or write the bucket need (`saim export`,
+    `saim admin import`, `saim admin tokens`)."""
+
     model_config = ENV
 
-    # infrastructure (required: no silent defaults pointing at nowhere)
-    kafka_bootstrap: str
+    # required: no silent defaults pointing at nowhere
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: SecretStr
     s3_bucket: str = "saim"
     s3_secure: bool = False
     s3_region: str | None = None
+
+    def s3(self) -> S3Config:
+        return S3Config(
+            self.s3_endpoint,
+            self.s3_access_key,
+            self.s3_secret_key.get_secret_value(),
+            self.s3_bucket,
+            self.s3_secure,
+            self.s3_region,
+        )
+
+
+class ServiceSettings(StorageSettings):
+    model_config = ENV
+
+    # infrastructure (required) beside the object storage
+    kafka_bootstrap: str
 
     # this process
     grpc_host: str = "127.0.0.1"
@@ -120,16 +139,6 @@ class ServiceSettings(BaseSettings):
     def tls_ca(self) -> bytes | None:
         return None if self.tls_ca_file is None else _read_file(self.tls_ca_file, "SAIM_TLS_CA_FILE")
 
-    def s3(self) -> S3Config:
-        return S3Config(
-            self.s3_endpoint,
-            self.s3_access_key,
-            self.s3_secret_key.get_secret_value(),
-            self.s3_bucket,
-            self.s3_secure,
-            self.s3_region,
-        )
-
     def train_config(self, seed: int) -> TrainConfig:
         return replace(self.train, seed=seed, device=self.device)
 
@@ -169,6 +178,10 @@ class ClientSettings(BaseSettings):
 def load_settings() -> ServiceSettings:
     """Read the services' settings from the environment; a missing or malformed variable is a clear SaimError."""
     return _load(ServiceSettings, "service settings")
+
+
+def load_storage_settings() -> StorageSettings:
+    return _load(StorageSettings, "storage settings")
 
 
 def load_client_settings() -> ClientSettings:

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,26 @@ def test_a_grpc_error_is_a_one_line_message_not_a_traceback(capsys):
     err = capsys.readouterr().err
     assert err.startswith("saim: error: UNAVAILABLE: ") and "is the service running" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bucket_only_commands_need_only_the_storage_settings(monkeypatch, capsys, tmp_path):
+    """`saim export` and `saim admin import` touch only the bucket: no Kafka setting is asked for; a bad directory
+    is named before any connection; an unreachable endpoint is named as such."""
+    for name in [k for k in os.environ if k.startswith("SAIM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SAIM_S3_ENDPOINT", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("SAIM_S3_ACCESS_KEY", "k")
+    monkeypatch.setenv("SAIM_S3_SECRET_KEY", "s")
+    assert main(["admin", "import", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["export", "nnunet", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "object storage unreachable" in err and "KAFKA" not in err
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -55,3 +55,39 @@ def test_unknown_model_format_is_rejected(tiny_model_config):
     p = InteractivePredictor(tiny_model_config)
     with pytest.raises(InvalidInput, match="unknown model format"):
         InteractivePredictor.from_bytes(p.to_bytes(), {"format": "other/9"})
+
+
+IMAGENET_PROBE = """
+import sys, torch
+from safetensors.torch import load_file
+from saim.config import ModelConfig
+from saim.model.predictor import build_network
+net = build_network(ModelConfig(classes=("a", "b"), image_size=32, encoder="resnet18", encoder_weights="imagenet"))
+saved = load_file(sys.argv[1])
+same = all(torch.equal(net.encoder.state_dict()[k], v) for k, v in saved.items() if not k.startswith("conv1"))
+print("loaded" if same else "different")
+"""
+
+
+def test_imagenet_weights_load_through_the_real_path_from_a_local_snapshot(tmp_path):
+    """encoder_weights='imagenet' goes through smp's own loader (huggingface_hub download, load_state_dict, first
+    conv adapted to our 7 input channels). No network here: a state dict saved locally in the hub cache's layout
+    (the revision smp pins) stands in for the download, with the hub offline."""
+    import os
+    import subprocess
+    import sys
+
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders
+
+    pinned = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    snapshot = tmp_path / "hub" / f"models--{pinned['repo_id'].replace('/', '--')}" / "snapshots" / pinned["revision"]
+    snapshot.mkdir(parents=True)
+    state = smp.encoders.get_encoder("resnet18", in_channels=3, weights=None).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text("{}")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    probe = [sys.executable, "-c", IMAGENET_PROBE, str(snapshot / "model.safetensors")]
+    out = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "loaded", out.stderr[-2000:]

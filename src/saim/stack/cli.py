@@ -157,11 +157,11 @@ def _trainer(target: str):
 
 
 def _registry():
-    from saim.settings import load_settings
+    from saim.settings import load_storage_settings
     from saim.storage import ObjectStore
     from saim.tokens import TokenRegistry
 
-    return TokenRegistry(ObjectStore.connect(load_settings().s3()))
+    return TokenRegistry(ObjectStore.connect(load_storage_settings().s3()))
 
 
 def _cmd_tokens_issue(args) -> int:
@@ -230,23 +230,24 @@ def _images_to_add(directory: Path) -> dict[str, Path]:
 
 def _cmd_import(args) -> int:
     from saim.pool import add_to_pool
-    from saim.settings import load_settings
+    from saim.settings import load_storage_settings
     from saim.storage import ObjectStore
 
-    store = ObjectStore.connect(load_settings().s3())
-    added = add_to_pool(store, _images_to_add(args.dir))
+    images = _images_to_add(args.dir)  # a bad directory is named before any connection
+    added = add_to_pool(ObjectStore.connect(load_storage_settings().s3()), images)
     print(f"added {len(added)} series to the pool: {', '.join(added)}")
     return 0
 
 
 def _cmd_export_nnunet(args) -> int:
+    from saim.config import ModelConfig
     from saim.export import export_nnunet
     from saim.pool import PoolStore
-    from saim.settings import load_settings
+    from saim.settings import load_storage_settings
     from saim.storage import ObjectStore
 
-    settings = load_settings()
-    pool = PoolStore(ObjectStore.connect(settings.s3()), settings.model.image_size, cache_mb=0)
+    store = ObjectStore.connect(load_storage_settings().s3())
+    pool = PoolStore(store, ModelConfig().image_size, cache_mb=0)  # the export reads source volumes, no model grid
     summary = export_nnunet(pool, args.out_dir, args.rater)
     print(
         f"exported to {summary.out_dir}: {summary.initial} ground-truth and {summary.annotated} annotated cases "
