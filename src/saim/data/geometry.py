@@ -70,7 +70,7 @@ class ScanGeometry:
             raise InvalidInput(f"a scan needs a 3D shape and a 4x4 affine, got {shape} and {affine.shape}")
         if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise InvalidInput("the scan's affine is singular or not finite")
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        spacing = nib.affines.voxel_sizes(affine)
         coarse = int(np.argmax(spacing))
         others = np.delete(spacing, coarse)
         if spacing[coarse] > ANISOTROPY * others.max():
@@ -82,7 +82,7 @@ class ScanGeometry:
     # ---- description -----------------------------------------------------------------------------------------
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return tuple(float(s) for s in nib.affines.voxel_sizes(self.affine))
 
     @property
     def orientation(self) -> str:
@@ -205,15 +205,6 @@ class ScanGeometry:
         t = torch.as_tensor(probs, dtype=torch.float32)[:, :, g.top : g.top + g.rows, g.left : g.left + g.cols]
         up = F.interpolate(t, size=(g.src_rows, g.src_cols), mode="bilinear", align_corners=False)
         return np.ascontiguousarray(self.from_canonical(channel_argmax(up).numpy()))
-
-    def labels_to_source(self, labels: np.ndarray, size: int) -> np.ndarray:
-        """Model label maps (B, size, size) -> source label slices by nearest neighbour (the alternative to
-        `probabilities_to_source`, kept for the comparison)."""
-        g = self.grid(size)
-        t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))[:, None]
-        t = t[:, :, g.top : g.top + g.rows, g.left : g.left + g.cols]
-        up = F.interpolate(t, size=(g.src_rows, g.src_cols), mode="nearest-exact")[:, 0]
-        return np.ascontiguousarray(self.from_canonical(up.numpy().astype(np.uint8)))
 
     def pixel_to_model(self, row: int, col: int, size: int) -> tuple[int, int]:
         """Source slice pixel (row, col) -> model pixel (y, x)."""
