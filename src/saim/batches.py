@@ -88,6 +88,12 @@ class ScoreTable:
     seconds: float
     slices: int
 
+    def merged(self, more: ScoreTable) -> ScoreTable:
+        """This table with `more`'s scores added (series added to the pool), under `more`'s version."""
+        return ScoreTable(
+            more.version, {**self.scores, **more.scores}, self.seconds + more.seconds, self.slices + more.slices
+        )
+
 
 def score_pool(
     pool: PoolStore, strategy: SelectionStrategy, model: ServedModel, cases: list[str], workers: int = DECODE_WORKERS
@@ -203,21 +209,10 @@ class SelectionLoop:
         stored = self._stored_table(model.version, cases)
         if stored is not None:
             log.info("scores of %s for %d series found in storage: not rescored", model.version, len(cases))
-            return (
-                stored
-                if merge_into is None
-                else ScoreTable(
-                    model.version, {**merge_into.scores, **stored.scores}, merge_into.seconds, merge_into.slices
-                )
-            )
+            return stored if merge_into is None else merge_into.merged(stored)
         table = score_pool(self.pool, self.strategy, model, cases, self.decode_workers)
         if merge_into is not None:
-            table = ScoreTable(
-                model.version,
-                {**merge_into.scores, **table.scores},
-                merge_into.seconds + table.seconds,
-                merge_into.slices + table.slices,
-            )
+            table = merge_into.merged(table)
         self.pool.store.put_json(
             scores_key(model.version),
             {

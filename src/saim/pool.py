@@ -46,6 +46,10 @@ class Splits:
     def to_json(self) -> dict:
         return {k: list(v) for k, v in self.__dict__.items()}
 
+    @classmethod
+    def from_json(cls, d: dict) -> Splits:
+        return cls(**{k: tuple(str(c) for c in d[k]) for k in SPLIT_NAMES})
+
     def all(self) -> set[str]:
         return set(self.initial) | set(self.val) | set(self.test) | set(self.pool)
 
@@ -92,7 +96,7 @@ def read_splits(path: Path | str, dataset: NnUNetDataset) -> Splits:
         raise DatasetError(f"{path}: not a readable splits JSON ({exc})") from exc
     if not isinstance(raw, dict) or set(raw) != set(SPLIT_NAMES):
         raise DatasetError(f"{path}: expected exactly the keys {list(SPLIT_NAMES)}")
-    splits = Splits(**{k: tuple(str(c) for c in raw[k]) for k in SPLIT_NAMES})
+    splits = Splits.from_json(raw)
     named = [c for k in SPLIT_NAMES for c in raw[k]]
     if len(named) != len(set(named)):
         raise DatasetError(f"{path}: a case is named in more than one split")
@@ -168,7 +172,7 @@ def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
     validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
     rewritten with the new pool (the selector scores them after its next reconcile). Returns the added cases."""
     try:
-        splits = Splits(**{k: tuple(v) for k, v in store.get_json(SPLITS_JSON).items()})
+        splits = Splits.from_json(store.get_json(SPLITS_JSON))
     except NotFound as exc:
         raise FailedPrecondition(f"no dataset imported into bucket {store.bucket!r} ({exc})") from exc
     taken = sorted(set(images) & splits.all())
@@ -236,7 +240,7 @@ class PoolStore:
 
     def refresh(self) -> None:
         """Re-read the splits (`saim admin import` adds to the pool of a running deployment)."""
-        self.splits = Splits(**{k: tuple(v) for k, v in self.store.get_json(SPLITS_JSON).items()})
+        self.splits = Splits.from_json(self.store.get_json(SPLITS_JSON))
 
     @property
     def classes(self) -> tuple[str, ...]:

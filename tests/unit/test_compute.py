@@ -18,9 +18,13 @@ def test_interactive_work_goes_before_queued_background_work():
         release.wait(10)
 
     def submit(name: str, background: bool) -> threading.Thread:
+        queued = compute._queue.qsize()
         t = threading.Thread(target=lambda: compute.run(order.append, name, background=background))
         t.start()
-        time.sleep(0.05)  # queued in this order
+        deadline = time.monotonic() + 10
+        while compute._queue.qsize() == queued:  # queued before the next one is handed over
+            assert time.monotonic() < deadline, f"{name} was never queued"
+            time.sleep(0.001)
         return t
 
     holder = threading.Thread(target=lambda: compute.run(blocker, background=True))

@@ -135,7 +135,7 @@ def add_commands(sub) -> None:
     exp = sub.add_parser(
         "export",
         help="write the campaign's result as a dataset for another tool",
-        description="Reads the bucket with the SAIM_* settings (as `saim bootstrap`).",
+        description="Reads the bucket with the SAIM_S3_* settings only (no broker needed).",
     )
     esub = exp.add_subparsers(dest="export_cmd", required=True, metavar="FORMAT")
     nn = esub.add_parser(
@@ -345,7 +345,6 @@ def _cmd_up(args) -> int:
         settings={
             "SAIM_MAX_ITERATIONS": str(args.iterations),
             "SAIM_SEED": str(args.seed),
-            "SAIM_MODEL__IMAGE_SIZE": str(args.image_size),
         },
         threads={"trainer": 2, "selector": 1, "annotator": 1},
         tls=args.tls,
