@@ -23,20 +23,22 @@ $(STAMP): requirements/base.txt requirements/dev.txt pyproject.toml
 # Static validators for deploy/ in their own venv (checkov's dependencies must not move the runtime pins).
 deploy-tools: $(DEPLOY_STAMP)
 
+# A tool's own venv from its requirements file: $(call tool_venv,VENV,REQUIREMENTS)
+define tool_venv
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q -r $(2)
+	@touch $(1)/.saim-installed
+endef
+
 $(DEPLOY_STAMP): requirements/deploy.txt
-	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
-	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
-	$(DEPLOY_VENV)/bin/python -m pip install -q -r requirements/deploy.txt
-	@touch $(DEPLOY_STAMP)
+	$(call tool_venv,$(DEPLOY_VENV),$<)
 
 # nnU-Net's dataset checker for the export test (tests/integration/test_export.py finds it at $(NNUNET_VENV)).
 nnunet-tools: $(NNUNET_STAMP)
 
 $(NNUNET_STAMP): requirements/nnunet.txt
-	@test -x $(NNUNET_VENV)/bin/python || $(PYTHON) -m venv $(NNUNET_VENV)
-	$(NNUNET_VENV)/bin/python -m pip install -q --upgrade pip
-	$(NNUNET_VENV)/bin/python -m pip install -q -r requirements/nnunet.txt
-	@touch $(NNUNET_STAMP)
+	$(call tool_venv,$(NNUNET_VENV),$<)
 
 # The main job on embedded defaults: the distributed demo (broker, S3, three services, virtual annotators); it leaves
 # the annotated dataset behind as an nnU-Net raw dataset in $(OUT)/demo-nnunet.
