@@ -8,10 +8,11 @@ DEPLOY_STAMP := $(DEPLOY_VENV)/.saim-installed
 NNUNET_VENV ?= .venv-nnunet
 NNUNET_STAMP := $(NNUNET_VENV)/.saim-installed
 OUT ?= out
+WEB_STAMP := web/dist/.built
 
-.PHONY: setup deploy-tools nnunet-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
+.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(WEB_STAMP)
 
 $(STAMP): requirements/base.txt requirements/dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,20 @@ $(STAMP): requirements/base.txt requirements/dev.txt pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements/dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+# The browser pages (annotator, dashboard): npm ci from the committed lock, then esbuild (web/build.mjs) into
+# web/dist, which the gateway serves.
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*.js) \
+		$(wildcard web/public/*.html) $(wildcard web/public/assets/*)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	@touch $@
+
+# Debian's chromium for the browser tests (tests/browser): Playwright's own browser download is not available here.
+browser-tools:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" -ne 0 ] && echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 # Static validators for deploy/ in their own venv (checkov's dependencies must not move the runtime pins).
 deploy-tools: $(DEPLOY_STAMP)
@@ -52,7 +67,7 @@ emulate: setup
 		--report $(OUT)/emulate-report.json --plot $(OUT)/emulate-miou.png
 
 # Unit, integration, chaos (short form: 2 iterations) and deploy tiers; the chaos summary lands in $(OUT).
-test: setup deploy-tools nnunet-tools
+test: setup deploy-tools nnunet-tools browser-tools
 	$(BIN)/ruff check src tests services tools
 	SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests -q
 

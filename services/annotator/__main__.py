@@ -1,5 +1,6 @@
 """python -m services.annotator — reads SAIM_* settings, serves until SIGTERM."""
 
+from saim.drafts import DraftStore
 from saim.rpc.peers import LeaseChecker
 from services.common import main
 
@@ -17,6 +18,7 @@ def build(settings, infra) -> AnnotatorDeps:
         leases=LeaseChecker(infra.selector_channel()),
         renew_every_s=min(30.0, settings.lease_ttl_s / 3),
         overlap=settings.overlap,
+        drafts=DraftStore(infra.store),
     )
 
 

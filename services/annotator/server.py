@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from saim.compute import Compute, Inline
-from saim.errors import InvalidInput
+from saim.drafts import DraftStore
+from saim.errors import InvalidInput, SaimError
 from saim.events import ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventPublisher, new_meta
 from saim.live_model import LiveModel, ServedModel
 from saim.pool import PoolStore
@@ -54,6 +55,7 @@ class AnnotatorDeps:
     compute: Compute = field(default_factory=Inline)  # the process's tensor thread (saim.compute)
     renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
+    drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.drafts)
 
 
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
@@ -66,13 +68,17 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         if not case or not annotator:
             raise InvalidInput("case_id and annotator_id are required")
         require_actor(annotator)
-        iteration, batch_version = self.d.leases.check(case, lease, annotator)
+        lease_info = self.d.leases.check(case, lease, annotator)
         image, affine = self.d.pool.load_volume(case)
         series = self.d.compute.run(self.d.pool.load_series, case, False, (image, affine), background=True)
-        if version_number(self.d.model.version()) < version_number(batch_version):
+        if version_number(self.d.model.version()) < version_number(lease_info.model_version):
             self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
         model, compute = self.d.model.current, self.d.compute
-        session = AnnotationSession.open(case, annotator, iteration, lease, series, image, affine, model, compute)
+        session = AnnotationSession.open(
+            case, annotator, lease_info.iteration, lease, series, image, affine, model, compute
+        )
+        draft = self.d.drafts.load(case, annotator, session.geometry.slice_shape) if self.d.drafts else {}
+        session.restore(draft)
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         return annotator_pb2.OpenSessionResponse(
@@ -80,11 +86,17 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             case_id=session.case,
             classes=list(self.d.pool.classes),
             model_version=model.version,
-            iteration=iteration,
+            iteration=lease_info.iteration,
             geometry=geometry_message(session),
+            draft_slices=sorted(draft),
+            draft_clicks=sum(state.count("click") for state in draft.values()),
+            draft_edits=sum(state.count("edit") for state in draft.values()),
+            lease_expires_at=lease_info.expires_at,
         )
 
-    def _mask_reply(self, index: int, mask, state, model: ServedModel, started: float):
+    def _mask_reply(self, session, index: int, mask, state, model: ServedModel, started: float):
+        if self.d.drafts is not None:
+            self.d.drafts.save(session, index)
         elapsed = time.perf_counter() - started
         m.CLICK_LATENCY.observe(elapsed)
         return annotator_pb2.MaskResponse(
@@ -110,6 +122,10 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def GetSlice(self, request, context):
         session = self._session(request.session_id)
         self._renew(session)
+        if request.image_only:
+            reply = annotator_pb2.SliceResponse()
+            self._add_image(session, int(request.slice), reply)
+            return reply
         model = self.d.model.current
         mask, state = session.mask(model, int(request.slice))
         reply = annotator_pb2.SliceResponse(
@@ -119,12 +135,15 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             edits_on_slice=state.count("edit"),
         )
         if request.include_image:
-            if session.image_wire_dtype is None:  # a pass over the whole volume: once per session
-                session.image_wire_dtype = image_dtype(session.image)
-            image = session.image_slice(int(request.slice))
-            reply.image, reply.image_dtype = encode_image(image, session.image_wire_dtype)
-            reply.image_encoding = annotator_pb2.ENCODING_ZLIB
+            self._add_image(session, int(request.slice), reply)
         return reply
+
+    @staticmethod
+    def _add_image(session: AnnotationSession, index: int, reply) -> None:
+        if session.image_wire_dtype is None:  # a pass over the whole volume: once per session
+            session.image_wire_dtype = image_dtype(session.image)
+        reply.image, reply.image_dtype = encode_image(session.image_slice(index), session.image_wire_dtype)
+        reply.image_encoding = annotator_pb2.ENCODING_ZLIB
 
     def AddClick(self, request, context):
         started = time.perf_counter()
@@ -135,7 +154,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         model = self.d.model.current
         v = request.voxel
         index, mask, state = session.add_click(model, (v.i, v.j, v.k), request.class_index, request.positive)
-        return self._mask_reply(index, mask, state, model, started)
+        return self._mask_reply(session, index, mask, state, model, started)
 
     def EditSlice(self, request, context):
         started = time.perf_counter()
@@ -146,7 +165,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         model = self.d.model.current
         painted = decode_mask(request.painted, session.geometry.slice_shape)
         mask, state = session.edit(model, int(request.slice), int(request.class_index), painted)
-        return self._mask_reply(request.slice, mask, state, model, started)
+        return self._mask_reply(session, request.slice, mask, state, model, started)
 
     def Undo(self, request, context):
         started = time.perf_counter()
@@ -154,7 +173,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         self._renew(session)
         model = self.d.model.current
         mask, state = session.undo(model, int(request.slice))
-        return self._mask_reply(request.slice, mask, state, model, started)
+        return self._mask_reply(session, request.slice, mask, state, model, started)
 
     def Submit(self, request, context):
         session = self._session(request.session_id)
@@ -179,6 +198,11 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         except Exception as exc:  # stored first: the selector reconciles it from the bucket (at-least-once)
             log.warning("AnnotationSubmitted for %s not sent (%s); the selector finds it in storage", session.case, exc)
         self.d.sessions.remove(session.session_id)
+        if self.d.drafts is not None:
+            try:
+                self.d.drafts.discard(session.case, session.annotator)
+            except SaimError as exc:  # stored and announced: a stale draft is only resumed if the case comes back
+                log.warning("draft of %s by %s not discarded (%s)", session.case, session.annotator, exc)
         m.ANNOTATOR_DONE.labels(session.annotator).inc()
         return annotator_pb2.SubmitResponse(
             annotation_key=ann_key,

@@ -12,10 +12,11 @@ from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, GROUP_SELECTOR, M
 from saim.live_model import LiveModel
 from saim.pool import provenance_key
 from saim.rpc import metrics as m
-from saim.rpc.auth import require_actor
+from saim.rpc.auth import current_principal, require_actor
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
 from saim.settings import ServiceSettings
+from saim.tokens import ADMIN
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,13 @@ class SelectorDeps:
 
 
 class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
-    def __init__(self, deps: SelectorDeps):
+    def __init__(self, deps: SelectorDeps, event_lag: dict[str, float] | None = None):
         self.d = deps
+        self.event_lag = event_lag if event_lag is not None else {}
 
     def GetStatus(self, request, context):
         loop = self.d.loop
-        b = loop.batch
+        b, table = loop.batch, loop.scores
         return selector_pb2.SelectorStatus(
             iteration=loop.iteration,
             batch=b.cases if b else [],
@@ -49,6 +51,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
                 selector_pb2.AnnotatorProgress(annotator_id=who, leased=p["leased"], submitted=p["submitted"])
                 for who, p in sorted(loop.progress().items())
             ],
+            scoring_slices_per_s=table.slices / table.seconds if table is not None and table.seconds > 0 else 0.0,
+            scores_version=table.version if table is not None else "",
+            event_lag_s=dict(self.event_lag),
         )
 
     def NextCase(self, request, context):
@@ -56,7 +61,13 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             raise InvalidInput("annotator_id is required")
         require_actor(request.annotator_id)
         case, iteration, lease, version = self.d.loop.next_case(request.annotator_id)
-        return selector_pb2.NextCaseResponse(case_id=case, iteration=iteration, lease_id=lease, model_version=version)
+        return selector_pb2.NextCaseResponse(
+            case_id=case,
+            iteration=iteration,
+            lease_id=lease,
+            model_version=version,
+            lease_expires_at=self.d.loop.lease_expiry(case),
+        )
 
     def GetScores(self, request, context):
         table = self.d.loop.scores
@@ -72,7 +83,17 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
 
     def CheckLease(self, request, context):
         batch = self.d.loop.renew_lease(request.case_id, request.lease_id, request.annotator_id)
-        return selector_pb2.CheckLeaseResponse(iteration=batch.iteration, model_version=batch.model_version)
+        return selector_pb2.CheckLeaseResponse(
+            iteration=batch.iteration,
+            model_version=batch.model_version,
+            lease_expires_at=self.d.loop.lease_expiry(request.case_id),
+        )
+
+    def WhoAmI(self, request, context):
+        p = current_principal()
+        if p is None:  # SAIM_AUTH=false: everyone is everything
+            return selector_pb2.WhoAmIResponse(name="anonymous", role=ADMIN)
+        return selector_pb2.WhoAmIResponse(name=p.name, role=p.role)
 
 
 class SelectorApp(ServiceApp):
@@ -85,7 +106,7 @@ class SelectorApp(ServiceApp):
         self.report_model_version(deps.model)
 
     def add_servicer(self, server) -> None:
-        selector_pb2_grpc.add_SelectorServiceServicer_to_server(SelectorServicer(self.deps), server)
+        selector_pb2_grpc.add_SelectorServiceServicer_to_server(SelectorServicer(self.deps, self.event_lag), server)
 
     def _update_gauges(self) -> None:
         loop = self.deps.loop

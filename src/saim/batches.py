@@ -332,6 +332,11 @@ class SelectionLoop:
             self._save()
             return batch
 
+    def lease_expiry(self, case: str) -> float:
+        """When the case's lease runs out (unix time); 0 when the case holds no lease."""
+        with self._lock:
+            return self.batch.expires.get(case, 0.0) if self.batch is not None else 0.0
+
     def progress(self) -> dict[str, dict[str, int]]:
         """Per-annotator progress in the open batch: cases leased now and cases submitted."""
         with self._lock:

@@ -146,6 +146,32 @@ class ServiceSettings(StorageSettings):
         return replace(self.model, classes=tuple(classes))
 
 
+class GatewaySettings(BaseSettings):
+    """The HTTP gateway (services/gateway): the browser's way in. It holds no bucket credentials and no token of its
+    own: every call carries the caller's bearer token to the gRPC services, which decide (saim.rpc.auth)."""
+
+    model_config = ENV
+
+    selector_target: str
+    annotator_target: str
+    trainer_target: str
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080  # 0: pick a free port (tests)
+    metrics_port: int | None = None
+    web_root: Path | None = None  # the built pages (web/dist); None: web/dist of this checkout
+    max_body_kb: int = Field(2048, ge=1, description="larger request bodies are refused (413)")
+    rpc_timeout_s: float = Field(
+        30.0, description="deadline of each call to a gRPC service (a restarting one is waited for)"
+    )
+    ready_file: str | None = None
+    log_level: str = "INFO"
+    tls_ca_file: Path | None = None  # CA of the gRPC services' certificates; set: TLS to them
+    tls_server_name: str | None = None
+
+    def tls_ca(self) -> bytes | None:
+        return None if self.tls_ca_file is None else _read_file(self.tls_ca_file, "SAIM_TLS_CA_FILE")
+
+
 class ClientSettings(BaseSettings):
     """What a client of running services needs (the `saim admin` commands, `saim drive`, the health check)."""
 
@@ -178,6 +204,10 @@ class ClientSettings(BaseSettings):
 def load_settings() -> ServiceSettings:
     """Read the services' settings from the environment; a missing or malformed variable is a clear SaimError."""
     return _load(ServiceSettings, "service settings")
+
+
+def load_gateway_settings() -> GatewaySettings:
+    return _load(GatewaySettings, "gateway settings")
 
 
 def load_storage_settings() -> StorageSettings:

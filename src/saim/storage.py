@@ -130,6 +130,11 @@ class ObjectStore:
             objects = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
             return sorted(o.object_name for o in objects)
 
+    def delete(self, key: str) -> None:
+        """Remove a key (a delete marker in a versioned bucket: earlier versions stay)."""
+        with _reachable(f"delete {key}"):
+            self.client.remove_object(self.bucket, key)
+
     def versions_of(self, key: str) -> list[str]:
         """Version ids of one key, newest first (the bucket is versioned: every write of a key is kept)."""
         with _reachable(f"list versions of {key}"):

@@ -31,5 +31,8 @@ class MemoryStore:
     def exists(self, key):
         return key in self.objects
 
+    def delete(self, key):
+        self.objects.pop(key, None)
+
     def list(self, prefix):
         return sorted(k for k in self.objects if k.startswith(prefix))

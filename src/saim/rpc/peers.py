@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import grpc
 
 from saim.rpc.errors import error_of
 from saim.v1 import selector_pb2, selector_pb2_grpc
+
+
+class Lease(NamedTuple):
+    iteration: int
+    model_version: str  # the version whose scores chose the batch
+    expires_at: float  # unix time (0: no selector to ask)
 
 
 class LeaseChecker:
@@ -17,10 +25,10 @@ class LeaseChecker:
         if selector_channel is not None:
             self._stub = selector_pb2_grpc.SelectorServiceStub(selector_channel)
 
-    def check(self, case: str, lease_id: str, annotator: str) -> tuple[int, str]:
-        """(iteration, model version of the batch) of a valid lease; renews it (activity)."""
+    def check(self, case: str, lease_id: str, annotator: str) -> Lease:
+        """A valid lease, renewed (activity): its iteration, the batch's model version, its new expiry."""
         if self._stub is None:
-            return 0, ""
+            return Lease(0, "", 0.0)
         try:
             reply = self._stub.CheckLease(
                 selector_pb2.CheckLeaseRequest(case_id=case, lease_id=lease_id, annotator_id=annotator),
@@ -29,4 +37,4 @@ class LeaseChecker:
             )
         except grpc.RpcError as exc:
             raise error_of(exc, "selector could not check the lease") from None
-        return reply.iteration, reply.model_version
+        return Lease(reply.iteration, reply.model_version, reply.lease_expires_at)

@@ -30,8 +30,9 @@ class ServiceApp:
             list(self.TOPICS),
             self._handle,
             dead_letter=publisher,
-            on_lag=lambda topic, seconds: m.EVENT_LAG.labels(topic).observe(seconds),
+            on_lag=self._on_lag,
         )
+        self.event_lag: dict[str, float] = {}  # topic -> lag of the last event handled (status calls report it)
         self.reconciler = Periodic(f"{self.NAME}-reconcile", settings.reconcile_s, self.reconcile)
 
     # ---- the domain: what a service defines ------------------------------------------------------------------
@@ -54,6 +55,10 @@ class ServiceApp:
     def report_model_version(self, model: LiveModel) -> None:
         """Export the version this process serves as a metric whenever it changes."""
         model.on_change = lambda served: m.MODEL_VERSION.labels(self.NAME).set(version_number(served.version))
+
+    def _on_lag(self, topic: str, seconds: float) -> None:
+        m.EVENT_LAG.labels(topic).observe(seconds)
+        self.event_lag[topic] = seconds
 
     def _handle(self, topic: TopicSpec, event) -> None:
         m.EVENTS_HANDLED.labels(topic.name).inc()

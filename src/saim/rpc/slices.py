@@ -67,10 +67,11 @@ def encode_image(image: np.ndarray, dtype: np.dtype) -> tuple[bytes, str]:
     return zlib.compress(raw, ZLIB_LEVEL), next(name for name, d in WIRE_DTYPES.items() if d == dtype)
 
 
-def decode_image(reply: annotator_pb2.SliceResponse) -> np.ndarray:
+def decode_image(reply: annotator_pb2.SliceResponse, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The image of a SliceResponse; its size is the mask's, or `shape` (an image-only reply has no mask)."""
     dtype = WIRE_DTYPES.get(reply.image_dtype)
     if dtype is None:
         raise InvalidInput(f"image: unknown dtype {reply.image_dtype!r}")
-    rows, cols = int(reply.mask.rows), int(reply.mask.cols)
+    rows, cols = shape if shape is not None else (int(reply.mask.rows), int(reply.mask.cols))
     raw = _decode(reply.image, reply.image_encoding, rows * cols * dtype.itemsize, "image")
     return np.frombuffer(raw, dtype).reshape(rows, cols)

@@ -119,12 +119,16 @@ class LocalStack:
             self.tls_ca = self.certs["cert"].read_bytes()
 
     # ---- infrastructure --------------------------------------------------------------------------------------
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None, base=None) -> Proc:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.workdir / f"{name}.log"
         handle = open(log_path, "ab")
         popen = subprocess.Popen(
-            cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+            cmd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**(os.environ if base is None else base), **(env or {})},
+            start_new_session=True,
         )
         handle.close()
         proc = Proc(name, popen, log_path)
@@ -220,6 +224,30 @@ class LocalStack:
             env["SAIM_SELECTOR_TARGET"] = self.target("selector")
         return self._spawn(service, [sys.executable, "-m", f"services.{service}"], env)
 
+    def start_gateway(self, timeout_s: float = 60.0) -> Proc:
+        """The HTTP gateway (web app + JSON API). It gets the services' addresses and nothing secret: the bearer
+        token of each browser request is what the services check."""
+        port = self.ports.setdefault("gateway", free_port())
+        env = {
+            "SAIM_SELECTOR_TARGET": self.target("selector"),
+            "SAIM_ANNOTATOR_TARGET": self.target("annotator"),
+            "SAIM_TRAINER_TARGET": self.target("trainer"),
+            "SAIM_HTTP_PORT": str(port),
+            "SAIM_METRICS_PORT": str(self.ports.setdefault("gateway_metrics", free_port())),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.certs:
+            env["SAIM_TLS_CA_FILE"] = str(self.certs["cert"])
+        secret = ("SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY", "SAIM_ADMIN_TOKEN", "SAIM_SERVICE_TOKEN")
+        clean = {k: v for k, v in os.environ.items() if k not in secret}
+        proc = self._spawn("gateway", [sys.executable, "-m", "services.gateway"], env, base=clean)
+        wait_port(port, timeout_s, proc.popen)
+        return proc
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
     def start_services(self, services=SERVICES) -> None:
         for service in services:
             if service == "annotator":
@@ -252,7 +280,7 @@ class LocalStack:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the services together (each drains in-flight calls and closes its consumers), then the broker and
         S3 they were using; anything still running after `timeout_s` per stage is killed."""
-        for stage in (SERVICES, ("broker", "s3")):
+        for stage in (("gateway", *SERVICES), ("broker", "s3")):
             procs = [self.procs[name] for name in stage if name in self.procs]
             for proc in procs:
                 proc.terminate()
@@ -265,6 +293,8 @@ class LocalStack:
         for s in SERVICES:
             if s in self.procs:
                 out[s] = f"{self.target(s)} (metrics http://127.0.0.1:{self.ports[s + '_metrics']}/metrics)"
+        if "gateway" in self.procs:
+            out["gateway"] = f"{self.url}/ (metrics http://127.0.0.1:{self.ports['gateway_metrics']}/metrics)"
         return out
 
     def __enter__(self) -> LocalStack:

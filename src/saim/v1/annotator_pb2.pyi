@@ -61,30 +61,40 @@ class SliceMask(_message.Message):
     def __init__(self, slice: _Optional[int] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class OpenSessionResponse(_message.Message):
-    __slots__ = ("session_id", "case_id", "classes", "model_version", "iteration", "geometry")
+    __slots__ = ("session_id", "case_id", "classes", "model_version", "iteration", "geometry", "draft_slices", "draft_clicks", "draft_edits", "lease_expires_at")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_SLICES_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_CLICKS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_EDITS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     case_id: str
     classes: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
     iteration: int
     geometry: Geometry
-    def __init__(self, session_id: _Optional[str] = ..., case_id: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., iteration: _Optional[int] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+    draft_slices: _containers.RepeatedScalarFieldContainer[int]
+    draft_clicks: int
+    draft_edits: int
+    lease_expires_at: float
+    def __init__(self, session_id: _Optional[str] = ..., case_id: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., iteration: _Optional[int] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., draft_slices: _Optional[_Iterable[int]] = ..., draft_clicks: _Optional[int] = ..., draft_edits: _Optional[int] = ..., lease_expires_at: _Optional[float] = ...) -> None: ...
 
 class GetSliceRequest(_message.Message):
-    __slots__ = ("session_id", "slice", "include_image")
+    __slots__ = ("session_id", "slice", "include_image", "image_only")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ONLY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     slice: int
     include_image: bool
-    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., include_image: _Optional[bool] = ...) -> None: ...
+    image_only: bool
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., include_image: _Optional[bool] = ..., image_only: _Optional[bool] = ...) -> None: ...
 
 class SliceResponse(_message.Message):
     __slots__ = ("mask", "model_version", "image", "image_dtype", "image_encoding", "clicks_on_slice", "edits_on_slice")

@@ -6,6 +6,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ("name", "role")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
 class CheckLeaseRequest(_message.Message):
     __slots__ = ("case_id", "lease_id", "annotator_id")
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -17,19 +29,28 @@ class CheckLeaseRequest(_message.Message):
     def __init__(self, case_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., annotator_id: _Optional[str] = ...) -> None: ...
 
 class CheckLeaseResponse(_message.Message):
-    __slots__ = ("iteration", "model_version")
+    __slots__ = ("iteration", "model_version", "lease_expires_at")
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     model_version: str
-    def __init__(self, iteration: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    lease_expires_at: float
+    def __init__(self, iteration: _Optional[int] = ..., model_version: _Optional[str] = ..., lease_expires_at: _Optional[float] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class SelectorStatus(_message.Message):
-    __slots__ = ("iteration", "batch", "batch_done", "model_version", "pool_size", "annotated", "initial", "complete", "max_iterations", "annotators")
+    __slots__ = ("iteration", "batch", "batch_done", "model_version", "pool_size", "annotated", "initial", "complete", "max_iterations", "annotators", "scoring_slices_per_s", "scores_version", "event_lag_s")
+    class EventLagSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_DONE_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +61,9 @@ class SelectorStatus(_message.Message):
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    SCORING_SLICES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SCORES_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LAG_S_FIELD_NUMBER: _ClassVar[int]
     iteration: int
     batch: _containers.RepeatedScalarFieldContainer[str]
     batch_done: _containers.RepeatedScalarFieldContainer[str]
@@ -50,7 +74,10 @@ class SelectorStatus(_message.Message):
     complete: bool
     max_iterations: int
     annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorProgress]
-    def __init__(self, iteration: _Optional[int] = ..., batch: _Optional[_Iterable[str]] = ..., batch_done: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., pool_size: _Optional[int] = ..., annotated: _Optional[int] = ..., initial: _Optional[int] = ..., complete: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorProgress, _Mapping]]] = ...) -> None: ...
+    scoring_slices_per_s: float
+    scores_version: str
+    event_lag_s: _containers.ScalarMap[str, float]
+    def __init__(self, iteration: _Optional[int] = ..., batch: _Optional[_Iterable[str]] = ..., batch_done: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., pool_size: _Optional[int] = ..., annotated: _Optional[int] = ..., initial: _Optional[int] = ..., complete: _Optional[bool] = ..., max_iterations: _Optional[int] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorProgress, _Mapping]]] = ..., scoring_slices_per_s: _Optional[float] = ..., scores_version: _Optional[str] = ..., event_lag_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class AnnotatorProgress(_message.Message):
     __slots__ = ("annotator_id", "leased", "submitted")
@@ -69,16 +96,18 @@ class NextCaseRequest(_message.Message):
     def __init__(self, annotator_id: _Optional[str] = ...) -> None: ...
 
 class NextCaseResponse(_message.Message):
-    __slots__ = ("case_id", "iteration", "lease_id", "model_version")
+    __slots__ = ("case_id", "iteration", "lease_id", "model_version", "lease_expires_at")
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     case_id: str
     iteration: int
     lease_id: str
     model_version: str
-    def __init__(self, case_id: _Optional[str] = ..., iteration: _Optional[int] = ..., lease_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    lease_expires_at: float
+    def __init__(self, case_id: _Optional[str] = ..., iteration: _Optional[int] = ..., lease_id: _Optional[str] = ..., model_version: _Optional[str] = ..., lease_expires_at: _Optional[float] = ...) -> None: ...
 
 class GetScoresRequest(_message.Message):
     __slots__ = ()

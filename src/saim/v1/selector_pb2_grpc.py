@@ -55,6 +55,11 @@ class SelectorServiceStub:
                 request_serializer=saim_dot_v1_dot_selector__pb2.CheckLeaseRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_selector__pb2.CheckLeaseResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/saim.v1.SelectorService/WhoAmI',
+                request_serializer=saim_dot_v1_dot_selector__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_selector__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class SelectorServiceServicer:
@@ -88,6 +93,13 @@ class SelectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Who the caller's token belongs to (name and role): how a client that holds only a token learns its identity.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SelectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_SelectorServiceServicer_to_server(servicer, server):
                     servicer.CheckLease,
                     request_deserializer=saim_dot_v1_dot_selector__pb2.CheckLeaseRequest.FromString,
                     response_serializer=saim_dot_v1_dot_selector__pb2.CheckLeaseResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=saim_dot_v1_dot_selector__pb2.WhoAmIRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_selector__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +238,33 @@ class SelectorService:
             '/saim.v1.SelectorService/CheckLease',
             saim_dot_v1_dot_selector__pb2.CheckLeaseRequest.SerializeToString,
             saim_dot_v1_dot_selector__pb2.CheckLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.SelectorService/WhoAmI',
+            saim_dot_v1_dot_selector__pb2.WhoAmIRequest.SerializeToString,
+            saim_dot_v1_dot_selector__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,47 @@
+"""python -m services.gateway — reads SAIM_* settings (saim.settings.GatewaySettings), serves HTTP until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from saim.errors import SaimError
+from saim.rpc.channel import channel
+from saim.rpc.metrics import serve_metrics
+from saim.rpc.server import write_ready_file
+from saim.settings import load_gateway_settings
+
+from .server import Backends, create_app
+
+
+def main() -> None:
+    try:
+        s = load_gateway_settings()
+        ca = s.tls_ca()
+    except SaimError as exc:
+        print(f"saim gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
+    backends = Backends.over(
+        *(channel(t, None, ca, s.tls_server_name) for t in (s.selector_target, s.annotator_target, s.trainer_target)),
+        timeout_s=s.rpc_timeout_s,
+    )
+    app = create_app(backends, s.web_root, s.max_body_kb)
+    sock = socket.socket(socket.AF_INET6 if ":" in s.http_host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((s.http_host, s.http_port))
+    metrics_port = serve_metrics(s.metrics_port)
+    port = sock.getsockname()[1]
+    logging.getLogger("saim.gateway").info("gateway on http://%s:%d (metrics %s)", s.http_host, port, metrics_port)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, timeout_graceful_shutdown=5)
+    )
+    write_ready_file(s.ready_file, port, metrics_port)
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

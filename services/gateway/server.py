@@ -1,0 +1,393 @@
+"""HTTP gateway: the annotator page, the operator dashboard, and a small JSON API over the gRPC services.
+
+Thin by design. Each route is one or two gRPC calls; the caller's `Authorization: Bearer` token travels with every
+call and the services decide (same tokens, same roles: saim.rpc.auth), so the gateway holds no secret and no bucket
+credentials. Image slices come through the annotator's scan-space API under the case lease. Masks and brush strokes
+cross as base64 of the wire's zlib bytes (the browser inflates them with DecompressionStream('deflate')).
+
+Errors, in one place: a gRPC status becomes an HTTP status with the service's message (`HTTP_OF`); malformed JSON,
+a wrong content type, a body over the limit and a missing token are refused here before any call; every error body
+is `{"error": message}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import nibabel as nib
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from google.protobuf.json_format import MessageToDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from saim.rpc.slices import decode_image
+from saim.tokens import ADMIN
+from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+HTTP_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+REQUESTS = Counter("saim_http_requests_total", "Gateway HTTP requests by route and status", ["route", "status"])
+LATENCY = Histogram(
+    "saim_http_request_seconds",
+    "Gateway request latency by route",
+    ["route"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class Backends:
+    """Stubs of the three services over channels without credentials: the caller's token is added per call."""
+
+    selector: selector_pb2_grpc.SelectorServiceStub
+    annotator: annotator_pb2_grpc.AnnotatorServiceStub
+    trainer: trainer_pb2_grpc.TrainerServiceStub
+    health: health_pb2_grpc.HealthStub  # the annotator's: readiness
+    timeout_s: float = 30.0
+
+    @classmethod
+    def over(cls, selector: grpc.Channel, annotator: grpc.Channel, trainer: grpc.Channel, timeout_s: float = 30.0):
+        return cls(
+            selector_pb2_grpc.SelectorServiceStub(selector),
+            annotator_pb2_grpc.AnnotatorServiceStub(annotator),
+            trainer_pb2_grpc.TrainerServiceStub(trainer),
+            health_pb2_grpc.HealthStub(annotator),
+            timeout_s,
+        )
+
+
+class Caller:
+    """One request's token, and the gRPC calls made with it."""
+
+    def __init__(self, backends: Backends, token: str):
+        self.b, self.metadata = backends, (("authorization", f"Bearer {token}"),)
+
+    def call(self, method, request):
+        try:
+            # wait_for_ready: a restarting replica (or a reconnecting channel) is waited for up to the deadline
+            return method(request, metadata=self.metadata, timeout=self.b.timeout_s, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            status = HTTP_OF.get(exc.code(), 502)
+            raise ApiError(status, exc.details() or exc.code().name) from None
+
+    def who(self) -> selector_pb2.WhoAmIResponse:
+        return self.call(self.b.selector.WhoAmI, selector_pb2.WhoAmIRequest())
+
+
+# ---- request bodies: unknown fields are refused, so a typo is an error rather than a default ---------------------
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenBody(Strict):
+    case_id: str = Field(min_length=1, max_length=256)
+    lease_id: str = Field(min_length=1, max_length=256)
+
+
+class ClickBody(Strict):
+    voxel: tuple[int, int, int]
+    class_index: int = Field(ge=1)
+    positive: bool = True
+
+
+class EditBody(Strict):
+    slice: int = Field(ge=0)
+    class_index: int = Field(ge=0)
+    painted: str = Field(description="base64 of zlib(rows*cols uint8): nonzero pixels are the stroke")
+
+
+class UndoBody(Strict):
+    slice: int = Field(ge=0)
+
+
+class SubmitBody(Strict):
+    seconds_spent: float = Field(0.0, ge=0)
+
+
+class RollbackBody(Strict):
+    version: str = Field(min_length=1, max_length=64)
+
+
+def mask_json(mask: annotator_pb2.SliceMask, **extra) -> dict:
+    if mask.encoding != annotator_pb2.ENCODING_ZLIB:  # the annotator always compresses; never send raw unlabeled
+        raise ApiError(502, f"annotator sent a mask in encoding {mask.encoding}")
+    return {
+        "slice": mask.slice,
+        "rows": mask.rows,
+        "cols": mask.cols,
+        "mask": base64.b64encode(mask.data).decode(),
+        **extra,
+    }
+
+
+def reply_json(reply) -> dict:
+    """A MaskResponse for the page."""
+    return mask_json(
+        reply.mask,
+        model_version=reply.model_version,
+        clicks=reply.clicks_on_slice,
+        edits=reply.edits_on_slice,
+        inference_ms=round(reply.inference_ms, 2),
+    )
+
+
+def as_dict(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def volume_nifti(caller: Caller, session_id: str, geometry: dict) -> bytes:
+    """The scan as NIfTI (source voxels, source affine), slice by slice through the annotator's GetSlice."""
+    shape, axis = tuple(geometry["shape"]), geometry["slice_axis"]
+    rows, cols = geometry["rows"], geometry["cols"]
+    slices = []
+    for index in range(geometry["num_slices"]):
+        request = annotator_pb2.GetSliceRequest(session_id=session_id, slice=index, image_only=True)
+        slices.append(decode_image(caller.call(caller.b.annotator.GetSlice, request), (rows, cols)))
+    volume = np.ascontiguousarray(np.moveaxis(np.stack(slices), 0, axis))
+    if volume.shape != shape:
+        raise ApiError(502, f"slices assemble to {volume.shape}, the scan is {shape}")
+    affine = np.array(geometry["affine"], float).reshape(4, 4)
+    img = nib.Nifti1Image(volume, affine)
+    img.header.set_xyzt_units("mm")
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
+def caller(request: Request) -> Caller:
+    """The request's bearer token, to be sent with every gRPC call it makes (401 here when there is none)."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise ApiError(401, "log in: send the token as 'Authorization: Bearer <token>'")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "the Authorization header must be 'Bearer <token>'")
+    return Caller(request.app.state.backends, token.strip())
+
+
+AsCaller = Annotated[Caller, Depends(caller)]
+
+
+def admin(c: AsCaller) -> Caller:
+    if c.who().role != ADMIN:
+        raise ApiError(403, "the dashboard is for the admin role")
+    return c
+
+
+AsAdmin = Annotated[Caller, Depends(admin)]
+
+
+def default_web_root() -> Path:
+    return Path(__file__).resolve().parents[2] / "web" / "dist"
+
+
+def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: int = 2048) -> FastAPI:
+    app = FastAPI(title="saim gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.backends = backends
+    web_root = web_root or default_web_root()
+    max_body = max_body_kb * 1024
+    geometries: dict[str, dict] = {}  # session id -> geometry (what the volume route needs; bounded below)
+
+    # ---- errors: one shape everywhere --------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = "malformed JSON body" if first.get("type") == "json_invalid" else first.get("msg", "invalid")
+        return JSONResponse({"error": f"{where}: {msg}" if where else msg}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        """Body size and content type before any route runs; metrics after."""
+        started = time.perf_counter()
+        route = request.url.path if not request.url.path.startswith("/api/sessions/") else "/api/sessions/*"
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None:
+                response = JSONResponse({"error": "a request body needs a Content-Length"}, status_code=411)
+            elif not length.isdigit() or int(length) > max_body:
+                response = JSONResponse({"error": f"request body over {max_body_kb} KiB"}, status_code=413)
+            elif int(length) > 0 and request.headers.get("content-type", "").split(";")[0].strip().lower() != JSON:
+                response = JSONResponse({"error": f"content type must be {JSON}"}, status_code=415)
+            else:
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
+        REQUESTS.labels(route, str(response.status_code)).inc()
+        LATENCY.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    # ---- identity: the caller's token and role (AsCaller, AsAdmin) ------------------------------------------
+    @app.get("/api/me")
+    def me(c: AsCaller):
+        who = c.who()
+        return {"name": who.name, "role": who.role}
+
+    # ---- annotation -----------------------------------------------------------------------------------------------
+    @app.post("/api/next")
+    def next_case(c: AsCaller):
+        """The caller's open case (lease renewed) or the next one of the batch."""
+        reply = c.call(backends.selector.NextCase, selector_pb2.NextCaseRequest(annotator_id=c.who().name))
+        return as_dict(reply)
+
+    @app.post("/api/sessions")
+    def open_session(body: OpenBody, c: AsCaller):
+        request = annotator_pb2.OpenSessionRequest(
+            case_id=body.case_id, annotator_id=c.who().name, lease_id=body.lease_id
+        )
+        reply = c.call(backends.annotator.OpenSession, request)
+        out = as_dict(reply)
+        if len(geometries) > 1024:
+            geometries.clear()
+        geometries[reply.session_id] = out["geometry"]
+        return out
+
+    def geometry_of(c: Caller, session_id: str) -> dict:
+        g = geometries.get(session_id)
+        if g is None:
+            raise ApiError(404, f"unknown session {session_id!r} (open the case again)")
+        return g
+
+    @app.get("/api/sessions/{session_id}/volume.nii.gz")
+    def volume(session_id: str, c: AsCaller):
+        data = volume_nifti(c, session_id, geometry_of(c, session_id))
+        return Response(data, media_type="application/gzip", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/sessions/{session_id}/slices/{index}")
+    def get_slice(session_id: str, index: int, c: AsCaller):
+        if index < 0:
+            raise ApiError(400, f"slice {index} is negative")
+        reply = c.call(backends.annotator.GetSlice, annotator_pb2.GetSliceRequest(session_id=session_id, slice=index))
+        return mask_json(
+            reply.mask, model_version=reply.model_version, clicks=reply.clicks_on_slice, edits=reply.edits_on_slice
+        )
+
+    @app.post("/api/sessions/{session_id}/clicks")
+    def click(session_id: str, body: ClickBody, c: AsCaller):
+        if min(body.voxel) < 0:
+            raise ApiError(400, f"voxel {body.voxel} has a negative index")
+        i, j, k = body.voxel
+        request = annotator_pb2.AddClickRequest(
+            session_id=session_id,
+            class_index=body.class_index,
+            positive=body.positive,
+            voxel=annotator_pb2.Voxel(i=i, j=j, k=k),
+        )
+        return reply_json(c.call(backends.annotator.AddClick, request))
+
+    @app.post("/api/sessions/{session_id}/edits")
+    def edit(session_id: str, body: EditBody, c: AsCaller):
+        g = geometry_of(c, session_id)
+        try:
+            data = base64.b64decode(body.painted, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "painted: not base64") from None
+        painted = annotator_pb2.SliceMask(
+            slice=body.slice, rows=g["rows"], cols=g["cols"], encoding=annotator_pb2.ENCODING_ZLIB, data=data
+        )
+        request = annotator_pb2.EditSliceRequest(
+            session_id=session_id, slice=body.slice, class_index=body.class_index, painted=painted
+        )
+        return reply_json(c.call(backends.annotator.EditSlice, request))
+
+    @app.post("/api/sessions/{session_id}/undo")
+    def undo(session_id: str, body: UndoBody, c: AsCaller):
+        request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice)
+        return reply_json(c.call(backends.annotator.Undo, request))
+
+    @app.post("/api/sessions/{session_id}/submit")
+    def submit(session_id: str, body: SubmitBody, c: AsCaller):
+        request = annotator_pb2.SubmitRequest(session_id=session_id, seconds_spent=body.seconds_spent)
+        reply = c.call(backends.annotator.Submit, request)
+        geometries.pop(session_id, None)
+        return as_dict(reply)
+
+    # ---- the operator's dashboard ---------------------------------------------------------------------------------
+    @app.get("/api/dashboard")
+    def dashboard(c: AsAdmin):
+        return {
+            "selector": as_dict(c.call(backends.selector.GetStatus, selector_pb2.GetStatusRequest())),
+            "trainer": as_dict(c.call(backends.trainer.GetStatus, trainer_pb2.GetTrainerStatusRequest())),
+            "models": as_dict(c.call(backends.trainer.ListModels, trainer_pb2.ListModelsRequest())).get("models", []),
+            "time": time.time(),
+        }
+
+    @app.post("/api/models/rollback")
+    def rollback(body: RollbackBody, c: AsAdmin):
+        return as_dict(c.call(backends.trainer.Rollback, trainer_pb2.RollbackRequest(version=body.version)))
+
+    # ---- health and pages ----------------------------------------------------------------------------------------
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        if not (web_root / "index.html").is_file():
+            raise ApiError(503, f"the web app is not built ({web_root}/index.html missing: make web)")
+        try:
+            backends.health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError as exc:
+            raise ApiError(503, f"annotator not reachable: {exc.code().name}") from None
+        return {"status": "ready"}
+
+    def page(name: str):
+        path = web_root / name
+        if not path.is_file():
+            raise ApiError(503, f"the web app is not built ({path} missing: make web)")
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return page("index.html")
+
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard_page():
+        return page("dashboard.html")
+
+    if (web_root / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=web_root / "assets"), name="assets")
+    return app

@@ -1,0 +1,306 @@
+"""The annotation app for people, end to end: HTTP refusals, a person annotating in chromium, a killed annotator
+replica under an open page, and the operator's dashboard after the retrain that the two submissions trigger.
+
+The tests share one stack and run in this order (one batch of two series: alice's and bob's cases).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+import re
+import zlib
+
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from saim.pool import annotation_key, provenance_key
+from saim.tokens import TokenRegistry
+from tests.waiting import poll
+
+from .conftest import SHOTS
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def api(web, method, path, token=None, **kw):
+    headers = kw.pop("headers", {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.request(method, web.url + path, headers=headers, timeout=60, **kw)
+
+
+def error_of(response) -> str:
+    body = response.json()
+    assert set(body) == {"error"} and body["error"], body
+    return body["error"]
+
+
+# ---- bad input through HTTP ---------------------------------------------------------------------------------------
+def test_bad_input_gets_a_clear_4xx_and_stores_nothing(web):
+    bob = web.tokens["bob"]
+    case = api(web, "POST", "/api/next", bob).json()
+    assert "case_id" in case, case
+    opened = api(web, "POST", "/api/sessions", bob, json={"case_id": case["case_id"], "lease_id": case["lease_id"]})
+    assert opened.status_code == 200, opened.text
+    sid = opened.json()["session_id"]
+    g = opened.json()["geometry"]
+    click, edits = f"/api/sessions/{sid}/clicks", f"/api/sessions/{sid}/edits"
+    good_click = {"voxel": [10, 10, 1], "class_index": 1, "positive": True}
+    store = web.stack.store()
+    TokenRegistry(store).revoke("mallory")
+    alice = web.tokens["alice"]
+
+    admin, json_type, plain = web.tokens["admin"], {"Content-Type": "application/json"}, {"Content-Type": "text/plain"}
+    wrong_size = base64.b64encode(zlib.compress(b"\x01" * 10)).decode()
+    stale = {"case_id": case["case_id"], "lease_id": "0" * 32}
+    # (what, method, path, token, request keywords, status, what the message must say)
+    cases = [
+        ("malformed JSON", "POST", click, bob, {"content": b"{not json", "headers": json_type}, 400, "malformed"),
+        ("voxel of the wrong type", "POST", click, bob, {"json": {**good_click, "voxel": "centre"}}, 400, "voxel"),
+        ("unknown field", "POST", click, bob, {"json": {**good_click, "colour": "red"}}, 400, "colour"),
+        (
+            "voxel outside",
+            "POST",
+            click,
+            bob,
+            {"json": {**good_click, "voxel": [g["shape"][0] + 5, 1, 1]}},
+            400,
+            "outside",
+        ),
+        ("negative voxel", "POST", click, bob, {"json": {**good_click, "voxel": [-1, 2, 1]}}, 400, "negative"),
+        ("class 0 for a click", "POST", click, bob, {"json": {**good_click, "class_index": 0}}, 400, "class_index"),
+        ("class beyond the classes", "POST", click, bob, {"json": {**good_click, "class_index": 9}}, 400, "class"),
+        ("no token", "POST", click, None, {"json": good_click}, 401, "Bearer"),
+        ("unknown token", "POST", click, "not-a-token", {"json": good_click}, 401, "token"),
+        ("basic auth", "GET", "/api/me", None, {"headers": {"Authorization": "Basic Ym9iOmJvYg=="}}, 401, "Bearer"),
+        ("another annotator's session", "POST", click, alice, {"json": good_click}, 403, "bob"),
+        ("dashboard, not admin", "GET", "/api/dashboard", bob, {}, 403, "admin"),
+        ("an expired or unknown lease", "POST", "/api/sessions", bob, {"json": stale}, 409, "expired"),
+        (
+            "oversized body",
+            "POST",
+            click,
+            bob,
+            {"content": b"{" + b" " * 3 * 2**20 + b"}", "headers": json_type},
+            413,
+            "KiB",
+        ),
+        (
+            "wrong content type",
+            "POST",
+            click,
+            bob,
+            {"content": json.dumps(good_click), "headers": plain},
+            415,
+            "application/json",
+        ),
+        ("unknown session", "POST", "/api/sessions/feedbeef/clicks", bob, {"json": good_click}, 404, "session"),
+        ("slice beyond the scan", "GET", f"/api/sessions/{sid}/slices/{g['num_slices']}", bob, {}, 400, "slice"),
+        (
+            "stroke not base64",
+            "POST",
+            edits,
+            bob,
+            {"json": {"slice": 1, "class_index": 1, "painted": "%%%"}},
+            400,
+            "base64",
+        ),
+        (
+            "stroke of the wrong size",
+            "POST",
+            edits,
+            bob,
+            {"json": {"slice": 1, "class_index": 1, "painted": wrong_size}},
+            400,
+            "bytes",
+        ),
+        ("nothing to undo", "POST", f"/api/sessions/{sid}/undo", bob, {"json": {"slice": 1}}, 400, "no click"),
+        ("rollback to no version", "POST", "/api/models/rollback", admin, {"json": {"version": "v0099"}}, 404, "v0099"),
+    ]
+
+    for name, method, path, token, kw, status, words in cases:
+        r = api(web, method, path, token, **kw)
+        assert r.status_code == status, f"{name}: {r.status_code} {r.text}"
+        assert re.search(words, error_of(r), re.I), f"{name}: {error_of(r)!r} does not say {words!r}"
+
+    # a revoked token: refused once the services' token table is refreshed
+    poll(lambda: api(web, "GET", "/api/me", web.tokens["mallory"]).status_code == 401, 30, "the revocation")
+    assert "revoked" in error_of(api(web, "GET", "/api/me", web.tokens["mallory"]))
+
+    # the gateway keeps serving, and nothing was stored
+    assert api(web, "GET", "/api/me", bob).json() == {"name": "bob", "role": "annotator"}
+    assert api(web, "GET", "/healthz").status_code == 200
+    assert api(web, "GET", "/readyz").status_code == 200
+    assert not store.exists(annotation_key(case["case_id"]))
+    assert not store.list(f"drafts/{case['case_id']}/")
+
+
+# ---- a person annotating ------------------------------------------------------------------------------------------
+def log_in(page, web, who: str, path: str = "/"):
+    page.goto(web.url + path)
+    page.fill("#token", web.tokens[who])
+    page.click("#login-form button")
+
+
+def take_case(page):
+    page.wait_for_function("window.saim && window.saim.ready", timeout=30_000)
+    page.click("#next")
+    page.wait_for_function("saim.state.session && saim.state.masks.has(saim.state.slice)", timeout=120_000)
+
+
+def page_mask(page, k: int, shape) -> np.ndarray:
+    return np.array(page.evaluate(f"Array.from(saim.state.masks.get({k}))"), np.uint8).reshape(shape)
+
+
+def canvas_shot(page) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator("#gl").screenshot())).convert("RGB"), np.int16)
+
+
+def inner_voxel(label: np.ndarray, value: int, k: int) -> tuple[int, int, int]:
+    """The voxel of slice k deepest inside the structure with this label value."""
+    depth = ndimage.distance_transform_edt(label[:, :, k] == value)
+    i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    assert depth[i, j] >= 3, f"label {value} is too small on slice {k}"
+    return int(i), int(j), k
+
+
+def click_voxel(page, voxel, n_before: int, button="left"):
+    pos = page.evaluate(f"saim.voxelToClient({list(voxel)})")
+    page.mouse.click(pos["x"], pos["y"], button=button)
+    page.wait_for_function(f"saim.state.rtt.length > {n_before}", timeout=60_000)
+
+
+def test_a_person_annotates_in_the_browser(web, page):
+    log_in(page, web, "alice")
+    take_case(page)
+    s = page.evaluate("saim.state.session")
+    case, g = s["case_id"], s["geometry"]
+    shape = (g["rows"], g["cols"])
+    image, label, _ = web.dataset.load_case(case)  # label: class indices 0..K
+    assert s["model_version"] and g["shape"] == list(image.shape)
+    liver, spleen = web.dataset.info.label_values[:2]  # what the stored file holds
+    k = int(np.argmax((label == 1).sum(axis=(0, 1))))  # the slice with the most liver
+    page.evaluate(f"saim.goToSlice({k})")
+    page.wait_for_function(f"saim.state.slice === {k} && saim.state.masks.has({k})", timeout=60_000)
+    voxel = inner_voxel(label, 1, k)
+
+    # click on the liver: the overlay changes (mask pixel counts from the page state, and the picture)
+    before_mask, before_shot = page_mask(page, k, shape), canvas_shot(page)
+    click_voxel(page, voxel, 0)
+    after_mask, after_shot = page_mask(page, k, shape), canvas_shot(page)
+    assert after_mask[voxel[0], voxel[1]] == 1  # the clicked voxel is liver (class 1): a click is never ignored
+    assert (after_mask == 1).sum() != (before_mask == 1).sum() or (after_mask != before_mask).any()
+    changed = np.abs(after_shot - before_shot).sum(axis=2) > 30
+    assert changed.mean() > 0.0005, f"the picture barely changed ({changed.mean():.5f} of the pixels)"
+    assert page.evaluate(f"saim.state.info.get({k}).clicks") == 1
+    assert "click" in page.locator("#rtt").inner_text()
+
+    # undo restores the mask as it was
+    page.keyboard.press("u")
+    page.wait_for_function(f"saim.state.info.get({k}).clicks === 0", timeout=60_000)
+    np.testing.assert_array_equal(page_mask(page, k, shape), before_mask)
+
+    # click again, then a brush stroke of spleen (class 2)
+    click_voxel(page, voxel, 1)
+    page.keyboard.press("b")
+    page.keyboard.press("2")
+    page.fill("#radius", "2")
+    row, col = voxel[0], voxel[1]
+    start = page.evaluate(f"saim.voxelToClient([{row}, {col + 4}, {k}])")
+    end = page.evaluate(f"saim.voxelToClient([{row}, {col + 10}, {k}])")
+    page.mouse.move(start["x"], start["y"])
+    page.mouse.down()
+    page.mouse.move(end["x"], end["y"], steps=10)
+    page.mouse.up()
+    page.wait_for_function(f"saim.state.info.get({k}).edits === 1", timeout=60_000)
+    edited = page_mask(page, k, shape)
+    assert (edited[row, col + 5 : col + 10] == 2).all()
+    assert edited[row, col] == 1
+
+    # reload the page: the draft comes back as it was shown
+    page.reload()
+    page.wait_for_function(f"saim.state && saim.state.resumed && saim.state.masks.has({k})", timeout=120_000)
+    assert page.evaluate("saim.state.resumed") == {"slices": [k], "clicks": 1, "edits": 1}
+    np.testing.assert_array_equal(page_mask(page, k, shape), edited)
+    assert "resumed your draft" in page.locator("#message").inner_text()
+    page.evaluate(f"saim.goToSlice({k})")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "annotator.png"))
+
+    # submit: the annotation is in the bucket in the scan's geometry, with the clicks and the edit in its provenance
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
+    store = web.stack.store()
+    stored = nib.Nifti1Image.from_bytes(gzip.decompress(store.get_bytes(annotation_key(case))))
+    src = nib.Nifti1Image.from_bytes(gzip.decompress(store.get_bytes(f"dataset/imagesTr/{case}_0000.nii.gz")))
+    labels = np.asanyarray(stored.dataobj)
+    assert labels.shape == image.shape and np.allclose(stored.affine, src.affine)
+    assert labels[voxel] == liver and (labels[row, col + 5 : col + 10, k] == spleen).all()
+    prov = store.get_json(provenance_key(case))
+    assert prov["annotator"] == "alice" and prov["num_clicks"] == 1 and prov["num_edits"] == 1
+    assert prov["clicks"][0]["voxel"] == list(voxel) and prov["edits"][0]["class"] == 2
+    assert not store.list(f"drafts/{case}/")  # the draft went with the submission
+
+
+def test_a_killed_annotator_loses_no_click_of_an_open_page(web, page):
+    log_in(page, web, "bob")
+    take_case(page)  # bob's own case from the HTTP test, its lease renewed
+    s = page.evaluate("saim.state.session")
+    case, g = s["case_id"], s["geometry"]
+    _, label, _ = web.dataset.load_case(case)
+    k = int(np.argmax((label == 1).sum(axis=(0, 1))))
+    page.evaluate(f"saim.goToSlice({k})")
+    page.wait_for_function(f"saim.state.slice === {k} && saim.state.masks.has({k})", timeout=60_000)
+    first = inner_voxel(label, 1, k)
+    second = (first[0] + 2, first[1] + 1, k)
+    click_voxel(page, first, 0)
+    click_voxel(page, second, 1, button="right")  # a negative click
+    shown = page_mask(page, k, (g["rows"], g["cols"]))
+
+    web.stack.kill("annotator")  # kill -9: no shutdown code runs
+    web.stack.start_service("annotator")
+    web.stack.wait_serving(["annotator"], timeout_s=300)
+
+    third = (first[0] - 2, first[1], k)
+    click_voxel(page, third, 2)  # the session is gone: the page reopens the case, the draft comes back, the click lands
+    assert page.evaluate("saim.state.resumed") == {"slices": [k], "clicks": 2, "edits": 0}
+    assert page.evaluate(f"saim.state.info.get({k}).clicks") == 3
+    assert page_mask(page, k, (g["rows"], g["cols"]))[third[0], third[1]] == 1
+    page.keyboard.press("u")  # undo reaches back across the restart: the mask as it was shown before the kill
+    page.wait_for_function(f"saim.state.info.get({k}).clicks === 2", timeout=60_000)
+    np.testing.assert_array_equal(page_mask(page, k, (g["rows"], g["cols"])), shown)
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
+    prov = web.stack.store().get_json(provenance_key(case))
+    assert [c["voxel"] for c in prov["clicks"]] == [list(first), list(second)]
+    assert [c["positive"] for c in prov["clicks"]] == [True, False]
+
+
+# ---- the operator's dashboard -------------------------------------------------------------------------------------
+def test_the_dashboard_shows_versions_and_the_curve_after_the_retrain(web, page):
+    log_in(page, web, "admin", "/dashboard")
+    # both submissions closed the batch: the trainer publishes iteration 1's version
+    page.wait_for_function("saim.data && saim.data.models.length >= 2", timeout=300_000, polling=1000)
+    rows = page.locator("#models tbody tr")
+    assert rows.count() == len(page.evaluate("saim.data.models"))
+    assert "v0001" in rows.first.inner_text() and "current" in rows.first.inner_text()
+    assert page.locator("#chart .point").count() >= 2
+    assert len(page.locator("#miou-line").get_attribute("points").split()) >= 2
+    data = page.evaluate("saim.data")
+    assert data["selector"]["complete"] and data["selector"]["annotated"] == 2
+    assert data["selector"]["scoring_slices_per_s"] > 0
+    assert {a["annotator_id"] for a in data["selector"]["annotators"]} <= {"alice", "bob"}
+    page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+
+    # roll back from the dashboard
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#models button[data-v='v0000']")
+    page.wait_for_function("saim.data.trainer.current_version === 'v0000'", timeout=60_000, polling=500)
+    assert "current" in page.locator("#models tr[data-version='v0000']").inner_text()

@@ -1,0 +1,80 @@
+"""Drafts survive: every click, edit and undo is in the bucket before its answer, and a new session on the same case
+by the same annotator (a reload, a restarted replica) resumes exactly what was shown."""
+
+import numpy as np
+
+from saim.config import ModelConfig
+from saim.drafts import DraftStore, decode_slice, draft_prefix, encode_slice
+from saim.pool import import_dataset, make_splits
+from saim.rpc.slices import decode_mask, encode_mask
+from saim.v1 import annotator_pb2
+from tests.unit.echo import echo_predictor
+from tests.unit.fakes import MemoryStore
+from tests.unit.harness import annotator_stub
+from tests.unit.test_scan_space import INFO, SHAPE, dataset  # noqa: F401  (the fixture)
+
+
+def _click(stub, sid, ijk, cls=1, positive=True):
+    i, j, k = ijk
+    request = annotator_pb2.AddClickRequest(
+        session_id=sid, class_index=cls, positive=positive, voxel=annotator_pb2.Voxel(i=i, j=j, k=k)
+    )
+    return stub.AddClick(request)
+
+
+def test_a_new_session_resumes_the_draft_and_submit_discards_it(dataset):  # noqa: F811
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=2))
+    with annotator_stub(store, echo, 32, publish=False) as (stub, deps):
+        deps.drafts = DraftStore(store)
+        first = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann"))
+        assert not first.draft_slices and first.draft_clicks == 0
+        sid = first.session_id
+        _click(stub, sid, (41, 7, 3), cls=2)
+        clicked = _click(stub, sid, (20, 20, 3), cls=1)
+        stroke = np.zeros(SHAPE[:2], np.uint8)
+        stroke[5:8, 30:33] = 1
+        request = annotator_pb2.EditSliceRequest(session_id=sid, slice=1, class_index=1, painted=encode_mask(1, stroke))
+        edited = stub.EditSlice(request)
+        _click(stub, sid, (10, 10, 0), cls=1)
+        stub.Undo(annotator_pb2.UndoRequest(session_id=sid, slice=0))  # undone: slice 0 is not in the draft
+        assert store.list(draft_prefix("u6", "ann"))  # in the bucket before the answers came back
+
+        # the page reloads (or the replica restarts): the same annotator opens the case again
+        again = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann"))
+        assert again.session_id != sid
+        assert list(again.draft_slices) == [1, 3] and again.draft_clicks == 2 and again.draft_edits == 1
+        for index, shown in ((3, clicked), (1, edited)):
+            got = stub.GetSlice(annotator_pb2.GetSliceRequest(session_id=again.session_id, slice=index))
+            np.testing.assert_array_equal(decode_mask(got.mask), decode_mask(shown.mask))
+            assert (got.clicks_on_slice, got.edits_on_slice) == (shown.clicks_on_slice, shown.edits_on_slice)
+        # undo works across the resume: the second click of slice 3 goes, the first stays
+        undone = stub.Undo(annotator_pb2.UndoRequest(session_id=again.session_id, slice=3))
+        assert undone.clicks_on_slice == 1 and decode_mask(undone.mask)[41, 7] == 2
+
+        # another annotator does not see this draft
+        other = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="bob"))
+        assert not other.draft_slices
+
+        stub.Submit(annotator_pb2.SubmitRequest(session_id=again.session_id))
+        assert not store.list(draft_prefix("u6", "ann"))
+        prov = store.get_json("annotations/u6.json")
+        assert prov["num_clicks"] == 1 and prov["num_edits"] == 1 and prov["slices_edited"] == [1, 3]
+
+
+def test_a_draft_that_does_not_fit_the_scan_is_refused():
+    from saim.session import Op, SliceState
+
+    mask = np.zeros((4, 5), np.uint8)
+    painted = np.zeros((4, 5), bool)
+    painted[1, 1] = True
+    state = SliceState(auto=mask, auto_version="v0001", ops=[Op("edit", 1, "v0001", painted=painted)], history=[mask])
+    back = decode_slice(encode_slice(state), (4, 5))
+    assert back.ops[0].painted[1, 1] and back.ops[0].painted.sum() == 1 and back.auto_version == "v0001"
+    import pytest
+
+    from saim.errors import SaimError
+
+    with pytest.raises(SaimError, match="does not fit"):
+        decode_slice(encode_slice(state), (5, 4))

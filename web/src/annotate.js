@@ -1,0 +1,473 @@
+// The annotator's page: a Niivue view of the leased scan (source voxels, source affine), the mask overlaid per
+// class, clicks answered by the model, brush and eraser, undo, a draft that survives reloads and restarts.
+//
+// Coordinates: the API speaks the scan's native voxels (i, j, k). Niivue shows the volume reoriented to RAS and
+// reports RAS voxels; rasToNative/nativeToMM convert. A slice's mask is rows x cols over the two in-plane axes
+// (in increasing order), row-major, as the annotator's API defines it.
+import { DRAG_MODE, NVImage, Niivue, SLICE_TYPE } from "@niivue/niivue";
+import { api, authHeaders, colour, deflate, inflate, login, setMessage } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("gl");
+
+const state = {
+  me: null,
+  session: null, // the OpenSession answer
+  g: null, // its geometry
+  classes: [],
+  active: 1,
+  tool: "click",
+  slice: 0,
+  masks: new Map(), // slice -> Uint8Array(rows*cols), as last answered
+  info: new Map(), // slice -> {clicks, edits, model_version}
+  reviewed: new Set(),
+  rtt: [], // per click: {rtt_ms, inference_ms, server_ms}
+  openedAt: 0,
+  lease: { expires: 0, ttl: 0, renewing: false },
+  paints: 0, // overlay repaints (tests wait on it)
+  resumed: null, // the draft found at the last open
+};
+let overlay = null;
+let queue = Promise.resolve(); // operations apply in order
+let autoWindow = null;
+
+const nv = new Niivue({
+  backColor: [0.07, 0.08, 0.1, 1],
+  show3Dcrosshair: false,
+  crosshairColor: [1, 0.85, 0.2, 0.3],
+  crosshairWidth: 0.15,
+  crosshairWidthUnit: "percent", // thin at any zoom
+  crosshairGap: 12, // the crosshair never hides the voxel under it
+  isColorbar: false,
+  dragAndDropEnabled: false,
+  isRadiologicalConvention: true, // patient right on the screen's left, as radiologists read
+  mouseEventConfig: {
+    leftButton: { primary: DRAG_MODE.none, withShift: DRAG_MODE.none, withCtrl: DRAG_MODE.none },
+    rightButton: DRAG_MODE.none,
+    centerButton: DRAG_MODE.pan,
+  },
+});
+
+// ---- geometry ------------------------------------------------------------------------------------------------------
+const inplane = () => [0, 1, 2].filter((a) => a !== state.g.slice_axis);
+const strides = () => [1, state.g.shape[0], state.g.shape[0] * state.g.shape[1]];
+
+function rasToNative(vox) {
+  const back = nv.volumes[0];
+  const p = back.permRAS;
+  if (p[0] === 1 && p[1] === 2 && p[2] === 3) return [0, 1, 2].map((a) => Math.round(vox[a]));
+  const m = back.toRASvox; // column-major, RAS voxel -> native voxel (as Niivue's own getValue uses it)
+  const [x, y, z] = vox;
+  return [0, 1, 2].map((r) => Math.round(m[r] * x + m[4 + r] * y + m[8 + r] * z + m[12 + r]));
+}
+
+function nativeToMM(v) {
+  const a = state.g.affine; // row-major 4x4
+  return [0, 1, 2].map((r) => a[4 * r] * v[0] + a[4 * r + 1] * v[1] + a[4 * r + 2] * v[2] + a[4 * r + 3]);
+}
+
+function inside(v) {
+  return v.every((x, a) => x >= 0 && x < state.g.shape[a]);
+}
+
+function sliceType() {
+  const letter = (state.g.orientation || "RAS")[state.g.slice_axis];
+  if ("SI".includes(letter)) return SLICE_TYPE.AXIAL;
+  if ("AP".includes(letter)) return SLICE_TYPE.CORONAL;
+  return SLICE_TYPE.SAGITTAL;
+}
+
+function voxelAtEvent(e) {
+  const pos = nv.getNoPaddingNoBorderCanvasRelativeMousePosition(e, canvas);
+  const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
+  const frac = nv.canvasPos2frac([pos.x * dpr, pos.y * dpr]);
+  if (!frac || frac[0] < 0) return null;
+  const v = rasToNative(nv.frac2vox(frac));
+  return inside(v) ? v : null;
+}
+
+// Where a native voxel is on the screen (client coordinates): what a test or a tutorial overlay needs.
+function voxelToClient(v) {
+  const frac = nv.mm2frac(nativeToMM(v));
+  const hit = nv.frac2canvasPosWithTile(frac, sliceType());
+  if (!hit) return null;
+  const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
+  const rect = canvas.getBoundingClientRect();
+  return { x: rect.left + hit.pos[0] / dpr, y: rect.top + hit.pos[1] / dpr };
+}
+
+function currentSlice() {
+  return rasToNative(nv.frac2vox(nv.scene.crosshairPos))[state.g.slice_axis];
+}
+
+function goToSlice(k) {
+  const v = state.g.shape.map((n) => Math.floor(n / 2));
+  v[state.g.slice_axis] = Math.max(0, Math.min(state.g.num_slices - 1, k));
+  nv.scene.crosshairPos = nv.mm2frac(nativeToMM(v));
+  nv.createOnLocationChange();
+  nv.drawScene();
+}
+
+function moveSlices(delta) {
+  goToSlice(state.slice + delta);
+}
+
+// ---- the overlay ---------------------------------------------------------------------------------------------------
+function labelColormap() {
+  const n = state.classes.length + 1;
+  const idx = [...Array(n).keys()];
+  return {
+    R: idx.map((k) => colour(k)[0]),
+    G: idx.map((k) => colour(k)[1]),
+    B: idx.map((k) => colour(k)[2]),
+    A: idx.map((k) => (k === 0 ? 0 : 255)),
+    I: idx,
+    labels: ["background", ...state.classes],
+  };
+}
+
+function writeSlice(k, mask) {
+  const [p, q] = inplane();
+  const s = strides();
+  const { rows, cols, slice_axis: axis } = state.g;
+  const img = overlay.img;
+  const base = k * s[axis];
+  for (let r = 0; r < rows; r++) {
+    const rowBase = base + r * s[p];
+    for (let c = 0; c < cols; c++) img[rowBase + c * s[q]] = mask[r * cols + c];
+  }
+}
+
+const painted = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+
+function repaint() {
+  nv.updateGLVolume();
+  state.paints += 1;
+}
+
+async function applyMask(reply) {
+  const mask = await inflate(reply.mask);
+  if (mask.length !== reply.rows * reply.cols) throw new Error(`mask of ${mask.length} bytes`);
+  state.masks.set(reply.slice, mask);
+  state.info.set(reply.slice, { clicks: reply.clicks, edits: reply.edits, model_version: reply.model_version });
+  writeSlice(reply.slice, mask);
+  repaint();
+  showSlice();
+}
+
+async function ensureMask(k) {
+  if (state.masks.has(k) || !state.session) return;
+  const reply = await sessionCall("GET", `/slices/${k}`);
+  await applyMask(reply);
+}
+
+// ---- operations ----------------------------------------------------------------------------------------------------
+// A session call; when the annotator no longer knows the session (a restarted replica, an expired session) the
+// case is opened again -- the draft brings back every click and edit -- and the call is made once more.
+async function sessionCall(method, path, body) {
+  try {
+    return await api(method, `/api/sessions/${state.session.session_id}${path}`, body);
+  } catch (err) {
+    if (err.status !== 404 || !/session/.test(err.message)) throw err;
+    setMessage("the annotator restarted or the session expired: resuming your draft ...");
+    await openCase(true);
+    return api(method, `/api/sessions/${state.session.session_id}${path}`, body);
+  }
+}
+
+function enqueue(fn) {
+  queue = queue.then(fn).catch((err) => setMessage(err.message, true));
+  return queue;
+}
+
+function click(v, positive) {
+  return enqueue(async () => {
+    const t0 = performance.now();
+    const reply = await sessionCall("POST", "/clicks", { voxel: v, class_index: state.active, positive });
+    await applyMask(reply);
+    await painted();
+    const rtt = performance.now() - t0;
+    state.rtt.push({ rtt_ms: rtt, inference_ms: reply.inference_ms });
+    $("rtt").textContent = `click ${rtt.toFixed(0)} ms (model ${reply.inference_ms.toFixed(0)} ms)`;
+    setMessage(`${positive ? "added" : "removed"} ${state.classes[state.active - 1]} at (${v.join(", ")})`);
+  });
+}
+
+function undo() {
+  const k = state.slice;
+  return enqueue(async () => {
+    const reply = await sessionCall("POST", "/undo", { slice: k });
+    await applyMask(reply);
+    setMessage(`undone on slice ${k}`);
+  });
+}
+
+// Brush and eraser: a stroke is painted locally (preview) and sent as one edit when the button is released.
+let stroke = null;
+
+function paintDisk(v) {
+  const [p, q] = inplane();
+  const { rows, cols } = state.g;
+  const r0 = v[p];
+  const c0 = v[q];
+  const rad = Number($("radius").value);
+  const value = state.tool === "eraser" ? 0 : state.active;
+  const s = strides();
+  const base = stroke.slice * s[state.g.slice_axis];
+  for (let r = Math.max(0, r0 - rad); r <= Math.min(rows - 1, r0 + rad); r++) {
+    for (let c = Math.max(0, c0 - rad); c <= Math.min(cols - 1, c0 + rad); c++) {
+      if ((r - r0) ** 2 + (c - c0) ** 2 > rad * rad) continue;
+      stroke.pixels[r * cols + c] = 1;
+      overlay.img[base + r * s[p] + c * s[q]] = value;
+    }
+  }
+  if (!stroke.frame) {
+    stroke.frame = requestAnimationFrame(() => {
+      if (stroke) stroke.frame = 0;
+      repaint();
+    });
+  }
+}
+
+function endStroke() {
+  const done = stroke;
+  stroke = null;
+  if (!done || !done.pixels.some((x) => x)) return;
+  const cls = done.tool === "eraser" ? 0 : state.active;
+  enqueue(async () => {
+    const reply = await sessionCall("POST", "/edits", {
+      slice: done.slice,
+      class_index: cls,
+      painted: await deflate(done.pixels),
+    });
+    await applyMask(reply);
+    setMessage(`${done.tool} edit on slice ${done.slice}`);
+  });
+}
+
+// ---- mouse and keys ------------------------------------------------------------------------------------------------
+canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+canvas.addEventListener("pointerdown", (e) => {
+  if (!state.session || e.button === 1) return;
+  const v = voxelAtEvent(e);
+  if (!v) return;
+  if (state.tool !== "click" && e.button === 0) {
+    stroke = { slice: v[state.g.slice_axis], tool: state.tool, pixels: new Uint8Array(state.g.rows * state.g.cols) };
+    canvas.setPointerCapture(e.pointerId);
+    paintDisk(v);
+    return;
+  }
+  if (e.button === 0 || e.button === 2) click(v, e.button === 0 && !e.shiftKey);
+});
+canvas.addEventListener("pointermove", (e) => {
+  if (!stroke) return;
+  const v = voxelAtEvent(e);
+  if (v && v[state.g.slice_axis] === stroke.slice) paintDisk(v);
+});
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+window.addEventListener("keydown", (e) => {
+  if (!state.session || e.target.tagName === "INPUT") return;
+  const n = Number(e.key);
+  if (Number.isInteger(n) && n >= 1 && n <= state.classes.length) selectClass(n);
+  else if (e.key === "c") selectTool("click");
+  else if (e.key === "b") selectTool("brush");
+  else if (e.key === "e") selectTool("eraser");
+  else if (e.key === "u" || (e.key === "z" && (e.ctrlKey || e.metaKey))) undo();
+  else if (e.key === "ArrowUp" || e.key === "PageUp") moveSlices(1);
+  else if (e.key === "ArrowDown" || e.key === "PageDown") moveSlices(-1);
+  else if (e.key === "Enter") accept();
+  else if (e.key === "+" || e.key === "=") zoom(1.25);
+  else if (e.key === "-") zoom(0.8);
+  else return;
+  e.preventDefault();
+});
+
+function zoom(factor) {
+  const [x, y, z, s] = nv.scene.pan2Dxyzmm;
+  nv.setPan2Dxyzmm([x, y, z, factor === 0 ? 1 : Math.max(0.5, Math.min(16, s * factor))]);
+}
+
+function selectClass(k) {
+  state.active = k;
+  document.querySelectorAll("#classes .cls").forEach((b) => b.classList.toggle("active", Number(b.dataset.k) === k));
+}
+
+function selectTool(tool) {
+  state.tool = tool;
+  document.querySelectorAll("[data-tool]").forEach((b) => b.classList.toggle("active", b.dataset.tool === tool));
+}
+
+function accept() {
+  state.reviewed.add(state.slice);
+  moveSlices(1);
+}
+
+const WINDOWS = { soft: [-160, 240], liver: [-25, 225], lung: [-1350, 150], bone: [-700, 1300] };
+
+function setWindow(name) {
+  const back = nv.volumes[0];
+  const [lo, hi] = name === "auto" ? autoWindow : WINDOWS[name];
+  back.cal_min = lo;
+  back.cal_max = hi;
+  nv.updateGLVolume();
+}
+
+// ---- case and session ----------------------------------------------------------------------------------------------
+function showSlice() {
+  const k = state.slice;
+  const info = state.info.get(k) || { clicks: 0, edits: 0, model_version: "–" };
+  $("slice").textContent = `${k + 1} / ${state.g.num_slices}`;
+  $("slice-info").textContent = `slice ${k}: ${info.clicks} clicks, ${info.edits} edits, mask by ${info.model_version}`;
+  $("reviewed").textContent = `accepted ${state.reviewed.size} of ${state.g.num_slices} slices`;
+}
+
+function renderClasses() {
+  const box = $("classes");
+  box.replaceChildren();
+  state.classes.forEach((name, i) => {
+    const k = i + 1;
+    const b = document.createElement("button");
+    b.className = "cls";
+    b.dataset.k = k;
+    const [r, g, bl] = colour(k);
+    b.innerHTML = `<span class="swatch" style="background:rgb(${r},${g},${bl})"></span>${name}<span class="key">${k}</span>`;
+    b.onclick = () => selectClass(k);
+    box.append(b);
+  });
+  selectClass(Math.min(state.active, state.classes.length));
+}
+
+function setLease(expiresAt) {
+  state.lease.expires = expiresAt;
+  state.lease.ttl = Math.max(1, expiresAt - Date.now() / 1000);
+}
+
+async function openCase(resume = false) {
+  const next = await api("POST", "/api/next");
+  const s = await api("POST", "/api/sessions", { case_id: next.case_id, lease_id: next.lease_id });
+  const sameCase = resume && state.session && state.session.case_id === s.case_id;
+  state.session = s;
+  state.g = s.geometry;
+  state.classes = s.classes;
+  state.masks.clear();
+  state.info.clear();
+  state.resumed = { slices: s.draft_slices, clicks: s.draft_clicks, edits: s.draft_edits };
+  if (!sameCase) state.reviewed.clear();
+  state.openedAt = performance.now();
+  sessionStorage.setItem("saim.case", s.case_id); // a reload of this tab resumes it
+  setLease(s.lease_expires_at || next.lease_expires_at);
+  $("case").textContent = s.case_id;
+  $("iteration").textContent = s.iteration;
+  $("model").textContent = s.model_version;
+  if (!sameCase) {
+    await nv.loadVolumes([{ url: `/api/sessions/${s.session_id}/volume.nii.gz`, headers: authHeaders(), name: `${s.case_id}.nii.gz` }]);
+    const back = nv.volumes[0];
+    autoWindow = [back.cal_min, back.cal_max];
+    overlay = NVImage.zerosLike(back, "uint8");
+    overlay.name = "mask";
+    overlay.setColormapLabel(labelColormap());
+    overlay.opacity = Number($("opacity").value) / 100;
+    nv.addVolume(overlay);
+    nv.setSliceType(sliceType());
+    renderClasses();
+    goToSlice(s.draft_slices.length ? s.draft_slices[0] : Math.floor(state.g.num_slices / 2));
+  } else {
+    overlay.img.fill(0);
+  }
+  for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
+  repaint();
+  $("submit").disabled = $("undo").disabled = $("accept").disabled = false;
+  const draft = s.draft_clicks + s.draft_edits;
+  setMessage(
+    draft
+      ? `resumed your draft: ${s.draft_clicks} clicks and ${s.draft_edits} edits on slices ${s.draft_slices.join(", ")}`
+      : `case ${s.case_id}: click on a structure to add it to the active class`,
+  );
+}
+
+async function submit() {
+  const seconds = (performance.now() - state.openedAt) / 1000;
+  const reply = await sessionCall("POST", "/submit", { seconds_spent: seconds });
+  setMessage(`submitted ${state.session.case_id} (${reply.annotation_key}); take the next case`);
+  state.session = null;
+  sessionStorage.removeItem("saim.case");
+  $("case").textContent = "–";
+  $("submit").disabled = $("undo").disabled = $("accept").disabled = true;
+  return reply;
+}
+
+nv.onLocationChange = () => {
+  if (!state.g || !nv.volumes.length) return;
+  const k = currentSlice();
+  if (k === state.slice && state.masks.has(k)) return;
+  state.slice = k;
+  showSlice();
+  enqueue(() => ensureMask(k));
+};
+
+setInterval(async () => {
+  if (!state.session) return;
+  const left = state.lease.expires - Date.now() / 1000;
+  $("lease").textContent = left > 0 ? `${Math.floor(left / 60)}:${String(Math.floor(left % 60)).padStart(2, "0")}` : "expired";
+  if (left < state.lease.ttl / 3 && !state.lease.renewing) {
+    state.lease.renewing = true;
+    try {
+      const next = await api("POST", "/api/next"); // one's own open case: the lease is renewed
+      if (next.case_id !== state.session.case_id) setMessage("the lease on this case was lost: submit is refused", true);
+      else setLease(next.lease_expires_at);
+    } catch (err) {
+      setMessage(`lease not renewed: ${err.message}`, true);
+    } finally {
+      state.lease.renewing = false;
+    }
+  }
+}, 1000);
+
+$("next").onclick = () => enqueue(() => openCase());
+$("submit").onclick = () => enqueue(submit);
+$("undo").onclick = undo;
+$("accept").onclick = accept;
+$("radius").oninput = () => ($("radius-v").textContent = $("radius").value);
+$("opacity").oninput = () => {
+  if (overlay) nv.setOpacity(nv.volumes.indexOf(overlay), Number($("opacity").value) / 100);
+};
+$("window").onchange = () => setWindow($("window").value);
+$("zoom-in").onclick = () => zoom(1.25);
+$("zoom-out").onclick = () => zoom(0.8);
+$("zoom-reset").onclick = () => zoom(0);
+document.querySelectorAll("[data-tool]").forEach((b) => (b.onclick = () => selectTool(b.dataset.tool)));
+
+// For tests and automation: the page's state, pixel counts, and the screen position of a voxel.
+window.saim = {
+  state,
+  count(slice, cls) {
+    const m = state.masks.get(slice);
+    if (!m) return null;
+    let n = 0;
+    for (const x of m) if (cls === undefined ? x > 0 : x === cls) n++;
+    return n;
+  },
+  voxelToClient,
+  goToSlice,
+  idle: () => queue,
+  ready: false,
+};
+
+login(async (me) => {
+  state.me = me;
+  $("who").textContent = `${me.name} (${me.role})`;
+  $("app").classList.remove("hidden");
+  await nv.attachToCanvas(canvas);
+  window.saim.ready = true;
+  if (!sessionStorage.getItem("saim.case")) {
+    setMessage("take a case: Next case");
+    return;
+  }
+  try {
+    await enqueue(() => openCase()); // a reload: one's own open case again, with its draft
+  } catch (err) {
+    setMessage(err.message, true);
+  }
+});
