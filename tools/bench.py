@@ -4,7 +4,9 @@
    fetched, clicked, edited and submitted through a real annotator servicer over loopback gRPC, running in its own
    (spawned) process so its peak RSS is the annotator's. Reports click p50/p95 against the bare forward at the model
    size, the largest gRPC message, the annotator's peak RSS and the submit time.
-2. The training step: saim's train_step against a bare forward+backward.
+2. The browser: the same annotator servicer behind the real HTTP gateway, the annotator page in Debian's chromium
+   (Playwright); a click -> the overlay painted, as the page times it (tools/bench_browser.py). --no-browser skips it.
+3. The training step: saim's train_step against a bare forward+backward.
 
 Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never run by the tests; no thresholds.
 """
@@ -19,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import torch
 
@@ -35,9 +38,9 @@ from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.model.training import train_step  # noqa: E402
 from saim.pool import DATASET_JSON, PREPROCESSING_JSON, SPLITS_JSON, Splits, image_key  # noqa: E402
 from saim.rpc.slices import decode_mask, encode_mask  # noqa: E402
-from saim.v1 import annotator_pb2  # noqa: E402
+from saim.v1 import annotator_pb2, annotator_pb2_grpc  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
-from tests.unit.harness import annotator_stub  # noqa: E402
+from tests.unit.harness import serve_annotator  # noqa: E402
 
 CT_SHAPE, CT_SPACING = (512, 512, 200), (0.7, 0.7, 1.5)
 
@@ -130,7 +133,8 @@ def session_bench(stub, case: str, clicks: int, fetches: int, warmup: int = 3) -
 
 
 def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
-    """The child process: the annotator servicer and the client; reports the measures and its own peak RSS."""
+    """The child process: the annotator servicer and the gRPC client; then it keeps serving for the browser bench
+    (the parent's) until told, and reports the measures and its own peak RSS."""
     try:
         torch.set_num_threads(threads)
         compute = TensorThread(threads)  # as the service: all tensor work of the process on one thread
@@ -143,8 +147,12 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
 
         bare = compute.run(timed, forward, clicks)  # in this process, on the thread that serves, in the same run
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        with annotator_stub(store, predictor, mc.image_size, compute=compute) as (stub, _):
-            out = session_bench(stub, case, clicks, fetches)
+        with serve_annotator(store, predictor, mc.image_size, compute=compute) as (port, _):
+            opts = [("grpc.max_receive_message_length", 64 * 2**20)]
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=opts) as channel:
+                out = session_bench(annotator_pb2_grpc.AnnotatorServiceStub(channel), case, clicks, fetches)
+            conn.send({"port": port})
+            conn.recv()  # the browser bench is done
         out["bare_ms"] = bare
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["rss_at_start_mib"] = rss_before
@@ -162,6 +170,8 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=30)
     ap.add_argument("--fetches", type=int, default=10, help="GetSlice calls (image + mask)")
     ap.add_argument("--ct-shape", type=int, nargs=3, default=list(CT_SHAPE))
+    ap.add_argument("--browser-clicks", type=int, default=15, help="clicks in the page (chromium)")
+    ap.add_argument("--no-browser", action="store_true", help="skip the browser bench")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mc = ModelConfig(classes=phantom.CLASSES, image_size=args.size, encoder=args.encoder)
@@ -175,7 +185,19 @@ def main() -> None:
         target=_serve_and_measure, args=(child, store, case, mc, args.threads, args.clicks, args.fetches)
     )
     proc.start()
-    session = parent.recv()
+    first = parent.recv()
+    browser = None
+    if "port" in first:
+        try:
+            if not args.no_browser:
+                from tools.bench_browser import browser_clicks
+
+                browser = browser_clicks(first["port"], case, tuple(args.ct_shape), args.browser_clicks)
+        finally:
+            parent.send("done")
+        session = parent.recv()
+    else:
+        session = first
     proc.join()
     if "error" in session:
         raise SystemExit(f"bench: the annotator process failed: {session['error']}")
@@ -217,9 +239,23 @@ def main() -> None:
         ("bare train step (batch 8, CE)", bare_train),
         ("saim train step (train_step)", saim_train),
     ]
+    if browser is not None:
+        rows[3:3] = [
+            ("browser click -> overlay painted p50 (chromium)", browser["painted_p50_ms"]),
+            ("browser click -> overlay painted p95", browser["painted_p95_ms"]),
+            ("  of which annotator server time p50", browser["server_p50_ms"]),
+            ("  of which HTTP + gateway + gRPC p50", browser["http_p50_ms"]),
+            ("  of which page: inflate, mask layer, paint p50", browser["page_p50_ms"]),
+        ]
     for name, ms in rows:
         ref = bare_train if "train" in name else bare
         print(f"{name:52s} {ms:10.1f} {ms / ref:8.2f}")
+    if browser is not None:
+        print(
+            f"browser: {browser['clicks']} clicks through the gateway, {browser['pause_s']:.1f} s apart; the page "
+            f"opened the case (volume of {args.ct_shape[2]} slices + first mask) in {browser['open_s']:.1f} s; "
+            "software WebGL (SwiftShader) on the same 2 cores as the annotator"
+        )
     print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")
     print(f"Submit of {args.ct_shape[2]} slices (every untouched slice predicted): {session['submit_s']:.1f} s")
     lm = session["largest_message"]

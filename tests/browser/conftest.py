@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from saim.data import phantom
@@ -74,7 +75,9 @@ def web(tmp_path_factory):
     if not (ROOT / "web" / "dist" / "index.html").is_file():
         pytest.fail("the web app is not built: `make web` (npm ci && npm run build in web/)")
     root = tmp_path_factory.mktemp("saim-web")
-    ds = NnUNetDataset(phantom.generate(root / "dataset", num_series=8, depth=6, size=96, seed=0))
+    # LPS, as DICOM-derived scans are: the page must reorient for display and map screen positions back to voxels
+    lps = np.diag([-1.5, -1.5, 5.0, 1.0])
+    ds = NnUNetDataset(phantom.generate(root / "dataset", num_series=8, depth=6, size=96, seed=0, affine=lps))
     stack = LocalStack(root / "stack", settings=dict(SETTINGS), threads={"trainer": 2, "selector": 1, "annotator": 1})
     try:
         stack.start_broker()

@@ -196,6 +196,7 @@ def test_a_person_annotates_in_the_browser(web, page):
     click_voxel(page, voxel, 0)
     after_mask, after_shot = page_mask(page, k, shape), canvas_shot(page)
     assert after_mask[voxel[0], voxel[1]] == 1  # the clicked voxel is liver (class 1): a click is never ignored
+    assert page.evaluate(f"saim.shownAt({list(voxel)})") == 1  # and the picture shows it there
     assert (after_mask == 1).sum() != (before_mask == 1).sum() or (after_mask != before_mask).any()
     changed = np.abs(after_shot - before_shot).sum(axis=2) > 30
     assert changed.mean() > 0.0005, f"the picture barely changed ({changed.mean():.5f} of the pixels)"
@@ -223,6 +224,7 @@ def test_a_person_annotates_in_the_browser(web, page):
     edited = page_mask(page, k, shape)
     assert (edited[row, col + 5 : col + 10] == 2).all()
     assert edited[row, col] == 1
+    assert page.evaluate(f"saim.shownAt([{row}, {col + 7}, {k}])") == 2
 
     # reload the page: the draft comes back as it was shown
     page.reload()
@@ -230,6 +232,7 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert page.evaluate("saim.state.resumed") == {"slices": [k], "clicks": 1, "edits": 1}
     np.testing.assert_array_equal(page_mask(page, k, shape), edited)
     assert "resumed your draft" in page.locator("#message").inner_text()
+    assert page.evaluate(f"saim.shownAt([{row}, {col + 7}, {k}])") == 2 and page.evaluate(f"saim.shownAt({list(voxel)})") == 1
     page.evaluate(f"saim.goToSlice({k})")
     page.wait_for_timeout(300)
     page.screenshot(path=str(SHOTS / "annotator.png"))

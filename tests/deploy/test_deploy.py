@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from saim.events import TOPICS
-from saim.settings import ServiceSettings
+from saim.settings import GatewaySettings, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -32,6 +32,15 @@ OPTIONAL_SETTINGS = {
     "SAIM_MAX_SLICES",
 }
 SECRETS = {"SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY", "SAIM_ADMIN_TOKEN", "SAIM_SERVICE_TOKEN"}
+GATEWAY = "saim-gateway"
+# The gateway's settings a deployment sets (the rest: TLS to the services, and the image's own SAIM_WEB_ROOT).
+GATEWAY_OPTIONAL = {"SAIM_TLS_CA_FILE", "SAIM_TLS_SERVER_NAME", "SAIM_WEB_ROOT", "SAIM_READY_FILE"}
+
+
+def gateway_settings() -> tuple[set[str], set[str]]:
+    """(every setting the gateway reads, those a deployment must set)."""
+    every = {f"SAIM_{name.upper()}" for name in GatewaySettings.model_fields}
+    return every, every - GATEWAY_OPTIONAL
 
 
 def tool(name: str) -> str:
@@ -144,6 +153,7 @@ def test_hardened_pods_and_native_grpc_probes(rendered):
         "saim-selector",
         "saim-trainer",
         "saim-bootstrap",
+        GATEWAY,
     }
     for d in workloads:
         pod = d["spec"]["template"]["spec"]
@@ -159,7 +169,10 @@ def test_hardened_pods_and_native_grpc_probes(rendered):
                 and sc["capabilities"]["drop"] == ["ALL"]
             )
             assert c["resources"]["requests"] and c["resources"]["limits"]
-            if d["kind"] == "Deployment":
+            if d["metadata"]["name"] == GATEWAY:  # HTTP: alive while the process answers, ready with the annotator
+                assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+                assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            elif d["kind"] == "Deployment":
                 assert c["readinessProbe"]["grpc"]["port"] == 50051 and "service" not in c["readinessProbe"]["grpc"]
                 assert c["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
     kinds = {d["kind"] for d in docs}
@@ -181,7 +194,9 @@ def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(render
     secret_doc = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "saim-secrets")
     secret = {k.upper() for k in secret_doc["stringData"]}  # files in SAIM_SECRETS_DIR, named like the variable
     for d in docs:
-        if d["kind"] in ("Deployment", "Job"):
+        if d["metadata"]["name"] == GATEWAY and d["kind"] == "Deployment":
+            check_gateway_pod(docs, d)
+        elif d["kind"] in ("Deployment", "Job"):
             pod = d["spec"]["template"]["spec"]
             container = pod["containers"][0]
             per_pod = {e["name"] for e in container.get("env", [])}
@@ -202,20 +217,48 @@ def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(render
         assert not unknown, f"compose {svc}: {sorted(unknown)} are read by no service"
     unknown = set(cfg) - known_settings()
     assert not unknown, f"ConfigMap saim-config: {sorted(unknown)} are read by no service"
+    every, needed_gw = gateway_settings()
+    env = compose["services"]["gateway"]["environment"]
+    assert needed_gw <= set(env) <= every, f"compose gateway: {sorted(needed_gw ^ set(env))}"
+
+
+def check_gateway_pod(docs: list[dict], d: dict) -> None:
+    """The gateway's settings come from its own ConfigMap, and it gets no secret (no bucket, no shared token)."""
+    pod = d["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    names = [ref["configMapRef"]["name"] for ref in container["envFrom"]]
+    cfg = next(x for x in docs if x["kind"] == "ConfigMap" and x["metadata"]["name"] == names[0])["data"]
+    every, needed = gateway_settings()
+    assert needed <= set(cfg) <= every, sorted(needed ^ set(cfg))
+    assert not any("secret" in v for v in pod["volumes"]) and not container.get("env")
 
 
 def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
     _, docs, _ = rendered
     cfg = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     grpc_port, metrics_port = int(cfg["SAIM_GRPC_PORT"]), int(cfg["SAIM_METRICS_PORT"])
+    gw = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "saim-gateway-config")["data"]
     for d in docs:
+        gateway = d["metadata"]["name"] == GATEWAY
         if d["kind"] == "Deployment":
             c = d["spec"]["template"]["spec"]["containers"][0]
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-            assert ports == {"grpc": grpc_port, "metrics": metrics_port}
-            assert c["readinessProbe"]["grpc"]["port"] == grpc_port == c["startupProbe"]["grpc"]["port"]
+            if gateway:
+                assert ports == {"http": int(gw["SAIM_HTTP_PORT"]), "metrics": int(gw["SAIM_METRICS_PORT"])}
+                assert c["readinessProbe"]["httpGet"]["port"] == "http" == c["startupProbe"]["httpGet"]["port"]
+            else:
+                assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+                assert c["readinessProbe"]["grpc"]["port"] == grpc_port == c["startupProbe"]["grpc"]["port"]
         if d["kind"] == "Service":
-            assert {p["name"]: p["targetPort"] for p in d["spec"]["ports"]} == {"grpc": "grpc", "metrics": "metrics"}
+            expected = {"http": "http", "metrics": "metrics"} if gateway else {"grpc": "grpc", "metrics": "metrics"}
+            assert {p["name"]: p["targetPort"] for p in d["spec"]["ports"]} == expected
+        if d["kind"] == "Ingress":  # TLS in front, to the gateway's HTTP port
+            assert d["spec"]["tls"][0]["secretName"]
+            backend = d["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+            assert backend == {"name": GATEWAY, "port": {"name": "http"}}
+    assert any(d["kind"] == "Ingress" for d in docs)
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "gateway")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": int(gw["SAIM_HTTP_PORT"])}]
     dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
     assert f"SAIM_GRPC_PORT={grpc_port}" in dockerfile and f"SAIM_METRICS_PORT={metrics_port}" in dockerfile
     assert f"EXPOSE {grpc_port} {metrics_port}" in dockerfile
@@ -224,9 +267,14 @@ def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
         env = compose["services"][svc]["environment"]
         assert int(env["SAIM_GRPC_PORT"]) == grpc_port and int(env["SAIM_METRICS_PORT"]) == metrics_port
         assert all(p.endswith(f":{grpc_port}") for p in compose["services"][svc]["ports"])
+    gateway = compose["services"]["gateway"]
+    assert gateway["ports"] == [
+        f"{gateway['environment']['SAIM_HTTP_PORT']}:{gateway['environment']['SAIM_HTTP_PORT']}"
+    ]
+    assert f"SAIM_HTTP_PORT={gw['SAIM_HTTP_PORT']}" in dockerfile
     prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
-        f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer")
+        f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer", "gateway")
     }
 
 
@@ -239,7 +287,8 @@ def test_kafka_topics_match_the_code(rendered):
 def test_images_are_multi_stage_non_root_with_grpc_healthcheck():
     text = (DEPLOY / "docker" / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M))
-    assert {"annotator", "selector", "trainer", "annotator-cuda", "trainer-cuda", "tools"} <= targets
+    assert {"annotator", "selector", "trainer", "annotator-cuda", "trainer-cuda", "tools", "gateway", "web"} <= targets
+    assert "npm ci" in text and "COPY --from=web" in text  # the pages are built from the committed lock
     assert "USER 10001:10001" in text and "HEALTHCHECK" in text and "saim-healthcheck" in text
     runtime = text[text.index("AS runtime\n") :]
     assert "pip install" not in runtime and "apt-get" not in runtime  # no build tools in the final stages

@@ -38,12 +38,12 @@ class FixedModel:
 
 
 @contextlib.contextmanager
-def annotator_stub(
+def serve_annotator(
     store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64, compute=None
 ):
     """Serve `predictor` (published to the store's registry, or served as it is with publish=False) through the
-    real AnnotatorServicer, its tensor work on `compute` (saim.compute; the request threads when None). Yields
-    (stub, servicer deps)."""
+    real AnnotatorServicer on a loopback port, its tensor work on `compute` (saim.compute; the request threads when
+    None). Yields (port, servicer deps)."""
     from saim.rpc.peers import LeaseChecker
     from saim.rpc.server import Health, create_server
     from services.annotator.server import AnnotatorDeps, AnnotatorServicer
@@ -67,9 +67,18 @@ def annotator_stub(
     )
     server.start()
     try:
+        yield port, deps
+    finally:
+        server.stop(0)
+
+
+@contextlib.contextmanager
+def annotator_stub(
+    store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64, compute=None
+):
+    """serve_annotator, and a client stub to it. Yields (stub, servicer deps)."""
+    with serve_annotator(store, predictor, size, publish, max_message_mb, compute) as (port, deps):
         with grpc.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", max_message_mb * 2**20)]
         ) as channel:
             yield annotator_pb2_grpc.AnnotatorServiceStub(channel), deps
-    finally:
-        server.stop(0)

@@ -4,7 +4,11 @@
 // Coordinates: the API speaks the scan's native voxels (i, j, k). Niivue shows the volume reoriented to RAS and
 // reports RAS voxels; rasToNative/nativeToMM convert. A slice's mask is rows x cols over the two in-plane axes
 // (in increasing order), row-major, as the annotator's API defines it.
-import { DRAG_MODE, NVImage, Niivue, SLICE_TYPE } from "@niivue/niivue";
+//
+// The mask is shown in Niivue's drawing layer (a uint8 bitmap in RAS voxel order, one texture upload per change)
+// rather than as a second volume: a volume layer is re-oriented on the GPU for the whole scan at every update, which
+// in software WebGL costs seconds at 512 x 512 x 200.
+import { DRAG_MODE, Niivue, SLICE_TYPE } from "@niivue/niivue";
 import { api, authHeaders, colour, deflate, inflate, login, setMessage } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -27,7 +31,7 @@ const state = {
   paints: 0, // overlay repaints (tests wait on it)
   resumed: null, // the draft found at the last open
 };
-let overlay = null;
+let layout = null; // native voxel -> drawing bitmap index: {c0, s: [per native axis]}
 let queue = Promise.resolve(); // operations apply in order
 let autoWindow = null;
 
@@ -50,7 +54,6 @@ const nv = new Niivue({
 
 // ---- geometry ------------------------------------------------------------------------------------------------------
 const inplane = () => [0, 1, 2].filter((a) => a !== state.g.slice_axis);
-const strides = () => [1, state.g.shape[0], state.g.shape[0] * state.g.shape[1]];
 
 function rasToNative(vox) {
   const back = nv.volumes[0];
@@ -59,6 +62,26 @@ function rasToNative(vox) {
   const m = back.toRASvox; // column-major, RAS voxel -> native voxel (as Niivue's own getValue uses it)
   const [x, y, z] = vox;
   return [0, 1, 2].map((r) => Math.round(m[r] * x + m[4 + r] * y + m[8 + r] * z + m[12 + r]));
+}
+
+// The drawing bitmap's index of native voxel v is affine in v (the reorientation is a signed permutation):
+// index(v) = c0 + s[0] v0 + s[1] v1 + s[2] v2.
+function drawingLayout() {
+  const back = nv.volumes[0];
+  const d = back.dimsRAS;
+  const p = back.permRAS;
+  const identity = p[0] === 1 && p[1] === 2 && p[2] === 3;
+  const m = back.toRASvox; // RAS voxel -> native voxel: native = m ras + t, m a signed permutation
+  const toRAS = (v) =>
+    identity
+      ? v
+      : [0, 1, 2].map((r) => m[4 * r] * (v[0] - m[12]) + m[4 * r + 1] * (v[1] - m[13]) + m[4 * r + 2] * (v[2] - m[14]));
+  const index = (v) => {
+    const [x, y, z] = toRAS(v).map(Math.round);
+    return x + y * d[1] + z * d[1] * d[2];
+  };
+  const c0 = index([0, 0, 0]);
+  return { c0, s: [0, 1, 2].map((a) => index([0, 1, 2].map((b) => (a === b ? 1 : 0))) - c0) };
 }
 
 function nativeToMM(v) {
@@ -112,8 +135,8 @@ function moveSlices(delta) {
   goToSlice(state.slice + delta);
 }
 
-// ---- the overlay ---------------------------------------------------------------------------------------------------
-function labelColormap() {
+// ---- the overlay: Niivue's drawing layer -----------------------------------------------------------------------
+function drawColormap() {
   const n = state.classes.length + 1;
   const idx = [...Array(n).keys()];
   return {
@@ -128,20 +151,20 @@ function labelColormap() {
 
 function writeSlice(k, mask) {
   const [p, q] = inplane();
-  const s = strides();
   const { rows, cols, slice_axis: axis } = state.g;
-  const img = overlay.img;
-  const base = k * s[axis];
+  const { c0, s } = layout;
+  const bitmap = nv.drawBitmap;
+  const base = c0 + k * s[axis];
   for (let r = 0; r < rows; r++) {
     const rowBase = base + r * s[p];
-    for (let c = 0; c < cols; c++) img[rowBase + c * s[q]] = mask[r * cols + c];
+    for (let c = 0; c < cols; c++) bitmap[rowBase + c * s[q]] = mask[r * cols + c];
   }
 }
 
 const painted = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
 
 function repaint() {
-  nv.updateGLVolume();
+  nv.refreshDrawing(true);
   state.paints += 1;
 }
 
@@ -184,10 +207,12 @@ function click(v, positive) {
   return enqueue(async () => {
     const t0 = performance.now();
     const reply = await sessionCall("POST", "/clicks", { voxel: v, class_index: state.active, positive });
+    const answered = performance.now();
     await applyMask(reply);
     await painted();
     const rtt = performance.now() - t0;
-    state.rtt.push({ rtt_ms: rtt, inference_ms: reply.inference_ms });
+    // the click's round trip, and its parts: the annotator's own time, the rest of the request, the page's work
+    state.rtt.push({ rtt_ms: rtt, request_ms: answered - t0, inference_ms: reply.inference_ms });
     $("rtt").textContent = `click ${rtt.toFixed(0)} ms (model ${reply.inference_ms.toFixed(0)} ms)`;
     setMessage(`${positive ? "added" : "removed"} ${state.classes[state.active - 1]} at (${v.join(", ")})`);
   });
@@ -208,17 +233,16 @@ let stroke = null;
 function paintDisk(v) {
   const [p, q] = inplane();
   const { rows, cols } = state.g;
-  const r0 = v[p];
-  const c0 = v[q];
+  const [r0, col0] = [v[p], v[q]];
   const rad = Number($("radius").value);
   const value = state.tool === "eraser" ? 0 : state.active;
-  const s = strides();
-  const base = stroke.slice * s[state.g.slice_axis];
+  const { c0, s } = layout;
+  const base = c0 + stroke.slice * s[state.g.slice_axis];
   for (let r = Math.max(0, r0 - rad); r <= Math.min(rows - 1, r0 + rad); r++) {
-    for (let c = Math.max(0, c0 - rad); c <= Math.min(cols - 1, c0 + rad); c++) {
-      if ((r - r0) ** 2 + (c - c0) ** 2 > rad * rad) continue;
+    for (let c = Math.max(0, col0 - rad); c <= Math.min(cols - 1, col0 + rad); c++) {
+      if ((r - r0) ** 2 + (c - col0) ** 2 > rad * rad) continue;
       stroke.pixels[r * cols + c] = 1;
-      overlay.img[base + r * s[p] + c * s[q]] = value;
+      nv.drawBitmap[base + r * s[p] + c * s[q]] = value;
     }
   }
   if (!stroke.frame) {
@@ -246,6 +270,18 @@ function endStroke() {
 }
 
 // ---- mouse and keys ------------------------------------------------------------------------------------------------
+// Left and right buttons are ours (clicks, strokes): Niivue never sees them, so a click costs no redraw of its own
+// and the crosshair stays put. The middle button (pan) and the wheel (slices) stay Niivue's.
+for (const type of ["mousedown", "mouseup", "mousemove"]) {
+  $("viewer").addEventListener(
+    type,
+    (e) => {
+      const ours = type === "mousemove" ? (e.buttons & 3) !== 0 : e.button === 0 || e.button === 2;
+      if (ours) e.stopPropagation();
+    },
+    { capture: true },
+  );
+}
 canvas.addEventListener("contextmenu", (e) => e.preventDefault());
 canvas.addEventListener("pointerdown", (e) => {
   if (!state.session || e.button === 1) return;
@@ -365,16 +401,15 @@ async function openCase(resume = false) {
     await nv.loadVolumes([{ url: `/api/sessions/${s.session_id}/volume.nii.gz`, headers: authHeaders(), name: `${s.case_id}.nii.gz` }]);
     const back = nv.volumes[0];
     autoWindow = [back.cal_min, back.cal_max];
-    overlay = NVImage.zerosLike(back, "uint8");
-    overlay.name = "mask";
-    overlay.setColormapLabel(labelColormap());
-    overlay.opacity = Number($("opacity").value) / 100;
-    nv.addVolume(overlay);
+    layout = drawingLayout();
+    nv.createEmptyDrawing(); // the mask layer (the pen stays off: clicks and strokes are ours)
+    nv.setDrawColormap(drawColormap());
+    nv.setDrawOpacity(Number($("opacity").value) / 100);
     nv.setSliceType(sliceType());
     renderClasses();
     goToSlice(s.draft_slices.length ? s.draft_slices[0] : Math.floor(state.g.num_slices / 2));
   } else {
-    overlay.img.fill(0);
+    nv.drawBitmap.fill(0);
   }
   for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
   repaint();
@@ -430,9 +465,7 @@ $("submit").onclick = () => enqueue(submit);
 $("undo").onclick = undo;
 $("accept").onclick = accept;
 $("radius").oninput = () => ($("radius-v").textContent = $("radius").value);
-$("opacity").oninput = () => {
-  if (overlay) nv.setOpacity(nv.volumes.indexOf(overlay), Number($("opacity").value) / 100);
-};
+$("opacity").oninput = () => nv.setDrawOpacity(Number($("opacity").value) / 100);
 $("window").onchange = () => setWindow($("window").value);
 $("zoom-in").onclick = () => zoom(1.25);
 $("zoom-out").onclick = () => zoom(0.8);
@@ -450,8 +483,15 @@ window.saim = {
     return n;
   },
   voxelToClient,
+  // the class the mask layer shows at a native voxel, found through Niivue's own world -> voxel path
+  shownAt(v) {
+    const r = nv.frac2vox(nv.mm2frac(nativeToMM(v)));
+    const d = nv.volumes[0].dimsRAS;
+    return nv.drawBitmap[r[0] + r[1] * d[1] + r[2] * d[1] * d[2]];
+  },
   goToSlice,
   idle: () => queue,
+  nv,
   ready: false,
 };
 

@@ -83,10 +83,17 @@ def phantom_info() -> DatasetInfo:
 
 
 def generate(
-    out_dir: Path | str, num_series: int = 24, depth: int = 12, size: int = 96, seed: int = 0, rarest_scale: float = 1.0
+    out_dir: Path | str,
+    num_series: int = 24,
+    depth: int = 12,
+    size: int = 96,
+    seed: int = 0,
+    rarest_scale: float = 1.0,
+    affine: np.ndarray | None = None,
 ) -> Path:
-    """Write `num_series` phantoms as an nnU-Net raw dataset; same arguments, same bytes of data."""
-    affine = np.diag([1.5, 1.5, 5.0, 1.0])
+    """Write `num_series` phantoms as an nnU-Net raw dataset; same arguments, same bytes of data. The affine defaults
+    to RAS+ 1.5 x 1.5 x 5 mm."""
+    affine = np.diag([1.5, 1.5, 5.0, 1.0]) if affine is None else np.asarray(affine, float)
     cases = {}
     for i in range(num_series):
         image, label = make_series(seed, i, size, depth, rarest_scale)

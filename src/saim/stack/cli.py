@@ -370,6 +370,9 @@ def _cmd_up(args) -> int:
             stack.start_services()
             print(f"starting; logs in {stack.workdir} (the trainer pre-trains the first model before it is SERVING)")
             stack.wait_serving()
+            stack.start_gateway()
+            person = stack.write_secret("annotator-token", stack.issue_token("annotator-1"))
+            admin = stack.write_secret("admin-token", stack.admin_token)
             for name, address in stack.addresses().items():
                 print(f"{name:10s} {address}")
             env_file = stack.workdir / "client.env"
@@ -379,6 +382,9 @@ def _cmd_up(args) -> int:
             for key, value in stack.env().items():
                 print(f"  export {key}={'<secret>' if key.endswith(('_KEY', '_TOKEN')) else value}")
             print(f"  . {env_file}   # admin token, S3 keys; then e.g. saim admin tokens issue alice")
+            print(f"annotate in a browser: {stack.url}/  (log in with the token in {person};")
+            print(f"  more people: saim admin tokens issue NAME, after . {env_file})")
+            print(f"operator dashboard:    {stack.url}/dashboard  (admin token in {admin})")
             print("all SERVING; Ctrl-C to stop")
             on_signals(lambda *_: stop.set())
             stop.wait()

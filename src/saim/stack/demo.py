@@ -186,6 +186,9 @@ def run_demo(
         echo("stack up: " + ", ".join(f"{k}={v}" for k, v in stack.addresses().items()))
         echo("waiting for the pre-trained model (iteration 0) ...")
         stack.wait_serving(timeout_s=timeout_s)
+        stack.start_gateway()
+        admin = stack.write_secret("admin-token", stack.admin_token)
+        echo(f"watch the loop in a browser: {stack.url}/dashboard (admin token in {admin}); annotator page {stack.url}/")
         report = drive(
             stack.target("annotator"),
             stack.target("selector"),

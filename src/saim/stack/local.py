@@ -244,6 +244,13 @@ class LocalStack:
         wait_port(port, timeout_s, proc.popen)
         return proc
 
+    def write_secret(self, name: str, value: str) -> Path:
+        """A secret for the person at the keyboard (a token to paste into the web app), readable by its owner only."""
+        path = self.workdir / name
+        path.touch(mode=0o600)
+        path.write_text(value + "\n")
+        return path
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"

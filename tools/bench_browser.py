@@ -1,0 +1,114 @@
+"""The browser's click for `make bench`: a person's click -> the overlay painted, timed by the page itself
+(web/src/annotate.js records each click's round trip after the second animation frame that follows the new mask),
+in Debian's chromium driven by Playwright, through the real gateway to a real annotator servicer.
+
+The selector is a stand-in that hands out the one benchmark case (no loop runs in a benchmark); everything the click
+passes -- page, HTTP, gateway, gRPC, annotator, model, mask back, Niivue texture upload, paint -- is the real thing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import numpy as np
+import uvicorn
+
+from saim.stack.local import free_port
+from saim.v1 import selector_pb2, selector_pb2_grpc
+from services.gateway.server import Backends, create_app
+from tests.browser.conftest import CHROMIUM_ARGS, chromium_path
+
+
+class OneCaseSelector(selector_pb2_grpc.SelectorServiceServicer):
+    def __init__(self, case: str):
+        self.case = case
+
+    def WhoAmI(self, request, context):
+        return selector_pb2.WhoAmIResponse(name="bench", role="annotator")
+
+    def NextCase(self, request, context):
+        return selector_pb2.NextCaseResponse(
+            case_id=self.case, iteration=1, lease_id="bench", model_version="v0000", lease_expires_at=time.time() + 900
+        )
+
+
+class Gateway:
+    """The gateway app on uvicorn in a thread, over channels to the annotator and the stand-in selector."""
+
+    def __init__(self, annotator_port: int, case: str):
+        self.selector = grpc.server(futures.ThreadPoolExecutor(4))
+        selector_pb2_grpc.add_SelectorServiceServicer_to_server(OneCaseSelector(case), self.selector)
+        selector_port = self.selector.add_insecure_port("127.0.0.1:0")
+        self.selector.start()
+        opts = [("grpc.max_receive_message_length", 64 * 2**20)]
+        channels = [grpc.insecure_channel(f"127.0.0.1:{p}", options=opts) for p in (selector_port, annotator_port)]
+        backends = Backends.over(channels[0], channels[1], channels[0])
+        self.port = free_port()
+        config = uvicorn.Config(create_app(backends), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.selector.stop(0)
+
+
+def browser_clicks(
+    annotator_port: int, case: str, shape: tuple[int, int, int], clicks: int, warmup: int = 3, pause_s: float = 0.5
+) -> dict:
+    """Open the case in the page, then click at voxels of the middle slice, `pause_s` apart (a person's pace: on
+    this 2-core machine the browser's software rendering of one click would otherwise still hold the cores when the
+    next click reaches the model); the page's own timings."""
+    from playwright.sync_api import sync_playwright
+
+    gateway = Gateway(annotator_port, case)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(gateway.url + "/")
+            page.fill("#token", "bench-token")
+            page.click("#login-form button")
+            page.wait_for_function("window.saim && window.saim.ready", timeout=60_000)
+            t0 = time.perf_counter()
+            page.click("#next")
+            page.wait_for_function("saim.state.session && saim.state.masks.has(saim.state.slice)", timeout=600_000)
+            open_s = time.perf_counter() - t0
+            rng = np.random.default_rng(0)
+            k = shape[2] // 2
+            for n in range(clicks + warmup):
+                i, j = (int(v) for v in rng.integers(shape[0] // 4, 3 * shape[0] // 4, 2))
+                pos = page.evaluate(f"saim.voxelToClient([{i}, {j}, {k}])")
+                page.wait_for_timeout(pause_s * 1000)
+                page.mouse.click(pos["x"], pos["y"])
+                page.wait_for_function(
+                    f"saim.state.rtt.length > {n}", timeout=120_000, polling=50
+                )  # not raf: no frames forced
+            rtt = page.evaluate("saim.state.rtt")[warmup:]
+            browser.close()
+    finally:
+        gateway.close()
+    painted = [r["rtt_ms"] for r in rtt]
+    return {
+        "open_s": open_s,
+        "painted_p50_ms": statistics.median(painted),
+        "painted_p95_ms": float(np.percentile(painted, 95)),
+        "server_p50_ms": statistics.median(r["inference_ms"] for r in rtt),
+        "http_p50_ms": statistics.median(r["request_ms"] - r["inference_ms"] for r in rtt),
+        "page_p50_ms": statistics.median(r["rtt_ms"] - r["request_ms"] for r in rtt),
+        "clicks": len(rtt),
+        "pause_s": pause_s,
+    }
