@@ -188,7 +188,7 @@ def run_demo(
         stack.wait_serving(timeout_s=timeout_s)
         stack.start_gateway()
         admin = stack.write_secret("admin-token", stack.admin_token)
-        echo(f"watch the loop in a browser: {stack.url}/dashboard (admin token in {admin}); annotator page {stack.url}/")
+        echo(f"watch the loop in a browser: {stack.url}/dashboard (admin token in {admin}); annotate: {stack.url}/")
         report = drive(
             stack.target("annotator"),
             stack.target("selector"),
