@@ -253,7 +253,8 @@ def main() -> None:
     if browser is not None:
         print(
             f"browser: {browser['clicks']} clicks through the gateway, {browser['pause_s']:.1f} s apart; the page "
-            f"opened the case (volume of {args.ct_shape[2]} slices + first mask) in {browser['open_s']:.1f} s; "
+            f"opened the case (volume of {args.ct_shape[2]} slices + first mask) in {browser['open_s']:.1f} s, of "
+            f"which the gateway's volume route {browser['volume_s']:.1f} s ({browser['volume_mib']:.0f} MiB gzip); "
             "software WebGL (SwiftShader) on the same 2 cores as the annotator"
         )
     print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")

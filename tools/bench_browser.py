@@ -11,39 +11,24 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from concurrent import futures
 
 import grpc
+import httpx
 import numpy as np
 import uvicorn
 
 from saim.stack.local import free_port
-from saim.v1 import selector_pb2, selector_pb2_grpc
 from services.gateway.server import Backends, create_app
 from tests.browser.conftest import CHROMIUM_ARGS, chromium_path
-
-
-class OneCaseSelector(selector_pb2_grpc.SelectorServiceServicer):
-    def __init__(self, case: str):
-        self.case = case
-
-    def WhoAmI(self, request, context):
-        return selector_pb2.WhoAmIResponse(name="bench", role="annotator")
-
-    def NextCase(self, request, context):
-        return selector_pb2.NextCaseResponse(
-            case_id=self.case, iteration=1, lease_id="bench", model_version="v0000", lease_expires_at=time.time() + 900
-        )
+from tests.unit.harness import OneCaseSelector, serve_selector
 
 
 class Gateway:
     """The gateway app on uvicorn in a thread, over channels to the annotator and the stand-in selector."""
 
     def __init__(self, annotator_port: int, case: str):
-        self.selector = grpc.server(futures.ThreadPoolExecutor(4))
-        selector_pb2_grpc.add_SelectorServiceServicer_to_server(OneCaseSelector(case), self.selector)
-        selector_port = self.selector.add_insecure_port("127.0.0.1:0")
-        self.selector.start()
+        self.selector = serve_selector(OneCaseSelector(case, "bench"))
+        selector_port = self.selector.__enter__()
         opts = [("grpc.max_receive_message_length", 64 * 2**20)]
         channels = [grpc.insecure_channel(f"127.0.0.1:{p}", options=opts) for p in (selector_port, annotator_port)]
         backends = Backends.over(channels[0], channels[1], channels[0])
@@ -63,7 +48,7 @@ class Gateway:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-        self.selector.stop(0)
+        self.selector.__exit__(None, None, None)
 
 
 def browser_clicks(
@@ -98,12 +83,19 @@ def browser_clicks(
                     f"saim.state.rtt.length > {n}", timeout=120_000, polling=50
                 )  # not raf: no frames forced
             rtt = page.evaluate("saim.state.rtt")[warmup:]
+            sid = page.evaluate("saim.state.session.session_id")
             browser.close()
+        t0 = time.perf_counter()  # the gateway's share of opening: the volume assembled from GetSlice, as NIfTI
+        volume = httpx.get(f"{gateway.url}/api/sessions/{sid}/volume.nii.gz", headers={"Authorization": "Bearer x"})
+        volume_s = time.perf_counter() - t0
+        volume.raise_for_status()
     finally:
         gateway.close()
     painted = [r["rtt_ms"] for r in rtt]
     return {
         "open_s": open_s,
+        "volume_s": volume_s,
+        "volume_mib": len(volume.content) / 2**20,
         "painted_p50_ms": statistics.median(painted),
         "painted_p95_ms": float(np.percentile(painted, 95)),
         "server_p50_ms": statistics.median(r["inference_ms"] for r in rtt),

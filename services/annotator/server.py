@@ -81,18 +81,25 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         session.restore(draft)
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
+        reply = self._describe(session)
+        reply.draft_slices.extend(sorted(draft))
+        reply.draft_clicks = sum(state.count("click") for state in draft.values())
+        reply.draft_edits = sum(state.count("edit") for state in draft.values())
+        reply.lease_expires_at = lease_info.expires_at
+        return reply
+
+    def _describe(self, session: AnnotationSession) -> annotator_pb2.OpenSessionResponse:
         return annotator_pb2.OpenSessionResponse(
             session_id=session.session_id,
             case_id=session.case,
             classes=list(self.d.pool.classes),
-            model_version=model.version,
-            iteration=lease_info.iteration,
+            model_version=session.opened_version,
+            iteration=session.iteration,
             geometry=geometry_message(session),
-            draft_slices=sorted(draft),
-            draft_clicks=sum(state.count("click") for state in draft.values()),
-            draft_edits=sum(state.count("edit") for state in draft.values()),
-            lease_expires_at=lease_info.expires_at,
         )
+
+    def GetSession(self, request, context):
+        return self._describe(self._session(request.session_id))
 
     def _mask_reply(self, session, index: int, mask, state, model: ServedModel, started: float):
         if self.d.drafts is not None:

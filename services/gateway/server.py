@@ -16,6 +16,7 @@ import base64
 import binascii
 import gzip
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Annotated
 import grpc
 import nibabel as nib
 import numpy as np
+from cachetools import TTLCache
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -142,7 +144,7 @@ class RollbackBody(Strict):
 
 
 def mask_json(mask: annotator_pb2.SliceMask, **extra) -> dict:
-    if mask.encoding != annotator_pb2.ENCODING_ZLIB:  # the annotator always compresses; never send raw unlabeled
+    if mask.encoding != annotator_pb2.ENCODING_ZLIB:  # the annotator always compresses: the page inflates
         raise ApiError(502, f"annotator sent a mask in encoding {mask.encoding}")
     return {
         "slice": mask.slice,
@@ -217,7 +219,10 @@ def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: in
     app.state.backends = backends
     web_root = web_root or default_web_root()
     max_body = max_body_kb * 1024
-    geometries: dict[str, dict] = {}  # session id -> geometry (what the volume route needs; bounded below)
+    # session id -> its geometry (the volume and edit routes need it): asked of the annotator (GetSession) when this
+    # replica did not open the session itself
+    geometries: TTLCache = TTLCache(maxsize=4096, ttl=3600)
+    cache_lock = threading.Lock()  # routes run on a thread pool; the cache is not thread-safe
 
     # ---- errors: one shape everywhere --------------------------------------------------------------------------
     @app.exception_handler(ApiError)
@@ -276,15 +281,18 @@ def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: in
         )
         reply = c.call(backends.annotator.OpenSession, request)
         out = as_dict(reply)
-        if len(geometries) > 1024:
-            geometries.clear()
-        geometries[reply.session_id] = out["geometry"]
+        with cache_lock:
+            geometries[reply.session_id] = out["geometry"]
         return out
 
     def geometry_of(c: Caller, session_id: str) -> dict:
-        g = geometries.get(session_id)
+        with cache_lock:
+            g = geometries.get(session_id)
         if g is None:
-            raise ApiError(404, f"unknown session {session_id!r} (open the case again)")
+            reply = c.call(backends.annotator.GetSession, annotator_pb2.GetSessionRequest(session_id=session_id))
+            g = as_dict(reply)["geometry"]
+            with cache_lock:
+                geometries[session_id] = g
         return g
 
     @app.get("/api/sessions/{session_id}/volume.nii.gz")
@@ -338,7 +346,8 @@ def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: in
     def submit(session_id: str, body: SubmitBody, c: AsCaller):
         request = annotator_pb2.SubmitRequest(session_id=session_id, seconds_spent=body.seconds_spent)
         reply = c.call(backends.annotator.Submit, request)
-        geometries.pop(session_id, None)
+        with cache_lock:
+            geometries.pop(session_id, None)
         return as_dict(reply)
 
     # ---- the operator's dashboard ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 import time
 
 import grpc
+import httpx
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -73,6 +74,17 @@ def test_saim_up_serves_over_tls_and_stops_cleanly_on_ctrl_c(saim_up):
         with grpc.insecure_channel(target) as ch:  # plaintext is refused
             with pytest.raises(grpc.RpcError):
                 health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    # the web app: its address and a first annotator's token are printed; the gateway reaches the services over TLS
+    url = re.search(r"^annotate in a browser: (http://127\.0\.0\.1:\d+)/", text, flags=re.M).group(1)
+    token_file = workdir / "stack" / "annotator-token"
+    assert token_file.stat().st_mode & 0o077 == 0 and token_file.read_text().strip() not in text
+    me = httpx.get(url + "/api/me", headers={"Authorization": f"Bearer {token_file.read_text().strip()}"}, timeout=30)
+    assert me.json() == {"name": "annotator-1", "role": "annotator"}
+    assert (
+        httpx.get(url + "/", timeout=10).status_code == 200
+        and httpx.get(url + "/readyz", timeout=10).status_code == 200
+    )
+    assert f"{url}/dashboard" in text
     # one case end to end over TLS: the annotator checks the lease with the selector over TLS (service token)
     token = env["SAIM_ADMIN_TOKEN"]
     selector = selector_pb2_grpc.SelectorServiceStub(channel(addresses["selector"], token, ca))

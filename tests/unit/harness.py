@@ -4,6 +4,8 @@ contract tests (no Kafka, no selector: leases are not checked)."""
 from __future__ import annotations
 
 import contextlib
+import time
+from concurrent import futures
 from types import SimpleNamespace
 
 import grpc
@@ -13,7 +15,7 @@ from saim.model.predictor import InteractivePredictor
 from saim.pool import PoolStore
 from saim.session import SessionStore
 from saim.storage import ModelRegistry
-from saim.v1 import annotator_pb2_grpc
+from saim.v1 import annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
 
 
 class _NoEvents:
@@ -82,3 +84,31 @@ def annotator_stub(
             f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", max_message_mb * 2**20)]
         ) as channel:
             yield annotator_pb2_grpc.AnnotatorServiceStub(channel), deps
+
+
+class OneCaseSelector(selector_pb2_grpc.SelectorServiceServicer):
+    """A selector stand-in that hands out one case to whoever asks (no loop runs): for the gateway's unit tests and
+    the browser benchmark."""
+
+    def __init__(self, case: str, who: str = "ann", role: str = "annotator"):
+        self.case, self.who, self.role = case, who, role
+
+    def WhoAmI(self, request, context):
+        return selector_pb2.WhoAmIResponse(name=self.who, role=self.role)
+
+    def NextCase(self, request, context):
+        return selector_pb2.NextCaseResponse(
+            case_id=self.case, iteration=1, lease_id="any", model_version="v0000", lease_expires_at=time.time() + 900
+        )
+
+
+@contextlib.contextmanager
+def serve_selector(servicer):
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0)

@@ -81,7 +81,13 @@ function drawingLayout() {
     return x + y * d[1] + z * d[1] * d[2];
   };
   const c0 = index([0, 0, 0]);
-  return { c0, s: [0, 1, 2].map((a) => index([0, 1, 2].map((b) => (a === b ? 1 : 0))) - c0) };
+  const s = [0, 1, 2].map((a) => index([0, 1, 2].map((b) => (a === b ? 1 : 0))) - c0);
+  // the RAS axis a native slice lies across, and where on it native slice k is
+  const axis = state.g.slice_axis;
+  const unit = [0, 1, 2].map((b) => (b === axis ? 1 : 0));
+  const rasAxis = [0, 1, 2].find((r) => Math.round(toRAS(unit)[r] - toRAS([0, 0, 0])[r]) !== 0);
+  const planeOf = (k) => Math.round(toRAS(unit.map((x) => x * k))[rasAxis]);
+  return { c0, s, rasAxis, planeOf, dims: [d[1], d[2], d[3]] };
 }
 
 function nativeToMM(v) {
@@ -163,9 +169,37 @@ function writeSlice(k, mask) {
 
 const painted = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
 
-function repaint() {
-  nv.refreshDrawing(true);
+// Upload the mask layer: only slice k's plane when k is given (a whole 512 x 512 x 200 bitmap costs about 200 ms
+// per click in software WebGL; one plane, about 1 %), else all of it.
+function repaint(k) {
   state.paints += 1;
+  if (k === undefined || nv.opts.is2DSliceShader || !nv.drawTexture) {
+    nv.refreshDrawing(true);
+    return;
+  }
+  const { rasAxis: r, dims } = layout;
+  const plane = layout.planeOf(k);
+  const offset = [0, 0, 0];
+  const size = dims.slice();
+  offset[r] = plane;
+  size[r] = 1;
+  const [dx, dy] = dims;
+  let data;
+  if (r === 2) {
+    data = nv.drawBitmap.subarray(plane * dx * dy, (plane + 1) * dx * dy);
+  } else {
+    data = new Uint8Array(size[0] * size[1] * size[2]);
+    let n = 0;
+    for (let z = offset[2]; z < offset[2] + size[2]; z++)
+      for (let y = offset[1]; y < offset[1] + size[1]; y++)
+        for (let x = offset[0]; x < offset[0] + size[0]; x++) data[n++] = nv.drawBitmap[x + y * dx + z * dx * dy];
+  }
+  const gl = nv.gl;
+  gl.activeTexture(gl.TEXTURE7); // Niivue's unit for the drawing texture
+  gl.bindTexture(gl.TEXTURE_3D, nv.drawTexture);
+  gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
+  gl.texSubImage3D(gl.TEXTURE_3D, 0, ...offset, ...size, gl.RED, gl.UNSIGNED_BYTE, data);
+  nv.drawScene();
 }
 
 async function applyMask(reply) {
@@ -174,7 +208,7 @@ async function applyMask(reply) {
   state.masks.set(reply.slice, mask);
   state.info.set(reply.slice, { clicks: reply.clicks, edits: reply.edits, model_version: reply.model_version });
   writeSlice(reply.slice, mask);
-  repaint();
+  repaint(reply.slice);
   showSlice();
 }
 
@@ -246,9 +280,10 @@ function paintDisk(v) {
     }
   }
   if (!stroke.frame) {
+    const k = stroke.slice;
     stroke.frame = requestAnimationFrame(() => {
       if (stroke) stroke.frame = 0;
-      repaint();
+      repaint(k);
     });
   }
 }

@@ -19,6 +19,7 @@ from saim.tokens import ADMIN, ANNOTATOR, SERVICE, Principal, TokenRegistry, tok
 _ALL = frozenset({ANNOTATOR, ADMIN, SERVICE})
 POLICY: dict[str, frozenset[str]] = {
     "/saim.v1.AnnotatorService/OpenSession": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/GetSession": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/GetSlice": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/AddClick": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/EditSlice": frozenset({ANNOTATOR, ADMIN}),

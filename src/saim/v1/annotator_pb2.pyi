@@ -84,6 +84,12 @@ class OpenSessionResponse(_message.Message):
     lease_expires_at: float
     def __init__(self, session_id: _Optional[str] = ..., case_id: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., iteration: _Optional[int] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., draft_slices: _Optional[_Iterable[int]] = ..., draft_clicks: _Optional[int] = ..., draft_edits: _Optional[int] = ..., lease_expires_at: _Optional[float] = ...) -> None: ...
 
+class GetSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
 class GetSliceRequest(_message.Message):
     __slots__ = ("session_id", "slice", "include_image", "image_only")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.OpenSessionRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.FromString,
                 _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/saim.v1.AnnotatorService/GetSession',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.FromString,
+                _registered_method=True)
         self.GetSlice = channel.unary_unary(
                 '/saim.v1.AnnotatorService/GetSlice',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.GetSliceRequest.SerializeToString,
@@ -81,6 +86,14 @@ class AnnotatorServiceServicer:
 
     def OpenSession(self, request, context):
         """Open a session on a leased case: the scan's geometry. Nothing is predicted up front.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """An open session of the caller's, described as OpenSession did (a client that does not keep the answer: another
+        gateway replica). NOT_FOUND for an unknown or expired session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +142,11 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
             'OpenSession': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenSession,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.OpenSessionRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.GetSessionRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.SerializeToString,
             ),
             'GetSlice': grpc.unary_unary_rpc_method_handler(
@@ -188,6 +206,33 @@ class AnnotatorService:
             target,
             '/saim.v1.AnnotatorService/OpenSession',
             saim_dot_v1_dot_annotator__pb2.OpenSessionRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/GetSession',
+            saim_dot_v1_dot_annotator__pb2.GetSessionRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.OpenSessionResponse.FromString,
             options,
             channel_credentials,
