@@ -33,6 +33,7 @@ from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.intensity import fit_intensity  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
+from saim.drafts import DraftStore  # noqa: E402
 from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.model.training import train_step  # noqa: E402
@@ -147,7 +148,8 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
 
         bare = compute.run(timed, forward, clicks)  # in this process, on the thread that serves, in the same run
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        with serve_annotator(store, predictor, mc.image_size, compute=compute) as (port, _):
+        with serve_annotator(store, predictor, mc.image_size, compute=compute) as (port, deps):
+            deps.drafts = DraftStore(store)  # as the service: each click's slice saved (an in-memory store here)
             opts = [("grpc.max_receive_message_length", 64 * 2**20)]
             with grpc.insecure_channel(f"127.0.0.1:{port}", options=opts) as channel:
                 out = session_bench(annotator_pb2_grpc.AnnotatorServiceStub(channel), case, clicks, fetches)
@@ -254,7 +256,9 @@ def main() -> None:
         print(
             f"browser: {browser['clicks']} clicks through the gateway, {browser['pause_s']:.1f} s apart; the page "
             f"opened the case (volume of {args.ct_shape[2]} slices + first mask) in {browser['open_s']:.1f} s, of "
-            f"which the gateway's volume route {browser['volume_s']:.1f} s ({browser['volume_mib']:.0f} MiB gzip); "
+            f"which loading the volume {browser['page_volume_s']:.1f} s (the gateway's volume route alone "
+            f"{browser['volume_s']:.1f} s, {browser['volume_mib']:.0f} MiB gzip), the mask layer "
+            f"{browser['page_viewer_s']:.1f} s; "
             "software WebGL (SwiftShader) on the same 2 cores as the annotator"
         )
     print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")

@@ -84,6 +84,7 @@ def browser_clicks(
                 )  # not raf: no frames forced
             rtt = page.evaluate("saim.state.rtt")[warmup:]
             sid = page.evaluate("saim.state.session.session_id")
+            timings = page.evaluate("saim.state.timings")
             browser.close()
         t0 = time.perf_counter()  # the gateway's share of opening: the volume assembled from GetSlice, as NIfTI
         volume = httpx.get(f"{gateway.url}/api/sessions/{sid}/volume.nii.gz", headers={"Authorization": "Bearer x"})
@@ -95,6 +96,8 @@ def browser_clicks(
     return {
         "open_s": open_s,
         "volume_s": volume_s,
+        "page_volume_s": timings["volume_ms"] / 1000,  # download + decode + Niivue's load (includes volume_s)
+        "page_viewer_s": timings["viewer_ms"] / 1000,
         "volume_mib": len(volume.content) / 2**20,
         "painted_p50_ms": statistics.median(painted),
         "painted_p95_ms": float(np.percentile(painted, 95)),

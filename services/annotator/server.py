@@ -103,7 +103,10 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
 
     def _mask_reply(self, session, index: int, mask, state, model: ServedModel, started: float):
         if self.d.drafts is not None:
-            self.d.drafts.save(session, index)
+            saving = time.perf_counter()
+            if not self.d.drafts.save(session, index):
+                m.DRAFT_FAILURES.inc()
+            m.DRAFT_SAVE.observe(time.perf_counter() - saving)
         elapsed = time.perf_counter() - started
         m.CLICK_LATENCY.observe(elapsed)
         return annotator_pb2.MaskResponse(

@@ -226,6 +226,19 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert edited[row, col] == 1
     assert page.evaluate(f"saim.shownAt([{row}, {col + 7}, {k}])") == 2
 
+    # slices by keyboard (each fetched on arrival), zoom, a CT window preset, the lease countdown
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function(f"saim.state.slice === {k + 1} && saim.state.masks.has({k + 1})", timeout=60_000)
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(f"saim.state.slice === {k}", timeout=60_000)
+    page.keyboard.press("+")
+    assert page.evaluate("saim.nv.scene.pan2Dxyzmm[3]") > 1
+    page.click("#zoom-reset")
+    page.select_option("#window", "soft")
+    assert page.evaluate("[saim.nv.volumes[0].cal_min, saim.nv.volumes[0].cal_max]") == [-160, 240]
+    page.select_option("#window", "auto")
+    assert re.fullmatch(r"1[0-5]:\d\d", page.locator("#lease").inner_text())
+
     # reload the page: the draft comes back as it was shown
     page.reload()
     page.wait_for_function(f"saim.state && saim.state.resumed && saim.state.masks.has({k})", timeout=120_000)

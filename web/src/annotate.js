@@ -8,7 +8,7 @@
 // The mask is shown in Niivue's drawing layer (a uint8 bitmap in RAS voxel order, one texture upload per change)
 // rather than as a second volume: a volume layer is re-oriented on the GPU for the whole scan at every update, which
 // in software WebGL costs seconds at 512 x 512 x 200.
-import { DRAG_MODE, Niivue, SLICE_TYPE } from "@niivue/niivue";
+import { DRAG_MODE, Niivue, SLICE_TYPE, cmapper } from "@niivue/niivue";
 import { api, authHeaders, colour, deflate, inflate, login, setMessage } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -30,6 +30,7 @@ const state = {
   lease: { expires: 0, ttl: 0, renewing: false },
   paints: 0, // overlay repaints (tests wait on it)
   resumed: null, // the draft found at the last open
+  timings: null, // the last open: loading the volume, setting up the viewer, the first masks (ms)
 };
 let layout = null; // native voxel -> drawing bitmap index: {c0, s: [per native axis]}
 let queue = Promise.resolve(); // operations apply in order
@@ -402,8 +403,13 @@ function renderClasses() {
     const b = document.createElement("button");
     b.className = "cls";
     b.dataset.k = k;
-    const [r, g, bl] = colour(k);
-    b.innerHTML = `<span class="swatch" style="background:rgb(${r},${g},${bl})"></span>${name}<span class="key">${k}</span>`;
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = `rgb(${colour(k).join(",")})`;
+    const key = document.createElement("span");
+    key.className = "key";
+    key.textContent = k;
+    b.append(swatch, document.createTextNode(name), key); // class names come from the dataset: text, never HTML
     b.onclick = () => selectClass(k);
     box.append(b);
   });
@@ -433,21 +439,28 @@ async function openCase(resume = false) {
   $("iteration").textContent = s.iteration;
   $("model").textContent = s.model_version;
   if (!sameCase) {
+    const t0 = performance.now();
     await nv.loadVolumes([{ url: `/api/sessions/${s.session_id}/volume.nii.gz`, headers: authHeaders(), name: `${s.case_id}.nii.gz` }]);
+    const t1 = performance.now();
     const back = nv.volumes[0];
     autoWindow = [back.cal_min, back.cal_max];
     layout = drawingLayout();
     nv.createEmptyDrawing(); // the mask layer (the pen stays off: clicks and strokes are ours)
-    nv.setDrawColormap(drawColormap());
+    // the class colours, without setDrawColormap: it re-renders every layer (seconds for a large scan in software GL)
+    nv.drawLut = cmapper.makeDrawLut(drawColormap());
+    nv.refreshColormaps();
     nv.setDrawOpacity(Number($("opacity").value) / 100);
+    state.timings = { volume_ms: t1 - t0, viewer_ms: performance.now() - t1 };
     nv.setSliceType(sliceType());
     renderClasses();
     goToSlice(s.draft_slices.length ? s.draft_slices[0] : Math.floor(state.g.num_slices / 2));
   } else {
     nv.drawBitmap.fill(0);
   }
+  const t2 = performance.now();
   for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
   repaint();
+  if (state.timings) state.timings.masks_ms = performance.now() - t2;
   $("submit").disabled = $("undo").disabled = $("accept").disabled = false;
   const draft = s.draft_clicks + s.draft_edits;
   setMessage(

@@ -10,6 +10,12 @@ REQUESTS = Counter("saim_grpc_requests_total", "gRPC requests by method and stat
 CLICK_LATENCY = Histogram(
     "saim_click_latency_seconds", "Server-side latency of AddClick/Undo (model answer)", buckets=LATENCY_BUCKETS
 )
+DRAFT_SAVE = Histogram(
+    "saim_draft_save_seconds",
+    "Writing a slice's draft to object storage (part of each click's latency)",
+    buckets=LATENCY_BUCKETS,
+)
+DRAFT_FAILURES = Counter("saim_draft_save_failures_total", "Draft writes that failed (the next operation retries)")
 OPEN_LATENCY = Histogram("saim_open_session_seconds", "OpenSession latency (automatic prediction of a series)")
 MODEL_VERSION = Gauge("saim_model_version", "Numeric part of the model version this process serves", ["service"])
 MODEL_RELOADS = Counter("saim_model_reloads_total", "Hot reloads of the current model version", ["service"])
