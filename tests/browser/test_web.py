@@ -138,6 +138,8 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(web):
     assert api(web, "GET", "/api/me", bob).json() == {"name": "bob", "role": "annotator"}
     assert api(web, "GET", "/healthz").status_code == 200
     assert api(web, "GET", "/readyz").status_code == 200
+    metrics = httpx.get(f"http://127.0.0.1:{web.stack.ports['gateway_metrics']}/metrics", timeout=10).text
+    assert 'saim_http_requests_total{route="/api/sessions/*",status="400"}' in metrics  # refusals are counted
     assert not store.exists(annotation_key(case["case_id"]))
     assert not store.list(f"drafts/{case['case_id']}/")
 

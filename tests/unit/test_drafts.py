@@ -2,11 +2,14 @@
 by the same annotator (a reload, a restarted replica) resumes exactly what was shown."""
 
 import numpy as np
+import pytest
 
 from saim.config import ModelConfig
 from saim.drafts import DraftStore, decode_slice, draft_prefix, encode_slice
+from saim.errors import SaimError
 from saim.pool import import_dataset, make_splits
 from saim.rpc.slices import decode_mask, encode_mask
+from saim.session import Op, SliceState
 from saim.v1 import annotator_pb2
 from tests.unit.echo import echo_predictor
 from tests.unit.fakes import MemoryStore
@@ -64,17 +67,13 @@ def test_a_new_session_resumes_the_draft_and_submit_discards_it(dataset):  # noq
 
 
 def test_a_draft_that_does_not_fit_the_scan_is_refused():
-    from saim.session import Op, SliceState
-
     mask = np.zeros((4, 5), np.uint8)
     painted = np.zeros((4, 5), bool)
     painted[1, 1] = True
     state = SliceState(auto=mask, auto_version="v0001", ops=[Op("edit", 1, "v0001", painted=painted)], history=[mask])
     back = decode_slice(encode_slice(state), (4, 5))
     assert back.ops[0].painted[1, 1] and back.ops[0].painted.sum() == 1 and back.auto_version == "v0001"
-    import pytest
-
-    from saim.errors import SaimError
-
     with pytest.raises(SaimError, match="does not fit"):
         decode_slice(encode_slice(state), (5, 4))
+    with pytest.raises(SaimError, match="not a saim draft"):
+        decode_slice(b"garbage", (4, 5))
