@@ -10,7 +10,7 @@ NNUNET_STAMP := $(NNUNET_VENV)/.saim-installed
 OUT ?= out
 WEB_STAMP := web/dist/.built
 
-.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
+.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -76,6 +76,9 @@ test-unit: setup
 
 test-integration: setup nnunet-tools
 	$(BIN)/python -m pytest tests/integration -q
+
+test-browser: setup browser-tools
+	$(BIN)/python -m pytest tests/browser -q
 
 test-chaos: setup
 	SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests/chaos -q
