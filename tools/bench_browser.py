@@ -8,6 +8,7 @@ passes -- page, HTTP, gateway, gRPC, annotator, model, mask back, Niivue texture
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -17,54 +18,46 @@ import httpx
 import numpy as np
 import uvicorn
 
-from saim.stack.local import free_port
+from saim.stack.local import free_port, wait_port
 from services.gateway.server import Backends, create_app
 from tests.browser.conftest import CHROMIUM_ARGS, chromium_path
 from tests.unit.harness import OneCaseSelector, serve_selector
 
 
-class Gateway:
-    """The gateway app on uvicorn in a thread, over channels to the annotator and the stand-in selector."""
-
-    def __init__(self, annotator_port: int, case: str):
-        self.selector = serve_selector(OneCaseSelector(case, "bench"))
-        selector_port = self.selector.__enter__()
+@contextlib.contextmanager
+def gateway(annotator_port: int, case: str):
+    """The gateway app on uvicorn in a thread, over channels to the annotator and the stand-in selector; yields its
+    URL."""
+    with serve_selector(OneCaseSelector(case, "bench")) as selector_port:
         opts = [("grpc.max_receive_message_length", 64 * 2**20)]
         channels = [grpc.insecure_channel(f"127.0.0.1:{p}", options=opts) for p in (selector_port, annotator_port)]
-        backends = Backends.over(channels[0], channels[1], channels[0])
-        self.port = free_port()
-        config = uvicorn.Config(create_app(backends), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.selector.__exit__(None, None, None)
+        port = free_port()
+        app = create_app(Backends.over(channels[0], channels[1], channels[0]))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            wait_port(port, 30)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            for ch in channels:
+                ch.close()
 
 
 def browser_clicks(
     annotator_port: int, case: str, shape: tuple[int, int, int], clicks: int, warmup: int = 3, pause_s: float = 0.5
 ) -> dict:
-    """Open the case in the page, then click at voxels of the middle slice, `pause_s` apart (a person's pace: on
-    this 2-core machine the browser's software rendering of one click would otherwise still hold the cores when the
-    next click reaches the model); the page's own timings."""
+    """Open the case in the page, then click at voxels of the middle slice, `pause_s` apart (a person's pace); the
+    page's own timings."""
     from playwright.sync_api import sync_playwright
 
-    gateway = Gateway(annotator_port, case)
-    try:
+    with gateway(annotator_port, case) as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(gateway.url + "/")
+            page.goto(url + "/")
             page.fill("#token", "bench-token")
             page.click("#login-form button")
             page.wait_for_function("window.saim && window.saim.ready", timeout=60_000)
@@ -79,19 +72,18 @@ def browser_clicks(
                 pos = page.evaluate(f"saim.voxelToClient([{i}, {j}, {k}])")
                 page.wait_for_timeout(pause_s * 1000)
                 page.mouse.click(pos["x"], pos["y"])
-                page.wait_for_function(
-                    f"saim.state.rtt.length > {n}", timeout=120_000, polling=50
-                )  # not raf: no frames forced
+                # polling, not on animation frames: waiting must not make the page render
+                page.wait_for_function(f"saim.state.rtt.length > {n}", timeout=120_000, polling=50)
             rtt = page.evaluate("saim.state.rtt")[warmup:]
             sid = page.evaluate("saim.state.session.session_id")
             timings = page.evaluate("saim.state.timings")
             browser.close()
         t0 = time.perf_counter()  # the gateway's share of opening: the volume assembled from GetSlice, as NIfTI
-        volume = httpx.get(f"{gateway.url}/api/sessions/{sid}/volume.nii.gz", headers={"Authorization": "Bearer x"})
+        volume = httpx.get(
+            f"{url}/api/sessions/{sid}/volume.nii.gz", headers={"Authorization": "Bearer x"}, timeout=120
+        )
         volume_s = time.perf_counter() - t0
         volume.raise_for_status()
-    finally:
-        gateway.close()
     painted = [r["rtt_ms"] for r in rtt]
     return {
         "open_s": open_s,

@@ -77,7 +77,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         session = AnnotationSession.open(
             case, annotator, lease_info.iteration, lease, series, image, affine, model, compute
         )
-        draft = self.d.drafts.load(case, annotator, session.geometry.slice_shape) if self.d.drafts else {}
+        draft = self.d.drafts.load(case, annotator, session.geometry) if self.d.drafts else {}
         session.restore(draft)
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)

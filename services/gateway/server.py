@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -27,20 +26,19 @@ import nibabel as nib
 import numpy as np
 from cachetools import TTLCache
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf.json_format import MessageToDict
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saim.rpc.slices import decode_image
 from saim.tokens import ADMIN
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-
-log = logging.getLogger(__name__)
 
 HTTP_OF = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -120,7 +118,7 @@ class OpenBody(Strict):
 
 
 class ClickBody(Strict):
-    voxel: tuple[int, int, int]
+    voxel: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt]
     class_index: int = Field(ge=1)
     positive: bool = True
 
@@ -301,9 +299,7 @@ def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: in
         return Response(data, media_type="application/gzip", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/sessions/{session_id}/slices/{index}")
-    def get_slice(session_id: str, index: int, c: AsCaller):
-        if index < 0:
-            raise ApiError(400, f"slice {index} is negative")
+    def get_slice(session_id: str, index: Annotated[int, PathParam(ge=0)], c: AsCaller):
         reply = c.call(backends.annotator.GetSlice, annotator_pb2.GetSliceRequest(session_id=session_id, slice=index))
         return mask_json(
             reply.mask, model_version=reply.model_version, clicks=reply.clicks_on_slice, edits=reply.edits_on_slice
@@ -311,8 +307,6 @@ def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: in
 
     @app.post("/api/sessions/{session_id}/clicks")
     def click(session_id: str, body: ClickBody, c: AsCaller):
-        if min(body.voxel) < 0:
-            raise ApiError(400, f"voxel {body.voxel} has a negative index")
         i, j, k = body.voxel
         request = annotator_pb2.AddClickRequest(
             session_id=session_id,

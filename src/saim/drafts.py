@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from saim.clicks import Click
+from saim.data.geometry import ScanGeometry
 from saim.errors import SaimError
 from saim.session import AnnotationSession, Op, SliceState
 from saim.storage import ObjectStore
@@ -112,13 +113,15 @@ class DraftStore:
                 log.warning("draft of %s slice %d not saved (%s)", session.case, index, exc)
                 return False
 
-    def load(self, case: str, annotator: str, slice_shape: tuple[int, int]) -> dict[int, SliceState]:
-        """The slices of the annotator's draft of `case` that hold clicks or edits (none: an empty dict)."""
+    def load(self, case: str, annotator: str, geometry: ScanGeometry) -> dict[int, SliceState]:
+        """The slices of the annotator's draft of `case` that hold clicks or edits (none: an empty dict); a slice that
+        does not fit the scan's geometry is logged and left out."""
         out = {}
         for key in self.store.list(draft_prefix(case, annotator)):
             try:
                 index = int(key.rsplit("slice-", 1)[1].removesuffix(".draft"))
-                state = decode_slice(self.store.get_bytes(key), slice_shape)
+                geometry.check_slice(index)
+                state = decode_slice(self.store.get_bytes(key), geometry.slice_shape)
             except (SaimError, ValueError, KeyError, IndexError) as exc:
                 log.warning("draft %s ignored (%s)", key, exc)
                 continue

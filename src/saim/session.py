@@ -125,12 +125,10 @@ class AnnotationSession:
         return int(self.series.images.shape[1])
 
     def restore(self, states: dict[int, SliceState]) -> None:
-        """Resume a draft (saim.drafts): the slices as the annotator last saw them, with their operations."""
+        """Resume a draft (saim.drafts, which checked it against this geometry): the slices as the annotator last saw
+        them, with their operations."""
         with self.lock:
             for index, state in states.items():
-                self.geometry.check_slice(index)
-                if state.mask.shape != self.geometry.slice_shape:
-                    raise InvalidInput(f"draft slice {index} has shape {state.mask.shape}")
                 self.slices[index] = state
                 self.versions_used.update(op.model_version for op in state.ops)
 

@@ -2,7 +2,7 @@
 // class, clicks answered by the model, brush and eraser, undo, a draft that survives reloads and restarts.
 //
 // Coordinates: the API speaks the scan's native voxels (i, j, k). Niivue shows the volume reoriented to RAS and
-// reports RAS voxels; rasToNative/nativeToMM convert. A slice's mask is rows x cols over the two in-plane axes
+// reports RAS voxels; `reorientation` (both directions) and nativeToMM convert. A slice's mask is rows x cols over the two in-plane axes
 // (in increasing order), row-major, as the annotator's API defines it.
 //
 // The mask is shown in Niivue's drawing layer (a uint8 bitmap in RAS voxel order, one texture upload per change)
@@ -15,7 +15,6 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("gl");
 
 const state = {
-  me: null,
   session: null, // the OpenSession answer
   g: null, // its geometry
   classes: [],
@@ -25,14 +24,13 @@ const state = {
   masks: new Map(), // slice -> Uint8Array(rows*cols), as last answered
   info: new Map(), // slice -> {clicks, edits, model_version}
   reviewed: new Set(),
-  rtt: [], // per click: {rtt_ms, inference_ms, server_ms}
+  rtt: [], // per click: {rtt_ms, request_ms, inference_ms}
   openedAt: 0,
   lease: { expires: 0, ttl: 0, renewing: false },
-  paints: 0, // overlay repaints (tests wait on it)
   resumed: null, // the draft found at the last open
-  timings: null, // the last open: loading the volume, setting up the viewer, the first masks (ms)
+  timings: null, // the last new case: loading the volume, setting up the mask layer (ms)
 };
-let layout = null; // native voxel -> drawing bitmap index: {c0, s: [per native axis]}
+let layout = null; // the loaded volume's voxel mapping and mask-layer indexing (drawingLayout); null while loading
 let queue = Promise.resolve(); // operations apply in order
 let autoWindow = null;
 
@@ -56,27 +54,24 @@ const nv = new Niivue({
 // ---- geometry ------------------------------------------------------------------------------------------------------
 const inplane = () => [0, 1, 2].filter((a) => a !== state.g.slice_axis);
 
-function rasToNative(vox) {
-  const back = nv.volumes[0];
+// Niivue shows the volume reoriented to RAS by a signed permutation of its axes. Its toRASvox maps a RAS voxel to the
+// native one (native = m ras + t; column-major, as Niivue's own getValue uses it); the inverse is the transpose.
+function reorientation(back) {
   const p = back.permRAS;
-  if (p[0] === 1 && p[1] === 2 && p[2] === 3) return [0, 1, 2].map((a) => Math.round(vox[a]));
-  const m = back.toRASvox; // column-major, RAS voxel -> native voxel (as Niivue's own getValue uses it)
-  const [x, y, z] = vox;
-  return [0, 1, 2].map((r) => Math.round(m[r] * x + m[4 + r] * y + m[8 + r] * z + m[12 + r]));
+  // Niivue hands out voxels as Float32Arrays: the answers are plain arrays (they go into JSON requests)
+  if (p[0] === 1 && p[1] === 2 && p[2] === 3) return { toNative: (v) => Array.from(v, Math.round), toRAS: (v) => v };
+  const m = back.toRASvox;
+  return {
+    toNative: (v) => [0, 1, 2].map((r) => Math.round(m[r] * v[0] + m[4 + r] * v[1] + m[8 + r] * v[2] + m[12 + r])),
+    toRAS: (v) =>
+      [0, 1, 2].map((c) => m[4 * c] * (v[0] - m[12]) + m[4 * c + 1] * (v[1] - m[13]) + m[4 * c + 2] * (v[2] - m[14])),
+  };
 }
 
-// The drawing bitmap's index of native voxel v is affine in v (the reorientation is a signed permutation):
-// index(v) = c0 + s[0] v0 + s[1] v1 + s[2] v2.
-function drawingLayout() {
-  const back = nv.volumes[0];
+// The drawing bitmap's index of native voxel v is affine in v: index(v) = c0 + s[0] v0 + s[1] v1 + s[2] v2.
+function drawingLayout(back) {
+  const { toNative, toRAS } = reorientation(back);
   const d = back.dimsRAS;
-  const p = back.permRAS;
-  const identity = p[0] === 1 && p[1] === 2 && p[2] === 3;
-  const m = back.toRASvox; // RAS voxel -> native voxel: native = m ras + t, m a signed permutation
-  const toRAS = (v) =>
-    identity
-      ? v
-      : [0, 1, 2].map((r) => m[4 * r] * (v[0] - m[12]) + m[4 * r + 1] * (v[1] - m[13]) + m[4 * r + 2] * (v[2] - m[14]));
   const index = (v) => {
     const [x, y, z] = toRAS(v).map(Math.round);
     return x + y * d[1] + z * d[1] * d[2];
@@ -84,11 +79,10 @@ function drawingLayout() {
   const c0 = index([0, 0, 0]);
   const s = [0, 1, 2].map((a) => index([0, 1, 2].map((b) => (a === b ? 1 : 0))) - c0);
   // the RAS axis a native slice lies across, and where on it native slice k is
-  const axis = state.g.slice_axis;
-  const unit = [0, 1, 2].map((b) => (b === axis ? 1 : 0));
+  const unit = [0, 1, 2].map((b) => (b === state.g.slice_axis ? 1 : 0));
   const rasAxis = [0, 1, 2].find((r) => Math.round(toRAS(unit)[r] - toRAS([0, 0, 0])[r]) !== 0);
   const planeOf = (k) => Math.round(toRAS(unit.map((x) => x * k))[rasAxis]);
-  return { c0, s, rasAxis, planeOf, dims: [d[1], d[2], d[3]] };
+  return { toNative, c0, s, rasAxis, planeOf, dims: [d[1], d[2], d[3]] };
 }
 
 function nativeToMM(v) {
@@ -107,12 +101,13 @@ function sliceType() {
   return SLICE_TYPE.SAGITTAL;
 }
 
+const dpr = () => nv.uiData.dpr || window.devicePixelRatio || 1;
+
 function voxelAtEvent(e) {
   const pos = nv.getNoPaddingNoBorderCanvasRelativeMousePosition(e, canvas);
-  const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
-  const frac = nv.canvasPos2frac([pos.x * dpr, pos.y * dpr]);
+  const frac = nv.canvasPos2frac([pos.x * dpr(), pos.y * dpr()]);
   if (!frac || frac[0] < 0) return null;
-  const v = rasToNative(nv.frac2vox(frac));
+  const v = layout.toNative(nv.frac2vox(frac));
   return inside(v) ? v : null;
 }
 
@@ -121,13 +116,12 @@ function voxelToClient(v) {
   const frac = nv.mm2frac(nativeToMM(v));
   const hit = nv.frac2canvasPosWithTile(frac, sliceType());
   if (!hit) return null;
-  const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
   const rect = canvas.getBoundingClientRect();
-  return { x: rect.left + hit.pos[0] / dpr, y: rect.top + hit.pos[1] / dpr };
+  return { x: rect.left + hit.pos[0] / dpr(), y: rect.top + hit.pos[1] / dpr() };
 }
 
 function currentSlice() {
-  return rasToNative(nv.frac2vox(nv.scene.crosshairPos))[state.g.slice_axis];
+  return layout.toNative(nv.frac2vox(nv.scene.crosshairPos))[state.g.slice_axis];
 }
 
 function goToSlice(k) {
@@ -173,7 +167,6 @@ const painted = () => new Promise((resolve) => requestAnimationFrame(() => reque
 // Upload the mask layer: only slice k's plane when k is given (a whole 512 x 512 x 200 bitmap costs about 200 ms
 // per click in software WebGL; one plane, about 1 %), else all of it.
 function repaint(k) {
-  state.paints += 1;
   if (k === undefined || nv.opts.is2DSliceShader || !nv.drawTexture) {
     nv.refreshDrawing(true);
     return;
@@ -320,7 +313,7 @@ for (const type of ["mousedown", "mouseup", "mousemove"]) {
 }
 canvas.addEventListener("contextmenu", (e) => e.preventDefault());
 canvas.addEventListener("pointerdown", (e) => {
-  if (!state.session || e.button === 1) return;
+  if (!state.session || !layout || e.button === 1) return;
   const v = voxelAtEvent(e);
   if (!v) return;
   if (state.tool !== "click" && e.button === 0) {
@@ -419,6 +412,7 @@ function renderClasses() {
 function setLease(expiresAt) {
   state.lease.expires = expiresAt;
   state.lease.ttl = Math.max(1, expiresAt - Date.now() / 1000);
+  showLease();
 }
 
 async function openCase(resume = false) {
@@ -439,12 +433,13 @@ async function openCase(resume = false) {
   $("iteration").textContent = s.iteration;
   $("model").textContent = s.model_version;
   if (!sameCase) {
+    layout = null;
     const t0 = performance.now();
     await nv.loadVolumes([{ url: `/api/sessions/${s.session_id}/volume.nii.gz`, headers: authHeaders(), name: `${s.case_id}.nii.gz` }]);
     const t1 = performance.now();
     const back = nv.volumes[0];
     autoWindow = [back.cal_min, back.cal_max];
-    layout = drawingLayout();
+    layout = drawingLayout(back);
     nv.createEmptyDrawing(); // the mask layer (the pen stays off: clicks and strokes are ours)
     // the class colours, without setDrawColormap: it re-renders every layer (seconds for a large scan in software GL)
     nv.drawLut = cmapper.makeDrawLut(drawColormap());
@@ -455,17 +450,16 @@ async function openCase(resume = false) {
     renderClasses();
     goToSlice(s.draft_slices.length ? s.draft_slices[0] : Math.floor(state.g.num_slices / 2));
   } else {
-    nv.drawBitmap.fill(0);
+    nv.drawBitmap.fill(0); // the same case reopened: masks come again from the restored draft
+    repaint();
   }
-  const t2 = performance.now();
   for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
-  repaint();
-  if (state.timings) state.timings.masks_ms = performance.now() - t2;
   $("submit").disabled = $("undo").disabled = $("accept").disabled = false;
-  const draft = s.draft_clicks + s.draft_edits;
+  const n = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
   setMessage(
-    draft
-      ? `resumed your draft: ${s.draft_clicks} clicks and ${s.draft_edits} edits on slices ${s.draft_slices.join(", ")}`
+    s.draft_slices.length
+      ? `resumed your draft: ${n(s.draft_clicks, "click")} and ${n(s.draft_edits, "edit")} on ` +
+          `${s.draft_slices.length === 1 ? "slice" : "slices"} ${s.draft_slices.join(", ")}`
       : `case ${s.case_id}: click on a structure to add it to the active class`,
   );
 }
@@ -482,7 +476,7 @@ async function submit() {
 }
 
 nv.onLocationChange = () => {
-  if (!state.g || !nv.volumes.length) return;
+  if (!layout) return;
   const k = currentSlice();
   if (k === state.slice && state.masks.has(k)) return;
   state.slice = k;
@@ -490,10 +484,15 @@ nv.onLocationChange = () => {
   enqueue(() => ensureMask(k));
 };
 
-setInterval(async () => {
-  if (!state.session) return;
+function showLease() {
   const left = state.lease.expires - Date.now() / 1000;
   $("lease").textContent = left > 0 ? `${Math.floor(left / 60)}:${String(Math.floor(left % 60)).padStart(2, "0")}` : "expired";
+  return left;
+}
+
+setInterval(async () => {
+  if (!state.session) return;
+  const left = showLease();
   if (left < state.lease.ttl / 3 && !state.lease.renewing) {
     state.lease.renewing = true;
     try {
@@ -520,17 +519,11 @@ $("zoom-out").onclick = () => zoom(0.8);
 $("zoom-reset").onclick = () => zoom(0);
 document.querySelectorAll("[data-tool]").forEach((b) => (b.onclick = () => selectTool(b.dataset.tool)));
 
-// For tests and automation: the page's state, pixel counts, and the screen position of a voxel.
+// For tests and automation: the page's state, the screen position of a voxel, what the mask layer shows.
 window.saim = {
   state,
-  count(slice, cls) {
-    const m = state.masks.get(slice);
-    if (!m) return null;
-    let n = 0;
-    for (const x of m) if (cls === undefined ? x > 0 : x === cls) n++;
-    return n;
-  },
   voxelToClient,
+  reorientation,
   // the class the mask layer shows at a native voxel, found through Niivue's own world -> voxel path
   shownAt(v) {
     const r = nv.frac2vox(nv.mm2frac(nativeToMM(v)));
@@ -538,24 +531,15 @@ window.saim = {
     return nv.drawBitmap[r[0] + r[1] * d[1] + r[2] * d[1] * d[2]];
   },
   goToSlice,
-  idle: () => queue,
   nv,
   ready: false,
 };
 
 login(async (me) => {
-  state.me = me;
   $("who").textContent = `${me.name} (${me.role})`;
   $("app").classList.remove("hidden");
   await nv.attachToCanvas(canvas);
   window.saim.ready = true;
-  if (!sessionStorage.getItem("saim.case")) {
-    setMessage("take a case: Next case");
-    return;
-  }
-  try {
-    await enqueue(() => openCase()); // a reload: one's own open case again, with its draft
-  } catch (err) {
-    setMessage(err.message, true);
-  }
+  if (sessionStorage.getItem("saim.case")) enqueue(() => openCase()); // a reload: one's own case again, with its draft
+  else setMessage("take a case: Next case");
 });

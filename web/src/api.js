@@ -61,12 +61,12 @@ export async function deflate(bytes) {
   return btoa(s);
 }
 
-// One colour per class index (0 = background, transparent).
-export const PALETTE = [
+// One colour per class index (0 = background, transparent; classes beyond the palette reuse its colours).
+const PALETTE = [
   [0, 0, 0], [230, 70, 70], [70, 200, 90], [70, 130, 240], [240, 200, 60], [200, 90, 220], [60, 210, 210],
   [250, 140, 50], [160, 110, 70], [150, 150, 250], [250, 120, 170],
 ];
-export const colour = (k) => PALETTE[k % PALETTE.length];
+export const colour = (k) => (k === 0 ? PALETTE[0] : PALETTE[1 + ((k - 1) % (PALETTE.length - 1))]);
 
 export function setMessage(text, isError = false) {
   const el = document.getElementById("message");
