@@ -320,8 +320,11 @@ def test_a_killed_annotator_loses_no_click_of_an_open_page(web, page):
 # ---- the operator's dashboard -------------------------------------------------------------------------------------
 def test_the_dashboard_shows_versions_and_the_curve_after_the_retrain(web, page):
     log_in(page, web, "admin", "/dashboard")
-    # both submissions closed the batch: the trainer publishes iteration 1's version
-    page.wait_for_function("saim.data && saim.data.models.length >= 2", timeout=300_000, polling=1000)
+    # both submissions closed the batch: the trainer publishes iteration 1's version. The gate records "promoted"
+    # and then moves CURRENT (two writes), so a poll can fall between them: wait for both.
+    page.wait_for_function(
+        "saim.data && saim.data.models.some((m) => m.version === 'v0001' && m.current)", timeout=300_000, polling=1000
+    )
     rows = page.locator("#models tbody tr")
     assert rows.count() == len(page.evaluate("saim.data.models"))
     assert "v0001" in rows.first.inner_text() and "current" in rows.first.inner_text()
