@@ -10,7 +10,7 @@ NNUNET_STAMP := $(NNUNET_VENV)/.saim-installed
 OUT ?= out
 WEB_STAMP := web/dist/.built
 
-.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench gpu-bench proto totalseg clean
+.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench bench-scale gpu-bench proto totalseg clean
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -99,6 +99,11 @@ lint: setup
 # Speed/memory against the bare model (prints ratios; never part of the tests).
 bench: setup
 	$(BIN)/python tools/bench.py
+
+# AMOS size on this CPU: a 1,200-series pool through the selector (rescoring with NextCase calls, peak RSS), the
+# bare model, and sharded scoring with 1 and 2 scorer workers; writes $(OUT)/bench-scale.json (about 9 minutes).
+bench-scale: setup
+	$(BIN)/python tools/bench_scale.py --out $(OUT)/bench-scale.json
 
 # One GPU: rescoring, a click and training at 256 and 512 px against the bare model, and the projected time to
 # rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's requirements, without .venv).

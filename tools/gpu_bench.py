@@ -3,7 +3,7 @@
 Per size (default 256 and 512), with saim's own device and precision (saim.device: bf16 autocast + channels_last on
 CUDA, fp32 on the CPU) for the bare model too:
 - scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against the selector's rescoring
-  path (saim.batches.score_pool: series read from an object store, decoded by saim.pool.PoolStore ahead of the
+  path (saim.scoring.score_pool: series read from an object store, decoded by saim.pool.PoolStore ahead of the
   model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm (series
   cached); the projected time to rescore 120k slices (AMOS size);
 - a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ct_store, session_bench, timed  # noqa: E402
 
-from saim.batches import score_pool  # noqa: E402
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
@@ -45,6 +44,7 @@ from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor, pixel_entropy  # noqa: E402
 from saim.model.training import train_step  # noqa: E402
 from saim.pool import DATASET_JSON, SPLITS_JSON, PoolStore, Splits, image_key  # noqa: E402
+from saim.scoring import score_pool  # noqa: E402
 from saim.selection import EntropyStrategy  # noqa: E402
 from saim.settings import ServiceSettings  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
@@ -92,7 +92,7 @@ def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> 
 
 
 def saim_scoring(predictor, store, pool: list[str], size: int, workers: int) -> dict:
-    """Slices per second of the selector's rescoring path (saim.batches.score_pool): serial decoding with no cache
+    """Slices per second of the selector's rescoring path (saim.scoring.score_pool): serial decoding with no cache
     (how it was), then `workers` decoding threads ahead of the model, cold and then warm (all series cached)."""
     model, strategy = ServedModel("bench", predictor, {}), EntropyStrategy()
     serial = score_pool(PoolStore(store, size, None, cache_mb=0), strategy, model, pool, workers=1)

@@ -1,6 +1,8 @@
 """python -m services.selector — reads SAIM_* settings, serves until SIGTERM."""
 
 from saim.batches import SelectionLoop
+from saim.events import SCORING_PARTS
+from saim.scoring import LocalScoring, ShardedScoring
 from saim.selection import make_strategy
 from services.common import main
 
@@ -8,16 +10,23 @@ from .server import SelectorApp, SelectorDeps
 
 
 def build(settings, infra) -> SelectorDeps:
+    strategy = make_strategy(settings.selection, settings.seed)
+    publisher = infra.publisher("selector")
+    if settings.scoring == "sharded" and strategy.uses_model:
+        scoring = ShardedScoring(infra.store, publisher, strategy, SCORING_PARTS, settings.scoring_resend_s)
+    else:
+        scoring = LocalScoring(infra.pool, strategy, settings.decode_workers)
     loop = SelectionLoop(
         infra.pool,
-        make_strategy(settings.selection, settings.seed),
+        strategy,
         settings.batch_size,
         settings.max_iterations,
         settings.lease_ttl_s,
         overlap=settings.overlap,
-        decode_workers=settings.decode_workers,
+        scoring=scoring,
+        next_batch=settings.next_batch,
     )
-    return SelectorDeps(loop=loop, model=infra.live_model(), publisher=infra.publisher("selector"))
+    return SelectorDeps(loop=loop, model=infra.live_model(), publisher=publisher)
 
 
 if __name__ == "__main__":

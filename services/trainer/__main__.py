@@ -13,6 +13,7 @@ def build(settings, infra) -> TrainerDeps:
         settings.predictor_config(infra.pool.classes),
         lambda iteration: settings.train_config(settings.seed + iteration),
         promotion_tolerance=settings.promotion_tolerance,
+        work_dir=settings.work_dir,
     )
     return TrainerDeps(pipeline=pipeline, registry=infra.registry, publisher=infra.publisher("trainer"))
 

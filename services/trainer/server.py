@@ -131,9 +131,10 @@ class TrainerApp(ServiceApp):
     def reconcile(self) -> None:
         """A batch the selector stored as complete without a model (its event lost, or the trainer stopped after
         committing the event and before training): storage, not the topic, is the system of record."""
-        batch = stored_batch(self.deps.pipeline.pool.store)
-        if batch is not None and batch.complete and batch.iteration not in self.state.planned:
-            self.enqueue(batch.iteration, reason=f"batch {batch.iteration} is complete in storage but has no model")
+        store = self.deps.pipeline.pool.store
+        for batch in (stored_batch(store, "previous"), stored_batch(store)):  # previous: SAIM_NEXT_BATCH=immediate
+            if batch is not None and batch.complete and batch.iteration not in self.state.planned:
+                self.enqueue(batch.iteration, reason=f"batch {batch.iteration} is complete in storage but has no model")
 
     def _work(self) -> None:
         while not self._stop.is_set():

@@ -19,16 +19,13 @@ from dataclasses import dataclass, field
 from saim.errors import FailedPrecondition, NotFound, PermissionDenied
 from saim.live_model import ServedModel
 from saim.pool import DECODE_WORKERS, PoolStore, provenance_key
+from saim.scoring import LocalScoring, ScoreTable, Scoring, scores_key
 from saim.selection import SelectionStrategy, top_n
 
 log = logging.getLogger(__name__)
 
 SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batch()
-
-
-def scores_key(version: str) -> str:
-    """Where the selection scores a model version gave the pool are stored."""
-    return f"scores/{version}.json"
+NEXT_BATCH = ("after_model", "immediate")
 
 
 @dataclass
@@ -72,41 +69,15 @@ class Batch:
         )
 
 
-def stored_batch(store) -> Batch | None:
-    """The selector's last stored batch, or None before the first one (the trainer asks this after lost events)."""
+def stored_batch(store, which: str = "batch") -> Batch | None:
+    """The selector's last stored batch, or None before the first one (the trainer asks this after lost events).
+    `which="previous"`: the completed batch before the open one, when that was opened without waiting for the
+    previous one's model (SAIM_NEXT_BATCH=immediate)."""
     try:
         state = store.get_json(SELECTOR_STATE)
     except NotFound:
         return None
-    return Batch.from_json(state["batch"]) if state.get("batch") else None
-
-
-@dataclass
-class ScoreTable:
-    version: str
-    scores: dict[str, float]
-    seconds: float
-    slices: int
-
-    def merged(self, more: ScoreTable) -> ScoreTable:
-        """This table with `more`'s scores added (series added to the pool), under `more`'s version."""
-        return ScoreTable(
-            more.version, {**self.scores, **more.scores}, self.seconds + more.seconds, self.slices + more.slices
-        )
-
-
-def score_pool(
-    pool: PoolStore, strategy: SelectionStrategy, model: ServedModel, cases: list[str], workers: int = DECODE_WORKERS
-) -> ScoreTable:
-    """Score `cases` under `model`, streaming: series are decoded by `workers` threads ahead of the model, each is
-    scored as it arrives, and none is held beyond the pool's cache budget."""
-    started = time.perf_counter()
-    scores: dict[str, float] = {}
-    slices = 0
-    for series in pool.iter_series(cases, workers):
-        scores.update(strategy.score(model.predictor, {series.case: series.images}))
-        slices += series.num_slices
-    return ScoreTable(model.version, scores, time.perf_counter() - started, slices)
+    return Batch.from_json(state[which]) if state.get(which) else None
 
 
 class SelectionLoop:
@@ -120,11 +91,18 @@ class SelectionLoop:
         clock=time.time,
         overlap: int = 1,
         decode_workers: int = DECODE_WORKERS,
+        scoring: Scoring | None = None,
+        next_batch: str = "after_model",
     ):
         if overlap < 1:
             raise ValueError(f"overlap must be at least 1, got {overlap}")
-        self.overlap, self.decode_workers = overlap, decode_workers
+        if next_batch not in NEXT_BATCH:
+            raise ValueError(f"next_batch must be one of {NEXT_BATCH}, got {next_batch!r}")
+        self.next_batch = next_batch
+        self.previous: Batch | None = None  # the completed batch before an `immediate` one, until its model
+        self.overlap = overlap
         self.pool, self.strategy = pool, strategy
+        self.scoring = scoring if scoring is not None else LocalScoring(pool, strategy, decode_workers)
         self.lease_ttl_s, self.clock = lease_ttl_s, clock
         self.batch_size, self.max_iterations = batch_size, max_iterations
         self.batch: Batch | None = None
@@ -137,6 +115,7 @@ class SelectionLoop:
     # ---- persistence -----------------------------------------------------------------------------------------
     def _restore(self) -> None:
         self.batch = stored_batch(self.pool.store)
+        self.previous = stored_batch(self.pool.store, "previous")
         if self.batch is not None:
             stored = self.annotated & set(self.batch.cases)
             if self.overlap > 1:  # a primary annotation exists after the first rater: count the raters
@@ -147,9 +126,10 @@ class SelectionLoop:
 
     def _save(self) -> None:
         try:
-            self.pool.store.put_json(
-                SELECTOR_STATE, {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
-            )
+            state = {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
+            if self.previous is not None:
+                state["previous"] = self.previous.to_json()
+            self.pool.store.put_json(SELECTOR_STATE, state)
         except Exception:
             self._dirty = True  # memory is ahead of the bucket: flush() retries
             raise
@@ -193,24 +173,31 @@ class SelectionLoop:
         with self._lock:
             if table is not None:
                 self.scores = table
+            if self.previous is not None and model_iteration >= self.previous.iteration:
+                self.previous = None  # its model is decided: the trainer needs it no more
             if model_iteration != self.iteration or (self.batch is not None and not self.batch.complete):
                 return None
-            if self.iteration >= self.max_iterations:
-                return None
-            candidates = {c: s for c, s in self.scores.scores.items() if c in set(self.unannotated())}
-            if not candidates:
-                return None
-            self.batch = Batch(self.iteration + 1, top_n(candidates, self.batch_size), model.version)
-            self._save()
-            log.info("opened batch %d with %s (scores of %s)", self.batch.iteration, self.batch.cases, model.version)
-            return self.batch
+            return self._open_next()
+
+    def _open_next(self) -> Batch | None:
+        """Open the next batch from the last complete score table (under the lock): the top-N unannotated series."""
+        if self.iteration >= self.max_iterations or self.scores is None:
+            return None
+        unannotated = set(self.unannotated())
+        candidates = {c: s for c, s in self.scores.scores.items() if c in unannotated}
+        if not candidates:
+            return None
+        self.batch = Batch(self.iteration + 1, top_n(candidates, self.batch_size), self.scores.version)
+        self._save()
+        log.info("opened batch %d with %s (scores of %s)", self.batch.iteration, self.batch.cases, self.scores.version)
+        return self.batch
 
     def _score(self, model: ServedModel, cases: list[str], merge_into: ScoreTable | None = None) -> ScoreTable:
         stored = self._stored_table(model.version, cases)
         if stored is not None:
             log.info("scores of %s for %d series found in storage: not rescored", model.version, len(cases))
             return stored if merge_into is None else merge_into.merged(stored)
-        table = score_pool(self.pool, self.strategy, model, cases, self.decode_workers)
+        table = self.scoring.score(model, cases)
         if merge_into is not None:
             table = merge_into.merged(table)
         self.pool.store.put_json(
@@ -267,7 +254,24 @@ class SelectionLoop:
             if not completing:
                 return None
             self.annotated.add(case)
-            return batch if batch.complete else None
+            if not batch.complete:
+                return None
+            if self.next_batch == "immediate":
+                self._open_immediately(batch)
+            return batch
+
+    def _open_immediately(self, completed: Batch) -> None:
+        """SAIM_NEXT_BATCH=immediate: the next batch opens now, from the current scores, while `completed` trains.
+        If it cannot be stored, the completed batch stays the open one and the next opens with its model."""
+        self.previous = completed
+        try:
+            opened = self._open_next()
+        except Exception as exc:
+            log.warning("batch %d not opened early (%s): it opens with the model", completed.iteration + 1, exc)
+            self.batch, self.previous, self._dirty = completed, None, False
+            return
+        if opened is None:
+            self.previous = None
 
     def _submitted(self, case: str) -> bool:
         """Annotation stored but its event not handled yet: storage is the system of record, so never hand the

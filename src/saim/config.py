@@ -62,8 +62,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = _opt(12, "epochs of a training run from scratch (each of steps_per_epoch iterations)")
-    # nnU-Net convention: an epoch is a fixed number of iterations, not a data pass
-    steps_per_epoch: int = _opt(25, "iterations per epoch")
+    # nnU-Net convention for small sets (a fixed number of iterations); large ones get a full pass per epoch
+    steps_per_epoch: int = _opt(25, "iterations per epoch at least (more when one pass over the data needs more)")
     batch_size: int = _opt(8, "slices per training batch")
     lr: float = _opt(2e-3, "peak learning rate (one-cycle schedule)")
     weight_decay: float = _opt(1e-4, "AdamW weight decay")
@@ -86,6 +86,13 @@ class TrainConfig:
     click_weight: float = _opt(0.0, "extra loss weight on the pixels within the input's clicks (0: none)")
     augment: bool = _opt(True, "the paper's intensity and flip augmentations")
     spatial_augment: bool = _opt(True, "a random affine on top of the paper's augmentations")
+    patience: int = _opt(
+        3,
+        "stop after this many epochs without validation gain, keeping the best epoch (0: never; runs with a "
+        "validation set: the trainer service)",
+    )
+    loader_workers: int = _opt(2, "DataLoader worker processes reading the decoded slice cache (0: in process)")
+    world_size: int = _opt(1, "data-parallel training processes (torchrun; one per GPU, gloo on CPU)")
     seed: int = 0  # set per run by the caller (services: SAIM_SEED + iteration)
     device: str = "cpu"  # set by the caller from its device setting
 

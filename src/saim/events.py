@@ -35,13 +35,20 @@ class TopicSpec:
 ANNOTATION_SUBMITTED = TopicSpec("saim.annotation.submitted", events_pb2.AnnotationSubmitted, partitions=3)
 BATCH_COMPLETED = TopicSpec("saim.batch.completed", events_pb2.BatchCompleted)
 MODEL_PUBLISHED = TopicSpec("saim.model.published", events_pb2.ModelPublished)
+# Sharded scoring: the selector sends part k of the pool to partition k; scorer workers share the partitions in one
+# consumer group, so up to this many workers score in parallel (a killed worker's partitions move to the others).
+SCORING_PARTS = 8
+SCORING_REQUESTED = TopicSpec(
+    "saim.scoring.requested", events_pb2.ScoringRequested, partitions=SCORING_PARTS, retention_ms=24 * 3600 * 1000
+)
 DEAD_LETTER = TopicSpec("saim.dead-letter", None)
-TOPICS = (ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, DEAD_LETTER)
+TOPICS = (ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, SCORING_REQUESTED, DEAD_LETTER)
 BY_NAME = {t.name: t for t in TOPICS}
 
 # Consumer groups. The annotator consumes model events as a broadcast: each replica uses its own group.
 GROUP_SELECTOR = "saim-selector"
 GROUP_TRAINER = "saim-trainer"
+GROUP_SCORER = "saim-scorer"
 GROUP_ANNOTATOR_PREFIX = "saim-annotator-"
 
 KAFKA_CLIENT_DEFAULTS = {"request_timeout_ms": 20000, "reconnect_backoff_max_ms": 2000}
@@ -91,9 +98,11 @@ class EventPublisher:
             **KAFKA_CLIENT_DEFAULTS,
         )
 
-    def publish(self, topic: TopicSpec, event: Message, key: str | None = None) -> None:
+    def publish(self, topic: TopicSpec, event: Message, key: str | None = None, partition: int | None = None) -> None:
         """Send and wait for the broker's acknowledgement (at-least-once: state is stored before its event)."""
-        future = self._producer.send(topic.name, value=event.SerializeToString(), key=key.encode() if key else None)
+        future = self._producer.send(
+            topic.name, value=event.SerializeToString(), key=key.encode() if key else None, partition=partition
+        )
         future.get(timeout=30)
 
     def send_raw(self, topic_name: str, value: bytes, key: bytes | None = None) -> None:
@@ -107,7 +116,10 @@ Handler = Callable[[TopicSpec, Message], None]
 
 
 class EventConsumer:
-    """A background thread polling topics for one consumer group; commits after the handler returns."""
+    """A background thread polling topics for one consumer group; commits after the handler returns.
+
+    `max_poll_records` 1 (work queues such as scoring, where one record is minutes of work) commits each record as
+    soon as it is handled, so a killed worker's successor redoes at most the record in hand."""
 
     def __init__(
         self,
@@ -118,11 +130,13 @@ class EventConsumer:
         dead_letter: EventPublisher | None = None,
         on_lag: Callable[[str, float], None] | None = None,
         dedup_size: int = 10000,
+        max_poll_records: int = 500,
     ):
         self.bootstrap, self.group_id, self.topics, self.handler = bootstrap, group_id, topics, handler
         self.dead_letter, self.on_lag = dead_letter, on_lag
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._dedup_size = dedup_size
+        self._dedup_size, self.max_poll_records = dedup_size, max_poll_records
+        self.assignment: frozenset[tuple[str, int]] = frozenset()  # (topic, partition) held after the last poll
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"consumer-{group_id}", daemon=True)
 
@@ -142,6 +156,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             client_id=self.group_id,
+            max_poll_records=self.max_poll_records,
             **CONSUMER_DEFAULTS,
             **KAFKA_CLIENT_DEFAULTS,
         )
@@ -153,12 +168,14 @@ class EventConsumer:
                 if consumer is None:
                     consumer = self._connect()
                 batch = consumer.poll(timeout_ms=500)
+                self.assignment = frozenset((tp.topic, tp.partition) for tp in consumer.assignment())
                 for records in batch.values():
                     for record in records:
                         self._dispatch(record)
                 if batch:
                     consumer.commit()
             except Exception:
+                self.assignment = frozenset()
                 log.exception("consumer %s failed; reconnecting", self.group_id)
                 if consumer is not None:
                     try:

@@ -149,13 +149,17 @@ def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -
     """Upload images of every case, labels of initial/val/test only, the intensity preprocessing, then splits and
     dataset.json (written last: their presence marks a complete import). Every case is read and validated first: a
     bad file is a DatasetError naming it, and nothing in the bucket is touched. Returns the preprocessing."""
-    labelled = {case: dataset.load_case(case) for case in dataset.cases}
-    for case in dataset.unlabelled:
-        dataset.load_image(case)
-    missing = sorted(set(splits.labelled) - set(labelled))
+    missing = sorted(set(splits.labelled) - set(dataset.cases))
     if missing:
         raise DatasetError(f"cases {missing} are in the initial, validation or test split but have no label")
-    fit_on = [labelled[c][:2] for c in splits.initial + splits.val]  # never the test set
+    fit_cases = set(splits.initial + splits.val)  # never the test set
+    fit_on = []
+    for case in dataset.cases:  # one case in memory at a time, except the few the statistics are fitted on
+        image, label, _ = dataset.load_case(case)
+        if case in fit_cases:
+            fit_on.append((image, label))
+    for case in dataset.unlabelled:
+        dataset.load_image(case)
     intensity = fit_intensity(dataset.info.channel_names, fit_on)
     for case in sorted(splits.all()):
         store.put_bytes(image_key(case), _image_bytes(dataset.image_path(case)))

@@ -4,23 +4,31 @@ validation and test splits, publish a self-describing version to the registry.""
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
+from pathlib import Path
 
 from saim.config import ModelConfig, TrainConfig
 from saim.data.slices import Series, stack
 from saim.errors import InvalidInput
 from saim.evaluation import evaluate
 from saim.metrics import mean_iou
+from saim.model import distributed
+from saim.model.checkpoint import Checkpoints, fingerprint
+from saim.model.data import SliceCache
 from saim.model.predictor import InteractivePredictor
-from saim.model.training import train_predictor
+from saim.model.training import train
 from saim.pool import PoolStore, annotation_key
 from saim.storage import ModelMetadata, ModelRegistry, VersionStatus
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_key(iteration: int) -> str:
+    """Where the training run of an iteration keeps its epoch checkpoint until its version is published."""
+    return f"checkpoints/iteration-{iteration:04d}.pt"
 
 
 def promotion_decision(new: dict[str, float], current: dict[str, float] | None, tolerance: float) -> tuple[bool, str]:
@@ -53,26 +61,25 @@ class TrainingPipeline:
         train_config: Callable[[int], TrainConfig],
         eval_clicks: int = 3,
         promotion_tolerance: float = 0.02,
+        work_dir: Path | str | None = None,
     ):
         self.pool, self.registry, self.promotion_tolerance = pool, registry, promotion_tolerance
+        self.work_dir = work_dir  # local disk for the decoded slice cache (None: the system's temporary directory)
         self.model_config, self.train_config, self.eval_clicks = model_config, train_config, eval_clicks
 
-    def training_set(self) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """Ground truth of the initial split plus every SAIM annotation in the bucket, with a manifest."""
-        images, labels, manifest = [], [], []
+    def training_series(self, manifest: list[dict]):
+        """(case, images, labels) of the initial split's ground truth, then of every SAIM annotation in the bucket,
+        one series at a time; `manifest` gets an entry per series yielded."""
         for case in self.pool.splits.initial:
             s = self.pool.load_series(case, with_label=True)
-            images.append(s.images)
-            labels.append(s.labels)
             manifest.append({"case": case, "source": "ground_truth"})
+            yield case, s.images, s.labels
         for case in self.pool.annotated_cases():
             try:
                 s, prov = self.pool.annotation_series(case)
             except InvalidInput as exc:  # stored by an older release, or damaged: never train on it silently
                 log.warning("annotation of %s skipped: %s", case, exc)
                 continue
-            images.append(s.images)
-            labels.append(s.labels)
             manifest.append(
                 {
                     "case": case,
@@ -82,7 +89,7 @@ class TrainingPipeline:
                     "model_versions": prov.get("model_versions_used"),
                 }
             )
-        return np.concatenate(images), np.concatenate(labels), manifest
+            yield case, s.images, s.labels
 
     def split(self, name: str) -> list[Series]:
         return [self.pool.load_series(c, with_label=True) for c in getattr(self.pool.splits, name)]
@@ -102,13 +109,45 @@ class TrainingPipeline:
 
     def run(self, iteration: int, parent_version: str | None, progress=None) -> RunResult:
         """Train, evaluate, publish (weights + metadata), then promote through the gate: CURRENT moves only for a
-        version that is not worse on the fixed validation split than the current one."""
+        version that is not worse on the fixed validation split than the current one.
+
+        The training set is decoded once into a local slice cache (saim.model.data.SliceCache) that the DataLoader
+        workers, or the torchrun ranks with `world_size` > 1, read. Each epoch is checkpointed to
+        checkpoints/iteration-NNNN.pt; a run of the same iteration on the same data resumes from it."""
         started = time.perf_counter()
-        images, labels, manifest = self.training_set()
+        config = self.train_config(iteration)
         parent = self.registry.load(parent_version) if parent_version else None
-        result = train_predictor(
-            self.model_config, images, labels, self.train_config(iteration), parent=parent, progress=progress
-        )
+        k = self.model_config.num_classes + 1
+        with tempfile.TemporaryDirectory(prefix=f"saim-train-{iteration}-", dir=self.work_dir) as tmp:
+            manifest: list[dict] = []
+            data = SliceCache.write(Path(tmp) / "train", self.training_series(manifest), k)
+            val_series = ((c, s.images, s.labels) for c, s in zip(self.pool.splits.val, self.split("val"), strict=True))
+            val_cache = SliceCache.write(Path(tmp) / "val", val_series, k)
+            key = checkpoint_key(iteration)
+            fp = fingerprint(manifest, config.to_dict(), self.model_config.to_dict(), parent_version)
+            if config.world_size > 1:
+                s3 = getattr(self.registry.store, "config", None)  # a real bucket: the ranks reach it themselves
+                job = distributed.write_job(
+                    Path(tmp) / "job",
+                    self.model_config,
+                    config,
+                    data.root,
+                    val_cache.root,
+                    parent,
+                    (s3, key, fp) if s3 is not None else None,
+                )
+                result = distributed.run(job, config.world_size)
+            else:
+                checkpoints = Checkpoints(self.registry.store, key, fp)
+                result = train(
+                    self.model_config,
+                    data,
+                    config,
+                    parent,
+                    progress,
+                    val=val_cache.arrays(),
+                    checkpoints=checkpoints,
+                )
         metrics = self.evaluate(result.predictor)
         metrics.update(train_loss=result.stats["final_loss"], train_seconds=result.stats["seconds"])
         meta = self.registry.publish(
@@ -126,6 +165,7 @@ class TrainingPipeline:
         current_metrics = self.registry.metadata(current).metrics if current else None
         promoted, reason = promotion_decision(metrics, current_metrics, self.promotion_tolerance)
         status = self.registry.decide(meta.version, promoted, reason)
+        self.registry.store.delete(checkpoint_key(iteration))  # published: a later run of the iteration starts anew
         log.info(
             "%s %s (iteration %d, %d series, test mIoU %.3f): %s",
             status.value,

@@ -16,6 +16,7 @@ from saim.model.predictor import InteractivePredictor
 
 class SelectionStrategy(ABC):
     name: str = "abstract"
+    uses_model: bool = True  # False: scores need no forward pass (sharded scoring is not worth it)
 
     @abstractmethod
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -28,13 +29,21 @@ class EntropyStrategy(SelectionStrategy):
     name = "entropy"
 
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {case: float(predictor.mean_entropy(slices).mean()) for case, slices in pool.items()}
+        """The slices of all given series go through the network in shared batches (a series of 12 slices alone
+        would fill a third of a batch of 32), then each series' slices are averaged."""
+        cases = list(pool)
+        if not cases:
+            return {}
+        per_slice = predictor.mean_entropy(np.concatenate([pool[c] for c in cases]))
+        bounds = np.cumsum([len(pool[c]) for c in cases])[:-1]
+        return {case: float(part.mean()) for case, part in zip(cases, np.split(per_slice, bounds), strict=True)}
 
 
 class RandomStrategy(SelectionStrategy):
     """Baseline: uniform random scores from a seeded generator (a new draw each call)."""
 
     name = "random"
+    uses_model = False
 
     def __init__(self, seed: int = 0):
         self._rng = np.random.default_rng(seed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,8 +94,24 @@ class ServiceSettings(StorageSettings):
         description="slices per series for scoring and training (unset: every slice); annotation "
         "always has every slice",
     )
+    work_dir: Path | None = Field(
+        None, description="local disk for the trainer's decoded slice cache (None: the system's temporary directory)"
+    )
     series_cache_mb: float = Field(SERIES_CACHE_MB, description="decoded series kept per process (LRU, by bytes)")
     decode_workers: int = Field(DECODE_WORKERS, ge=1, description="threads decoding series ahead of the model")
+    scoring: Literal["local", "sharded"] = Field(
+        "local",
+        description="local: the selector scores the pool itself; sharded: scorer workers do, over Kafka "
+        "(saim.scoring, python -m services.selector.scorer)",
+    )
+    scoring_resend_s: float = Field(
+        300.0, gt=0, description="sharded scoring: parts still missing after this long without progress are resent"
+    )
+    next_batch: Literal["after_model", "immediate"] = Field(
+        "after_model",
+        description="after_model: batch k+1 opens with the model trained on batch k (the paper); immediate: it opens "
+        "from the current scores as soon as batch k is complete, while k trains (no idle annotators)",
+    )
     batch_size: int = 3  # series per iteration
     max_iterations: int = 3
     selection: str = "entropy"

@@ -65,9 +65,10 @@ def http_client(secure: bool) -> urllib3.PoolManager:
 class ObjectStore:
     """Thin, typed wrapper over one bucket."""
 
-    def __init__(self, client: Minio, bucket: str):
+    def __init__(self, client: Minio, bucket: str, config: S3Config | None = None):
         self.client = client
         self.bucket = bucket
+        self.config = config  # how it was reached (another process, e.g. a torchrun rank, connects the same way)
 
     @classmethod
     def connect(cls, cfg: S3Config) -> ObjectStore:
@@ -79,7 +80,7 @@ class ObjectStore:
             region=cfg.region,
             http_client=http_client(cfg.secure),
         )
-        return cls(client, cfg.bucket)
+        return cls(client, cfg.bucket, cfg)
 
     def ensure_bucket(self, versioning: bool = True) -> None:
         if not self.client.bucket_exists(self.bucket):

@@ -151,6 +151,7 @@ def test_hardened_pods_and_native_grpc_probes(rendered):
     assert {d["metadata"]["name"] for d in workloads} == {
         "saim-annotator",
         "saim-selector",
+        "saim-scorer",
         "saim-trainer",
         "saim-bootstrap",
         GATEWAY,
@@ -184,7 +185,7 @@ def test_hardened_pods_and_native_grpc_probes(rendered):
             if d["kind"] == "Deployment"
             and "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         }
-        assert gpu == {"saim-annotator", "saim-trainer"}
+        assert gpu == {"saim-annotator", "saim-trainer", "saim-scorer"}
 
 
 def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(rendered):
@@ -209,7 +210,7 @@ def test_every_setting_the_services_read_is_set_in_compose_and_kubernetes(render
             assert mounts == {cfg["SAIM_SECRETS_DIR"]}, d["metadata"]["name"]
     assert secret == SECRETS and not secret & set(cfg)
     compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
-    for svc in ("annotator", "selector", "trainer"):
+    for svc in ("annotator", "selector", "scorer", "trainer"):
         env = compose["services"][svc]["environment"]
         missing = needed - set(env)
         assert not missing, f"compose {svc}: {sorted(missing)} not set"
@@ -276,6 +277,9 @@ def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
     assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
         f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer", "gateway")
     }
+    scorers = prom["scrape_configs"][1]["dns_sd_configs"][0]  # every replica of the scaled scorer service
+    assert scorers == {"names": ["scorer"], "type": "A", "port": metrics_port}
+    assert "ports" not in compose["services"]["scorer"] and compose["services"]["scorer"]["deploy"]["replicas"] >= 2
 
 
 def test_kafka_topics_match_the_code(rendered):
@@ -287,7 +291,8 @@ def test_kafka_topics_match_the_code(rendered):
 def test_images_are_multi_stage_non_root_with_grpc_healthcheck():
     text = (DEPLOY / "docker" / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.M))
-    assert {"annotator", "selector", "trainer", "annotator-cuda", "trainer-cuda", "tools", "gateway", "web"} <= targets
+    services = {"annotator", "selector", "trainer", "annotator-cuda", "trainer-cuda", "selector-cuda"}
+    assert services | {"tools", "gateway", "web"} <= targets
     assert "npm ci" in text and "COPY --from=web" in text  # the pages are built from the committed lock
     assert "USER 10001:10001" in text and "HEALTHCHECK" in text and "saim-healthcheck" in text
     runtime = text[text.index("AS runtime\n") :]

@@ -90,6 +90,47 @@ def test_next_batch_excludes_annotated_and_budget_ends_the_loop(pool, model):
     assert loop.on_model(ServedModel("v0002", model.predictor, {}), 2) is None
 
 
+def test_immediate_next_batch_opens_on_completion_from_the_current_scores(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=3, next_batch="immediate")
+    first = loop.on_model(model, 0)
+    assert loop.on_annotation(first.cases[0], 1) is None
+    completed = loop.on_annotation(first.cases[1], 1)
+    assert completed is first and completed.complete  # announced as before: the trainer trains iteration 1
+    second = loop.batch
+    assert second.iteration == 2 and second.model_version == "v0000" and not set(second.cases) & set(first.cases)
+    assert loop.next_case("alice")[1] == 2  # annotators work on while batch 1 trains
+    state = pool.store.get_json("state/selector.json")
+    assert state["previous"]["iteration"] == 1 and state["batch"]["iteration"] == 2  # the trainer finds both
+    restarted = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=3, next_batch="immediate")
+    assert restarted.previous.iteration == 1 and restarted.batch.iteration == 2
+
+    newer = ServedModel("v0001", model.predictor, {})
+    assert loop.on_model(newer, 1) is None  # batch 1's model: a rescoring for the next batch, no batch opened
+    assert loop.scores.version == "v0001" and loop.batch is second and loop.previous is None
+    for case in second.cases:
+        loop.on_annotation(case, 2)
+    assert loop.batch.iteration == 3 and loop.batch.model_version == "v0001"
+
+
+def test_immediate_next_batch_that_cannot_be_stored_opens_with_the_model(pool, model):
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=3, next_batch="immediate")
+    first = loop.on_model(model, 0)
+    loop.on_annotation(first.cases[0], 1)
+    put, saves = pool.store.put_bytes, []
+
+    def second_save_fails(key, data, *args):  # the completion is stored, the early opening is not
+        saves.append(key)
+        if len(saves) == 2:
+            raise Unavailable("object storage unreachable")
+        put(key, data, *args)
+
+    pool.store.put_bytes = second_save_fails
+    assert loop.on_annotation(first.cases[1], 1) is first
+    pool.store.put_bytes = put
+    assert loop.batch is first and loop.previous is None and pool.store.get_json("state/selector.json")["batch"]["done"]
+    assert loop.on_model(ServedModel("v0001", model.predictor, {}), 1).iteration == 2
+
+
 def test_restarted_loop_restores_batch_from_storage(pool, model):
     loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
     batch = loop.on_model(model, 0)
@@ -219,7 +260,7 @@ def test_leases_and_status_keep_answering_while_the_pool_is_rescored(pool, model
     loop.on_model(model, 0)
     case, _, lease, _ = loop.next_case("alice")
     first_table = loop.scores
-    loop.strategy = gated = _GatedEntropy()
+    loop.strategy = loop.scoring.strategy = gated = _GatedEntropy()
     newer = ServedModel("v0001", model.predictor, {})
     rescoring = threading.Thread(target=loop.on_model, args=(newer, 0))
     rescoring.start()

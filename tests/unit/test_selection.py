@@ -33,23 +33,30 @@ def test_top_n_is_ordered_and_ties_break_by_case_id():
 
 
 class _FixedProbs:
-    def __init__(self, table):
-        self.table = table
+    """Per-slice probabilities by the slice's marker value: 0 -> confident, 1 -> a coin toss."""
+
+    def __init__(self):
+        self.calls = []
 
     def mean_entropy(self, slices):
-        return pixel_entropy(torch.as_tensor(self.table[id(slices)])).flatten(1).mean(dim=1).numpy()
+        self.calls.append(len(slices))
+        probs = np.zeros((len(slices), 2, 4, 4))
+        for i, s in enumerate(slices):
+            probs[i] = 0.5 if s.max() == 1 else np.stack([np.ones((4, 4)), np.zeros((4, 4))])
+        return pixel_entropy(torch.as_tensor(probs)).flatten(1).mean(dim=1).numpy()
 
 
 def test_entropy_strategy_scores_series_by_mean_over_slices():
-    confident = np.zeros((2, 2, 4, 4))
-    confident[:, 0] = 1.0
-    unsure = np.full((3, 2, 4, 4), 0.5)
-    pool = {"sure": np.zeros((2, 4, 4)), "unsure": np.zeros((3, 4, 4))}
-    predictor = _FixedProbs({id(pool["sure"]): confident, id(pool["unsure"]): unsure})
+    mixed = np.zeros((4, 4, 4))
+    mixed[:1] = 1  # one unsure slice of four
+    pool = {"sure": np.zeros((2, 4, 4)), "unsure": np.ones((3, 4, 4)), "mixed": mixed}
+    predictor = _FixedProbs()
     scores = EntropyStrategy().score(predictor, pool)
     assert scores["sure"] == pytest.approx(0.0, abs=1e-9)
     assert scores["unsure"] == pytest.approx(math.log(2))
+    assert scores["mixed"] == pytest.approx(math.log(2) / 4)
     assert top_n(scores, 1) == ["unsure"]
+    assert predictor.calls == [9]  # the series' slices share the network's batches
 
 
 def test_random_strategy_is_seeded_and_draws_anew_each_call():

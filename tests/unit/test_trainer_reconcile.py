@@ -60,3 +60,16 @@ def test_undecided_version_of_a_killed_run_is_abandoned_and_its_iteration_retrai
     assert reg.status("v0001") is VersionStatus.ABANDONED  # marking is idempotent
     app.reconcile()
     assert _queued(app) == [1]
+
+
+def test_a_completed_batch_behind_an_immediately_opened_one_is_queued():
+    store = MemoryStore()  # SAIM_NEXT_BATCH=immediate: batch 3 opened while batch 2 had no model yet
+    state = {
+        "previous": Batch(2, ["a", "b"], "v0001", done={"a", "b"}).to_json(),
+        "batch": Batch(3, ["c", "d"], "v0001").to_json(),
+    }
+    store.put_json(SELECTOR_STATE, state)
+    app = _app(store)
+    app.state.planned = {0, 1}
+    app.reconcile()
+    assert _queued(app) == [2]

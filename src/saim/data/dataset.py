@@ -6,6 +6,7 @@ A dataset is validated when opened; errors name the offending file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,16 +171,23 @@ def to_file_values(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
 
 
 def write_dataset(
-    root: Path | str, info: DatasetInfo, cases: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    root: Path | str,
+    info: DatasetInfo,
+    cases: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    | Iterable[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]],
 ) -> Path:
-    """Write {case: (image, label with values 0..K, affine)} in the nnU-Net raw layout."""
+    """Write {case: (image, label with values 0..K, affine)} in the nnU-Net raw layout. `cases` may be an iterable
+    of (case, (image, label, affine)) pairs: each is written and dropped before the next is made (a pool of any
+    size in the memory of one series)."""
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
-    for case, (image, label, affine) in cases.items():
+    count = 0
+    for case, (image, label, affine) in cases.items() if isinstance(cases, Mapping) else cases:
         save_volume(root / "imagesTr" / f"{case}_0000{info.file_ending}", image.astype(np.float32), affine)
         save_volume(root / "labelsTr" / f"{case}{info.file_ending}", to_file_values(label, info), affine)
+        count += 1
     meta = info.to_json()
-    meta["numTraining"] = len(cases)
+    meta["numTraining"] = count
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return root

@@ -6,6 +6,7 @@ bias field. Organs: liver, spleen, right and left kidney (told apart by position
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,23 @@ def generate(
     """Write `num_series` phantoms as an nnU-Net raw dataset; same arguments, same bytes of data. The affine defaults
     to RAS+ 1.5 x 1.5 x 5 mm."""
     affine = np.diag([1.5, 1.5, 5.0, 1.0]) if affine is None else np.asarray(affine, float)
-    cases = {}
+    return write_dataset(out_dir, phantom_info(), iter_series(num_series, depth, size, seed, rarest_scale, affine))
+
+
+def iter_series(
+    num_series: int,
+    depth: int = 12,
+    size: int = 96,
+    seed: int = 0,
+    rarest_scale: float = 1.0,
+    affine: np.ndarray | None = None,
+) -> Iterator[tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The phantoms one at a time, (case, (image, label, affine)), each made only when asked for: an AMOS-size pool
+    (1,200 series) is generated in the memory of one series."""
+    affine = np.diag([1.5, 1.5, 5.0, 1.0]) if affine is None else np.asarray(affine, float)
     for i in range(num_series):
         image, label = make_series(seed, i, size, depth, rarest_scale)
-        cases[f"phantom_{i:04d}"] = (image, label, affine)
-    return write_dataset(out_dir, phantom_info(), cases)
+        yield f"phantom_{i:04d}", (image, label, affine)
 
 
 CT_HU = {"air": -1000, "body": 40, "liver": 60, "spleen": 50, "kidney": 150, "spine": 700}

@@ -13,16 +13,19 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from saim.clicks import largest_error
 from saim.config import ModelConfig, TrainConfig
-from saim.device import autocast, memory_format, precision
+from saim.device import autocast, is_cuda, memory_format, precision
 from saim.errors import InvalidInput
+from saim.model.checkpoint import Checkpoints
+from saim.model.data import ArraySlices, EpochSampler, SliceDataset, steps_per_epoch
 from saim.model.encoding import encode, one_hot_foreground, paint_clicks
 from saim.model.predictor import InteractivePredictor, build_network
 
@@ -37,7 +40,14 @@ def class_weights(
 
     Classes absent from the training set get weight 0 (no pixel would use it anyway).
     """
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_outputs)[:num_outputs].astype(float)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_outputs)[:num_outputs]
+    return weights_from_counts(counts, power, clip)
+
+
+def weights_from_counts(counts: np.ndarray, power: float = 1.0, clip: tuple[float, float] = (0.05, 20.0)) -> np.ndarray:
+    """class_weights from a label histogram (background + K classes)."""
+    counts = np.asarray(counts, float)
+    num_outputs = len(counts)
     present = counts > 0
     weights = np.zeros(num_outputs)
     freq = counts[present] / counts.sum()
@@ -271,12 +281,6 @@ def simulate_interaction(
     return encode(images, pos * keep, neg * keep, prev * keep)
 
 
-def _sample_order(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
-    """Concatenated random permutations: every slice is seen once before any is seen twice."""
-    perms = [torch.randperm(n, generator=gen) for _ in range(-(-count // n))]
-    return torch.cat(perms)[:count]
-
-
 def train_step(
     net: torch.nn.Module,
     opt: torch.optim.Optimizer,
@@ -287,14 +291,16 @@ def train_step(
     tc: TrainConfig,
     gen: torch.Generator,
     hflip: bool,
+    inner: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """One optimisation step of saim's recipe on a batch (images (B, 1, H, W), labels (B, H, W), on the network's
     device): augmentation, simulated click rounds, focal + Dice loss (bf16 forward on CUDA, losses in fp32).
-    Returns the loss. `train_predictor` runs it, and the benchmarks time it."""
+    Returns the loss. `train` runs it, and the benchmarks time it. `inner`: the network itself when `net` is its
+    DistributedDataParallel wrapper (the click simulation's no-grad forwards bypass the gradient hooks)."""
     dev = images.device
     if tc.augment:
         images, labels = augment(images, labels, gen, hflip, tc.spatial_augment)
-    x = simulate_interaction(net, images, labels, mc, tc, gen)
+    x = simulate_interaction(inner if inner is not None else net, images, labels, mc, tc, gen)
     pixel_w = correction_weights(x, labels, mc.num_classes, tc.correction_weight) if tc.correction_weight > 0 else None
     if tc.click_weight > 0:
         near = click_weights(x, mc.num_classes, tc.click_weight)
@@ -323,58 +329,158 @@ def train_predictor(
     config: TrainConfig,
     parent: InteractivePredictor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    **kwargs,
 ) -> TrainResult:
-    """Train on preprocessed slices images (N, H, W) with label maps (N, H, W) in 0..K."""
-    n = len(images)
-    if n < 2 or labels.shape != images.shape:
+    """`train` on preprocessed slices in memory: images (N, H, W) with label maps (N, H, W) in 0..K."""
+    if len(images) < 2 or labels.shape != images.shape:
         raise InvalidInput(f"need at least 2 labelled slices with matching shapes, got {images.shape} / {labels.shape}")
+    in_process = replace(config, loader_workers=0)  # in memory already: worker processes would only copy it
+    return train(model_config, ArraySlices(images, labels), in_process, parent, progress, **kwargs)
+
+
+def _val_miou(net: torch.nn.Module, mc: ModelConfig, device: torch.device, val: tuple[np.ndarray, np.ndarray]) -> float:
+    """Automatic-mode mIoU of the network on the validation slices (early stopping)."""
+    from saim.metrics import mean_iou
+
+    was_training = net.training
+    predictor = InteractivePredictor(mc, device=str(device), network=net)
+    score = mean_iou(val[1], predictor.predict(val[0]), mc.num_classes)
+    net.train(was_training)
+    return float(score)
+
+
+def train(
+    model_config: ModelConfig,
+    data: SliceDataset,
+    config: TrainConfig,
+    parent: InteractivePredictor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    checkpoints: Checkpoints | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> TrainResult:
+    """Train the interactive predictor on a slice dataset through a DataLoader (`config.loader_workers` processes).
+
+    An epoch is at least one pass over the data and at least `steps_per_epoch` steps. With `val` (images, labels),
+    the validation mIoU after each epoch keeps the best weights, and `config.patience` epochs without improvement
+    stop the run. With `checkpoints`, every epoch's state is saved (by rank 0) and a run of the same fingerprint
+    resumes after its last saved epoch. With `world` > 1 the process is rank `rank` of a torch.distributed group
+    (saim.model.distributed): the network is wrapped in DistributedDataParallel and each rank samples its share.
+    """
+    n = len(data)
+    if n < 2:
+        raise InvalidInput(f"need at least 2 labelled slices, got {n}")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed + 7919 * rank)  # augmentation and clicks differ per rank
     dev = torch.device(config.device)
     net = build_network(model_config).to(dev, memory_format=memory_format(dev))
     finetune = config.mode == "finetune" and parent is not None
     if finetune:
         net.load_state_dict(parent.network.state_dict())
     epochs = (config.finetune_epochs or max(1, config.epochs // 2)) if finetune else config.epochs
-    weights_np = class_weights(labels, model_config.num_classes + 1, config.class_weight_power)
+    weights_np = weights_from_counts(data.label_counts(model_config.num_classes + 1), config.class_weight_power)
     weights = torch.tensor(weights_np, dtype=torch.float32, device=dev)
     hflip = not has_lateral_classes(model_config.classes)
-    img_all = torch.from_numpy(np.asarray(images, np.float32))[:, None]
-    lab_all = torch.from_numpy(np.asarray(labels)).long()
     bs = min(config.batch_size, n)
-    steps_per_epoch = config.steps_per_epoch
-    total = epochs * steps_per_epoch
-    order = _sample_order(n, total * bs, gen)
+    steps = steps_per_epoch(n, bs, world, config.steps_per_epoch)
+    total = epochs * steps
+    sampler = EpochSampler(n, steps * bs, config.seed, rank, world)
+    loader = DataLoader(
+        data,
+        batch_size=bs,
+        sampler=sampler,
+        num_workers=config.loader_workers,
+        pin_memory=is_cuda(dev),
+        persistent_workers=config.loader_workers > 0,
+        multiprocessing_context="spawn" if config.loader_workers > 0 else None,  # never fork a gRPC/Kafka process
+        drop_last=True,
+    )
     lr = config.lr * (config.finetune_lr_scale if finetune else 1.0)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[dev.index] if is_cuda(dev) else None)
+    history: list[float] = []
+    val_history: list[float] = []
+    best, best_state, best_epoch, start_epoch, resumed_from = -1.0, None, -1, 0, None
+    state = checkpoints.load() if checkpoints is not None else None
+    if state is not None:
+        net.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        gen.set_state(state["generators"][rank] if rank < len(state["generators"]) else state["generators"][0])
+        history, val_history = list(state["history"]), list(state["val_history"])
+        best, best_epoch, best_state = state["best"], state["best_epoch"], state.get("best_network")
+        start_epoch = resumed_from = state["epoch"] + 1
+        log.info("resuming training after epoch %d of %d (checkpoint %s)", state["epoch"], epochs, checkpoints.key)
     net.train()
-    history, step = [], 0
-    for epoch in range(epochs):
+    step, stopped_early = start_epoch * steps, False
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
         epoch_loss = 0.0
-        for _ in range(steps_per_epoch):
-            idx = order[step * bs : (step + 1) * bs]
-            img, lab = img_all[idx].to(dev), lab_all[idx].to(dev)
-            loss = train_step(net, opt, img, lab, weights, model_config, config, gen, hflip)
+        for img, lab in loader:
+            img, lab = img.to(dev, non_blocking=True), lab.to(dev, non_blocking=True)
+            loss = train_step(model, opt, img, lab, weights, model_config, config, gen, hflip, inner=net)
             sched.step()
             step += 1
             epoch_loss += loss.item()
             if progress:
                 progress(step, total, loss.item())
-        history.append(epoch_loss / steps_per_epoch)
+        history.append(epoch_loss / steps)
         if not math.isfinite(history[-1]):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {history[-1]})")
+        if val is not None:
+            val_history.append(_val_miou(net, model_config, dev, val))
+            if val_history[-1] > best:
+                best, best_epoch = val_history[-1], epoch
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        if checkpoints is not None and rank == 0:
+            checkpoints.save(
+                {
+                    "epoch": epoch,
+                    "network": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "schedule": sched.state_dict(),
+                    "generators": _gather_generator_states(gen, world),
+                    "history": history,
+                    "val_history": val_history,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "best_network": best_state,
+                }
+            )
+        elif world > 1:
+            _gather_generator_states(gen, world)  # every rank takes part in the collective
+        if val is not None and config.patience and epoch - best_epoch >= config.patience:
+            stopped_early = True
+            log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, config.patience)
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
     net.eval()
     predictor = InteractivePredictor(model_config, device=config.device, network=net)
     stats = {
         "mode": "finetune" if finetune else "retrain",
         "epochs": epochs,
+        "epochs_run": len(history),
+        "steps_per_epoch": steps,
         "steps": step,
         "lr": lr,
         "slices": n,
-        "final_loss": history[-1],
+        "batch_size": bs,
+        "world_size": world,
+        "loader_workers": config.loader_workers,
+        "final_loss": history[-1] if history else float("nan"),
         "loss_history": [round(v, 5) for v in history],
+        "val_miou_history": [round(v, 4) for v in val_history],
+        "best_epoch": best_epoch if val is not None else None,
+        "stopped_early": stopped_early,
+        "resumed_after_epoch": None if resumed_from is None else resumed_from - 1,
         "class_weights": [round(float(w), 4) for w in weights_np],
         "hflip": hflip,
         "device": str(dev),
@@ -382,3 +488,15 @@ def train_predictor(
         "seconds": round(time.perf_counter() - started, 2),
     }
     return TrainResult(predictor, stats)
+
+
+def _gather_generator_states(gen: torch.Generator, world: int) -> list[torch.Tensor]:
+    """Every rank's augmentation generator state (a resumed run continues each rank's random stream)."""
+    state = gen.get_state()
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+
+    states: list = [None] * world
+    dist.all_gather_object(states, state)
+    return states

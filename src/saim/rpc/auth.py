@@ -30,6 +30,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/saim.v1.SelectorService/GetScores": _ALL,
     "/saim.v1.SelectorService/CheckLease": frozenset({SERVICE, ADMIN}),
     "/saim.v1.SelectorService/WhoAmI": _ALL,
+    "/saim.v1.ScorerService/GetStatus": _ALL,
     "/saim.v1.TrainerService/GetStatus": _ALL,
     "/saim.v1.TrainerService/ListModels": _ALL,
     "/saim.v1.TrainerService/TriggerTraining": frozenset({ADMIN}),

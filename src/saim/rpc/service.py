@@ -21,6 +21,7 @@ class ServiceApp:
     NAME: ClassVar[str]  # "selector": logs, metric labels, thread names
     SERVICE: ClassVar[str]  # the full gRPC service name, for health and reflection
     TOPICS: ClassVar[tuple[TopicSpec, ...]]  # the topics its consumer group follows
+    MAX_POLL_RECORDS: ClassVar[int] = 500  # 1 for work queues: each record is committed once handled
 
     def __init__(self, settings, publisher: EventPublisher, health: Health, group: str):
         self.settings, self.publisher, self.health = settings, publisher, health
@@ -31,6 +32,7 @@ class ServiceApp:
             self._handle,
             dead_letter=publisher,
             on_lag=self._on_lag,
+            max_poll_records=self.MAX_POLL_RECORDS,
         )
         self.event_lag: dict[str, float] = {}  # topic -> lag of the last event handled (status calls report it)
         self.reconciler = Periodic(f"{self.NAME}-reconcile", settings.reconcile_s, self.reconcile)

@@ -50,6 +50,12 @@ def add_commands(sub) -> None:
     demo.add_argument(
         "--export", type=Path, default=None, metavar="DIR", help="end with `saim export nnunet DIR` of the result"
     )
+    demo.add_argument(
+        "--next-batch",
+        choices=("after_model", "immediate"),
+        default="after_model",
+        help="SAIM_NEXT_BATCH: batch k+1 opens with batch k's model (the paper) or as soon as batch k is complete",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     boot = sub.add_parser(
@@ -409,6 +415,7 @@ def _cmd_demo(args) -> int:
         timeout_s=args.timeout,
         image_size=args.image_size,
         export_dir=args.export,
+        settings={"SAIM_NEXT_BATCH": args.next_batch},
     )
     lat = report["click_latency_ms"]
     print(f"{len(report['model_versions'])} model versions: {', '.join(report['model_versions'])}")
@@ -416,6 +423,11 @@ def _cmd_demo(args) -> int:
     print(
         f"click latency (virtual annotators, round trip): median {lat['median']:.1f} ms, p95 {lat['p95']:.1f} ms "
         f"over {lat['count']} clicks"
+    )
+    idle = report["annotator_idle_s"]
+    print(
+        f"annotators idle, waiting for a case (SAIM_NEXT_BATCH={args.next_batch}): {sum(idle.values()):.0f} s in all "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in sorted(idle.items()))})"
     )
     print(
         f"served model's test mIoU {report['final']['miou']:.3f}; wall {report['wall_seconds']:.0f} s; "

@@ -149,6 +149,8 @@ def drive(
             "p95": float(np.percentile(latencies, 95)) if latencies else None,
         },
         "cases_per_annotator": {w.annotator_id: len(w.stats.cases) for w in workers},
+        # seconds each annotator waited for a case that then came (SAIM_NEXT_BATCH: after_model vs immediate)
+        "annotator_idle_s": {w.annotator_id: round(w.stats.idle_s, 1) for w in workers},
         "annotator_errors": [e for w in workers for e in w.stats.errors],
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

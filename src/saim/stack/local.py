@@ -197,6 +197,9 @@ class LocalStack:
             "SAIM_S3_BUCKET": self.bucket,
             "SAIM_ADMIN_TOKEN": self.admin_token,
             "SAIM_SERVICE_TOKEN": self.service_token,
+            # the embedded stack's training sets are a few hundred slices on a shared CPU: DataLoader worker
+            # processes would cost more than they read (deployments: 2 or more, SAIM_TRAIN__LOADER_WORKERS)
+            "SAIM_TRAIN__LOADER_WORKERS": "0",
         }
         if self.certs:
             env.update(
@@ -209,7 +212,7 @@ class LocalStack:
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
-    def start_service(self, service: str) -> Proc:
+    def start_service(self, service: str, module: str | None = None) -> Proc:
         port = self.ports.setdefault(service, free_port())
         metrics = self.ports.setdefault(f"{service}_metrics", free_port())
         env = {
@@ -222,7 +225,14 @@ class LocalStack:
         }
         if service == "annotator" and "selector" in self.ports:
             env["SAIM_SELECTOR_TARGET"] = self.target("selector")
-        return self._spawn(service, [sys.executable, "-m", f"services.{service}"], env)
+        return self._spawn(service, [sys.executable, "-m", module or f"services.{service}"], env)
+
+    def start_scorer(self, index: int = 0) -> Proc:
+        """A scorer worker for sharded scoring (SAIM_SCORING=sharded on the selector), named scorer-{index}."""
+        return self.start_service(f"scorer-{index}", "services.selector.scorer")
+
+    def scorers(self) -> list[str]:
+        return sorted(name for name in self.procs if name.startswith("scorer-"))
 
     def start_gateway(self, timeout_s: float = 60.0) -> Proc:
         """The HTTP gateway (web app + JSON API). It gets the services' addresses and nothing secret: the bearer
@@ -287,7 +297,7 @@ class LocalStack:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the services together (each drains in-flight calls and closes its consumers), then the broker and
         S3 they were using; anything still running after `timeout_s` per stage is killed."""
-        for stage in (("gateway", *SERVICES), ("broker", "s3")):
+        for stage in (("gateway", *SERVICES, *self.scorers()), ("broker", "s3")):
             procs = [self.procs[name] for name in stage if name in self.procs]
             for proc in procs:
                 proc.terminate()

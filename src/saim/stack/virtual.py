@@ -26,6 +26,7 @@ class AnnotatorStats:
     cases: list[str] = field(default_factory=list)
     click_latency_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    idle_s: float = 0.0  # waiting for a case that then came (batch being trained, or leased to others)
 
 
 class VirtualAnnotator(threading.Thread):
@@ -49,14 +50,20 @@ class VirtualAnnotator(threading.Thread):
         self.stats = AnnotatorStats()
 
     def run(self) -> None:
+        waiting_since = None
         while not self.stop_event.is_set():
+            asked = time.perf_counter()
             try:
                 lease = self.selector.NextCase(selector_pb2.NextCaseRequest(annotator_id=self.annotator_id), timeout=30)
             except grpc.RpcError as exc:
                 if exc.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
                     self.stats.errors.append(f"NextCase: {exc.code().name} {exc.details()}")
+                waiting_since = asked if waiting_since is None else waiting_since
                 self.stop_event.wait(0.5)  # no free case yet: the batch is being worked on or retraining runs
                 continue
+            if waiting_since is not None:  # only waits that ended with work count (not the wait for the end)
+                self.stats.idle_s += time.perf_counter() - waiting_since
+                waiting_since = None
             try:
                 self.annotate(lease)
             except grpc.RpcError as exc:

@@ -72,3 +72,19 @@ class ModelPublished(_message.Message):
     promoted: bool
     reason: str
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., version: _Optional[str] = ..., parent_version: _Optional[str] = ..., weights_key: _Optional[str] = ..., metadata_key: _Optional[str] = ..., iteration: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., promoted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ScoringRequested(_message.Message):
+    __slots__ = ("meta", "model_version", "strategy", "part", "parts", "case_ids")
+    META_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    CASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    model_version: str
+    strategy: str
+    part: int
+    parts: int
+    case_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., model_version: _Optional[str] = ..., strategy: _Optional[str] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ..., case_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16saim/v1/selector.proto\x12\x07saim.v1\"\x0f\n\rWhoAmIRequest\",\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"L\n\x11\x43heckLeaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\"X\n\x12\x43heckLeaseResponse\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x03 \x01(\x01\"\x12\n\x10GetStatusRequest\"\x93\x03\n\x0eSelectorStatus\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\r\n\x05\x62\x61tch\x18\x02 \x03(\t\x12\x12\n\nbatch_done\x18\x03 \x03(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tpool_size\x18\x05 \x01(\r\x12\x11\n\tannotated\x18\x06 \x01(\r\x12\x0f\n\x07initial\x18\x07 \x01(\r\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\x12\x16\n\x0emax_iterations\x18\t \x01(\x05\x12.\n\nannotators\x18\n \x03(\x0b\x32\x1a.saim.v1.AnnotatorProgress\x12\x1c\n\x14scoring_slices_per_s\x18\x0b \x01(\x01\x12\x16\n\x0escores_version\x18\x0c \x01(\t\x12;\n\x0b\x65vent_lag_s\x18\r \x03(\x0b\x32&.saim.v1.SelectorStatus.EventLagSEntry\x1a\x30\n\x0e\x45ventLagSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x11\x41nnotatorProgress\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x0e\n\x06leased\x18\x02 \x01(\r\x12\x11\n\tsubmitted\x18\x03 \x01(\r\"\'\n\x0fNextCaseRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\"y\n\x10NextCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x05 \x01(\x01\"\x12\n\x10GetScoresRequest\"B\n\tCaseScore\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"I\n\x11GetScoresResponse\x12\"\n\x06scores\x18\x01 \x03(\x0b\x32\x12.saim.v1.CaseScore\x12\x10\n\x08strategy\x18\x02 \x01(\t2\xd9\x02\n\x0fSelectorService\x12?\n\tGetStatus\x12\x19.saim.v1.GetStatusRequest\x1a\x17.saim.v1.SelectorStatus\x12?\n\x08NextCase\x12\x18.saim.v1.NextCaseRequest\x1a\x19.saim.v1.NextCaseResponse\x12\x42\n\tGetScores\x12\x19.saim.v1.GetScoresRequest\x1a\x1a.saim.v1.GetScoresResponse\x12\x45\n\nCheckLease\x12\x1a.saim.v1.CheckLeaseRequest\x1a\x1b.saim.v1.CheckLeaseResponse\x12\x39\n\x06WhoAmI\x12\x16.saim.v1.WhoAmIRequest\x1a\x17.saim.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16saim/v1/selector.proto\x12\x07saim.v1\"\x18\n\x16GetScorerStatusRequest\"{\n\x0cScorerStatus\x12\x12\n\npartitions\x18\x01 \x03(\x05\x12\x14\n\x0cparts_scored\x18\x02 \x01(\x05\x12\x15\n\rslices_scored\x18\x03 \x01(\x03\x12\x14\n\x0cslices_per_s\x18\x04 \x01(\x01\x12\x14\n\x0clast_version\x18\x05 \x01(\t\"\x0f\n\rWhoAmIRequest\",\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"L\n\x11\x43heckLeaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x03 \x01(\t\"X\n\x12\x43heckLeaseResponse\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x03 \x01(\x01\"\x12\n\x10GetStatusRequest\"\x93\x03\n\x0eSelectorStatus\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\r\n\x05\x62\x61tch\x18\x02 \x03(\t\x12\x12\n\nbatch_done\x18\x03 \x03(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tpool_size\x18\x05 \x01(\r\x12\x11\n\tannotated\x18\x06 \x01(\r\x12\x0f\n\x07initial\x18\x07 \x01(\r\x12\x10\n\x08\x63omplete\x18\x08 \x01(\x08\x12\x16\n\x0emax_iterations\x18\t \x01(\x05\x12.\n\nannotators\x18\n \x03(\x0b\x32\x1a.saim.v1.AnnotatorProgress\x12\x1c\n\x14scoring_slices_per_s\x18\x0b \x01(\x01\x12\x16\n\x0escores_version\x18\x0c \x01(\t\x12;\n\x0b\x65vent_lag_s\x18\r \x03(\x0b\x32&.saim.v1.SelectorStatus.EventLagSEntry\x1a\x30\n\x0e\x45ventLagSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x11\x41nnotatorProgress\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x0e\n\x06leased\x18\x02 \x01(\r\x12\x11\n\tsubmitted\x18\x03 \x01(\r\"\'\n\x0fNextCaseRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\"y\n\x10NextCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x05 \x01(\x01\"\x12\n\x10GetScoresRequest\"B\n\tCaseScore\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"I\n\x11GetScoresResponse\x12\"\n\x06scores\x18\x01 \x03(\x0b\x32\x12.saim.v1.CaseScore\x12\x10\n\x08strategy\x18\x02 \x01(\t2\xd9\x02\n\x0fSelectorService\x12?\n\tGetStatus\x12\x19.saim.v1.GetStatusRequest\x1a\x17.saim.v1.SelectorStatus\x12?\n\x08NextCase\x12\x18.saim.v1.NextCaseRequest\x1a\x19.saim.v1.NextCaseResponse\x12\x42\n\tGetScores\x12\x19.saim.v1.GetScoresRequest\x1a\x1a.saim.v1.GetScoresResponse\x12\x45\n\nCheckLease\x12\x1a.saim.v1.CheckLeaseRequest\x1a\x1b.saim.v1.CheckLeaseResponse\x12\x39\n\x06WhoAmI\x12\x16.saim.v1.WhoAmIRequest\x1a\x17.saim.v1.WhoAmIResponse2T\n\rScorerService\x12\x43\n\tGetStatus\x12\x1f.saim.v1.GetScorerStatusRequest\x1a\x15.saim.v1.ScorerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,32 +33,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SELECTORSTATUS_EVENTLAGSENTRY']._loaded_options = None
   _globals['_SELECTORSTATUS_EVENTLAGSENTRY']._serialized_options = b'8\001'
-  _globals['_WHOAMIREQUEST']._serialized_start=35
-  _globals['_WHOAMIREQUEST']._serialized_end=50
-  _globals['_WHOAMIRESPONSE']._serialized_start=52
-  _globals['_WHOAMIRESPONSE']._serialized_end=96
-  _globals['_CHECKLEASEREQUEST']._serialized_start=98
-  _globals['_CHECKLEASEREQUEST']._serialized_end=174
-  _globals['_CHECKLEASERESPONSE']._serialized_start=176
-  _globals['_CHECKLEASERESPONSE']._serialized_end=264
-  _globals['_GETSTATUSREQUEST']._serialized_start=266
-  _globals['_GETSTATUSREQUEST']._serialized_end=284
-  _globals['_SELECTORSTATUS']._serialized_start=287
-  _globals['_SELECTORSTATUS']._serialized_end=690
-  _globals['_SELECTORSTATUS_EVENTLAGSENTRY']._serialized_start=642
-  _globals['_SELECTORSTATUS_EVENTLAGSENTRY']._serialized_end=690
-  _globals['_ANNOTATORPROGRESS']._serialized_start=692
-  _globals['_ANNOTATORPROGRESS']._serialized_end=768
-  _globals['_NEXTCASEREQUEST']._serialized_start=770
-  _globals['_NEXTCASEREQUEST']._serialized_end=809
-  _globals['_NEXTCASERESPONSE']._serialized_start=811
-  _globals['_NEXTCASERESPONSE']._serialized_end=932
-  _globals['_GETSCORESREQUEST']._serialized_start=934
-  _globals['_GETSCORESREQUEST']._serialized_end=952
-  _globals['_CASESCORE']._serialized_start=954
-  _globals['_CASESCORE']._serialized_end=1020
-  _globals['_GETSCORESRESPONSE']._serialized_start=1022
-  _globals['_GETSCORESRESPONSE']._serialized_end=1095
-  _globals['_SELECTORSERVICE']._serialized_start=1098
-  _globals['_SELECTORSERVICE']._serialized_end=1443
+  _globals['_GETSCORERSTATUSREQUEST']._serialized_start=35
+  _globals['_GETSCORERSTATUSREQUEST']._serialized_end=59
+  _globals['_SCORERSTATUS']._serialized_start=61
+  _globals['_SCORERSTATUS']._serialized_end=184
+  _globals['_WHOAMIREQUEST']._serialized_start=186
+  _globals['_WHOAMIREQUEST']._serialized_end=201
+  _globals['_WHOAMIRESPONSE']._serialized_start=203
+  _globals['_WHOAMIRESPONSE']._serialized_end=247
+  _globals['_CHECKLEASEREQUEST']._serialized_start=249
+  _globals['_CHECKLEASEREQUEST']._serialized_end=325
+  _globals['_CHECKLEASERESPONSE']._serialized_start=327
+  _globals['_CHECKLEASERESPONSE']._serialized_end=415
+  _globals['_GETSTATUSREQUEST']._serialized_start=417
+  _globals['_GETSTATUSREQUEST']._serialized_end=435
+  _globals['_SELECTORSTATUS']._serialized_start=438
+  _globals['_SELECTORSTATUS']._serialized_end=841
+  _globals['_SELECTORSTATUS_EVENTLAGSENTRY']._serialized_start=793
+  _globals['_SELECTORSTATUS_EVENTLAGSENTRY']._serialized_end=841
+  _globals['_ANNOTATORPROGRESS']._serialized_start=843
+  _globals['_ANNOTATORPROGRESS']._serialized_end=919
+  _globals['_NEXTCASEREQUEST']._serialized_start=921
+  _globals['_NEXTCASEREQUEST']._serialized_end=960
+  _globals['_NEXTCASERESPONSE']._serialized_start=962
+  _globals['_NEXTCASERESPONSE']._serialized_end=1083
+  _globals['_GETSCORESREQUEST']._serialized_start=1085
+  _globals['_GETSCORESREQUEST']._serialized_end=1103
+  _globals['_CASESCORE']._serialized_start=1105
+  _globals['_CASESCORE']._serialized_end=1171
+  _globals['_GETSCORESRESPONSE']._serialized_start=1173
+  _globals['_GETSCORESRESPONSE']._serialized_end=1246
+  _globals['_SELECTORSERVICE']._serialized_start=1249
+  _globals['_SELECTORSERVICE']._serialized_end=1594
+  _globals['_SCORERSERVICE']._serialized_start=1596
+  _globals['_SCORERSERVICE']._serialized_end=1680
 # @@protoc_insertion_point(module_scope)

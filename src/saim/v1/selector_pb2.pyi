@@ -6,6 +6,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetScorerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScorerStatus(_message.Message):
+    __slots__ = ("partitions", "parts_scored", "slices_scored", "slices_per_s", "last_version")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    PARTS_SCORED_FIELD_NUMBER: _ClassVar[int]
+    SLICES_SCORED_FIELD_NUMBER: _ClassVar[int]
+    SLICES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    parts_scored: int
+    slices_scored: int
+    slices_per_s: float
+    last_version: str
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., parts_scored: _Optional[int] = ..., slices_scored: _Optional[int] = ..., slices_per_s: _Optional[float] = ..., last_version: _Optional[str] = ...) -> None: ...
+
 class WhoAmIRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

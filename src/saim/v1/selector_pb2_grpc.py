@@ -274,3 +274,78 @@ class SelectorService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ScorerServiceStub:
+    """A scorer worker (the selector image in scorer mode, `python -m services.selector.scorer`): what it holds and did.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetStatus = channel.unary_unary(
+                '/saim.v1.ScorerService/GetStatus',
+                request_serializer=saim_dot_v1_dot_selector__pb2.GetScorerStatusRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_selector__pb2.ScorerStatus.FromString,
+                _registered_method=True)
+
+
+class ScorerServiceServicer:
+    """A scorer worker (the selector image in scorer mode, `python -m services.selector.scorer`): what it holds and did.
+    """
+
+    def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ScorerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=saim_dot_v1_dot_selector__pb2.GetScorerStatusRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_selector__pb2.ScorerStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'saim.v1.ScorerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('saim.v1.ScorerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ScorerService:
+    """A scorer worker (the selector image in scorer mode, `python -m services.selector.scorer`): what it holds and did.
+    """
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.ScorerService/GetStatus',
+            saim_dot_v1_dot_selector__pb2.GetScorerStatusRequest.SerializeToString,
+            saim_dot_v1_dot_selector__pb2.ScorerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,204 @@
+"""Scoring the unannotated pool under one model version: in the selector's own process, or sharded over scorer
+workers through Kafka.
+
+Either way the result is one `ScoreTable` stamped with the model version that produced every score in it, stored as
+`scores/{version}.json` (a restarted selector reads it back instead of rescoring).
+
+Sharded (`SAIM_SCORING=sharded`): the pool is split into P parts (P = the scoring topic's partitions); the selector
+sends part k to partition k of `saim.scoring.requested`. Scorer workers (`python -m services.selector.scorer`) form
+one consumer group, so each holds some partitions; a worker scores its part and writes
+`scores/{version}/part-{k}.json`, then commits. The selector merges when every part of the plan is present with
+exactly the planned cases, version and strategy, and sends the missing parts again when none arrived for a while.
+A killed worker never committed the part in hand: the group's rebalance gives its partitions to the others, which
+score it again. A part already stored with the same cases is not scored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from saim.errors import NotFound
+from saim.live_model import ServedModel
+from saim.pool import DECODE_WORKERS, PoolStore
+from saim.selection import SelectionStrategy
+
+log = logging.getLogger(__name__)
+
+
+def scores_key(version: str) -> str:
+    """Where the selection scores a model version gave the pool are stored."""
+    return f"scores/{version}.json"
+
+
+def part_key(version: str, part: int) -> str:
+    """Where a scorer worker stores its part of a version's scores."""
+    return f"scores/{version}/part-{part:03d}.json"
+
+
+@dataclass
+class ScoreTable:
+    version: str
+    scores: dict[str, float]
+    seconds: float
+    slices: int
+
+    def merged(self, more: ScoreTable) -> ScoreTable:
+        """This table with `more`'s scores added (series added to the pool), under `more`'s version."""
+        return ScoreTable(
+            more.version, {**self.scores, **more.scores}, self.seconds + more.seconds, self.slices + more.slices
+        )
+
+
+SCORING_GROUP = 96  # slices scored together: 3 forward batches of 32, so a short series does not make a short batch
+
+
+def score_pool(
+    pool: PoolStore,
+    strategy: SelectionStrategy,
+    model: ServedModel,
+    cases: list[str],
+    workers: int = DECODE_WORKERS,
+    group_slices: int = SCORING_GROUP,
+) -> ScoreTable:
+    """Score `cases` under `model`, streaming: series are decoded by `workers` threads ahead of the model and scored
+    in groups of at least `group_slices` slices (mostly full batches however short the series); none is held beyond
+    the pool's cache budget and the group in hand."""
+    started = time.perf_counter()
+    scores: dict[str, float] = {}
+    slices = 0
+    group: dict = {}
+    held = 0
+    for series in pool.iter_series(cases, workers):
+        group[series.case] = series.images
+        held += series.num_slices
+        if held >= group_slices:
+            scores.update(strategy.score(model.predictor, group))
+            slices, group, held = slices + held, {}, 0
+    if group:
+        scores.update(strategy.score(model.predictor, group))
+        slices += held
+    return ScoreTable(model.version, scores, time.perf_counter() - started, slices)
+
+
+def split_parts(cases: list[str], parts: int) -> list[list[str]]:
+    """The plan: sorted cases dealt round-robin into `parts` parts (equal within one series; the same pool gives the
+    same plan in every process)."""
+    ordered = sorted(cases)
+    return [ordered[k::parts] for k in range(parts)]
+
+
+def part_document(table: ScoreTable, strategy: str, part: int, parts: int, cases: list[str], scorer: str) -> dict:
+    return {
+        "model_version": table.version,
+        "strategy": strategy,
+        "part": part,
+        "parts": parts,
+        "cases": sorted(cases),
+        "scores": table.scores,
+        "seconds": table.seconds,
+        "slices": table.slices,
+        "scorer": scorer,
+    }
+
+
+def stored_part(store, version: str, strategy: str, part: int, parts: int, cases: list[str]) -> dict | None:
+    """The stored part when it is exactly this request's (version, strategy, plan and cases), else None."""
+    try:
+        doc = store.get_json(part_key(version, part))
+    except NotFound:
+        return None
+    same = (
+        doc.get("model_version") == version
+        and doc.get("strategy") == strategy
+        and doc.get("parts") == parts
+        and doc.get("cases") == sorted(cases)
+        and set(doc.get("scores", {})) == set(cases)
+    )
+    return doc if same else None
+
+
+class Scoring(Protocol):
+    def score(self, model: ServedModel, cases: list[str]) -> ScoreTable: ...
+
+
+class LocalScoring:
+    """Scores in the calling process (the selector's scoring thread)."""
+
+    def __init__(self, pool: PoolStore, strategy: SelectionStrategy, workers: int = DECODE_WORKERS):
+        self.pool, self.strategy, self.workers = pool, strategy, workers
+
+    def score(self, model: ServedModel, cases: list[str]) -> ScoreTable:
+        return score_pool(self.pool, self.strategy, model, cases, self.workers)
+
+
+class ShardedScoring:
+    """Sends the parts of a rescoring to the scorer workers and waits for all of them (module docstring).
+
+    `publisher`: saim.events.EventPublisher; `store`: the object store the workers write to."""
+
+    def __init__(
+        self,
+        store,
+        publisher,
+        strategy: SelectionStrategy,
+        parts: int,
+        resend_after_s: float = 300.0,
+        poll_s: float = 0.5,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    ):
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, got {parts}")
+        self.store, self.publisher, self.strategy, self.parts = store, publisher, strategy, parts
+        self.resend_after_s, self.poll_s, self.clock, self.sleep = resend_after_s, poll_s, clock, sleep
+
+    def _request(self, version: str, part: int, cases: list[str]) -> None:
+        from saim.events import SCORING_REQUESTED, new_meta
+        from saim.v1 import events_pb2
+
+        event = events_pb2.ScoringRequested(
+            meta=new_meta("selector"),
+            model_version=version,
+            strategy=self.strategy.name,
+            part=part,
+            parts=self.parts,
+            case_ids=cases,
+        )
+        self.publisher.publish(SCORING_REQUESTED, event, key=f"{version}/{part}", partition=part)
+
+    def score(self, model: ServedModel, cases: list[str]) -> ScoreTable:
+        started = time.perf_counter()
+        version, name = model.version, self.strategy.name
+        plan = {k: p for k, p in enumerate(split_parts(cases, self.parts)) if p}
+        found: dict[int, dict] = {}
+        for k, p in plan.items():  # a restarted selector: parts written before it stopped count
+            if (doc := stored_part(self.store, version, name, k, self.parts, p)) is not None:
+                found[k] = doc
+        for k in sorted(set(plan) - set(found)):
+            self._request(version, k, plan[k])
+        log.info(
+            "scoring %d series under %s in %d parts (%d stored already)", len(cases), version, len(plan), len(found)
+        )
+        last_progress = self.clock()
+        while len(found) < len(plan):
+            self.sleep(self.poll_s)
+            present = set(self.store.list(f"scores/{version}/"))
+            for k in sorted(set(plan) - set(found)):
+                if part_key(version, k) not in present:
+                    continue
+                doc = stored_part(self.store, version, name, k, self.parts, plan[k])
+                if doc is not None:
+                    found[k] = doc
+                    last_progress = self.clock()
+            if len(found) < len(plan) and self.clock() - last_progress > self.resend_after_s:
+                missing = sorted(set(plan) - set(found))
+                log.warning("no part of %s for %.0f s: sending parts %s again", version, self.resend_after_s, missing)
+                for k in missing:
+                    self._request(version, k, plan[k])
+                last_progress = self.clock()
+        scores = {c: float(s) for doc in found.values() for c, s in doc["scores"].items()}
+        slices = sum(int(doc.get("slices", 0)) for doc in found.values())
+        return ScoreTable(version, scores, time.perf_counter() - started, slices)

@@ -1,0 +1,97 @@
+"""Sharded scoring, the selector's side (saim.scoring.ShardedScoring): the plan, the requests, the merge, the resend.
+The scorer workers and the broker are real in tests/integration/test_scoring.py."""
+
+from saim.events import SCORING_REQUESTED
+from saim.live_model import ServedModel
+from saim.scoring import ScoreTable, part_document, part_key, split_parts, stored_part
+from saim.scoring import ShardedScoring as Sharded
+from saim.selection import EntropyStrategy
+from tests.unit.fakes import MemoryStore
+
+CASES = [f"case_{i:02d}" for i in range(11)]
+MODEL = ServedModel("v0003", predictor=None, metadata={})
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, seconds):
+        self.t += seconds
+
+
+class Workers:
+    """The scorer workers' effect, done when a request is published: part k's scores (one per case) are stored,
+    except for the parts in `lost` (a worker killed before writing), which are lost the first `lost[k]` times."""
+
+    def __init__(self, store, lost=None):
+        self.store, self.lost, self.requests = store, dict(lost or {}), []
+
+    def publish(self, topic, event, key=None, partition=None):
+        assert topic is SCORING_REQUESTED and partition == event.part
+        self.requests.append((event.model_version, event.part, list(event.case_ids)))
+        if self.lost.get(event.part, 0) > 0:
+            self.lost[event.part] -= 1
+            return
+        cases = list(event.case_ids)
+        table = ScoreTable(event.model_version, {c: float(c[-2:]) for c in cases}, 1.0, 3 * len(cases))
+        doc = part_document(table, event.strategy, event.part, event.parts, cases, "worker")
+        self.store.put_json(part_key(event.model_version, event.part), doc)
+
+
+def test_the_plan_deals_every_case_once_in_the_same_order_everywhere():
+    plan = split_parts(list(reversed(CASES)), 4)
+    assert plan[0] == ["case_00", "case_04", "case_08"] and [len(p) for p in plan] == [3, 3, 3, 2]
+    assert sorted(c for p in plan for c in p) == CASES
+    assert split_parts(CASES[:2], 4) == [["case_00"], ["case_01"], [], []]
+
+
+def test_every_part_is_requested_on_its_partition_and_merged_under_one_version():
+    store, clock = MemoryStore(), Clock()
+    workers = Workers(store)
+    table = Sharded(store, workers, EntropyStrategy(), parts=4, clock=clock, sleep=clock.sleep).score(MODEL, CASES)
+    assert sorted(p for _, p, _ in workers.requests) == [0, 1, 2, 3]
+    assert {v for v, _, _ in workers.requests} == {"v0003"}
+    assert table.version == "v0003" and table.scores == {c: float(c[-2:]) for c in CASES}
+    assert table.slices == 3 * len(CASES)
+
+
+def test_empty_parts_are_not_requested():
+    store, clock = MemoryStore(), Clock()
+    workers = Workers(store)
+    table = Sharded(store, workers, EntropyStrategy(), parts=8, clock=clock, sleep=clock.sleep).score(MODEL, CASES[:3])
+    assert [p for _, p, _ in workers.requests] == [0, 1, 2] and set(table.scores) == set(CASES[:3])
+
+
+def test_stored_parts_are_reused_and_stale_ones_are_not():
+    store, clock = MemoryStore(), Clock()
+    plan = split_parts(CASES, 4)
+    entropy = EntropyStrategy().name
+    good = ScoreTable("v0003", {c: 0.5 for c in plan[0]}, 1.0, 3)
+    store.put_json(part_key("v0003", 0), part_document(good, entropy, 0, 4, plan[0], "before a restart"))
+    stale = ScoreTable("v0003", {c: 9.0 for c in plan[1][:-1]}, 1.0, 3)  # a plan made before the pool changed
+    store.put_json(part_key("v0003", 1), part_document(stale, entropy, 1, 4, plan[1][:-1], "old"))
+    other = ScoreTable("v0002", {c: 9.0 for c in plan[2]}, 1.0, 3)  # another version's scores under this key
+    store.put_json(part_key("v0003", 2), part_document(other, entropy, 2, 4, plan[2], "old"))
+    assert stored_part(store, "v0003", entropy, 0, 4, plan[0]) is not None
+    assert stored_part(store, "v0003", entropy, 1, 4, plan[1]) is None
+    assert stored_part(store, "v0003", entropy, 2, 4, plan[2]) is None
+    assert stored_part(store, "v0003", "random", 0, 4, plan[0]) is None
+
+    workers = Workers(store)
+    table = Sharded(store, workers, EntropyStrategy(), parts=4, clock=clock, sleep=clock.sleep).score(MODEL, CASES)
+    assert sorted(p for _, p, _ in workers.requests) == [1, 2, 3]
+    assert {c: table.scores[c] for c in plan[0]} == {c: 0.5 for c in plan[0]}
+    assert all(table.scores[c] == float(c[-2:]) for p in plan[1:] for c in p)  # no 9.0: nothing stale merged
+
+
+def test_a_lost_part_is_requested_again_after_the_resend_delay_and_only_it():
+    store, clock = MemoryStore(), Clock()
+    workers = Workers(store, lost={2: 1})
+    sharded = Sharded(store, workers, EntropyStrategy(), parts=4, resend_after_s=60, clock=clock, sleep=clock.sleep)
+    table = sharded.score(MODEL, CASES)
+    assert [p for _, p, _ in workers.requests[4:]] == [2]
+    assert 60 < clock.t <= 62 and set(table.scores) == set(CASES)
