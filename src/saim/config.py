@@ -91,6 +91,9 @@ class TrainConfig:
         "stop after this many epochs without validation gain, keeping the best epoch (0: never; runs with a "
         "validation set: the trainer service)",
     )
+    checkpoint_every_s: float = _opt(
+        300.0, "save an epoch checkpoint when this long has passed since the last one (0: after every epoch)"
+    )
     loader_workers: int = _opt(2, "DataLoader worker processes reading the decoded slice cache (0: in process)")
     world_size: int = _opt(1, "data-parallel training processes (torchrun; one per GPU, gloo on CPU)")
     seed: int = 0  # set per run by the caller (services: SAIM_SEED + iteration)

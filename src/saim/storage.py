@@ -142,6 +142,14 @@ class ObjectStore:
             objects = self.client.list_objects(self.bucket, prefix=key, include_version=True)
             return [o.version_id for o in objects if o.object_name == key and not o.is_delete_marker]
 
+    def purge(self, key: str) -> None:
+        """Remove a key with every stored version and delete marker (scratch data in a versioned bucket, such as
+        training checkpoints, must not pile up as old versions)."""
+        with _reachable(f"purge {key}"):
+            for o in list(self.client.list_objects(self.bucket, prefix=key, include_version=True)):
+                if o.object_name == key:
+                    self.client.remove_object(self.bucket, key, version_id=o.version_id)
+
     def get_version(self, key: str, version_id: str) -> bytes:
         with _reachable(f"get {key}@{version_id}"):
             response = self.client.get_object(self.bucket, key, version_id=version_id)

@@ -92,7 +92,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny_model_config, monkeypatch):
 def test_a_killed_run_resumes_from_its_epoch_checkpoint_and_ends_where_an_unbroken_run_ends(tiny_model_config):
     images, labels = toy()
     data = ArraySlices(images, labels)
-    tc = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, loader_workers=0, seed=3)
+    tc = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=4, loader_workers=0, checkpoint_every_s=0, seed=3)
     unbroken = train(tiny_model_config, data, tc)
     per = unbroken.stats["steps_per_epoch"]
     assert per == 3  # 12 slices in batches of 4: a pass over the data is more than the 2-step minimum
@@ -145,7 +145,9 @@ def test_the_pipeline_resumes_a_killed_run_and_drops_the_checkpoint_once_publish
     import_dataset(store, ds, Splits(tuple(c[:2]), tuple(c[2:3]), tuple(c[3:4]), tuple(c[4:])))
     pool = PoolStore(store, image_size=32)
     mc = replace(tiny_model_config, classes=phantom.CLASSES)
-    tc = TrainConfig(epochs=3, steps_per_epoch=1, batch_size=2, loader_workers=0, patience=0, seed=4)
+    tc = TrainConfig(
+        epochs=3, steps_per_epoch=1, batch_size=2, loader_workers=0, patience=0, checkpoint_every_s=0, seed=4
+    )
     pipeline = TrainingPipeline(pool, ModelRegistry(store), mc, lambda it: tc, eval_clicks=1, work_dir=tmp_path)
 
     def killed_in_the_last_epoch(step, total, loss):

@@ -419,7 +419,7 @@ def train(
         start_epoch = resumed_from = state["epoch"] + 1
         log.info("resuming training after epoch %d of %d (checkpoint %s)", state["epoch"], epochs, checkpoints.key)
     net.train()
-    step, stopped_early = start_epoch * steps, False
+    step, stopped_early, last_saved = start_epoch * steps, False, time.monotonic()
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         epoch_loss = 0.0
@@ -439,7 +439,9 @@ def train(
             if val_history[-1] > best:
                 best, best_epoch = val_history[-1], epoch
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-        if checkpoints is not None and rank == 0:
+        due = _agree(checkpoints is not None and time.monotonic() - last_saved >= config.checkpoint_every_s, world)
+        if due and epoch < epochs - 1 and rank == 0:  # the last epoch's state is the result itself
+            last_saved = time.monotonic()
             checkpoints.save(
                 {
                     "epoch": epoch,
@@ -454,7 +456,7 @@ def train(
                     "best_network": best_state,
                 }
             )
-        elif world > 1:
+        elif due and epoch < epochs - 1 and world > 1:
             _gather_generator_states(gen, world)  # every rank takes part in the collective
         if val is not None and config.patience and epoch - best_epoch >= config.patience:
             stopped_early = True
@@ -488,6 +490,17 @@ def train(
         "seconds": round(time.perf_counter() - started, 2),
     }
     return TrainResult(predictor, stats)
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """Rank 0's decision, for every rank (each has its own clock; a collective needs all of them)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
 
 
 def _gather_generator_states(gen: torch.Generator, world: int) -> list[torch.Tensor]:
