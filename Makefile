@@ -10,7 +10,7 @@ NNUNET_STAMP := $(NNUNET_VENV)/.saim-installed
 OUT ?= out
 WEB_STAMP := web/dist/.built
 
-.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench bench-scale gpu-bench proto totalseg clean
+.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench bench-scale gpu-bench results proto totalseg clean
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -109,6 +109,21 @@ bench-scale: setup
 # rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's requirements, without .venv).
 gpu-bench: setup
 	PYTHON=$(BIN)/python tools/gpu_bench.sh --out $(OUT)/gpu-bench.json
+
+# The paper's curves over 3 seeds (SAIM-entropy, SAIM-random, classical) on the synthetic default and the
+# TotalSegmentator data; renders docs/results.md and its plots (tools/results.py). CPU: see docs/results.md for time.
+RESULTS_ARGS = --seeds 0 1 2 --image-size 64 --threads 2 --quiet
+results: setup $(OUT)/totalseg/dataset.json
+	$(BIN)/saim experiment --data synthetic --iterations 3 $(RESULTS_ARGS) \
+		--report $(OUT)/results/synthetic.json --plot $(OUT)/results/synthetic.png
+	$(BIN)/saim experiment --data $(OUT)/totalseg --max-slices 0 --iterations 2 $(RESULTS_ARGS) \
+		--report $(OUT)/results/totalseg.json --plot $(OUT)/results/totalseg.png
+	$(BIN)/python tools/results.py docs/results.md \
+		"synthetic phantoms=$(OUT)/results/synthetic.json=saim experiment --data synthetic --iterations 3 $(RESULTS_ARGS)" \
+		"TotalSegmentator CT/MR=$(OUT)/results/totalseg.json=saim experiment --data $(OUT)/totalseg --max-slices 0 --iterations 2 $(RESULTS_ARGS)"
+
+$(OUT)/totalseg/dataset.json: $(STAMP)
+	$(BIN)/saim data totalseg $(OUT)/totalseg --cache-dir .cache
 
 totalseg: setup
 	$(BIN)/saim data totalseg $(OUT)/totalseg --cache-dir .cache

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import grpc
@@ -25,17 +26,50 @@ def _add_emulate(sub) -> None:
         description="Pre-train on a small annotated set, then per iteration: select series, annotate "
         "them with the virtual user driving the current model, retrain, evaluate on a fixed test set.",
     )
-    p.add_argument("--data", default="synthetic", help="'synthetic' (phantoms) or an nnU-Net raw dataset directory")
-    p.add_argument("--iterations", type=int, default=3)
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="series selected per iteration (default: initial set size)"
-    )
     p.add_argument("--selection", choices=["entropy", "random"], default="entropy")
     p.add_argument(
         "--baseline",
         choices=["none", "classical"],
         default="none",
         help="'classical' also trains on the ground truth of the same series",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    _add_emulation_args(p)
+    p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of mIoU per iteration here")
+    p.set_defaults(func=_cmd_emulate)
+
+
+def _add_experiment(sub) -> None:
+    from saim.experiment import TimeModel
+
+    p = sub.add_parser(
+        "experiment",
+        help="SAIM-entropy, SAIM-random and the classical baseline over several seeds, aggregated (mean ± sd)",
+        description="Per seed: the emulation with entropy selection and the classical baseline, and with random "
+        "selection; then per iteration mean and sample sd over seeds of test mIoU, the SAIM/classical ratio, "
+        "NoC@85/90, Dice-AUC5, 3-click mIoU and an annotation-time estimate (saim.experiment).",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=1, help="emulations run at once, each in its own process (default: 1)")
+    _add_emulation_args(p)
+    times = p.add_argument_group("annotation-time model (an estimate; saim.experiment.TimeModel)")
+    for f, default in asdict(TimeModel()).items():
+        times.add_argument(f"--{f.replace('_', '-')}", type=float, default=default, help=f"(default: {default})")
+    p.add_argument(
+        "--report", type=Path, default=None, help="write the JSON report here (the contract: saim.experiment)"
+    )
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of mIoU with ± sd bands here")
+    p.add_argument("--markdown", type=Path, default=None, help="write the tables in Markdown here")
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _add_emulation_args(p) -> None:
+    """What `saim emulate` and `saim experiment` share: the data, the loop, the model and the training run."""
+    p.add_argument("--data", default="synthetic", help="'synthetic' (phantoms) or an nnU-Net raw dataset directory")
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="series selected per iteration (default: initial set size)"
     )
     p.add_argument("--clicks", type=int, default=3, help="virtual-user clicks per class per image")
     p.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
@@ -46,7 +80,6 @@ def _add_emulate(sub) -> None:
     train = p.add_argument_group("training (saim.config.TrainConfig)")
     add_fields(train, TrainConfig, rename={"batch_size": "train_batch_size"})
     p.add_argument("--series", type=int, default=24, help="synthetic series to generate")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-noc", action="store_true", help="skip NoC@85/90 and Dice-AUC (the costlier measures)")
@@ -57,34 +90,56 @@ def _add_emulate(sub) -> None:
         "validation than the current one by more than --promotion-tolerance is rejected, as the services do",
     )
     p.add_argument("--promotion-tolerance", type=float, default=0.02, help="(default: 0.02)")
-    p.add_argument("--report", type=Path, default=None, help="write the JSON report here")
-    p.add_argument("--plot", type=Path, default=None, help="write a PNG of mIoU per iteration here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_emulate)
 
 
-def _cmd_emulate(args) -> int:
-    from saim.emulate import Emulation, EmulationConfig, format_table, plot_report
+def _emulation_config(args, **fixed):
+    from saim.emulate import EmulationConfig
 
-    cfg = EmulationConfig(
+    return EmulationConfig(
         data=args.data,
         iterations=args.iterations,
         batch_size=args.batch_size,
         split=from_args(args, SplitRule, defaults=EMULATION_SPLIT),
         model=from_args(args, ModelConfig),
         train=from_args(args, TrainConfig),
-        selection=args.selection,
-        baseline=args.baseline,
         clicks=args.clicks,
         max_slices=args.max_slices or None,
         synthetic_series=args.series,
-        seed=args.seed,
         device=args.device,
         threads=args.threads,
         noc=not args.no_noc,
         gate=not args.no_gate,
         promotion_tolerance=args.promotion_tolerance,
+        **fixed,
     )
+
+
+def _cmd_experiment(args) -> int:
+    from saim.experiment import TimeModel, format_markdown, plot_experiment, run_experiment
+
+    cfg = _emulation_config(args)
+    time_model = TimeModel(**{f: getattr(args, f) for f in asdict(TimeModel())})
+    report = run_experiment(cfg, args.seeds, time_model, show_progress=not args.quiet, jobs=args.jobs)
+    table = format_markdown(report)
+    print(table)
+    print(f"seeds {report['seeds']}; wall {report['wall_seconds']:.0f} s")
+    for path, text in ((args.report, json.dumps(report, indent=2) + "\n"), (args.markdown, table + "\n")):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_experiment(report, str(args.plot))
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _cmd_emulate(args) -> int:
+    from saim.emulate import Emulation, format_table, plot_report
+
+    cfg = _emulation_config(args, selection=args.selection, baseline=args.baseline, seed=args.seed)
     report = Emulation(cfg, show_progress=not args.quiet).run()
     print(format_table(report))
     final, first = report["final"], report["iterations"][0]
@@ -177,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_emulate(sub)
+    _add_experiment(sub)
     _add_data(sub)
     add_stack_commands(sub)
     return parser

@@ -86,16 +86,11 @@ class TrainConfig:
     click_weight: float = _opt(0.0, "extra loss weight on the pixels within the input's clicks (0: none)")
     augment: bool = _opt(True, "the paper's intensity and flip augmentations")
     spatial_augment: bool = _opt(True, "a random affine on top of the paper's augmentations")
-    patience: int = _opt(
-        3,
-        "stop after this many epochs without validation gain, keeping the best epoch (0: never; runs with a "
-        "validation set: the trainer service)",
-    )
-    checkpoint_every_s: float = _opt(
-        300.0, "save an epoch checkpoint when this long has passed since the last one (0: after every epoch)"
-    )
-    loader_workers: int = _opt(2, "DataLoader worker processes reading the decoded slice cache (0: in process)")
-    world_size: int = _opt(1, "data-parallel training processes (torchrun; one per GPU, gloo on CPU)")
+    # The trainer service's run (no flags: `saim emulate` trains in memory, without validation, in one process)
+    patience: int = 3  # epochs without validation gain before a run stops, keeping its best epoch (0: never)
+    checkpoint_every_s: float = 300.0  # an epoch checkpoint when this long has passed since the last (0: every epoch)
+    loader_workers: int = 2  # DataLoader worker processes reading the decoded slice cache (0: in process)
+    world_size: int = 1  # data-parallel training processes (torchrun; one per GPU, gloo on CPU)
     seed: int = 0  # set per run by the caller (services: SAIM_SEED + iteration)
     device: str = "cpu"  # set by the caller from its device setting
 

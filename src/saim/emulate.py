@@ -190,6 +190,7 @@ class Emulation:
         train_seconds = result.stats["seconds"]
         selected: list[str] = []
         annotation_miou = auto_miou_selected = None
+        clicks_placed = slices_selected = 0
         gate = {"version": 0, "promoted": True, "reason": "first model", "val_miou": model_val}
         for it in range(cfg.iterations + 1):
             if it > 0:
@@ -202,6 +203,7 @@ class Emulation:
                 images, gt = stack(chosen)
                 annotated = user.annotate(model, images, gt)
                 annotation_miou = mean_iou(gt, annotated.labels, mc.num_classes)
+                clicks_placed, slices_selected = sum(len(c) for c in annotated.clicks), len(images)
                 auto_miou_selected = mean_iou(gt, annotated.rounds[0], mc.num_classes)
                 offset = 0
                 for s in chosen:
@@ -248,6 +250,8 @@ class Emulation:
                 "gate": gate,
                 "selection": cfg.selection,
                 "selected": selected,
+                "slices_selected": slices_selected,  # slices of this iteration's selected series
+                "clicks_placed": clicks_placed,  # the virtual user's clicks on them (the annotation-time model's input)
                 "train_seconds": train_seconds,
             }
             rows.append(row)

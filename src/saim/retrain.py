@@ -165,7 +165,7 @@ class TrainingPipeline:
         current_metrics = self.registry.metadata(current).metrics if current else None
         promoted, reason = promotion_decision(metrics, current_metrics, self.promotion_tolerance)
         status = self.registry.decide(meta.version, promoted, reason)
-        self.registry.store.delete(checkpoint_key(iteration))  # published: a later run of the iteration starts anew
+        Checkpoints(self.registry.store, key, fp).clear()  # published: a later run of the iteration starts anew
         log.info(
             "%s %s (iteration %d, %d series, test mIoU %.3f): %s",
             status.value,

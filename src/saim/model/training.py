@@ -458,7 +458,7 @@ def train(
             )
         elif due and epoch < epochs - 1 and world > 1:
             _gather_generator_states(gen, world)  # every rank takes part in the collective
-        if val is not None and config.patience and epoch - best_epoch >= config.patience:
+        if val is not None and config.patience and epoch - best_epoch >= config.patience and epoch < epochs - 1:
             stopped_early = True
             log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, config.patience)
             break

@@ -1,0 +1,73 @@
+"""`saim experiment`'s aggregation over seeds and its per-arm rows, on known numbers (the runs themselves are the
+emulation's, tested in test_emulate.py)."""
+
+import math
+
+import pytest
+
+from saim.experiment import ARMS, TimeModel, aggregate, arm_rows, format_markdown, mean_sd
+
+
+def test_mean_and_sample_sd_on_known_numbers():
+    mean, sd, n = mean_sd([0.70, 0.80, 0.90])
+    assert mean == pytest.approx(0.80) and sd == pytest.approx(0.10) and n == 3  # sqrt(0.02 / 2)
+    assert mean_sd([0.5]) == (0.5, 0.0, 1)
+    assert mean_sd([None, float("nan")]) == (None, None, 0)
+    assert mean_sd([2.0, None, 4.0])[:2] == (3.0, pytest.approx(math.sqrt(2)))
+
+
+def test_aggregate_per_iteration_over_seeds():
+    seed_a = [
+        {"miou": 0.6, "noc85": 10.0, "annotated_fraction": 0.2},
+        {"miou": 0.8, "noc85": None, "annotated_fraction": 0.4},
+    ]
+    seed_b = [
+        {"miou": 0.7, "noc85": 12.0, "annotated_fraction": 0.2},
+        {"miou": 0.9, "noc85": 6.0, "annotated_fraction": 0.4},
+    ]
+    seed_c = [{"miou": 0.8, "noc85": 14.0, "annotated_fraction": 0.2}]  # its pool ran out after iteration 0
+    out = aggregate([seed_a, seed_b, seed_c])
+    assert [r["seeds"] for r in out] == [3, 2]
+    assert out[0]["miou_mean"] == pytest.approx(0.7) and out[0]["miou_sd"] == pytest.approx(0.1)
+    assert out[0]["noc85_mean"] == pytest.approx(12.0) and out[0]["noc85_sd"] == pytest.approx(2.0)
+    assert out[1]["miou_mean"] == pytest.approx(0.85) and out[1]["miou_sd"] == pytest.approx(math.sqrt(0.005))
+    assert out[1]["noc85_mean"] == 6.0 and out[1]["noc85_sd"] == 0.0 and out[1]["noc85_n"] == 1  # one seed had it
+    assert out[1]["dice_auc5_mean"] is None  # a measure no run reported
+
+
+def _run(mious, classical=None):
+    rows = []
+    for it, m in enumerate(mious):
+        rows.append(
+            {
+                "iteration": it,
+                "annotated_fraction": 0.1 * (it + 1),
+                "miou": m,
+                "miou_classical": None if classical is None else classical[it],
+                "slices_selected": 0 if it == 0 else 60,
+                "clicks_placed": 0 if it == 0 else 36,
+            }
+        )
+    return {"iterations": rows}
+
+
+def test_arms_of_one_seed_ratio_and_time_model():
+    arms = arm_rows(_run([0.6, 0.8], classical=[0.6, 0.9]), _run([0.6, 0.7]), TimeModel())
+    assert set(arms) == set(ARMS)
+    assert [r["miou"] for r in arms["classical"]] == [0.6, 0.9]
+    assert arms["saim_entropy"][1]["ratio_to_classical"] == pytest.approx(0.8 / 0.9)
+    assert arms["saim_random"][1]["ratio_to_classical"] == pytest.approx(0.7 / 0.9)
+    # the paper's anchors for a 60-slice series: 15' by hand, 3'43" with SAIM at 36 clicks
+    assert arms["classical"][1]["annotation_hours"] * 3600 == pytest.approx(900)
+    assert arms["saim_entropy"][1]["annotation_hours"] * 3600 == pytest.approx(222, abs=1)
+
+
+def test_markdown_tables_carry_mean_and_sd():
+    per_seed = [arm_rows(_run([0.6, 0.8], [0.6, 0.9]), _run([0.6, 0.7]), TimeModel()) for _ in range(2)]
+    report = {
+        "arms": {arm: {"iterations": aggregate([s[arm] for s in per_seed])} for arm in ARMS},
+        "seeds": [0, 1],
+        "config": {"data": "synthetic"},
+    }
+    text = format_markdown(report)
+    assert "| 1 | 20% | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.900 ± 0.000 | 0.89 ± 0.00 | 0.78 ± 0.00 |" in text
