@@ -112,7 +112,7 @@ gpu-bench: setup
 
 # The paper's curves over 3 seeds (SAIM-entropy, SAIM-random, classical) on the synthetic default and the
 # TotalSegmentator data; renders docs/results.md and its plots (tools/results.py). CPU: see docs/results.md for time.
-RESULTS_ARGS = --seeds 0 1 2 --image-size 64 --threads 2 --quiet
+RESULTS_ARGS = --seeds 0 1 2 --image-size 64 --threads 1 --jobs 2 --quiet
 results: setup $(OUT)/totalseg/dataset.json
 	$(BIN)/saim experiment --data synthetic --iterations 3 $(RESULTS_ARGS) \
 		--report $(OUT)/results/synthetic.json --plot $(OUT)/results/synthetic.png
