@@ -45,7 +45,7 @@ def section(name: str, report: dict, command: str, image: str | None) -> str:
         f"`{command}`",
         "",
         f"Seeds {report['seeds']}; torch threads {cfg.get('threads') or 'all'}; {hardware}; image size "
-        f"{cfg['model']['image_size']} px, {cfg['model']['encoder']}; wall {report['wall_seconds'] / 60:.0f} min. "
+        f"{cfg['model']['image_size']} px, {cfg['model']['encoder']}; wall {report['wall_seconds'] / 60:.1f} min. "
         f"Time model: {report['time_model']}.",
         "",
         f"Last iteration: SAIM-entropy / classical = {ratio:.3f} (mean over seeds)."
