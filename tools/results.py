@@ -44,7 +44,8 @@ def section(name: str, report: dict, command: str, image: str | None) -> str:
         "",
         f"`{command}`",
         "",
-        f"Seeds {report['seeds']}; torch threads {cfg.get('threads') or 'all'}; {hardware}; image size "
+        f"Seeds {report['seeds']}; torch threads {cfg.get('threads') or 'all'} per run, {cfg.get('jobs', 1)} runs at "
+        f"once; {hardware}; image size "
         f"{cfg['model']['image_size']} px, {cfg['model']['encoder']}; wall {report['wall_seconds'] / 60:.1f} min. "
         f"Time model: {report['time_model']}.",
         "",
