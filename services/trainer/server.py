@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from saim.batches import stored_batch
+from saim.batches import stored_batches
 from saim.errors import InvalidInput
 from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventPublisher, new_meta
 from saim.retrain import RunResult, TrainingPipeline
@@ -132,7 +132,8 @@ class TrainerApp(ServiceApp):
         """A batch the selector stored as complete without a model (its event lost, or the trainer stopped after
         committing the event and before training): storage, not the topic, is the system of record."""
         store = self.deps.pipeline.pool.store
-        for batch in (stored_batch(store, "previous"), stored_batch(store)):  # previous: SAIM_NEXT_BATCH=immediate
+        current, previous = stored_batches(store)
+        for batch in (previous, current):  # previous: SAIM_NEXT_BATCH=immediate
             if batch is not None and batch.complete and batch.iteration not in self.state.planned:
                 self.enqueue(batch.iteration, reason=f"batch {batch.iteration} is complete in storage but has no model")
 

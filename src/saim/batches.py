@@ -24,7 +24,7 @@ from saim.selection import SelectionStrategy, top_n
 
 log = logging.getLogger(__name__)
 
-SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batch()
+SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batches()
 NEXT_BATCH = ("after_model", "immediate")
 
 
@@ -69,15 +69,15 @@ class Batch:
         )
 
 
-def stored_batch(store, which: str = "batch") -> Batch | None:
-    """The selector's last stored batch, or None before the first one (the trainer asks this after lost events).
-    `which="previous"`: the completed batch before the open one, when that was opened without waiting for the
+def stored_batches(store) -> tuple[Batch | None, Batch | None]:
+    """The selector's stored (open batch, previous batch), each None when absent (the trainer asks this after lost
+    events). `previous` is the completed batch before the open one, when that was opened without waiting for the
     previous one's model (SAIM_NEXT_BATCH=immediate)."""
     try:
         state = store.get_json(SELECTOR_STATE)
     except NotFound:
-        return None
-    return Batch.from_json(state[which]) if state.get(which) else None
+        return None, None
+    return tuple(Batch.from_json(state[k]) if state.get(k) else None for k in ("batch", "previous"))
 
 
 class SelectionLoop:
@@ -114,8 +114,7 @@ class SelectionLoop:
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def _restore(self) -> None:
-        self.batch = stored_batch(self.pool.store)
-        self.previous = stored_batch(self.pool.store, "previous")
+        self.batch, self.previous = stored_batches(self.pool.store)
         if self.batch is not None:
             stored = self.annotated & set(self.batch.cases)
             if self.overlap > 1:  # a primary annotation exists after the first rater: count the raters
