@@ -142,12 +142,13 @@ class ObjectStore:
             objects = self.client.list_objects(self.bucket, prefix=key, include_version=True)
             return [o.version_id for o in objects if o.object_name == key and not o.is_delete_marker]
 
-    def purge(self, key: str) -> None:
-        """Remove a key with every stored version and delete marker (scratch data in a versioned bucket, such as
-        training checkpoints, must not pile up as old versions)."""
+    def purge(self, key: str, keep_latest: bool = False) -> None:
+        """Remove a key's stored versions and delete markers (scratch data in a versioned bucket, such as training
+        checkpoints, must not pile up as old versions); with `keep_latest`, all but the newest version."""
         with _reachable(f"purge {key}"):
             for o in list(self.client.list_objects(self.bucket, prefix=key, include_version=True)):
-                if o.object_name == key:
+                latest = str(o.is_latest).lower() == "true"  # the S3 listing's IsLatest, as text
+                if o.object_name == key and not (keep_latest and latest):
                     self.client.remove_object(self.bucket, key, version_id=o.version_id)
 
     def get_version(self, key: str, version_id: str) -> bytes:

@@ -50,12 +50,15 @@ class Checkpoints:
     def save(self, state: dict) -> None:
         buf = io.BytesIO()
         torch.save({**state, "fingerprint": self.fingerprint}, buf)
-        self.clear()  # a versioned bucket would keep every epoch's 0.4 GB otherwise
         self.store.put_bytes(self.key, buf.getvalue())
+        self._purge(keep_latest=True)  # written first: a kill in between leaves the new one, never none
 
     def clear(self) -> None:
-        purge = getattr(self.store, "purge", None)
+        self._purge(keep_latest=False)
+
+    def _purge(self, keep_latest: bool) -> None:
+        purge = getattr(self.store, "purge", None)  # a versioned bucket would keep every epoch's 0.4 GB otherwise
         if purge is not None:
-            purge(self.key)
-        else:
+            purge(self.key, keep_latest=keep_latest)
+        elif not keep_latest:
             self.store.delete(self.key)
