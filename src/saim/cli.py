@@ -124,16 +124,24 @@ def _cmd_experiment(args) -> int:
     table = format_markdown(report)
     print(table)
     print(f"seeds {report['seeds']}; wall {report['wall_seconds']:.0f} s")
-    for path, text in ((args.report, json.dumps(report, indent=2) + "\n"), (args.markdown, table + "\n")):
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path}")
-    if args.plot:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_experiment(report, str(args.plot))
-        print(f"plot: {args.plot}")
+    _write_outputs(args.report, report, args.plot, plot_experiment)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table + "\n")
+        print(f"markdown: {args.markdown}")
     return 0
+
+
+def _write_outputs(report_path: Path | None, report: dict, plot_path: Path | None, plot) -> None:
+    """The JSON report and the plot of `saim emulate` / `saim experiment`, where asked for."""
+    if report_path:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {report_path}")
+    if plot_path:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot(report, str(plot_path))
+        print(f"plot: {plot_path}")
 
 
 def _cmd_emulate(args) -> int:
@@ -150,14 +158,7 @@ def _cmd_emulate(args) -> int:
     )
     if report["rejected_versions"]:
         print(f"rejected by the promotion gate (the previous model annotated on): {report['rejected_versions']}")
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report: {args.report}")
-    if args.plot:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_report(report, str(args.plot))
-        print(f"plot: {args.plot}")
+    _write_outputs(args.report, report, args.plot, plot_report)
     return 0
 
 
