@@ -24,6 +24,7 @@ from saim.clicks import largest_error
 from saim.config import ModelConfig, TrainConfig
 from saim.device import autocast, is_cuda, memory_format, precision
 from saim.errors import InvalidInput
+from saim.metrics import mean_iou
 from saim.model.checkpoint import Checkpoints
 from saim.model.data import ArraySlices, EpochSampler, SliceDataset, steps_per_epoch
 from saim.model.encoding import encode, one_hot_foreground, paint_clicks
@@ -340,8 +341,6 @@ def train_predictor(
 
 def _val_miou(net: torch.nn.Module, mc: ModelConfig, device: torch.device, val: tuple[np.ndarray, np.ndarray]) -> float:
     """Automatic-mode mIoU of the network on the validation slices (early stopping)."""
-    from saim.metrics import mean_iou
-
     was_training = net.training
     predictor = InteractivePredictor(mc, device=str(device), network=net)
     score = mean_iou(val[1], predictor.predict(val[0]), mc.num_classes)
