@@ -214,6 +214,54 @@ def format_markdown(report: dict) -> str:
         f"| classical | last | – | – | – | – | – | ground truth "
         f"| {_pm(classical[-1]['annotation_hours_mean'], classical[-1]['annotation_hours_sd'], '.2f')} |"
     )
+    if report.get("per_seed") and report.get("runs"):
+        lines += ["", format_per_seed(report)]
+    return "\n".join(lines)
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "–" if value is None else f"{value:{spec}}"
+
+
+def format_per_seed(report: dict) -> str:
+    """Per arm and seed, the interactive figures at the first and the last iteration (issue 12's measures): the
+    3-click gain over the automatic prediction, NoC@85/90, Dice-AUC5, the lowest click fidelity of any iteration, the
+    annotations of the selected series against the model's automatic prediction of them (mean over iterations), the
+    initial set's size and the versions the gate rejected."""
+    lines = [
+        "| arm | seed | initial series | mIoU first → last (classical last) | 3-click gain first / last "
+        "| NoC@85 first / last | NoC@90 first / last | Dice-AUC5 last | lowest click fidelity "
+        "| annotations vs automatic (selected) | rejected versions |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    classical = report["per_seed"]["classical"]
+    for arm, run_key in (("saim_entropy", "entropy"), ("saim_random", "random")):
+        for rows, run, classical_rows in zip(report["per_seed"][arm], report["runs"], classical, strict=True):
+            first, last = rows[0], rows[-1]
+
+            def gain(row: dict) -> float | None:
+                if row.get("interactive_miou") is None or row.get("miou") is None:
+                    return None
+                return row["interactive_miou"] - row["miou"]
+
+            fidelity = [r["click_fidelity"] for r in rows if r.get("click_fidelity") is not None]
+            selected = [r for r in rows if r.get("annotation_miou") is not None]
+            annotated = (
+                f"{np.mean([r['annotation_miou'] for r in selected]):.3f} vs "
+                f"{np.mean([r['auto_miou_selected'] for r in selected]):.3f}"
+                if selected and all(r.get("auto_miou_selected") is not None for r in selected)
+                else "–"
+            )
+            rejected = run.get("rejected_versions", {}).get(run_key) or []
+            lines.append(
+                f"| {arm} | {run['seed']} | {run['initial_set'].get('series', '–')} "
+                f"| {_f(first['miou'], '.3f')} → {_f(last['miou'], '.3f')} ({_f(classical_rows[-1]['miou'], '.3f')}) "
+                f"| {_f(gain(first), '+.3f')} / {_f(gain(last), '+.3f')} "
+                f"| {_f(first.get('noc85'), '.1f')} / {_f(last.get('noc85'), '.1f')} "
+                f"| {_f(first.get('noc90'), '.1f')} / {_f(last.get('noc90'), '.1f')} "
+                f"| {_f(last.get('dice_auc5'), '.2f')} | {_f(min(fidelity) if fidelity else None, '.2f')} "
+                f"| {annotated} | {', '.join(f'v{v}' for v in rejected) or 'none'} |"
+            )
     return "\n".join(lines)
 
 

@@ -71,3 +71,30 @@ def test_markdown_tables_carry_mean_and_sd():
     }
     text = format_markdown(report)
     assert "| 1 | 20% | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.900 ± 0.000 | 0.89 ± 0.00 | 0.78 ± 0.00 |" in text
+
+
+def test_per_seed_table_shows_each_arm_and_seed():
+    def run(mious, interactive, noc85, fidelity, annotated, auto, classical=None):
+        out = _run(mious, classical)
+        for row, i, n, f, a, b in zip(out["iterations"], interactive, noc85, fidelity, annotated, auto, strict=True):
+            row.update(interactive_miou=i, noc85=n, noc90=n + 5, dice_auc5=3.5, click_fidelity=f)
+            row.update(annotation_miou=a, auto_miou_selected=b)
+        return out
+
+    entropy = run([0.6, 0.8], [0.75, 0.86], [6.0, 2.0], [0.88, 0.93], [None, 0.85], [None, 0.70], [0.6, 0.9])
+    random = run([0.6, 0.7], [0.75, 0.79], [6.0, 3.0], [0.88, 0.91], [None, 0.90], [None, 0.72])
+    seeds = [arm_rows(entropy, random, TimeModel())]
+    report = {
+        "arms": {arm: {"iterations": aggregate([s[arm] for s in seeds])} for arm in ARMS},
+        "per_seed": {arm: [s[arm] for s in seeds] for arm in ARMS},
+        "runs": [{"seed": 7, "initial_set": {"series": 3}, "rejected_versions": {"entropy": [], "random": [1]}}],
+        "seeds": [7],
+        "config": {"data": "synthetic"},
+    }
+    text = format_markdown(report)
+    assert (
+        "| saim_entropy | 7 | 3 | 0.600 → 0.800 (0.900) | +0.150 / +0.060 | 6.0 / 2.0 | 11.0 / 7.0 | 3.50 | 0.88 "
+        "| 0.850 vs 0.700 | none |" in text
+    )
+    assert "| saim_random | 7 | 3 | 0.600 → 0.700 (0.900) | +0.150 / +0.090 | 6.0 / 3.0 | 11.0 / 8.0 | 3.50 | 0.88 " in text
+    assert text.rstrip().endswith("| 0.900 vs 0.720 | v1 |")
