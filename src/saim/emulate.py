@@ -25,6 +25,7 @@ from saim.device import precision, resolve_device
 from saim.errors import SaimError
 from saim.evaluation import evaluate
 from saim.metrics import iou_per_class, mean_iou
+from saim.model.predictor import InteractivePredictor
 from saim.model.training import train_predictor
 from saim.pool import make_splits
 from saim.retrain import promotion_decision
@@ -69,6 +70,24 @@ def split_series(series: list[Series], cfg: EmulationConfig) -> Split:
     by_case = {s.case: s for s in series}
     sp = make_splits([s.case for s in series], cfg.seed, cfg.split)
     return Split(*([by_case[c] for c in cases] for cases in (sp.test, sp.val, sp.initial, sp.pool)))
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """The initial set an emulation chose and the model pre-trained on it, in a form that crosses processes:
+    `saim experiment` pre-trains once per seed and runs every arm of that seed from it (the arms share the split, so
+    they would choose the same set and train the same model)."""
+
+    initial: tuple[str, ...]  # the initial set's cases, in the split's order
+    weights: bytes
+    metadata: dict
+    info: dict  # how the set was chosen (the report's initial_set)
+    seconds: float  # the chosen model's training time
+    wall_seconds: float  # choosing the set and pre-training, in all
+    key: tuple  # what decides the pre-training: data, split, sizes, model, training recipe, seed, device
+
+    def predictor(self, device: str) -> InteractivePredictor:
+        return InteractivePredictor.from_bytes(self.weights, self.metadata, device=device)
 
 
 AUTO_IOU = 0.5  # the paper's initial-set rule: every class above this IoU on validation
@@ -163,19 +182,70 @@ class Emulation:
         log.warning("initial set: %s (%d series)", reason, n)
         return ordered[:n], ordered[n:], result, {"rule": "auto", "series": n, "reason": reason, "tried": tried}
 
-    def run(self) -> dict:
+    def _pretraining_key(self) -> tuple:
+        cfg = self.cfg
+        return (
+            cfg.data,
+            repr(cfg.split),
+            cfg.max_slices,
+            cfg.synthetic_series,
+            cfg.synthetic_slices,
+            repr(cfg.model),
+            repr(cfg.train),
+            cfg.seed,
+            self.device,
+            cfg.threads,
+        )
+
+    def _open(self) -> tuple[tuple[str, ...], Split, ModelConfig]:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        started = time.perf_counter()
         classes, series = open_source(
             cfg.data, cfg.model.image_size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed
         )
-        split = split_series(series, cfg)
+        return tuple(classes), split_series(series, cfg), replace(cfg.model, classes=tuple(classes))
+
+    def pretrain(self) -> Pretrained:
+        """Choose the initial set and pre-train on it (what `run` does first), for runs that share it."""
+        started = time.perf_counter()
+        _, split, mc = self._open()
+        initial, _, result, info = self._initial_set(split, mc, stack(split.val))
+        predictor = result.predictor
+        return Pretrained(
+            initial=tuple(s.case for s in initial),
+            weights=predictor.to_bytes(),
+            metadata=predictor.describe(),
+            info=info,
+            seconds=result.stats["seconds"],
+            wall_seconds=round(time.perf_counter() - started, 1),
+            key=self._pretraining_key(),
+        )
+
+    def _adopt(self, pretrained: Pretrained, split: Split) -> tuple[list[Series], list[Series], InteractivePredictor]:
+        """The initial set, pool and model of a run that shares another run's pre-training."""
+        if pretrained.key != self._pretraining_key():
+            raise SaimError("the pre-trained model was made with other data, split, model or training settings")
+        ordered = split.initial + split.pool
+        n = len(pretrained.initial)
+        if tuple(s.case for s in ordered[:n]) != pretrained.initial:
+            raise SaimError("the pre-trained model's initial set is not this split's")
+        return ordered[:n], ordered[n:], pretrained.predictor(self.device)
+
+    def run(self, pretrained: Pretrained | None = None) -> dict:
+        """The scenario; with `pretrained` (from `pretrain` with the same settings) its initial set and model are
+        used instead of choosing and training them again."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        classes, split, mc = self._open()
         total_train = len(split.initial) + len(split.pool)
-        mc = replace(cfg.model, classes=tuple(classes))
         val = stack(split.val)
-        initial, pool_series, result, initial_info = self._initial_set(split, mc, val)
+        if pretrained is None:
+            initial, pool_series, result, initial_info = self._initial_set(split, mc, val)
+            first_model, train_seconds = result.predictor, result.stats["seconds"]
+        else:
+            initial, pool_series, first_model = self._adopt(pretrained, split)
+            initial_info, train_seconds = pretrained.info, pretrained.seconds
         split = replace(split, initial=initial, pool=pool_series)
         batch = cfg.batch_size or len(split.initial)
         strategy = make_strategy(cfg.selection, cfg.seed)
@@ -185,9 +255,8 @@ class Emulation:
         classical_set = dict(saim_set)
         pool = {s.case: s for s in split.pool}
         rows: list[dict] = []
-        model = classical_model = result.predictor  # both arms start from the same pre-trained model
+        model = classical_model = first_model  # both arms start from the same pre-trained model
         model_val = self._val_miou(model, val)
-        train_seconds = result.stats["seconds"]
         selected: list[str] = []
         annotation_miou = auto_miou_selected = None
         clicks_placed = slices_selected = 0

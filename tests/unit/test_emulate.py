@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -48,7 +49,11 @@ ROW_KEYS = {
 
 @pytest.fixture(scope="module")
 def reports():
-    return [Emulation(EmulationConfig(**TINY), show_progress=False).run() for _ in range(2)]
+    """The same emulation twice: once whole, once from a pre-training made beforehand in another Emulation (as
+    saim experiment shares one per seed between its arms)."""
+    cfg = EmulationConfig(**TINY)
+    pretrained = Emulation(cfg, show_progress=False).pretrain()
+    return [Emulation(cfg, show_progress=False).run(), Emulation(cfg, show_progress=False).run(pretrained)]
 
 
 def _numbers(report):
@@ -77,6 +82,17 @@ def test_report_follows_the_contract(reports, tmp_path):
 
 def test_same_seed_same_numbers(reports):
     assert _numbers(reports[0]) == _numbers(reports[1])
+    assert reports[0]["initial_set"] == reports[1]["initial_set"]
+
+
+def test_a_pretraining_of_other_settings_is_refused():
+    cfg = EmulationConfig(**TINY)
+    pretrained = Emulation(cfg, show_progress=False).pretrain()
+    for other in (replace(cfg, seed=4), replace(cfg, max_slices=3), replace(cfg, train=replace(cfg.train, lr=0.1))):
+        with pytest.raises(SaimError, match="other data, split, model or training"):
+            Emulation(other, show_progress=False).run(pretrained)
+    # the arms' own settings are not the pre-training's
+    assert Emulation(replace(cfg, selection="random", baseline="none", iterations=1), False).run(pretrained)
 
 
 def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):

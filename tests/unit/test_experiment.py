@@ -1,11 +1,13 @@
-"""`saim experiment`'s aggregation over seeds and its per-arm rows, on known numbers (the runs themselves are the
-emulation's, tested in test_emulate.py)."""
+"""`saim experiment`'s aggregation over seeds and its per-arm rows, on known numbers, and one tiny experiment in
+worker processes (the emulation's own figures are tested in test_emulate.py)."""
 
 import math
 
 import pytest
 
-from saim.experiment import ARMS, TimeModel, aggregate, arm_rows, format_markdown, mean_sd
+from saim.emulate import EmulationConfig
+from saim.experiment import ARMS, TimeModel, aggregate, arm_rows, format_markdown, mean_sd, run_experiment
+from tests.unit.test_emulate import TINY
 
 
 def test_mean_and_sample_sd_on_known_numbers():
@@ -96,5 +98,21 @@ def test_per_seed_table_shows_each_arm_and_seed():
         "| saim_entropy | 7 | 3 | 0.600 → 0.800 (0.900) | +0.150 / +0.060 | 6.0 / 2.0 | 11.0 / 7.0 | 3.50 | 0.88 "
         "| 0.850 vs 0.700 | none |" in text
     )
-    assert "| saim_random | 7 | 3 | 0.600 → 0.700 (0.900) | +0.150 / +0.090 | 6.0 / 3.0 | 11.0 / 8.0 | 3.50 | 0.88 " in text
+    assert (
+        "| saim_random | 7 | 3 | 0.600 → 0.700 (0.900) | +0.150 / +0.090 | 6.0 / 3.0 | 11.0 / 8.0 | 3.50 | 0.88 "
+        in text
+    )
     assert text.rstrip().endswith("| 0.900 vs 0.720 | v1 |")
+
+
+def test_an_experiment_pretrains_once_per_seed_and_runs_both_arms_in_worker_processes():
+    report = run_experiment(EmulationConfig(**{**TINY, "iterations": 1}), seeds=[3], jobs=2)
+    assert report["seeds"] == [3] and report["config"]["jobs"] == 2
+    (run,) = report["runs"]
+    assert set(run["wall_seconds"]) == {"pretrain", "entropy", "random"} and run["initial_set"]["series"] == 1
+    rows = {arm: report["per_seed"][arm][0] for arm in ARMS}
+    assert [len(r) for r in rows.values()] == [2, 2, 2]
+    # one pre-trained model: every arm starts from the same test mIoU
+    assert rows["saim_entropy"][0]["miou"] == rows["saim_random"][0]["miou"] == rows["classical"][0]["miou"]
+    assert rows["saim_random"][1]["selection"] == "random" and rows["saim_entropy"][1]["selection"] == "entropy"
+    assert report["arms"]["saim_entropy"]["iterations"][1]["seeds"] == 1
