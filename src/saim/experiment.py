@@ -1,9 +1,10 @@
 """`saim experiment`: the paper's curves over several seeds — SAIM with entropy selection, SAIM with random selection
 and the classical baseline — aggregated per iteration as mean and sample standard deviation.
 
-Per seed, two emulations (saim.emulate) run on the same split: entropy selection with the classical baseline (which
-trains on the ground truth of the same selected series), and random selection. The seed changes the split, the
-initial set, the training randomness and the random arm's draws.
+Per seed, the initial set is chosen and pre-trained once, then two emulations (saim.emulate) run from that model on
+the same split: entropy selection with the classical baseline (which trains on the ground truth of the same selected
+series), and random selection. The seed changes the split, the initial set, the training randomness and the random
+arm's draws.
 
 Annotation time is an estimate from a stated model, not a measurement: a SAIM series costs
 `seconds_per_click` x the virtual user's clicks + `seconds_per_slice` x its slices (looking at and accepting each),
@@ -12,7 +13,8 @@ paper's anchors — 15' by hand in 3D Slicer, 3'43" with SAIM when about 36 clic
 
 Report contract (`--report`): {"config", "seeds", "time_model", "arms": {arm: {"iterations": [{"iteration",
 "annotated_fraction", "miou_mean", "miou_sd", "noc85_mean", "noc90_mean", "dice_auc5_mean", "interactive3_miou_mean",
-... }]}}, "per_seed": {arm: [[row per iteration] per seed]}, "wall_seconds"}.
+... }]}}, "per_seed": {arm: [[row per iteration] per seed]}, "runs": [{"seed", "initial_set", "wall_seconds":
+{"pretrain", "entropy", "random"}, "rejected_versions"}], "wall_seconds"}.
 """
 
 from __future__ import annotations
@@ -243,6 +245,13 @@ def _f(value: float | None, spec: str) -> str:
     return "–" if value is None else f"{value:{spec}}"
 
 
+def _click_gain(row: dict) -> float | None:
+    """What the virtual user's clicks add over the automatic prediction (3-click mIoU - mIoU)."""
+    if row.get("interactive_miou") is None or row.get("miou") is None:
+        return None
+    return row["interactive_miou"] - row["miou"]
+
+
 def format_per_seed(report: dict) -> str:
     """Per arm and seed, the interactive figures at the first and the last iteration (issue 12's measures): the
     3-click gain over the automatic prediction, NoC@85/90, Dice-AUC5, the lowest click fidelity of any iteration, the
@@ -258,12 +267,6 @@ def format_per_seed(report: dict) -> str:
     for arm, run_key in (("saim_entropy", "entropy"), ("saim_random", "random")):
         for rows, run, classical_rows in zip(report["per_seed"][arm], report["runs"], classical, strict=True):
             first, last = rows[0], rows[-1]
-
-            def gain(row: dict) -> float | None:
-                if row.get("interactive_miou") is None or row.get("miou") is None:
-                    return None
-                return row["interactive_miou"] - row["miou"]
-
             fidelity = [r["click_fidelity"] for r in rows if r.get("click_fidelity") is not None]
             selected = [r for r in rows if r.get("annotation_miou") is not None]
             annotated = (
@@ -276,7 +279,7 @@ def format_per_seed(report: dict) -> str:
             lines.append(
                 f"| {arm} | {run['seed']} | {run['initial_set'].get('series', '–')} "
                 f"| {_f(first['miou'], '.3f')} → {_f(last['miou'], '.3f')} ({_f(classical_rows[-1]['miou'], '.3f')}) "
-                f"| {_f(gain(first), '+.3f')} / {_f(gain(last), '+.3f')} "
+                f"| {_f(_click_gain(first), '+.3f')} / {_f(_click_gain(last), '+.3f')} "
                 f"| {_f(first.get('noc85'), '.1f')} / {_f(last.get('noc85'), '.1f')} "
                 f"| {_f(first.get('noc90'), '.1f')} / {_f(last.get('noc90'), '.1f')} "
                 f"| {_f(last.get('dice_auc5'), '.2f')} | {_f(min(fidelity) if fidelity else None, '.2f')} "
