@@ -113,14 +113,16 @@ gpu-bench: setup
 # The paper's curves over 3 seeds (SAIM-entropy, SAIM-random, classical) on the synthetic default and the
 # TotalSegmentator data; renders docs/results.md and its plots (tools/results.py). CPU: see docs/results.md for time.
 RESULTS_ARGS = --seeds 0 1 2 --image-size 64 --threads 1 --jobs 2 --quiet
+# 6 CT and 4 MR slabs in one dataset: test, validation and the initial set get both (saim.pool.stratified_order)
+TOTALSEG_ARGS = --max-slices 0 --iterations 2 --stratify 'ts_(ct|mr)_'
 results: setup $(OUT)/totalseg/dataset.json
 	$(BIN)/saim experiment --data synthetic --iterations 3 $(RESULTS_ARGS) \
 		--report $(OUT)/results/synthetic.json --plot $(OUT)/results/synthetic.png
-	$(BIN)/saim experiment --data $(OUT)/totalseg --max-slices 0 --iterations 2 $(RESULTS_ARGS) \
+	$(BIN)/saim experiment --data $(OUT)/totalseg $(TOTALSEG_ARGS) $(RESULTS_ARGS) \
 		--report $(OUT)/results/totalseg.json --plot $(OUT)/results/totalseg.png
 	$(BIN)/python tools/results.py docs/results.md \
 		"synthetic phantoms=$(OUT)/results/synthetic.json=saim experiment --data synthetic --iterations 3 $(RESULTS_ARGS)" \
-		"TotalSegmentator CT/MR=$(OUT)/results/totalseg.json=saim experiment --data $(OUT)/totalseg --max-slices 0 --iterations 2 $(RESULTS_ARGS)"
+		"TotalSegmentator CT/MR=$(OUT)/results/totalseg.json=saim experiment --data $(OUT)/totalseg $(TOTALSEG_ARGS) $(RESULTS_ARGS)"
 
 $(OUT)/totalseg/dataset.json: $(STAMP)
 	$(BIN)/saim data totalseg $(OUT)/totalseg --cache-dir .cache

@@ -110,3 +110,8 @@ class SplitRule:
         "smallest initial set whose pre-trained model has every class above 0.5 IoU on validation, mIoU above 0.5 "
         "if none has)",
     )
+    stratify: str | None = _opt(
+        None,
+        "a regular expression on the case name whose first group (or whole match) is the case's stratum, e.g. "
+        "'ts_(ct|mr)_' for modality: test, validation and the initial set's order then mix the strata in proportion",
+    )

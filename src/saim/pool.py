@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -58,14 +59,48 @@ class Splits:
         return self.initial + self.val + self.test
 
 
+def strata(cases: list[str], pattern: str) -> dict[str, str]:
+    """Each case's stratum: the first group of `pattern` found in its name, or the whole match."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"stratify: {pattern!r} is not a regular expression ({exc})") from exc
+    out = {}
+    for case in cases:
+        if (m := regex.search(case)) is None:
+            raise DatasetError(f"stratify: case {case!r} does not match {pattern!r}")
+        out[case] = m.group(1) if regex.groups else m.group(0)
+    return out
+
+
+def stratified_order(cases: list[str], seed: int, pattern: str) -> list[str]:
+    """The cases shuffled within each stratum, then merged so that every prefix holds the strata in proportion
+    (member i of a stratum of m sorts at (i + 1/2) / m): the test set, the validation set and the initial set, cut
+    from the front, each get their share of every stratum."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[str]] = {}
+    for case, stratum in sorted(strata(cases, pattern).items()):
+        groups.setdefault(stratum, []).append(case)
+    names = sorted(groups)
+    tie = {name: rank for rank, name in enumerate(names[i] for i in rng.permutation(len(names)))}
+    keyed = []
+    for name in names:
+        members = [groups[name][i] for i in rng.permutation(len(groups[name]))]
+        keyed += [((i + 0.5) / len(members), tie[name], case) for i, case in enumerate(members)]
+    return [case for *_, case in sorted(keyed)]
+
+
 def make_splits(
     cases: list[str], seed: int, rule: SplitRule | None = None, unlabelled: list[str] | tuple[str, ...] = ()
 ) -> Splits:
     """The one split rule, for the services' import and the in-process emulation (saim.emulate.split_series).
     `cases` are labelled; `unlabelled` cases can only be in the pool."""
     rule = rule or SplitRule()
-    order = np.random.default_rng(seed).permutation(len(cases))
-    shuffled = [cases[i] for i in order]
+    if rule.stratify:
+        shuffled = stratified_order(cases, seed, rule.stratify)
+    else:
+        order = np.random.default_rng(seed).permutation(len(cases))
+        shuffled = [cases[i] for i in order]
     n = len(shuffled)
     if n < 3:
         raise DatasetError(f"need at least 3 labelled cases for the initial, validation and test sets, got {n}")
