@@ -99,6 +99,25 @@ def absent_classes(series: list[Series], classes: tuple[str, ...]) -> list[str]:
     return [name for c, name in enumerate(classes, start=1) if c not in present]
 
 
+def _rest(split: Split, initial: list[Series]) -> list[Series]:
+    """The pool left by an initial set taken from the split's training series: the others, in the split's order."""
+    taken = {s.case for s in initial}
+    return [s for s in split.initial + split.pool if s.case not in taken]
+
+
+def covering_order(series: list[Series], classes: tuple[str, ...]) -> list[Series]:
+    """The order in which the auto rule adds series to the initial set: the split's order, except that while a class
+    has no labelled pixel in the set so far, the next series is the first one that has it (a class confined to a few
+    series, such as a kidney in the lower slabs of a scan, is not left out by the split's order)."""
+    rest, grown = list(series), []
+    while rest:
+        missing = set(absent_classes(grown, classes))
+        pick = next((s for s in rest if missing - set(absent_classes([s], classes))), rest[0]) if missing else rest[0]
+        rest.remove(pick)
+        grown.append(pick)
+    return grown
+
+
 class Emulation:
     def __init__(self, cfg: EmulationConfig, show_progress: bool = True):
         self.cfg = cfg
@@ -126,8 +145,9 @@ class Emulation:
 
     def _initial_set(self, split: Split, mc: ModelConfig, val: tuple[np.ndarray, np.ndarray]):
         """The initial (pre-training) set, its pre-trained model and how it was chosen. A fixed fraction is taken as
-        split; `auto` grows the set one series at a time (in the split's order) until the pre-trained model has every
-        class above 0.5 IoU on validation, up to half of the training series; if no size gets there, the smallest
+        split; `auto` grows the set one series at a time (in the split's order, but reaching first for a series with a
+        class the set lacks: covering_order) until the pre-trained model has every class above 0.5 IoU on validation,
+        up to half of the training series or the fewest that hold every class; if no size gets there, the smallest
         with validation mIoU above 0.5, else the largest tried. A class without a labelled pixel is an error."""
         cfg = self.cfg
 
@@ -140,15 +160,20 @@ class Emulation:
                     f"class(es) {missing} have no labelled pixel in the initial set ({len(split.initial)} series): "
                     "use --pretrain-fraction auto or a larger fraction"
                 )
-            info = {"rule": cfg.split.pretrain_fraction, "series": len(split.initial)}
+            info = {
+                "rule": cfg.split.pretrain_fraction,
+                "series": len(split.initial),
+                "cases": [s.case for s in split.initial],
+            }
             return split.initial, split.pool, pretrain(split.initial), info
-        ordered = split.initial + split.pool
-        cap = max(1, len(ordered) // 2)
-        if missing := absent_classes(ordered[:cap], mc.classes):
+        ordered = covering_order(split.initial + split.pool, mc.classes)
+        if missing := absent_classes(ordered, mc.classes):
             raise SaimError(
-                f"class(es) {missing} have no labelled pixel in the first {cap} training series (half of them): "
+                f"class(es) {missing} have no labelled pixel in any of the {len(ordered)} training series: "
                 "the pre-trained model could not learn them; check the dataset's labels"
             )
+        covered = next(n for n in range(1, len(ordered) + 1) if not absent_classes(ordered[:n], mc.classes))
+        cap = max(1, len(ordered) // 2, covered)
         tried, fallback, last = [], None, None
         for n in range(1, cap + 1):
             initial = ordered[:n]
@@ -170,7 +195,14 @@ class Emulation:
             )
             if ok:
                 reason = f"every class above {AUTO_IOU} IoU on validation"
-                return initial, ordered[n:], last[1], {"rule": "auto", "series": n, "reason": reason, "tried": tried}
+                info = {
+                    "rule": "auto",
+                    "series": n,
+                    "cases": [s.case for s in initial],
+                    "reason": reason,
+                    "tried": tried,
+                }
+                return initial, _rest(split, initial), last[1], info
             if fallback is None and miou > AUTO_IOU:
                 fallback = last
         if fallback is not None:
@@ -180,7 +212,8 @@ class Emulation:
             n, result = last
             reason = f"no set of up to {cap} series reaches validation mIoU {AUTO_IOU}; the largest tried"
         log.warning("initial set: %s (%d series)", reason, n)
-        return ordered[:n], ordered[n:], result, {"rule": "auto", "series": n, "reason": reason, "tried": tried}
+        info = {"rule": "auto", "series": n, "cases": [s.case for s in ordered[:n]], "reason": reason, "tried": tried}
+        return ordered[:n], _rest(split, ordered[:n]), result, info
 
     def _pretraining_key(self) -> tuple:
         cfg = self.cfg
@@ -226,11 +259,11 @@ class Emulation:
         """The initial set, pool and model of a run that shares another run's pre-training."""
         if pretrained.key != self._pretraining_key():
             raise SaimError("the pre-trained model was made with other data, split, model or training settings")
-        ordered = split.initial + split.pool
-        n = len(pretrained.initial)
-        if tuple(s.case for s in ordered[:n]) != pretrained.initial:
+        by_case = {s.case: s for s in split.initial + split.pool}
+        if not set(pretrained.initial) <= set(by_case):
             raise SaimError("the pre-trained model's initial set is not this split's")
-        return ordered[:n], ordered[n:], pretrained.predictor(self.device)
+        initial = [by_case[case] for case in pretrained.initial]
+        return initial, _rest(split, initial), pretrained.predictor(self.device)
 
     def run(self, pretrained: Pretrained | None = None) -> dict:
         """The scenario; with `pretrained` (from `pretrain` with the same settings) its initial set and model are

@@ -10,7 +10,7 @@ import pytest
 
 from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.data.slices import Series
-from saim.emulate import Emulation, EmulationConfig, Split, format_table, plot_report
+from saim.emulate import Emulation, EmulationConfig, Split, covering_order, format_table, plot_report
 from saim.errors import SaimError
 
 TINY = dict(
@@ -73,7 +73,11 @@ def test_report_follows_the_contract(reports, tmp_path):
     assert report["final"] == {"miou": rows[-1]["miou"], "miou_classical": rows[-1]["miou_classical"]}
     assert 0 <= rows[1]["noc85"] <= rows[1]["noc90"] <= 20 and 0 <= rows[1]["dice_auc5"] <= 4
     assert 0 <= rows[1]["click_fidelity"] <= 1 and 0 <= rows[1]["annotation_miou"] <= 1
-    assert rows[0]["gate"]["reason"] == "first model" and report["initial_set"] == {"rule": 0.1, "series": 1}
+    assert rows[0]["gate"]["reason"] == "first model" and report["initial_set"]["rule"] == 0.1
+    initial = report["initial_set"]
+    assert initial["series"] == len(initial["cases"]) == 1 and not set(initial["cases"]) & {
+        c for r in rows for c in r["selected"]
+    }
     assert report["rejected_versions"] == [r["iteration"] for r in rows if not r["gate"]["promoted"]]
     assert len(format_table(report).splitlines()) == 4
     plot_report(report, str(tmp_path / "p.png"))
@@ -174,7 +178,9 @@ def _initial_set(monkeypatch, ordered: list[Series], learns, classes=("a", "b"))
     split = Split(test=[], val=[val], initial=ordered[:1], pool=ordered[1:])
     emulation = Emulation(EmulationConfig(split=SplitRule(pretrain_fraction="auto")), show_progress=False)
     initial, pool, _, info = emulation._initial_set(split, ModelConfig(classes=classes), (val.images, val.labels))
-    assert initial + pool == ordered
+    taken = {s.case for s in initial}
+    assert pool == [s for s in ordered if s.case not in taken]  # the rest, in the split's order
+    assert info["cases"] == [s.case for s in initial]
     return [s.case for s in initial], info, trained
 
 
@@ -191,6 +197,25 @@ def test_auto_falls_back_to_the_least_data_with_miou_above_half(monkeypatch):
     ordered = [_toy(f"s{i}", [1, 2, 3]) for i in range(6)]
     chosen, info, trained = _initial_set(monkeypatch, ordered, lambda n: {1, 2}, classes=("a", "b", "c"))
     assert trained == [1, 2, 3] and chosen == ["s0"] and "mIoU above it" in info["reason"]  # cap: half of 6
+
+
+def test_auto_reaches_for_a_series_with_the_class_the_set_lacks(monkeypatch):
+    # class b only in the 5th series of 8: the split's order would never hold it within the cap (half of 8)
+    ordered = [_toy(f"s{i}", [1]) for i in range(4)] + [_toy("b4", [1, 2])] + [_toy(f"p{i}", [1, 2]) for i in range(3)]
+    chosen, info, trained = _initial_set(monkeypatch, ordered, lambda n: {1, 2} if n >= 3 else {1})
+    assert chosen == ["s0", "b4", "s1"] and trained == [2, 3]  # s0 lacks b: b4 next, then the split's order again
+    assert info["tried"][0] == {"series": 1, "absent_classes": ["b"]}
+    covering = [s.case for s in covering_order(ordered, ("a", "b"))]
+    assert covering == ["s0", "b4", "s1", "s2", "s3", "p0", "p1", "p2"]
+    every = [_toy(f"s{i}", [1, 2]) for i in range(4)]
+    assert covering_order(every, ("a", "b")) == every  # nothing lacking: the split's order unchanged
+
+
+def test_the_cap_grows_to_the_fewest_series_that_hold_every_class(monkeypatch):
+    ordered = [_toy("a0", [1]), _toy("b1", [2]), _toy("c2", [3]), _toy("s3", [1]), _toy("s4", [1])]
+    chosen, info, trained = _initial_set(monkeypatch, ordered, lambda n: {1, 2, 3}, classes=("a", "b", "c"))
+    assert chosen == ["a0", "b1", "c2"] and trained == [3]  # half of 5 is 2, but 3 are needed for every class
+    assert [t.get("absent_classes") for t in info["tried"][:2]] == [["b", "c"], ["c"]]
 
 
 def test_a_class_without_labels_is_an_error_not_a_silent_zero(monkeypatch):
