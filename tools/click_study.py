@@ -4,6 +4,8 @@ split the automatic mIoU, the mIoU after 3 clicks per class, NoC@85/90, Dice-AUC
 
     .venv/bin/python tools/click_study.py --image-size 64 --threads 2 --click-radius 3 --label radius3
 
+`--save DIR` keeps the model and `--parent DIR` starts another run from it (e.g. phantoms first, then real data).
+
 Prints one JSON line per run (append them with --out). Never run by the tests."""
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from saim.config import ModelConfig, SplitRule, TrainConfig  # noqa: E402
 from saim.data.sources import open_source  # noqa: E402
 from saim.emulate import EmulationConfig, split_series  # noqa: E402
 from saim.evaluation import evaluate  # noqa: E402
+from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.model.training import train_predictor  # noqa: E402
 
 
@@ -38,6 +41,13 @@ def main() -> None:
     ap.add_argument("--label", default="default")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--save", type=Path, default=None, help="keep the pre-trained model in this directory")
+    ap.add_argument(
+        "--parent",
+        type=Path,
+        default=None,
+        help="start from this saved model (--save of an earlier run; same classes and image size), fine-tuned as the "
+        "training mode says",
+    )
     add_fields(ap.add_argument_group("split"), SplitRule)
     add_fields(ap.add_argument_group("model"), ModelConfig)
     add_fields(ap.add_argument_group("training"), TrainConfig, rename={"batch_size": "train_batch_size"})
@@ -60,7 +70,10 @@ def main() -> None:
     images = np.concatenate([s.images for s in initial])
     labels = np.concatenate([s.labels for s in initial])
     started = time.perf_counter()
-    result = train_predictor(mc, images, labels, replace(cfg.train, seed=cfg.seed))
+    parent = InteractivePredictor.load(args.parent) if args.parent else None
+    if parent is not None and (parent.config.classes, parent.config.image_size) != (mc.classes, mc.image_size):
+        ap.error(f"--parent {args.parent}: its classes and image size differ from this run's")
+    result = train_predictor(mc, images, labels, replace(cfg.train, seed=cfg.seed), parent=parent)
     train_s = time.perf_counter() - started
     if args.save:
         result.predictor.save(args.save)
@@ -71,6 +84,7 @@ def main() -> None:
         "seed": cfg.seed,
         "threads": args.threads,
         "initial_series": len(initial),
+        "parent": str(args.parent) if args.parent else None,
         "test_slices": sum(s.num_slices for s in split.test),
         "train_seconds": round(train_s, 1),
         **{k: metrics[k] for k in ("miou", "interactive_miou", "noc85", "noc90", "dice_auc5", "click_fidelity")},
