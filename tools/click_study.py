@@ -4,7 +4,8 @@ split the automatic mIoU, the mIoU after 3 clicks per class, NoC@85/90, Dice-AUC
 
     .venv/bin/python tools/click_study.py --image-size 64 --threads 2 --click-radius 3 --label radius3
 
-`--save DIR` keeps the model and `--parent DIR` starts another run from it (e.g. phantoms first, then real data).
+`--save DIR` keeps the model and `--parent DIR` starts another run from it (e.g. phantoms first, then real data);
+`--mix-synthetic N` trains on N phantom series besides the data's own.
 
 Prints one JSON line per run (append them with --out). Never run by the tests."""
 
@@ -48,6 +49,13 @@ def main() -> None:
         help="start from this saved model (--save of an earlier run; same classes and image size), fine-tuned as the "
         "training mode says",
     )
+    ap.add_argument(
+        "--mix-synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N synthetic phantom series (same classes required) to the training set",
+    )
     add_fields(ap.add_argument_group("split"), SplitRule)
     add_fields(ap.add_argument_group("model"), ModelConfig)
     add_fields(ap.add_argument_group("training"), TrainConfig, rename={"batch_size": "train_batch_size"})
@@ -67,6 +75,13 @@ def main() -> None:
     split = split_series(series, cfg)
     initial = split.initial if args.initial is None else (split.initial + split.pool)[: args.initial]
     mc = replace(cfg.model, classes=tuple(classes))
+    if args.mix_synthetic:
+        phantom_classes, phantoms = open_source(
+            "synthetic", mc.image_size, cfg.max_slices, max(cfg.synthetic_series, args.mix_synthetic), 12, cfg.seed
+        )
+        if tuple(phantom_classes) != mc.classes:
+            ap.error(f"--mix-synthetic: the phantoms' classes {phantom_classes} are not this dataset's {mc.classes}")
+        initial = initial + phantoms[: args.mix_synthetic]
     images = np.concatenate([s.images for s in initial])
     labels = np.concatenate([s.labels for s in initial])
     started = time.perf_counter()
@@ -85,6 +100,7 @@ def main() -> None:
         "threads": args.threads,
         "initial_series": len(initial),
         "parent": str(args.parent) if args.parent else None,
+        "mix_synthetic": args.mix_synthetic,
         "test_slices": sum(s.num_slices for s in split.test),
         "train_seconds": round(train_s, 1),
         **{k: metrics[k] for k in ("miou", "interactive_miou", "noc85", "noc90", "dice_auc5", "click_fidelity")},
