@@ -77,7 +77,12 @@ def main() -> None:
     mc = replace(cfg.model, classes=tuple(classes))
     if args.mix_synthetic:
         phantom_classes, phantoms = open_source(
-            "synthetic", mc.image_size, cfg.max_slices, max(cfg.synthetic_series, args.mix_synthetic), 12, cfg.seed
+            "synthetic",
+            mc.image_size,
+            cfg.max_slices,
+            max(cfg.synthetic_series, args.mix_synthetic),
+            cfg.synthetic_slices,
+            cfg.seed,
         )
         if tuple(phantom_classes) != mc.classes:
             ap.error(f"--mix-synthetic: the phantoms' classes {phantom_classes} are not this dataset's {mc.classes}")
