@@ -105,17 +105,23 @@ def _rest(split: Split, initial: list[Series]) -> list[Series]:
     return [s for s in split.initial + split.pool if s.case not in taken]
 
 
-def covering_order(series: list[Series], classes: tuple[str, ...]) -> list[Series]:
+def covering_order(series: list[Series], classes: tuple[str, ...]) -> tuple[list[Series], int | None]:
     """The order in which the auto rule adds series to the initial set: the split's order, except that while a class
     has no labelled pixel in the set so far, the next series is the first one that has it (a class confined to a few
-    series, such as a kidney in the lower slabs of a scan, is not left out by the split's order)."""
-    rest, grown = list(series), []
+    series, such as a kidney in the lower slabs of a scan, is not left out by the split's order). Returns the order
+    and how many of its first series hold every class (None if all of them together do not)."""
+    wanted = set(range(1, len(classes) + 1))
+    present = {s.case: wanted & set(np.unique(s.labels).tolist()) for s in series}  # one pass over each label map
+    rest, grown, have, covered = list(series), [], set(), None
     while rest:
-        missing = set(absent_classes(grown, classes))
-        pick = next((s for s in rest if missing - set(absent_classes([s], classes))), rest[0]) if missing else rest[0]
+        missing = wanted - have
+        pick = next((s for s in rest if present[s.case] & missing), rest[0])
         rest.remove(pick)
         grown.append(pick)
-    return grown
+        have |= present[pick.case]
+        if covered is None and have == wanted:
+            covered = len(grown)
+    return grown, covered
 
 
 class Emulation:
@@ -166,21 +172,17 @@ class Emulation:
                 "cases": [s.case for s in split.initial],
             }
             return split.initial, split.pool, pretrain(split.initial), info
-        ordered = covering_order(split.initial + split.pool, mc.classes)
-        if missing := absent_classes(ordered, mc.classes):
+        ordered, covered = covering_order(split.initial + split.pool, mc.classes)
+        if covered is None:
             raise SaimError(
-                f"class(es) {missing} have no labelled pixel in any of the {len(ordered)} training series: "
-                "the pre-trained model could not learn them; check the dataset's labels"
+                f"class(es) {absent_classes(ordered, mc.classes)} have no labelled pixel in any of the {len(ordered)} "
+                "training series: the pre-trained model could not learn them; check the dataset's labels"
             )
-        covered = next(n for n in range(1, len(ordered) + 1) if not absent_classes(ordered[:n], mc.classes))
         cap = max(1, len(ordered) // 2, covered)
-        tried, fallback, last = [], None, None
-        for n in range(1, cap + 1):
-            initial = ordered[:n]
-            if missing := absent_classes(initial, mc.classes):
-                tried.append({"series": n, "absent_classes": missing})
-                continue
-            last = (n, pretrain(initial))
+        tried = [{"series": n, "absent_classes": absent_classes(ordered[:n], mc.classes)} for n in range(1, covered)]
+        chosen, fallback = None, None
+        for n in range(covered, cap + 1):
+            last = (n, pretrain(ordered[:n]))
             per_class = iou_per_class(val[1], last[1].predictor.predict(val[0]), mc.num_classes)
             scored = per_class[~np.isnan(per_class)]
             miou = float(scored.mean()) if scored.size else 0.0
@@ -194,26 +196,24 @@ class Emulation:
                 }
             )
             if ok:
-                reason = f"every class above {AUTO_IOU} IoU on validation"
-                info = {
-                    "rule": "auto",
-                    "series": n,
-                    "cases": [s.case for s in initial],
-                    "reason": reason,
-                    "tried": tried,
-                }
-                return initial, _rest(split, initial), last[1], info
+                chosen, reason = last, f"every class above {AUTO_IOU} IoU on validation"
+                break
             if fallback is None and miou > AUTO_IOU:
                 fallback = last
-        if fallback is not None:
-            n, result = fallback
-            reason = f"no set of up to {cap} series has every class above {AUTO_IOU}; the smallest with mIoU above it"
         else:
-            n, result = last
-            reason = f"no set of up to {cap} series reaches validation mIoU {AUTO_IOU}; the largest tried"
-        log.warning("initial set: %s (%d series)", reason, n)
-        info = {"rule": "auto", "series": n, "cases": [s.case for s in ordered[:n]], "reason": reason, "tried": tried}
-        return ordered[:n], _rest(split, ordered[:n]), result, info
+            if fallback is not None:
+                chosen = fallback
+                reason = (
+                    f"no set of up to {cap} series has every class above {AUTO_IOU}; the smallest with mIoU above it"
+                )
+            else:
+                chosen = last
+                reason = f"no set of up to {cap} series reaches validation mIoU {AUTO_IOU}; the largest tried"
+            log.warning("initial set: %s (%d series)", reason, chosen[0])
+        n, result = chosen
+        initial = ordered[:n]
+        info = {"rule": "auto", "series": n, "cases": [s.case for s in initial], "reason": reason, "tried": tried}
+        return initial, _rest(split, initial), result, info
 
     def _pretraining_key(self) -> tuple:
         cfg = self.cfg

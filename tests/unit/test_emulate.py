@@ -205,10 +205,11 @@ def test_auto_reaches_for_a_series_with_the_class_the_set_lacks(monkeypatch):
     chosen, info, trained = _initial_set(monkeypatch, ordered, lambda n: {1, 2} if n >= 3 else {1})
     assert chosen == ["s0", "b4", "s1"] and trained == [2, 3]  # s0 lacks b: b4 next, then the split's order again
     assert info["tried"][0] == {"series": 1, "absent_classes": ["b"]}
-    covering = [s.case for s in covering_order(ordered, ("a", "b"))]
-    assert covering == ["s0", "b4", "s1", "s2", "s3", "p0", "p1", "p2"]
+    covering, covered = covering_order(ordered, ("a", "b"))
+    assert [s.case for s in covering] == ["s0", "b4", "s1", "s2", "s3", "p0", "p1", "p2"] and covered == 2
     every = [_toy(f"s{i}", [1, 2]) for i in range(4)]
-    assert covering_order(every, ("a", "b")) == every  # nothing lacking: the split's order unchanged
+    assert covering_order(every, ("a", "b")) == (every, 1)  # nothing lacking: the split's order unchanged
+    assert covering_order(ordered[:4], ("a", "b"))[1] is None  # no series holds b
 
 
 def test_the_cap_grows_to_the_fewest_series_that_hold_every_class(monkeypatch):
