@@ -75,6 +75,10 @@ def main() -> None:
     split = split_series(series, cfg)
     initial = split.initial if args.initial is None else (split.initial + split.pool)[: args.initial]
     mc = replace(cfg.model, classes=tuple(classes))
+    parent = InteractivePredictor.load(args.parent) if args.parent else None
+    if parent is not None and (parent.config.classes, parent.config.image_size) != (mc.classes, mc.image_size):
+        ap.error(f"--parent {args.parent}: its classes and image size differ from this run's")
+    training = list(initial)
     if args.mix_synthetic:
         phantom_classes, phantoms = open_source(
             "synthetic",
@@ -86,13 +90,10 @@ def main() -> None:
         )
         if tuple(phantom_classes) != mc.classes:
             ap.error(f"--mix-synthetic: the phantoms' classes {phantom_classes} are not this dataset's {mc.classes}")
-        initial = initial + phantoms[: args.mix_synthetic]
-    images = np.concatenate([s.images for s in initial])
-    labels = np.concatenate([s.labels for s in initial])
+        training += phantoms[: args.mix_synthetic]
+    images = np.concatenate([s.images for s in training])
+    labels = np.concatenate([s.labels for s in training])
     started = time.perf_counter()
-    parent = InteractivePredictor.load(args.parent) if args.parent else None
-    if parent is not None and (parent.config.classes, parent.config.image_size) != (mc.classes, mc.image_size):
-        ap.error(f"--parent {args.parent}: its classes and image size differ from this run's")
     result = train_predictor(mc, images, labels, replace(cfg.train, seed=cfg.seed), parent=parent)
     train_s = time.perf_counter() - started
     if args.save:
@@ -103,7 +104,7 @@ def main() -> None:
         "data": cfg.data,
         "seed": cfg.seed,
         "threads": args.threads,
-        "initial_series": len(initial),
+        "initial_series": len(initial),  # of the data's own; mix_synthetic phantom series besides
         "parent": str(args.parent) if args.parent else None,
         "mix_synthetic": args.mix_synthetic,
         "test_slices": sum(s.num_slices for s in split.test),
