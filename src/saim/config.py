@@ -32,6 +32,13 @@ class ModelConfig:
         "a click covers the same share of the slice at every size)",
     )
 
+    refine_steps: int = _opt(
+        0,
+        "test-time refinement where the answer ignores a click (f-BRS on the stride-4 features, saim.model.refine): "
+        "at most this many optimiser steps; 0 is off (it helps a model that ignores clicks and costs a model that "
+        "follows them)",
+    )
+
     @property
     def num_classes(self) -> int:
         """Foreground classes (K)."""

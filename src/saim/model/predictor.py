@@ -20,6 +20,7 @@ from saim.config import ModelConfig
 from saim.device import autocast, is_cuda, memory_format
 from saim.errors import InvalidInput
 from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
+from saim.model.refine import refine
 
 MODEL_FORMAT = "saim-model/1"
 WEIGHTS_FILE = "weights.safetensors"
@@ -111,9 +112,12 @@ class InteractivePredictor:
                     torch.from_numpy(np.asarray(prev_masks[start:stop])).long().to(self.device), k
                 )
             x = encode(img, pos, neg, prev).contiguous(memory_format=memory_format(self.device))
-            with autocast(self.device):
-                logits = self.network(x)
-            probs = torch.softmax(logits.float(), dim=1)
+            if clicks is not None and self.config.refine_steps > 0:
+                probs = refine(self.network, x, k, clicks[start:stop], self.config.refine_steps)
+            else:
+                with autocast(self.device):
+                    logits = self.network(x)
+                probs = torch.softmax(logits.float(), dim=1)
             yield probs if clicks is None else honour_clicks(probs, clicks[start:stop])
 
     @torch.inference_mode()

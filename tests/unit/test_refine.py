@@ -1,0 +1,83 @@
+"""Test-time refinement of answers that ignore clicks (saim.model.refine)."""
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from saim.config import ModelConfig
+from saim.model.encoding import Click
+from saim.model.predictor import InteractivePredictor
+
+RADIUS = 2
+
+
+def _predictors(config, steps):
+    torch.manual_seed(0)
+    plain = InteractivePredictor(replace(config, click_radius=RADIUS))
+    refined = InteractivePredictor(replace(plain.config, refine_steps=steps), network=plain.network)
+    return plain, refined
+
+
+def _disk(y, x, size):
+    yy, xx = np.ogrid[:size, :size]
+    return (yy - y) ** 2 + (xx - x) ** 2 <= RADIUS**2
+
+
+def test_an_ignored_click_is_followed_and_only_what_it_asks_changes(tiny_model_config):
+    plain, refined = _predictors(tiny_model_config, steps=20)
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    before = {k: v.clone() for k, v in plain.network.state_dict().items()}
+    auto = plain.predict(image)[0]
+    ys, xs = np.nonzero(auto != 1)
+    click = Click(1, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]), True)
+    # the network's own answer ignores this click around its pixel (honour_clicks only sets the pixel itself)
+    ignored = plain.predict(image, [[click]])[0]
+    followed = refined.predict(image, [[click]])[0]
+    disk = _disk(click.y, click.x, 32)
+    assert (followed[disk] == 1).sum() > (ignored[disk] == 1).sum()
+    changed = followed != ignored
+    assert changed.any() and (followed[changed] == 1).all()  # a positive click of class 1 only adds class 1
+    assert all(torch.equal(before[k], v) for k, v in plain.network.state_dict().items())  # weights untouched
+
+
+def test_a_negative_click_only_removes_its_class(tiny_model_config, monkeypatch):
+    plain, refined = _predictors(tiny_model_config, steps=20)
+    image = np.random.default_rng(1).random((1, 32, 32)).astype(np.float32)
+    auto = plain.predict(image)[0]
+    cls = int(np.bincount(auto.ravel(), minlength=3)[1:].argmax()) + 1
+    with monkeypatch.context() as m:  # the network's own answers, without the clicked pixel set afterwards
+        m.setattr("saim.model.predictor.honour_clicks", lambda probs, clicks: probs)
+        click = next(
+            c
+            for y, x in zip(*np.nonzero(auto == cls), strict=True)
+            if plain.predict(image, [[c := Click(cls, int(y), int(x), False)]])[0, y, x] == cls
+        )
+    ignored = plain.predict(image, [[click]])[0]
+    followed = refined.predict(image, [[click]])[0]
+    changed = followed != ignored
+    assert changed.any() and (ignored[changed] == cls).all() and (followed[changed] != cls).all()
+
+
+def test_followed_clicks_leave_the_answer_as_the_network_gave_it(tiny_model_config, monkeypatch):
+    plain, refined = _predictors(tiny_model_config, steps=20)
+    image = np.random.default_rng(2).random((2, 32, 32)).astype(np.float32)
+    auto = plain.predict(image)
+    clicks = []
+    with monkeypatch.context() as m:  # one click each on a pixel the network's own answer gives class 1 with it
+        m.setattr("saim.model.predictor.honour_clicks", lambda probs, clicks: probs)
+        for i, labels in enumerate(auto):
+            clicks.append(
+                next(
+                    [c]
+                    for y, x in zip(*np.nonzero(labels == 1), strict=True)
+                    if plain.predict(image[i : i + 1], [[c := Click(1, int(y), int(x), True)]])[0, y, x] == 1
+                )
+            )
+    np.testing.assert_array_equal(refined.probabilities(image, clicks), plain.probabilities(image, clicks))
+
+
+def test_models_saved_before_refinement_load_with_it_off(tiny_model_config):
+    old = tiny_model_config.to_dict()
+    del old["refine_steps"]
+    assert ModelConfig.from_dict(old).refine_steps == 0
