@@ -62,6 +62,8 @@ def section(name: str, report: dict, command: str, image: str | None) -> str:
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) < 2 or argv[0].startswith("-") or any("=" not in spec for spec in argv[1:]):
+        sys.exit(__doc__.strip().splitlines()[-1])  # the usage line, exit status 1; nothing is written
     out = Path(argv[0])
     notes = ""
     if out.exists() and MARKER in out.read_text():
