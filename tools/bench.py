@@ -6,7 +6,10 @@
    size, the largest gRPC message, the annotator's peak RSS and the submit time.
 2. The browser: the same annotator servicer behind the real HTTP gateway, the annotator page in Debian's chromium
    (Playwright); a click -> the overlay painted, as the page times it (tools/bench_browser.py). --no-browser skips it.
-3. The training step: saim's train_step against a bare forward+backward.
+3. Test-time click refinement (saim.model.refine, --refine-steps): a predictor call with one click the randomly
+   initialised network ignores, with and without refinement (it runs until the click is followed, at most that many
+   steps).
+4. The training step: saim's train_step against a bare forward+backward.
 
 Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never run by the tests; no thresholds.
 """
@@ -19,6 +22,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -34,7 +38,7 @@ from saim.data import phantom  # noqa: E402
 from saim.data.intensity import fit_intensity  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
 from saim.drafts import DraftStore  # noqa: E402
-from saim.model.encoding import encode  # noqa: E402
+from saim.model.encoding import Click, encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.model.training import train_step  # noqa: E402
 from saim.pool import DATASET_JSON, PREPROCESSING_JSON, SPLITS_JSON, Splits, image_key  # noqa: E402
@@ -164,6 +168,22 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
     conn.close()
 
 
+def refine_bench(mc: ModelConfig, net: torch.nn.Module, steps: int, repeat: int = 5) -> tuple[float, float]:
+    """Median ms of a predictor call (one image, one click the network ignores, the previous mask) without and with
+    test-time refinement."""
+    s = mc.image_size
+    image = np.random.default_rng(0).random((1, s, s)).astype(np.float32)
+    plain = InteractivePredictor(mc, network=net)
+    refined = InteractivePredictor(replace(mc, refine_steps=steps), network=net)
+    auto = plain.predict(image)
+    ys, xs = np.nonzero(auto[0] != 1)
+    clicks = [[Click(1, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]), True)]]
+    return (
+        timed(lambda: plain.probabilities(image, clicks, auto), repeat, warmup=1),
+        timed(lambda: refined.probabilities(image, clicks, auto), repeat, warmup=1),
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256, help="model size (the deployment default)")
@@ -174,6 +194,7 @@ def main() -> None:
     ap.add_argument("--ct-shape", type=int, nargs=3, default=list(CT_SHAPE))
     ap.add_argument("--browser-clicks", type=int, default=15, help="clicks in the page (chromium)")
     ap.add_argument("--no-browser", action="store_true", help="skip the browser bench")
+    ap.add_argument("--refine-steps", type=int, default=20, help="at most this many click-refinement steps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mc = ModelConfig(classes=phantom.CLASSES, image_size=args.size, encoder=args.encoder)
@@ -204,6 +225,8 @@ def main() -> None:
     if "error" in session:
         raise SystemExit(f"bench: the annotator process failed: {session['error']}")
     bare = session["bare_ms"]
+
+    plain_click, refined_click = refine_bench(mc, net, args.refine_steps)
 
     # training step: bare forward+backward vs saim's (train_step: augmentation, simulated click rounds, focal + Dice)
     b = 8
@@ -238,6 +261,8 @@ def main() -> None:
         ("AddClick server time p50 (session + model)", session["click_server_p50_ms"]),
         ("gRPC GetSlice p50 (image + mask, first fetch)", session["get_slice_p50_ms"]),
         ("gRPC OpenSession (no prediction up front)", session["open_ms"]),
+        ("predictor call with an ignored click (main process)", plain_click),
+        (f"  the same with refinement (<= {args.refine_steps} steps)", refined_click),
         ("bare train step (batch 8, CE)", bare_train),
         ("saim train step (train_step)", saim_train),
     ]
