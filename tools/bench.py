@@ -6,9 +6,9 @@
    size, the largest gRPC message, the annotator's peak RSS and the submit time.
 2. The browser: the same annotator servicer behind the real HTTP gateway, the annotator page in Debian's chromium
    (Playwright); a click -> the overlay painted, as the page times it (tools/bench_browser.py). --no-browser skips it.
-3. Test-time click refinement (saim.model.refine, --refine-steps): a predictor call with one click the randomly
-   initialised network ignores, with and without refinement (it runs until the click is followed, at most that many
-   steps).
+3. Test-time click refinement (saim.model.refine, --refine-steps): a predictor call with one positive click on a
+   pixel the randomly initialised network's automatic answer gives another class, with and without refinement (it
+   runs only if the network's answer ignores the click, until it follows it, at most that many steps).
 4. The training step: saim's train_step against a bare forward+backward.
 
 Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never run by the tests; no thresholds.
@@ -169,8 +169,8 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
 
 
 def refine_bench(mc: ModelConfig, net: torch.nn.Module, steps: int, repeat: int = 5) -> tuple[float, float]:
-    """Median ms of a predictor call (one image, one click the network ignores, the previous mask) without and with
-    test-time refinement."""
+    """Median ms of a predictor call (one image, the previous mask, one positive click on a pixel the automatic answer
+    gives another class) without and with test-time refinement."""
     s = mc.image_size
     image = np.random.default_rng(0).random((1, s, s)).astype(np.float32)
     plain = InteractivePredictor(mc, network=net)
@@ -261,7 +261,7 @@ def main() -> None:
         ("AddClick server time p50 (session + model)", session["click_server_p50_ms"]),
         ("gRPC GetSlice p50 (image + mask, first fetch)", session["get_slice_p50_ms"]),
         ("gRPC OpenSession (no prediction up front)", session["open_ms"]),
-        ("predictor call with an ignored click (main process)", plain_click),
+        ("predictor call with a correcting click (main process)", plain_click),
         (f"  the same with refinement (<= {args.refine_steps} steps)", refined_click),
         ("bare train step (batch 8, CE)", bare_train),
         ("saim train step (train_step)", saim_train),
