@@ -31,7 +31,7 @@ def test_an_ignored_click_is_followed_and_only_what_it_asks_changes(tiny_model_c
     auto = plain.predict(image)[0]
     ys, xs = np.nonzero(auto != 1)
     click = Click(1, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]), True)
-    # the network's own answer ignores this click around its pixel (honour_clicks only sets the pixel itself)
+    # honour_clicks sets the clicked pixel itself; around it the network's own answer decides
     ignored = plain.predict(image, [[click]])[0]
     followed = refined.predict(image, [[click]])[0]
     disk = _disk(click.y, click.x, 32)

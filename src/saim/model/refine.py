@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from saim.clicks import Click
+from saim.device import autocast
 
 FEATURE_LEVEL = 2  # the encoder's stride-4 features. In the first try on the seed-1 model above (20 steps, every
 # image refined): 3-click mIoU 0.36 at stride 4, 0.30 at stride 8, none at 16 and 32 (they barely reach a click's
@@ -70,15 +71,16 @@ def refine(
     every click, refined where they do not. The network is in eval mode; its weights do not change."""
     k = num_classes
     with torch.inference_mode(False), torch.enable_grad():
-        x = x.float().clone()
+        x = x.clone()  # a normal tensor: inference-mode tensors cannot enter autograd
         pos, neg = x[:, 1 : 1 + k] > 0.5, x[:, 1 + k : 1 + 2 * k] > 0.5
-        with torch.no_grad():
-            features = [f.detach() for f in network.encoder(x)]
+        with torch.no_grad(), autocast(x.device):  # the unrefined answer exactly as the predictor computes it
+            features = network.encoder(x)
             base = network.segmentation_head(network.decoder(features)).float()
         base_labels = base.argmax(1)
         index = _click_index(clicks, x.device)
         if not ignored(base_labels, index).any():
             return torch.softmax(base, dim=1)
+        features = [f.float() for f in features]  # the refinement runs in fp32
         f = features[FEATURE_LEVEL]
         b, channels = f.shape[:2]
         scale = torch.ones(b, channels, 1, 1, device=f.device, requires_grad=True)
