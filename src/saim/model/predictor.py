@@ -113,7 +113,8 @@ class InteractivePredictor:
                 )
             x = encode(img, pos, neg, prev).contiguous(memory_format=memory_format(self.device))
             if clicks is not None and self.config.refine_steps > 0:
-                probs = refine(self.network, x, k, clicks[start:stop], self.config.refine_steps)
+                cfg = self.config
+                probs = refine(self.network, x, k, clicks[start:stop], cfg.refine_steps, cfg.refine_radius)
             else:
                 with autocast(self.device):
                     logits = self.network(x)

@@ -2,18 +2,24 @@
 
 When the network's own answer disagrees with a click at the clicked pixel, per-image, per-channel scale and bias on
 the encoder's stride-4 features are optimised (Adam, a few steps; the encoder runs once, only the decoder and head
-are repeated) until the answer gives every click's pixel the click's meaning, with a loss on the click disks' pixels
-that still disagree. The decoder then propagates the change as it learnt to. Only the changes the clicks ask for are
-kept: pixels that take a positively clicked class, or leave a negatively clicked one; everything else keeps the
-unrefined answer. An image whose clicks are all followed is not touched.
+are repeated) until the answer gives every click's pixel the click's meaning, with a loss on the pixels within
+`radius` of each click that still disagree (0: the clicked pixel itself, f-BRS's loss on click positions). The
+decoder then propagates the change as it learnt to. Only the changes the clicks ask for are kept: pixels that take a
+positively clicked class, or leave a negatively clicked one; everything else keeps the unrefined answer. An image
+whose clicks are all followed is not touched.
 
-Measured on a saved model (64 px, 2 threads, 20 steps; tools/click_study.py --save, then saim.evaluation.evaluate
-on the split's test series with and without): pre-trained on 3 TotalSegmentator slabs (seed 1), a model that ignores
-most clicks, fidelity 0.26 -> 0.76, 3-click mIoU 0.265 -> 0.409, Dice-AUC5 2.11 -> 2.46; in `saim experiment` on
-the TotalSegmentator data (docs/results.md) SAIM's last iteration goes from 0.77 to 0.93 of classical. Pre-trained on
-12 phantom series, a model that already follows clicks (fidelity 0.95 -> 0.96), it costs 0.03 of 3-click mIoU (0.910
--> 0.879) and 1.7 clicks of NoC@90. So it is off by default (ModelConfig.refine_steps = 0) and switched on where the
-model ignores clicks.
+Measured on saved models (64 px, 2 threads, 20 steps; tools/click_study.py --save, then saim.evaluation.evaluate on
+the split's test series), 3-click mIoU / click fidelity without refinement, with the loss on the clicked pixel and
+with it on the whole 3 px disk:
+- synthetic seed 2's pre-trained model (2 series): 0.882 / 0.84 off, 0.899 / 0.92 pixel, 0.86 / 0.91 disk (5 steps);
+- pre-trained on 12 phantom series, a model that already follows clicks: 0.910 / 0.95 off, 0.904 / 0.96 pixel,
+  0.879 / 0.96 disk;
+- pre-trained on 3 TotalSegmentator slabs (seed 1), a model that ignores most clicks: 0.265 / 0.26 off,
+  0.351 / 0.73 pixel, 0.409 / 0.76 disk.
+On the phantoms the disk overshoots: where the error is a thin band along an organ's border, the disk reaches past
+the organ and the loss asks for those pixels too. So the radius defaults to the clicked pixel, and the TotalSegmentator
+command asks for the disk. Refinement is off by default (ModelConfig.refine_steps = 0): a click the network ignores
+costs up to `steps` decoder passes (make bench).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 
 from saim.clicks import Click
 from saim.device import autocast
+from saim.model.encoding import rasterize_clicks
 
 FEATURE_LEVEL = 2  # the encoder's stride-4 features. In the first try on the seed-1 model above (20 steps, every
 # image refined): 3-click mIoU 0.36 at stride 4, 0.30 at stride 8, none at 16 and 32 (they barely reach a click's
@@ -47,8 +54,8 @@ def ignored(labels: torch.Tensor, index: tuple[torch.Tensor, ...]) -> torch.Tens
 
 
 def _click_loss(logits: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on the click disks' pixels whose label still disagrees with the click, per image normalised by its
-    disk pixels."""
+    """Cross-entropy on the pixels near clicks (pos / neg (B, K, H, W) bool) whose label still disagrees with the
+    click, per image normalised by its click pixels."""
     logp = torch.log_softmax(logits, dim=1)
     fg = logp[:, 1:]  # (B, K, H, W) log p(class)
     # log(1 - p(class)): the log of the other classes' share
@@ -65,14 +72,20 @@ def _click_loss(logits: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, acti
 
 
 def refine(
-    network: torch.nn.Module, x: torch.Tensor, num_classes: int, clicks: list[list[Click]], steps: int
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    num_classes: int,
+    clicks: list[list[Click]],
+    steps: int,
+    radius: float = 0.0,
 ) -> torch.Tensor:
     """Probabilities (B, K+1, H, W) for the encoded input x (B, 1 + 3K, H, W): the network's own where they follow
-    every click, refined where they do not. The network is in eval mode; its weights do not change."""
+    every click, refined where they do not, with the loss on the pixels within `radius` of each click. The network is
+    in eval mode; its weights do not change."""
     k = num_classes
     with torch.inference_mode(False), torch.enable_grad():
         x = x.clone()  # a normal tensor: inference-mode tensors cannot enter autograd
-        pos, neg = x[:, 1 : 1 + k] > 0.5, x[:, 1 + k : 1 + 2 * k] > 0.5
+        pos, neg = (m > 0.5 for m in rasterize_clicks(clicks, k, x.shape[-1], radius, "disk", x.device))
         with torch.no_grad(), autocast(x.device):  # the unrefined answer exactly as the predictor computes it
             features = network.encoder(x)
             base = network.segmentation_head(network.decoder(features)).float()
