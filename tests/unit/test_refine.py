@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from saim.config import ModelConfig
-from saim.model.encoding import Click
+from saim.model.encoding import Click, rasterize_clicks
 from saim.model.predictor import InteractivePredictor
+from saim.model.refine import _click_loss
 
 RADIUS = 2
 
@@ -77,7 +78,22 @@ def test_followed_clicks_leave_the_answer_as_the_network_gave_it(tiny_model_conf
     np.testing.assert_array_equal(refined.probabilities(image, clicks), plain.probabilities(image, clicks))
 
 
+def test_the_loss_covers_the_clicked_pixel_or_the_disk_the_radius_asks_for():
+    click = Click(1, 10, 12, True)
+    logits = torch.zeros(1, 3, 32, 32)
+    logits[:, 0] = 1.0  # background everywhere: the click's class disagrees on every pixel
+    support = {}
+    for radius in (0.0, float(RADIUS)):
+        pos, neg = (m > 0.5 for m in rasterize_clicks([[click]], 2, 32, radius, "disk"))
+        x = logits.clone().requires_grad_(True)
+        _click_loss(x, pos, neg, torch.tensor([True])).backward()
+        support[radius] = x.grad.abs().sum(1)[0] > 0
+    assert np.argwhere(support[0.0].numpy()).tolist() == [[click.y, click.x]]
+    np.testing.assert_array_equal(support[float(RADIUS)].numpy(), _disk(click.y, click.x, 32))
+
+
 def test_models_saved_before_refinement_load_with_it_off(tiny_model_config):
     old = tiny_model_config.to_dict()
-    del old["refine_steps"]
-    assert ModelConfig.from_dict(old).refine_steps == 0
+    del old["refine_steps"], old["refine_radius"]
+    config = ModelConfig.from_dict(old)
+    assert (config.refine_steps, config.refine_radius) == (0, 0.0)
