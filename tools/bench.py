@@ -168,13 +168,15 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
     conn.close()
 
 
-def refine_bench(mc: ModelConfig, net: torch.nn.Module, steps: int, repeat: int = 5) -> tuple[float, float]:
+def refine_bench(
+    mc: ModelConfig, net: torch.nn.Module, steps: int, radius: float, repeat: int = 5
+) -> tuple[float, float]:
     """Median ms of a predictor call (one image, the previous mask, one positive click on a pixel the automatic answer
     gives another class) without and with test-time refinement."""
     s = mc.image_size
     image = np.random.default_rng(0).random((1, s, s)).astype(np.float32)
     plain = InteractivePredictor(mc, network=net)
-    refined = InteractivePredictor(replace(mc, refine_steps=steps), network=net)
+    refined = InteractivePredictor(replace(mc, refine_steps=steps, refine_radius=radius), network=net)
     auto = plain.predict(image)
     ys, xs = np.nonzero(auto[0] != 1)
     clicks = [[Click(1, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]), True)]]
@@ -195,6 +197,9 @@ def main() -> None:
     ap.add_argument("--browser-clicks", type=int, default=15, help="clicks in the page (chromium)")
     ap.add_argument("--no-browser", action="store_true", help="skip the browser bench")
     ap.add_argument("--refine-steps", type=int, default=20, help="at most this many click-refinement steps")
+    ap.add_argument(
+        "--refine-radius", type=float, default=0.0, help="the refinement loss's radius (0: the clicked pixel)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mc = ModelConfig(classes=phantom.CLASSES, image_size=args.size, encoder=args.encoder)
@@ -226,7 +231,7 @@ def main() -> None:
         raise SystemExit(f"bench: the annotator process failed: {session['error']}")
     bare = session["bare_ms"]
 
-    plain_click, refined_click = refine_bench(mc, net, args.refine_steps)
+    plain_click, refined_click = refine_bench(mc, net, args.refine_steps, args.refine_radius)
 
     # training step: bare forward+backward vs saim's (train_step: augmentation, simulated click rounds, focal + Dice)
     b = 8
@@ -262,7 +267,7 @@ def main() -> None:
         ("gRPC GetSlice p50 (image + mask, first fetch)", session["get_slice_p50_ms"]),
         ("gRPC OpenSession (no prediction up front)", session["open_ms"]),
         ("predictor call with a correcting click (main process)", plain_click),
-        (f"  the same with refinement (<= {args.refine_steps} steps)", refined_click),
+        (f"  the same with refinement (<= {args.refine_steps} steps, radius {args.refine_radius:g})", refined_click),
         ("bare train step (batch 8, CE)", bare_train),
         ("saim train step (train_step)", saim_train),
     ]

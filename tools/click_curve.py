@@ -1,0 +1,89 @@
+"""What clicks leave: a saved model (tools/click_study.py --save DIR) on its split's test series, driven by the
+virtual user for N rounds (one click per class per round, saim.clicker.VirtualUser). Prints the mIoU after every
+round, per-class IoU before and after `--clicks` rounds, and where the wrong pixels after `--clicks` rounds lie:
+within 1 px of a ground-truth border, or farther. Split flags as tools/click_study.py (the model's own image size
+and refinement settings are used unless overridden):
+
+    .venv/bin/python tools/click_curve.py DIR --data synthetic --seed 2 --pretrain-fraction auto --rounds 20
+
+Never run by the tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from saim.argfields import add_fields, from_args  # noqa: E402
+from saim.clicker import VirtualUser  # noqa: E402
+from saim.config import SplitRule  # noqa: E402
+from saim.data.slices import stack  # noqa: E402
+from saim.data.sources import open_source  # noqa: E402
+from saim.emulate import EmulationConfig, split_series  # noqa: E402
+from saim.metrics import iou_per_class, mean_iou  # noqa: E402
+from saim.model.predictor import InteractivePredictor  # noqa: E402
+
+
+def near_border(gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, H, W) bool: pixels within 1 px of a border between two labels of the ground truth."""
+    out = np.zeros(gt.shape, bool)
+    for i, labels in enumerate(gt):
+        border = np.zeros(labels.shape, bool)
+        for c in range(num_classes + 1):
+            mask = labels == c
+            border |= mask ^ ndimage.binary_erosion(mask)
+        out[i] = ndimage.binary_dilation(border)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", type=Path, help="a saved model directory")
+    ap.add_argument("--data", default="synthetic")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-slices", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--clicks", type=int, default=3, help="the round whose errors are located")
+    ap.add_argument("--refine-steps", type=int, default=None, help="override the model's refinement steps")
+    add_fields(ap.add_argument_group("split"), SplitRule)
+    args = ap.parse_args()
+    if not 0 <= args.clicks <= args.rounds:
+        ap.error(f"--clicks must be between 0 and --rounds ({args.rounds})")
+    torch.set_num_threads(args.threads)
+    predictor = InteractivePredictor.load(args.model)
+    if args.refine_steps is not None:
+        predictor.config = replace(predictor.config, refine_steps=args.refine_steps)
+    cfg = EmulationConfig(data=args.data, seed=args.seed, max_slices=args.max_slices, split=from_args(args, SplitRule))
+    size = predictor.config.image_size
+    classes, series = open_source(cfg.data, size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed)
+    if tuple(classes) != predictor.config.classes:
+        ap.error(f"the data's classes {classes} are not the model's {predictor.config.classes}")
+    images, gt = stack(split_series(series, cfg).test)
+    k = predictor.config.num_classes
+    result = VirtualUser(args.rounds).annotate(predictor, images, gt)
+    wrong = result.rounds[args.clicks] != gt
+    border = near_border(gt, k)
+    row = {
+        "model": str(args.model),
+        "test_slices": len(images),
+        "miou_by_round": [round(mean_iou(gt, r, k), 4) for r in result.rounds],
+        "per_class_iou_auto": np.round(iou_per_class(gt, result.rounds[0], k), 4).tolist(),
+        f"per_class_iou_{args.clicks}": np.round(iou_per_class(gt, result.rounds[args.clicks], k), 4).tolist(),
+        f"wrong_pixels_{args.clicks}": int(wrong.sum()),
+        f"wrong_within_1px_of_border_{args.clicks}": int((wrong & border).sum()),
+        "click_fidelity": round(float(np.mean(result.fidelity)), 4) if result.fidelity else None,
+    }
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
