@@ -41,7 +41,7 @@ class ModelConfig:
     refine_radius: float = _opt(
         0.0,
         "the refinement's loss covers this radius (px at model resolution) around each click: 0 is the clicked pixel "
-        "only (f-BRS; on synthetic phantoms 3 px overshoots the object), the click radius asks for its whole disk "
+        "only (f-BRS; on the synthetic phantoms the 3 px disk lost), the click radius asks for its whole disk "
         "(on 3 TotalSegmentator slabs that lifted 3-click mIoU more)",
     )
 
