@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--data", default="synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-slices", type=int, default=8)
+    ap.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--clicks", type=int, default=3, help="the round whose errors are located")
     ap.add_argument("--refine-steps", type=int, default=None, help="override the model's refinement steps")
@@ -62,7 +62,9 @@ def main() -> None:
     predictor = InteractivePredictor.load(args.model)
     if args.refine_steps is not None:
         predictor.config = replace(predictor.config, refine_steps=args.refine_steps)
-    cfg = EmulationConfig(data=args.data, seed=args.seed, max_slices=args.max_slices, split=from_args(args, SplitRule))
+    cfg = EmulationConfig(
+        data=args.data, seed=args.seed, max_slices=args.max_slices or None, split=from_args(args, SplitRule)
+    )
     size = predictor.config.image_size
     classes, series = open_source(cfg.data, size, cfg.max_slices, cfg.synthetic_series, cfg.synthetic_slices, cfg.seed)
     if tuple(classes) != predictor.config.classes:

@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--data", default="synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-slices", type=int, default=8)
+    ap.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
     ap.add_argument("--initial", type=int, default=None, help="initial series (default: the split rule's)")
     ap.add_argument("--label", default="default")
     ap.add_argument("--out", type=Path, default=None)
@@ -64,7 +64,7 @@ def main() -> None:
     cfg = EmulationConfig(
         data=args.data,
         seed=args.seed,
-        max_slices=args.max_slices,
+        max_slices=args.max_slices or None,
         split=from_args(args, SplitRule),
         model=from_args(args, ModelConfig),
         train=from_args(args, TrainConfig),
