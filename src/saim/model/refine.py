@@ -85,7 +85,6 @@ def refine(
     k = num_classes
     with torch.inference_mode(False), torch.enable_grad():
         x = x.clone()  # a normal tensor: inference-mode tensors cannot enter autograd
-        pos, neg = (m > 0.5 for m in rasterize_clicks(clicks, k, x.shape[-1], radius, "disk", x.device))
         with torch.no_grad(), autocast(x.device):  # the unrefined answer exactly as the predictor computes it
             features = network.encoder(x)
             base = network.segmentation_head(network.decoder(features)).float()
@@ -93,6 +92,7 @@ def refine(
         index = _click_index(clicks, x.device)
         if not ignored(base_labels, index).any():
             return torch.softmax(base, dim=1)
+        pos, neg = (m > 0.5 for m in rasterize_clicks(clicks, k, x.shape[-1], radius, "disk", x.device))
         features = [f.float() for f in features]  # the refinement runs in fp32
         f = features[FEATURE_LEVEL]
         b, channels = f.shape[:2]
