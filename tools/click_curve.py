@@ -1,8 +1,10 @@
 """What clicks leave: a saved model (tools/click_study.py --save DIR) on its split's test series, driven by the
 virtual user for N rounds (one click per class per round, saim.clicker.VirtualUser). Prints the mIoU after every
-round, per-class IoU before and after `--clicks` rounds, and where the wrong pixels after `--clicks` rounds lie:
-within 1 px of a ground-truth border, or farther. Split flags as tools/click_study.py (the model's own image size
-and refinement settings are used unless overridden):
+round, per-class IoU before and after `--clicks` rounds, and where the wrong pixels of the automatic answer and
+after `--clicks` rounds lie: within 1 px of a ground-truth border, or farther, with the mIoU either kind of error
+leaves once the other is corrected. It also bounds what a better answer to the same clicks could give: the mIoU
+with every clicked disk exactly right, and how many pixels outside the disks the clicks fixed or broke. Split flags
+as tools/click_study.py (the model's own image size and refinement settings are used unless overridden):
 
     .venv/bin/python tools/click_curve.py DIR --data synthetic --seed 2 --pretrain-fraction auto --rounds 20
 
@@ -44,6 +46,28 @@ def near_border(gt: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
+def error_anatomy(pred: np.ndarray, gt: np.ndarray, border: np.ndarray, num_classes: int) -> dict:
+    """Wrong pixels near a ground-truth border and farther, and the mIoU with only one of the two kinds left."""
+    wrong = pred != gt
+    return {
+        "miou": round(mean_iou(gt, pred, num_classes), 4),
+        "wrong": int(wrong.sum()),
+        "wrong_within_1px_of_border": int((wrong & border).sum()),
+        "miou_with_border_errors_only": round(mean_iou(gt, np.where(border, pred, gt), num_classes), 4),
+        "miou_with_far_errors_only": round(mean_iou(gt, np.where(border, gt, pred), num_classes), 4),
+    }
+
+
+def click_disks(clicks: list[list], shape: tuple[int, ...], radius: float) -> np.ndarray:
+    """(N, H, W) bool: the pixels within `radius` of any click of each image."""
+    out = np.zeros(shape, bool)
+    yy, xx = np.ogrid[: shape[1], : shape[2]]
+    for i, image_clicks in enumerate(clicks):
+        for c in image_clicks:
+            out[i] |= (yy - c.y) ** 2 + (xx - c.x) ** 2 <= radius**2
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path, help="a saved model directory")
@@ -72,16 +96,25 @@ def main() -> None:
     images, gt = stack(split_series(series, cfg).test)
     k = predictor.config.num_classes
     result = VirtualUser(args.rounds).annotate(predictor, images, gt)
-    wrong = result.rounds[args.clicks] != gt
+    auto, answer = result.rounds[0], result.rounds[args.clicks]
     border = near_border(gt, k)
+    # the clicks of the first `--clicks` rounds: one per class with an error per round, in order
+    first = VirtualUser(args.clicks).annotate(predictor, images, gt) if args.clicks < args.rounds else result
+    disks = click_disks(first.clicks, gt.shape, predictor.config.radius)
+    was_wrong, now_wrong = auto != gt, answer != gt
     row = {
         "model": str(args.model),
         "test_slices": len(images),
         "miou_by_round": [round(mean_iou(gt, r, k), 4) for r in result.rounds],
         "per_class_iou_auto": np.round(iou_per_class(gt, result.rounds[0], k), 4).tolist(),
         f"per_class_iou_{args.clicks}": np.round(iou_per_class(gt, result.rounds[args.clicks], k), 4).tolist(),
-        f"wrong_pixels_{args.clicks}": int(wrong.sum()),
-        f"wrong_within_1px_of_border_{args.clicks}": int((wrong & border).sum()),
+        "errors_auto": error_anatomy(auto, gt, border, k),
+        f"errors_{args.clicks}": error_anatomy(answer, gt, border, k),
+        f"miou_{args.clicks}_with_click_disks_right": round(mean_iou(gt, np.where(disks, gt, answer), k), 4),
+        f"outside_click_disks_{args.clicks}": {
+            "fixed": int((was_wrong & ~now_wrong & ~disks).sum()),
+            "broken": int((~was_wrong & now_wrong & ~disks).sum()),
+        },
         "click_fidelity": round(float(np.mean(result.fidelity)), 4) if result.fidelity else None,
     }
     print(json.dumps(row))
