@@ -31,6 +31,7 @@ from saim.data.slices import stack  # noqa: E402
 from saim.data.sources import open_source  # noqa: E402
 from saim.emulate import EmulationConfig, split_series  # noqa: E402
 from saim.metrics import iou_per_class, mean_iou  # noqa: E402
+from saim.model.encoding import rasterize_clicks  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 
 
@@ -56,16 +57,6 @@ def error_anatomy(pred: np.ndarray, gt: np.ndarray, border: np.ndarray, num_clas
         "miou_with_border_errors_only": round(mean_iou(gt, np.where(border, pred, gt), num_classes), 4),
         "miou_with_far_errors_only": round(mean_iou(gt, np.where(border, gt, pred), num_classes), 4),
     }
-
-
-def click_disks(clicks: list[list], shape: tuple[int, ...], radius: float) -> np.ndarray:
-    """(N, H, W) bool: the pixels within `radius` of any click of each image."""
-    out = np.zeros(shape, bool)
-    yy, xx = np.ogrid[: shape[1], : shape[2]]
-    for i, image_clicks in enumerate(clicks):
-        for c in image_clicks:
-            out[i] |= (yy - c.y) ** 2 + (xx - c.x) ** 2 <= radius**2
-    return out
 
 
 def main() -> None:
@@ -98,16 +89,17 @@ def main() -> None:
     result = VirtualUser(args.rounds).annotate(predictor, images, gt)
     auto, answer = result.rounds[0], result.rounds[args.clicks]
     border = near_border(gt, k)
-    # the clicks of the first `--clicks` rounds: one per class with an error per round, in order
-    first = VirtualUser(args.clicks).annotate(predictor, images, gt) if args.clicks < args.rounds else result
-    disks = click_disks(first.clicks, gt.shape, predictor.config.radius)
+    placed = result.click_counts[args.clicks - 1] if args.clicks else [0] * len(images)
+    first = [image_clicks[:n] for image_clicks, n in zip(result.clicks, placed, strict=True)]
+    pos, neg = rasterize_clicks(first, k, size, predictor.config.radius, "disk")
+    disks = (torch.maximum(pos, neg).amax(1) > 0.5).numpy()  # within a click's disk, any class
     was_wrong, now_wrong = auto != gt, answer != gt
     row = {
         "model": str(args.model),
         "test_slices": len(images),
         "miou_by_round": [round(mean_iou(gt, r, k), 4) for r in result.rounds],
-        "per_class_iou_auto": np.round(iou_per_class(gt, result.rounds[0], k), 4).tolist(),
-        f"per_class_iou_{args.clicks}": np.round(iou_per_class(gt, result.rounds[args.clicks], k), 4).tolist(),
+        "per_class_iou_auto": np.round(iou_per_class(gt, auto, k), 4).tolist(),
+        f"per_class_iou_{args.clicks}": np.round(iou_per_class(gt, answer, k), 4).tolist(),
         "errors_auto": error_anatomy(auto, gt, border, k),
         f"errors_{args.clicks}": error_anatomy(answer, gt, border, k),
         f"miou_{args.clicks}_with_click_disks_right": round(mean_iou(gt, np.where(disks, gt, answer), k), 4),

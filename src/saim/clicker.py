@@ -32,6 +32,7 @@ class AnnotationResult:
     clicks: list[list[Click]]
     rounds: list[np.ndarray] = field(default_factory=list)  # the labels before any click, then after each round
     fidelity: list[float] = field(default_factory=list)  # per click: saim.clicks.click_fidelity of its answer
+    click_counts: list[list[int]] = field(default_factory=list)  # after each round: each image's clicks so far
 
 
 class VirtualUser:
@@ -48,6 +49,7 @@ class VirtualUser:
         rounds = [pred.copy()]
         fidelity: list[float] = []
         clicks: list[list[Click]] = [[] for _ in range(len(images))]
+        counts: list[list[int]] = []
         for _ in range(self.clicks_per_class):
             touched, new_by_image = [], {}
             for i in range(len(images)):
@@ -62,7 +64,8 @@ class VirtualUser:
                 for i, new in new_by_image.items():
                     fidelity += [f for c in new if (f := click_fidelity(pred[i], gt[i], c, radius)) is not None]
             rounds.append(pred.copy())
-        return AnnotationResult(pred, clicks, rounds, fidelity)
+            counts.append([len(c) for c in clicks])
+        return AnnotationResult(pred, clicks, rounds, fidelity, counts)
 
 
 def number_of_clicks(

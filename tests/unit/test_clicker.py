@@ -73,6 +73,7 @@ def test_virtual_user_clicks_at_most_k_per_class_and_stops_when_done():
     result = VirtualUser(clicks_per_class=3).annotate(predictor, images, gt)
     assert (result.labels == gt).all()
     assert [len(c) for c in result.clicks] == [1, 0]
+    assert result.click_counts == [[1, 0], [1, 0], [1, 0]]  # every round is kept, with the clicks it had
     assert predictor.calls == 2  # automatic prediction + one round; no further round once nothing is wrong
 
 
