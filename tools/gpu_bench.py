@@ -7,7 +7,8 @@ CUDA, fp32 on the CPU) for the bare model too:
   model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm (series
   cached); the projected time to rescore 120k slices (AMOS size);
 - a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
-  one slice;
+  one slice (refinement off: the randomly initialised network ignores every click), and a predictor call with a
+  correcting click with test-time refinement (at most ModelConfig's default steps) against the same call without;
 - training: bare forward+backward steps (cross-entropy) against saim's step (augmentation, simulated click rounds,
   focal + Dice loss), in slices per second.
 
@@ -33,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import ct_store, session_bench, timed  # noqa: E402
+from bench import ct_store, refine_bench, session_bench, timed  # noqa: E402
 
 from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
@@ -167,7 +168,7 @@ def device_name(device: str) -> str:
 
 
 def run_size(size: int, args, device: str) -> dict:
-    mc = ModelConfig(classes=phantom.CLASSES, image_size=size, encoder=args.encoder)
+    mc = ModelConfig(classes=phantom.CLASSES, image_size=size, encoder=args.encoder, refine_steps=0)
     predictor = InteractivePredictor(mc, device=device)
     net = predictor.network
     store, pool = store_with_pool(size, args.cases, args.depth)
@@ -176,6 +177,7 @@ def run_size(size: int, args, device: str) -> dict:
     cold, warm = scoring["cold"], scoring["warm"]
     click = click_latency(predictor, size, args.clicks, tuple(args.ct_shape))
     bare_one = bare_click(net, mc, args.clicks, device)
+    plain_click, refined_click = refine_bench(mc, net, ModelConfig().refine_steps, 0.0, args.refine_repeat, device)
     bare_train, saim_train = training(net, mc, args.train_batch, args.train_steps, device, args.profile_train)
     return {
         "size": size,
@@ -198,6 +200,8 @@ def run_size(size: int, args, device: str) -> dict:
         "click_reply_bytes": click["click_reply_bytes"],
         "largest_message_bytes": click["largest_message"]["bytes"],
         "submit_s": click["submit_s"],
+        "predictor_click_ms": plain_click,
+        "predictor_click_refined_ms": refined_click,
         "bare_train_slices_per_s": bare_train,
         "saim_train_slices_per_s": saim_train,
         "train_ratio_vs_bare": saim_train / bare_train,
@@ -220,6 +224,7 @@ def main() -> None:
         help="threads decoding series ahead of the model (default: SAIM_DECODE_WORKERS's default)",
     )
     ap.add_argument("--clicks", type=int, default=100)
+    ap.add_argument("--refine-repeat", type=int, default=10, help="timed predictor calls with and without refinement")
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -229,7 +234,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.tiny:
         args.sizes, args.encoder, args.cases, args.depth, args.ct_shape = [32], "resnet18", 3, 4, [48, 40, 4]
-        args.batch, args.clicks, args.train_batch, args.train_steps = 4, 4, 2, 2
+        args.batch, args.clicks, args.train_batch, args.train_steps, args.refine_repeat = 4, 4, 2, 2, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -258,6 +263,7 @@ def main() -> None:
             ("scoring, warm (series cached), slices/s", r["scoring_warm_slices_per_s"], bare_scoring),
             ("click: gRPC AddClick p50 / bare forward, ms", r["click_grpc_p50_ms"], r["bare_forward_1_slice_ms"]),
             ("click: gRPC AddClick p95, ms", r["click_grpc_p95_ms"], r["bare_forward_1_slice_ms"]),
+            ("click: refined / plain predictor call, ms", r["predictor_click_refined_ms"], r["predictor_click_ms"]),
             ("training, slices/s", r["saim_train_slices_per_s"], r["bare_train_slices_per_s"]),
         ]
         for name, saim, bare in rows:

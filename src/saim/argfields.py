@@ -56,7 +56,7 @@ def add_fields(
         if "help" not in f.metadata:
             continue
         kind = _base_type(hints[f.name])
-        help_text = f.metadata["help"]
+        help_text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if f.name in defaults:
             help_text += f" (default here: {defaults[f.name]})"
         elif "default" not in help_text:  # a help text that explains its default (None: half of ...) keeps it

@@ -4,6 +4,7 @@ mask elsewhere): it makes scan-space plumbing testable without a trained model."
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ class EchoNet(torch.nn.Module):
 
 
 def echo_predictor(config: ModelConfig) -> InteractivePredictor:
-    return InteractivePredictor(config, network=EchoNet(config.num_classes))
+    """It follows every click, so there is nothing to refine (and no encoder to refine on)."""
+    return InteractivePredictor(replace(config, refine_steps=0), network=EchoNet(config.num_classes))
 
 
 def oblique_affine(spacing=(0.7, 0.7, 3.0), degrees=(20.0, -35.0, 10.0), flips=(-1, 1, -1)) -> np.ndarray:

@@ -16,7 +16,9 @@ from saim.errors import SaimError
 TINY = dict(
     iterations=2,
     baseline="classical",
-    model=ModelConfig(image_size=32, encoder="resnet18"),
+    # refinement off: an untrained model ignores every click, and 20 refinement steps on each made these tests 4-10x
+    # slower (tests/unit/test_refine.py covers it)
+    model=ModelConfig(image_size=32, encoder="resnet18", refine_steps=0),
     train=TrainConfig(epochs=1, finetune_epochs=1, steps_per_epoch=2, batch_size=4),
     max_slices=2,
     synthetic_series=8,

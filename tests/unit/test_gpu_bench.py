@@ -39,6 +39,8 @@ def test_gpu_bench_runs_in_tiny_cpu_mode(tmp_path):
         "bare_forward_1_slice_ms",
         "click_grpc_p50_ms",
         "click_grpc_p95_ms",
+        "predictor_click_ms",
+        "predictor_click_refined_ms",
         "bare_train_slices_per_s",
         "saim_train_slices_per_s",
     ):
@@ -50,4 +52,4 @@ def test_gpu_bench_runs_in_tiny_cpu_mode(tmp_path):
     assert math.isclose(size["rescore_120k_cold_s"], 120_000 / size["scoring_cold_slices_per_s"])
     assert size["click_grpc_p95_ms"] >= size["click_grpc_p50_ms"]
     assert 0 < size["click_reply_bytes"] <= size["largest_message_bytes"]  # a compressed source-resolution mask
-    assert "rescore 120k slices" in run.stdout
+    assert "rescore 120k slices" in run.stdout and "click: refined / plain predictor call" in run.stdout

@@ -15,7 +15,7 @@ RADIUS = 2
 
 def _predictors(config, steps):
     torch.manual_seed(0)
-    plain = InteractivePredictor(replace(config, click_radius=RADIUS))
+    plain = InteractivePredictor(replace(config, click_radius=RADIUS, refine_steps=0))
     refined = InteractivePredictor(replace(plain.config, refine_steps=steps), network=plain.network)
     return plain, refined
 
@@ -97,3 +97,4 @@ def test_models_saved_before_refinement_load_with_it_off(tiny_model_config):
     del old["refine_steps"], old["refine_radius"]
     config = ModelConfig.from_dict(old)
     assert (config.refine_steps, config.refine_radius) == (0, 0.0)
+    assert ModelConfig.from_dict(tiny_model_config.to_dict()).refine_steps == ModelConfig().refine_steps == 20
