@@ -342,7 +342,7 @@ def _workdir(path: Path | None) -> Path:
 
 def _cmd_up(args) -> int:
     from saim.data import phantom
-    from saim.stack.local import LocalStack
+    from saim.stack.local import LocalStack, embedded_model_settings
 
     workdir = _workdir(args.workdir)
     dataset = phantom.generate(workdir / "dataset", num_series=args.series, seed=args.seed)
@@ -351,6 +351,7 @@ def _cmd_up(args) -> int:
         settings={
             "SAIM_MAX_ITERATIONS": str(args.iterations),
             "SAIM_SEED": str(args.seed),
+            **embedded_model_settings(args.image_size),
         },
         threads={"trainer": 2, "selector": 1, "annotator": 1},
         tls=args.tls,

@@ -18,7 +18,7 @@ from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
 from saim.events import TOPICS
 from saim.rpc.channel import channel
-from saim.stack.local import EMBEDDED_IMAGE_SIZE, LocalStack
+from saim.stack.local import EMBEDDED_IMAGE_SIZE, LocalStack, embedded_model_settings
 from saim.stack.virtual import VirtualAnnotator
 from saim.storage import VersionStatus
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -176,7 +176,7 @@ def run_demo(
     svc_settings = {
         "SAIM_MAX_ITERATIONS": str(iterations),
         "SAIM_SEED": str(seed),
-        "SAIM_MODEL__IMAGE_SIZE": str(image_size),
+        **embedded_model_settings(image_size),
         **(settings or {}),
     }
     stack = LocalStack(workdir / "stack", settings=svc_settings, threads={"trainer": 2, "selector": 1, "annotator": 1})

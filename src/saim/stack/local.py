@@ -38,6 +38,16 @@ STACK_SPLIT = SplitRule(pretrain_fraction=0.15)
 
 
 EMBEDDED_IMAGE_SIZE = 64  # the CPU demo's model size (saim up/demo); deployments default to ModelConfig's 256
+# the CPU demo's test-time refinement: off (deployments take ModelConfig's 20). `make demo` with it off: click round
+# trips 111 ms median, 124 ms p95, 8 min in all; with 5 steps 439 / 752 ms and 16 min (the trainer's evaluation of
+# each version refines too); with 20 steps 471 / 1,337 ms
+EMBEDDED_REFINE_STEPS = 0
+
+
+def embedded_model_settings(image_size: int = EMBEDDED_IMAGE_SIZE) -> dict[str, str]:
+    """The model settings of the embedded CPU stack (saim up, saim demo): small ones, where a deployment takes
+    ModelConfig's defaults."""
+    return {"SAIM_MODEL__IMAGE_SIZE": str(image_size), "SAIM_MODEL__REFINE_STEPS": str(EMBEDDED_REFINE_STEPS)}
 
 
 def free_port() -> int:
