@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 
@@ -145,3 +146,27 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_saim_up_gives_the_services_the_embedded_model_settings(tmp_path, monkeypatch):
+    """`saim up --image-size` reaches the services (it was once parsed and dropped, so they ran at 256 px)."""
+    seen: dict[str, str] = {}
+
+    class StackThatStopsAtStart:
+        def __init__(self, workdir, settings, **kwargs):
+            seen.update(settings)
+
+        def __enter__(self):
+            raise KeyboardInterrupt
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("saim.stack.local.LocalStack", StackThatStopsAtStart)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main(["up", "--workdir", str(tmp_path), "--series", "4", "--image-size", "48"]) == 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert seen["SAIM_MODEL__IMAGE_SIZE"] == "48" and seen["SAIM_MODEL__REFINE_STEPS"] == "0"
