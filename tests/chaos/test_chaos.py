@@ -48,6 +48,7 @@ SETTINGS = {
     "SAIM_TRAIN__BATCH_SIZE": "4",
     "SAIM_MODEL__ENCODER": "resnet18",
     "SAIM_MODEL__IMAGE_SIZE": "64",
+    "SAIM_MODEL__REFINE_STEPS": "0",  # nearly untrained models ignore every click: 20 refinement steps on each
     "SAIM_MAX_SLICES": "3",
     "SAIM_BATCH_SIZE": "5",
     "SAIM_MAX_ITERATIONS": str(ITERATIONS),

@@ -23,6 +23,7 @@ FAST = {
     "SAIM_TRAIN__BATCH_SIZE": "4",
     "SAIM_MODEL__ENCODER": "resnet18",
     "SAIM_MODEL__IMAGE_SIZE": "64",
+    "SAIM_MODEL__REFINE_STEPS": "0",  # nearly untrained models ignore every click: 20 refinement steps on each
     "SAIM_MAX_SLICES": "3",
     "SAIM_BATCH_SIZE": "2",
     "SAIM_MAX_ITERATIONS": "2",
