@@ -38,9 +38,9 @@ STACK_SPLIT = SplitRule(pretrain_fraction=0.15)
 
 
 EMBEDDED_IMAGE_SIZE = 64  # the CPU demo's model size (saim up/demo); deployments default to ModelConfig's 256
-# the CPU demo's test-time refinement: off (deployments take ModelConfig's 20). `make demo` with it off: click round
-# trips 111 ms median, 124 ms p95, 8 min in all; with 5 steps 439 / 752 ms and 16 min (the trainer's evaluation of
-# each version refines too); with 20 steps 471 / 1,337 ms
+# the CPU demo's test-time refinement: off (deployments take ModelConfig's 20). The demo's own wall time and click
+# round trips (median / p95): off 488 s, 111 / 124 ms; 5 steps 954 s, 439 / 752 ms (the trainer's evaluation of each
+# version refines too); 20 steps 471 / 1,337 ms
 EMBEDDED_REFINE_STEPS = 0
 
 
