@@ -113,7 +113,7 @@ gpu-bench: setup
 # The paper's curves over 3 seeds (SAIM-entropy, SAIM-random, classical) on the synthetic default and the
 # TotalSegmentator data; renders docs/results.md and its plots (tools/results.py). CPU: see docs/results.md for time.
 RESULTS_ARGS = --seeds 0 1 2 --image-size 64 --threads 1 --jobs 2 --quiet
-# 6 CT and 4 MR slabs in one dataset: test, validation and the initial set get both (saim.pool.stratified_order);
+# 6 CT and 4 MR slabs in one dataset: test, validation and the initial set get both (saim.data.splits.stratified_order);
 # models pre-trained on 3 slabs ignore most clicks, so answers that do are refined at test time (saim.model.refine)
 TOTALSEG_ARGS = --max-slices 0 --iterations 2 --stratify 'ts_(ct|mr)_' --refine-steps 20 --refine-radius 3
 # the phantoms' pre-trained models follow most clicks: a few refinement steps, the loss on the clicked pixel

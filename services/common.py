@@ -13,19 +13,20 @@ from collections.abc import Callable
 
 import torch
 
-from saim.compute import Compute, TensorThread
+from saim.annotation.session import SessionStore
 from saim.errors import SaimError
-from saim.live_model import LiveModel
-from saim.pool import PoolStore
+from saim.model.compute import Compute, TensorThread
+from saim.registry.live import LiveModel
+from saim.registry.versions import ModelRegistry
 from saim.rpc.auth import Authenticator
 from saim.rpc.channel import channel
-from saim.rpc.metrics import serve_metrics
 from saim.rpc.server import Security, run_until_signal, write_ready_file
 from saim.rpc.service import ServiceApp, create_service
-from saim.session import SessionStore
+from saim.rpc.telemetry import serve_metrics
+from saim.rpc.tokens import TokenRegistry
 from saim.settings import ServiceSettings, load_settings
-from saim.storage import ModelRegistry, ObjectStore
-from saim.tokens import TokenRegistry
+from saim.storage.objects import ObjectStore
+from saim.storage.pool import PoolStore
 
 log = logging.getLogger("saim.service")
 
@@ -60,7 +61,7 @@ class Infra:
         return LiveModel(self.registry, self.settings.device, compute=compute)
 
     def tensor_thread(self) -> TensorThread:
-        """The one thread for all tensor work of a process that serves requests on many (saim.compute)."""
+        """The one thread for all tensor work of a process that serves requests on many (saim.model.compute)."""
         return TensorThread(self.settings.torch_threads)
 
     def sessions(self) -> SessionStore:

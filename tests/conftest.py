@@ -9,6 +9,6 @@ torch.set_num_threads(int(os.environ.get("SAIM_TEST_THREADS", "1")))
 
 @pytest.fixture
 def tiny_model_config():
-    from saim.config import ModelConfig
+    from saim.model.config import ModelConfig
 
     return ModelConfig(classes=("a", "b"), image_size=32, encoder="resnet18")

@@ -32,17 +32,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from saim.compute import TensorThread  # noqa: E402
-from saim.config import ModelConfig, TrainConfig  # noqa: E402
+from saim.annotation.drafts import DraftStore  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.intensity import fit_intensity  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
-from saim.drafts import DraftStore  # noqa: E402
+from saim.data.splits import Splits  # noqa: E402
+from saim.model.compute import TensorThread  # noqa: E402
+from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.encoding import Click, encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
-from saim.model.training import train_step  # noqa: E402
-from saim.pool import DATASET_JSON, PREPROCESSING_JSON, SPLITS_JSON, Splits, image_key  # noqa: E402
-from saim.rpc.slices import decode_mask, encode_mask  # noqa: E402
+from saim.rpc.wire import decode_mask, encode_mask  # noqa: E402
+from saim.storage.pool import DATASET_JSON, PREPROCESSING_JSON, SPLITS_JSON, image_key  # noqa: E402
+from saim.training.config import TrainConfig  # noqa: E402
+from saim.training.recipe import train_step  # noqa: E402
 from saim.v1 import annotator_pb2, annotator_pb2_grpc  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
 from tests.unit.harness import serve_annotator  # noqa: E402

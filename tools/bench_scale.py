@@ -10,7 +10,7 @@
    selector's peak RSS (VmHWM).
 3. The bare model: batched forward + softmax + entropy of the same network at the same size and thread count, in
    this process after the selector stopped (the CPU is not shared).
-4. Sharded scoring (saim.scoring.ShardedScoring, the selector's component, in this process): a full rescoring by
+4. Sharded scoring (saim.selection.scoring.ShardedScoring, the selector's component, in this process): a full rescoring by
    1 scorer worker, then by 2 (each `--scorer-threads` torch threads), through the tansu broker's consumer group.
 
 Writes out/bench-scale.json. Never run by the tests; no thresholds (the issue's targets are printed beside).
@@ -36,17 +36,18 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from gpu_bench import bare_scoring  # noqa: E402
 
-from saim.config import ModelConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.dataset import NnUNetDataset, write_dataset  # noqa: E402
+from saim.data.splits import Splits  # noqa: E402
 from saim.events import MODEL_PUBLISHED, SCORING_PARTS, EventPublisher, new_meta  # noqa: E402
-from saim.live_model import ServedModel  # noqa: E402
+from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
-from saim.pool import PoolStore, Splits, import_dataset  # noqa: E402
-from saim.scoring import ShardedScoring  # noqa: E402
-from saim.selection import EntropyStrategy  # noqa: E402
+from saim.registry.live import ServedModel  # noqa: E402
+from saim.registry.versions import ModelRegistry  # noqa: E402
+from saim.selection.scoring import ShardedScoring  # noqa: E402
+from saim.selection.strategies import EntropyStrategy  # noqa: E402
 from saim.stack.local import LocalStack  # noqa: E402
-from saim.storage import ModelRegistry  # noqa: E402
+from saim.storage.pool import PoolStore, import_dataset  # noqa: E402
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc  # noqa: E402
 from tests.waiting import poll  # noqa: E402
 

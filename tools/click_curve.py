@@ -1,5 +1,5 @@
 """What clicks leave: a saved model (tools/click_study.py --save DIR) on its split's test series, driven by the
-virtual user for N rounds (one click per class per round, saim.clicker.VirtualUser). Prints the mIoU after every
+virtual user for N rounds (one click per class per round, saim.training.virtual_user.VirtualUser). Prints the mIoU after every
 round, per-class IoU before and after `--clicks` rounds, and where the wrong pixels of the automatic answer and
 after `--clicks` rounds lie: within 1 px of a ground-truth border, or farther, with the mIoU either kind of error
 leaves once the other is corrected. It also bounds what a better answer to the same clicks could give: the mIoU
@@ -24,15 +24,15 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saim.argfields import add_fields, from_args  # noqa: E402
-from saim.clicker import VirtualUser  # noqa: E402
-from saim.config import SplitRule  # noqa: E402
+from saim.cli.flags import add_fields, from_args  # noqa: E402
 from saim.data.slices import stack  # noqa: E402
 from saim.data.sources import open_source  # noqa: E402
-from saim.emulate import EmulationConfig, split_series  # noqa: E402
-from saim.metrics import iou_per_class, mean_iou  # noqa: E402
+from saim.data.splits import SplitRule  # noqa: E402
 from saim.model.encoding import rasterize_clicks  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
+from saim.research.emulate import EmulationConfig, split_series  # noqa: E402
+from saim.training.metrics import iou_per_class, mean_iou  # noqa: E402
+from saim.training.virtual_user import VirtualUser  # noqa: E402
 
 
 def near_border(gt: np.ndarray, num_classes: int) -> np.ndarray:

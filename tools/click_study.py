@@ -1,6 +1,6 @@
 """How well a pre-trained model follows clicks: pre-train on the emulation's initial set, then measure on its test
 split the automatic mIoU, the mIoU after 3 clicks per class, NoC@85/90, Dice-AUC over 5 clicks and click fidelity
-(saim.evaluation.evaluate). Model and training settings are the emulation's flags, so variants are one flag away:
+(saim.training.evaluation.evaluate). Model and training settings are the emulation's flags, so variants are one flag away:
 
     .venv/bin/python tools/click_study.py --image-size 64 --threads 2 --click-radius 3 --label radius3
 
@@ -23,13 +23,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saim.argfields import add_fields, from_args  # noqa: E402
-from saim.config import ModelConfig, SplitRule, TrainConfig  # noqa: E402
+from saim.cli.flags import add_fields, from_args  # noqa: E402
 from saim.data.sources import open_source  # noqa: E402
-from saim.emulate import EmulationConfig, split_series  # noqa: E402
-from saim.evaluation import evaluate  # noqa: E402
+from saim.data.splits import SplitRule  # noqa: E402
+from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
-from saim.model.training import train_predictor  # noqa: E402
+from saim.research.emulate import EmulationConfig, split_series  # noqa: E402
+from saim.training.config import TrainConfig  # noqa: E402
+from saim.training.evaluation import evaluate  # noqa: E402
+from saim.training.recipe import train_predictor  # noqa: E402
 
 
 def main() -> None:

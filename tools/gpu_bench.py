@@ -1,9 +1,9 @@
 """tools/gpu_bench.sh: the model's work at deployment sizes on one device, against the bare model in the same run.
 
-Per size (default 256 and 512), with saim's own device and precision (saim.device: bf16 autocast + channels_last on
+Per size (default 256 and 512), with saim's own device and precision (saim.model.device: bf16 autocast + channels_last on
 CUDA, fp32 on the CPU) for the bare model too:
 - scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against the selector's rescoring
-  path (saim.scoring.score_pool: series read from an object store, decoded by saim.pool.PoolStore ahead of the
+  path (saim.selection.scoring.score_pool: series read from an object store, decoded by saim.storage.pool.PoolStore ahead of the
   model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm (series
   cached); the projected time to rescore 120k slices (AMOS size);
 - a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
@@ -36,18 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ct_store, refine_bench, session_bench, timed  # noqa: E402
 
-from saim.config import ModelConfig, TrainConfig  # noqa: E402
 from saim.data import phantom  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
-from saim.device import autocast, is_cuda, memory_format, precision, resolve_device  # noqa: E402
-from saim.live_model import ServedModel  # noqa: E402
+from saim.data.splits import Splits  # noqa: E402
+from saim.model.config import ModelConfig  # noqa: E402
+from saim.model.device import autocast, is_cuda, memory_format, precision, resolve_device  # noqa: E402
 from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor, pixel_entropy  # noqa: E402
-from saim.model.training import train_step  # noqa: E402
-from saim.pool import DATASET_JSON, SPLITS_JSON, PoolStore, Splits, image_key  # noqa: E402
-from saim.scoring import score_pool  # noqa: E402
-from saim.selection import EntropyStrategy  # noqa: E402
+from saim.registry.live import ServedModel  # noqa: E402
+from saim.selection.scoring import score_pool  # noqa: E402
+from saim.selection.strategies import EntropyStrategy  # noqa: E402
 from saim.settings import ServiceSettings  # noqa: E402
+from saim.storage.pool import DATASET_JSON, SPLITS_JSON, PoolStore, image_key  # noqa: E402
+from saim.training.config import TrainConfig  # noqa: E402
+from saim.training.recipe import train_step  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
 from tests.unit.harness import annotator_stub  # noqa: E402
 
@@ -93,7 +95,7 @@ def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> 
 
 
 def saim_scoring(predictor, store, pool: list[str], size: int, workers: int) -> dict:
-    """Slices per second of the selector's rescoring path (saim.scoring.score_pool): serial decoding with no cache
+    """Slices per second of the selector's rescoring path (saim.selection.scoring.score_pool): serial decoding with no cache
     (how it was), then `workers` decoding threads ahead of the model, cold and then warm (all series cached)."""
     model, strategy = ServedModel("bench", predictor, {}), EntropyStrategy()
     serial = score_pool(PoolStore(store, size, None, cache_mb=0), strategy, model, pool, workers=1)
@@ -129,7 +131,7 @@ def bare_click(net, mc: ModelConfig, repeat: int, device: str) -> float:
 
 def training(net, mc: ModelConfig, batch: int, steps: int, device: str, profile: bool = False) -> tuple[float, float]:
     """(bare, saim) training slices per second at `batch` slices a step: one forward+backward with cross-entropy
-    against saim's step (saim.model.training.train_step, as train_predictor runs it)."""
+    against saim's step (saim.training.recipe.train_step, as train_predictor runs it)."""
     s, k = mc.image_size, mc.num_classes
     images = torch.rand(batch, 1, s, s, device=device)
     labels = torch.randint(0, k + 1, (batch, s, s), device=device)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from saim.experiment import format_markdown  # noqa: E402
+from saim.research.experiment import format_markdown  # noqa: E402
 
 MARKER = "<!-- notes -->"
 

@@ -1,6 +1,6 @@
 """python -m services.annotator — reads SAIM_* settings, serves until SIGTERM."""
 
-from saim.drafts import DraftStore
+from saim.annotation.drafts import DraftStore
 from saim.rpc.peers import LeaseChecker
 from services.common import main
 

@@ -10,21 +10,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saim.compute import Compute, Inline
-from saim.drafts import DraftStore
+from saim.annotation.drafts import DraftStore
+from saim.annotation.session import AnnotationSession, SessionStore
 from saim.errors import InvalidInput, SaimError
 from saim.events import ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventPublisher, new_meta
-from saim.live_model import LiveModel, ServedModel
-from saim.pool import PoolStore
-from saim.rpc import metrics as m
+from saim.model.compute import Compute, Inline
+from saim.registry.live import LiveModel, ServedModel
+from saim.registry.versions import version_number
+from saim.rpc import telemetry as m
 from saim.rpc.auth import require_actor
 from saim.rpc.peers import LeaseChecker
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
-from saim.rpc.slices import decode_mask, encode_image, encode_mask, image_dtype
-from saim.session import AnnotationSession, SessionStore
+from saim.rpc.wire import decode_mask, encode_image, encode_mask, image_dtype
 from saim.settings import ServiceSettings
-from saim.storage import version_number
+from saim.storage.pool import PoolStore
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ class AnnotatorDeps:
     sessions: SessionStore
     publisher: EventPublisher
     leases: LeaseChecker
-    compute: Compute = field(default_factory=Inline)  # the process's tensor thread (saim.compute)
+    compute: Compute = field(default_factory=Inline)  # the process's tensor thread (saim.model.compute)
     renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
-    drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.drafts)
+    drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.annotation.drafts)
 
 
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):

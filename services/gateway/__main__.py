@@ -10,8 +10,8 @@ import uvicorn
 
 from saim.errors import SaimError
 from saim.rpc.channel import channel
-from saim.rpc.metrics import serve_metrics
 from saim.rpc.server import write_ready_file
+from saim.rpc.telemetry import serve_metrics
 from saim.settings import load_gateway_settings
 
 from .server import Backends, create_app

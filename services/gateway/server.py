@@ -36,8 +36,8 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from saim.rpc.slices import decode_image
-from saim.tokens import ADMIN
+from saim.rpc.tokens import ADMIN
+from saim.rpc.wire import decode_image
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 HTTP_OF = {

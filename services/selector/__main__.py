@@ -1,9 +1,9 @@
 """python -m services.selector — reads SAIM_* settings, serves until SIGTERM."""
 
-from saim.batches import SelectionLoop
 from saim.events import SCORING_PARTS
-from saim.scoring import LocalScoring, ShardedScoring
-from saim.selection import make_strategy
+from saim.selection.loop import SelectionLoop
+from saim.selection.scoring import LocalScoring, ShardedScoring
+from saim.selection.strategies import make_strategy
 from services.common import main
 
 from .server import SelectorApp, SelectorDeps

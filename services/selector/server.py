@@ -6,17 +6,17 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from saim.batches import SelectionLoop
 from saim.errors import FailedPrecondition, InvalidInput
 from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, GROUP_SELECTOR, MODEL_PUBLISHED, EventPublisher, new_meta
-from saim.live_model import LiveModel
-from saim.pool import provenance_key
-from saim.rpc import metrics as m
+from saim.registry.live import LiveModel
+from saim.rpc import telemetry as m
 from saim.rpc.auth import current_principal, require_actor
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
+from saim.rpc.tokens import ADMIN
+from saim.selection.loop import SelectionLoop
 from saim.settings import ServiceSettings
-from saim.tokens import ADMIN
+from saim.storage.pool import provenance_key
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """python -m services.trainer — reads SAIM_* settings, serves until SIGTERM."""
 
-from saim.retrain import TrainingPipeline
+from saim.training.pipeline import TrainingPipeline
 from services.common import main
 
 from .server import TrainerApp, TrainerDeps

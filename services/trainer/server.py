@@ -14,15 +14,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from saim.batches import stored_batches
 from saim.errors import InvalidInput
 from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventPublisher, new_meta
-from saim.retrain import RunResult, TrainingPipeline
-from saim.rpc import metrics as m
+from saim.registry.versions import ModelMetadata, ModelRegistry, version_number
+from saim.rpc import telemetry as m
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
+from saim.selection.loop import stored_batches
 from saim.settings import ServiceSettings
-from saim.storage import ModelMetadata, ModelRegistry, version_number
+from saim.training.pipeline import RunResult, TrainingPipeline
 from saim.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)

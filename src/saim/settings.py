@@ -2,7 +2,7 @@
 `saim up`, docker compose and the Kubernetes ConfigMap/Secret), `ClientSettings` for the CLI and the health check.
 Every SAIM_* variable is read here; the embedded stack (saim.stack.local) only sets them for its children.
 
-The model's and the training run's settings are the core's dataclasses (saim.config), nested with a double
+The model's and the training run's settings are the core's dataclasses (saim.model.config), nested with a double
 underscore: `SAIM_MODEL__IMAGE_SIZE`, `SAIM_TRAIN__EPOCHS`, `SAIM_TRAIN__MODE`, ...
 
 Secrets (S3 secret key, admin and service tokens) are `SecretStr`: they print as '**********' in any repr or log.
@@ -21,11 +21,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from saim.config import ModelConfig, TrainConfig
-from saim.device import resolve_device
 from saim.errors import SaimError
-from saim.pool import DECODE_WORKERS, SERIES_CACHE_MB
-from saim.storage import S3Config
+from saim.model.config import ModelConfig
+from saim.model.device import resolve_device
+from saim.storage.objects import S3Config
+from saim.storage.pool import DECODE_WORKERS, SERIES_CACHE_MB
+from saim.training.config import TrainConfig
 
 # Flat names of nested settings before they moved under SAIM_MODEL__ / SAIM_TRAIN__: set, they are an error that
 # names the new variable rather than a value silently ignored.
@@ -79,7 +80,7 @@ class ServiceSettings(StorageSettings):
     grpc_port: int = 0  # 0: pick a free port (tests); deployments set 50051..
     metrics_port: int | None = None  # None: no Prometheus endpoint; 0: pick a free port
     torch_threads: int = 1
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]; resolved once at load (saim.device)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]; resolved once at load (saim.model.device)
     instance_id: str = ""  # distinguishes annotator replicas (broadcast consumer group); default: host+pid
     ready_file: str | None = None  # written with "host:grpc_port metrics_port" once serving (used by `saim up`)
     log_level: str = "INFO"
@@ -102,7 +103,7 @@ class ServiceSettings(StorageSettings):
     scoring: Literal["local", "sharded"] = Field(
         "local",
         description="local: the selector scores the pool itself; sharded: scorer workers do, over Kafka "
-        "(saim.scoring, python -m services.selector.scorer)",
+        "(saim.selection.scoring, python -m services.scorer)",
     )
     scoring_resend_s: float = Field(
         300.0, gt=0, description="sharded scoring: parts still missing after this long without progress are resent"

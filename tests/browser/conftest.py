@@ -17,8 +17,8 @@ import pytest
 
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
+from saim.rpc.tokens import ADMIN
 from saim.stack.local import LocalStack
-from saim.tokens import ADMIN
 from saim.v1 import selector_pb2, selector_pb2_grpc
 from tests.waiting import poll
 

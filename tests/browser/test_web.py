@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from saim.pool import annotation_key, provenance_key
-from saim.tokens import TokenRegistry
+from saim.rpc.tokens import TokenRegistry
+from saim.storage.pool import annotation_key, provenance_key
 from tests.waiting import poll
 
 from .conftest import SHOTS

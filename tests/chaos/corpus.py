@@ -53,7 +53,7 @@ def bootstrap_cli(dataset: Path, env: dict[str, str]) -> tuple[int, str]:
     """`saim bootstrap --force --dataset DIR` in-process with the services' environment; (exit code, stderr)."""
     import os
 
-    from saim.cli import main
+    from saim.cli.main import main
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

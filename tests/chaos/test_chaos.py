@@ -27,12 +27,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, EventPublisher
-from saim.pool import annotation_key, provenance_key
-from saim.rpc.slices import encode_mask
+from saim.registry.versions import ModelRegistry, VersionStatus
+from saim.rpc.tokens import TokenRegistry
+from saim.rpc.wire import encode_mask
 from saim.stack.local import SERVICES, LocalStack
 from saim.stack.virtual import VirtualAnnotator
-from saim.storage import ModelRegistry, VersionStatus
-from saim.tokens import TokenRegistry
+from saim.storage.pool import annotation_key, provenance_key
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.chaos import corpus
 from tests.chaos.faults import TcpProxy, capture_events

@@ -68,7 +68,7 @@ def rendered(request, tmp_path_factory) -> tuple[str, list[dict], Path]:
 
 
 def _nested() -> dict[str, type]:
-    """Settings that are a core dataclass (SAIM_MODEL__*, SAIM_TRAIN__*): their defaults live in saim.config."""
+    """Settings that are a core dataclass (SAIM_MODEL__*, SAIM_TRAIN__*): their defaults live in saim.model.config."""
     return {n: f.annotation for n, f in ServiceSettings.model_fields.items() if dataclasses.is_dataclass(f.annotation)}
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from saim.config import ModelConfig, TrainConfig
-from saim.model import distributed
-from saim.model.checkpoint import Checkpoints, fingerprint
-from saim.model.data import SliceCache
+from saim.model.config import ModelConfig
 from saim.stack.local import LocalStack
+from saim.training import distributed
+from saim.training.checkpoint import Checkpoints, fingerprint
+from saim.training.config import TrainConfig
+from saim.training.data import SliceCache
 
 
 def test_a_two_process_run_checkpoints_to_the_bucket_and_a_rerun_resumes(tmp_path):

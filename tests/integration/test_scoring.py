@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import threading
 
-from saim.config import ModelConfig
 from saim.data import phantom
 from saim.events import MODEL_PUBLISHED, SCORING_PARTS, EventPublisher, new_meta
-from saim.live_model import ServedModel
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
-from saim.pool import PoolStore
-from saim.scoring import ShardedScoring, part_key, scores_key, split_parts
-from saim.selection import EntropyStrategy
+from saim.registry.live import ServedModel
+from saim.registry.versions import ModelRegistry
+from saim.selection.scoring import ShardedScoring, part_key, scores_key, split_parts
+from saim.selection.strategies import EntropyStrategy
 from saim.stack.local import LocalStack
-from saim.storage import ModelRegistry
+from saim.storage.pool import PoolStore
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
 from tests.waiting import poll
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saim.cli import main
+from saim.cli.main import main
 from saim.data.dataset import NnUNetDataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,11 +72,12 @@ def test_real_scans_go_through_import_session_submit_and_export_at_native_resolu
     import nibabel as nib
     import numpy as np
 
-    from saim.config import ModelConfig
-    from saim.export import export_nnunet
+    from saim.data.splits import make_splits
+    from saim.model.config import ModelConfig
     from saim.model.predictor import InteractivePredictor
-    from saim.pool import PoolStore, import_dataset, make_splits
-    from saim.rpc.slices import decode_image, decode_mask
+    from saim.rpc.wire import decode_image, decode_mask
+    from saim.storage.export import export_nnunet
+    from saim.storage.pool import PoolStore, import_dataset
     from saim.v1 import annotator_pb2
     from tests.integration.test_export import assert_labels_in_image_geometry, nnunet_verify
     from tests.unit.fakes import MemoryStore

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from saim.config import ModelConfig
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
 
 

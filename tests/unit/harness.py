@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import grpc
 
-from saim.live_model import LiveModel, ServedModel
+from saim.annotation.session import SessionStore
 from saim.model.predictor import InteractivePredictor
-from saim.pool import PoolStore
-from saim.session import SessionStore
-from saim.storage import ModelRegistry
+from saim.registry.live import LiveModel, ServedModel
+from saim.registry.versions import ModelRegistry
+from saim.storage.pool import PoolStore
 from saim.v1 import annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
 
 
@@ -44,7 +44,7 @@ def serve_annotator(
     store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64, compute=None
 ):
     """Serve `predictor` (published to the store's registry, or served as it is with publish=False) through the
-    real AnnotatorServicer on a loopback port, its tensor work on `compute` (saim.compute; the request threads when
+    real AnnotatorServicer on a loopback port, its tensor work on `compute` (saim.model.compute; the request threads when
     None). Yields (port, servicer deps)."""
     from saim.rpc.peers import LeaseChecker
     from saim.rpc.server import Health, create_server

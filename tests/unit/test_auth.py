@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from saim import errors, tokens
-from saim.rpc import auth
+from saim import errors
+from saim.rpc import auth, tokens
 from saim.rpc.channel import channel
 from saim.rpc.server import Health, Security, create_server
 from saim.stack.certs import self_signed

@@ -4,14 +4,15 @@ import time
 import numpy as np
 import pytest
 
-from saim.batches import SelectionLoop
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
+from saim.data.splits import Splits
 from saim.errors import FailedPrecondition, PermissionDenied, Unavailable
-from saim.live_model import ServedModel
 from saim.model.predictor import InteractivePredictor
-from saim.pool import PoolStore, Splits, import_dataset, series_bytes
-from saim.selection import EntropyStrategy
+from saim.registry.live import ServedModel
+from saim.selection.loop import SelectionLoop
+from saim.selection.strategies import EntropyStrategy
+from saim.storage.pool import PoolStore, import_dataset, series_bytes
 from tests.unit.fakes import MemoryStore
 
 
@@ -30,7 +31,7 @@ def pool(dataset):
 
 @pytest.fixture(scope="module")
 def model():
-    from saim.config import ModelConfig
+    from saim.model.config import ModelConfig
 
     return ServedModel(
         "v0000", InteractivePredictor(ModelConfig(classes=phantom.CLASSES, image_size=32, encoder="resnet18")), {}

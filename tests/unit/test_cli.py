@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from saim.cli import build_parser, main
+from saim.cli.main import build_parser, main
 from saim.data.dataset import DatasetInfo, write_dataset
 
 SUBCOMMANDS = [
@@ -59,8 +59,8 @@ def test_data_phantom_then_check(tmp_path, capsys):
 
 
 def test_admin_tokens_issue_list_revoke(monkeypatch, capsys, tmp_path):
-    from saim import tokens as auth
-    from saim.stack import cli as stack_cli
+    from saim.cli import admin as stack_cli
+    from saim.rpc import tokens as auth
     from tests.unit.fakes import MemoryStore
 
     store = MemoryStore()
@@ -81,8 +81,10 @@ def test_admin_tokens_issue_list_revoke(monkeypatch, capsys, tmp_path):
 
 
 def test_emulate_flags_are_derived_from_the_config_fields():
-    from saim.argfields import from_args
-    from saim.config import ModelConfig, SplitRule, TrainConfig
+    from saim.cli.flags import from_args
+    from saim.data.splits import SplitRule
+    from saim.model.config import ModelConfig
+    from saim.training.config import TrainConfig
 
     args = build_parser().parse_args(
         ["emulate", "--epochs", "3", "--train-batch-size", "4", "--mode", "retrain", "--no-spatial-augment"]
@@ -98,9 +100,9 @@ def test_emulate_flags_are_derived_from_the_config_fields():
 
 
 def test_pretrain_fraction_is_auto_in_the_emulation_and_a_fraction_for_the_services(capsys):
-    from saim.argfields import from_args
-    from saim.cli import EMULATION_SPLIT, main
-    from saim.config import SplitRule
+    from saim.cli.flags import from_args
+    from saim.cli.main import EMULATION_SPLIT, main
+    from saim.data.splits import SplitRule
 
     args = build_parser().parse_args(["emulate"])
     assert from_args(args, SplitRule, defaults=EMULATION_SPLIT).pretrain_fraction == "auto"

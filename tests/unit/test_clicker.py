@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from saim.clicker import VirtualUser, largest_error, next_click, worst_click
-from saim.clicks import click_fidelity
-from saim.config import ModelConfig
-from saim.metrics import dice_auc
+from saim.model.clicks import click_fidelity
+from saim.model.config import ModelConfig
 from saim.model.encoding import Click
+from saim.training.metrics import dice_auc
+from saim.training.virtual_user import VirtualUser, largest_error, next_click, worst_click
 
 
 def test_missed_square_gets_positive_click_at_its_centre():
@@ -78,7 +78,7 @@ def test_virtual_user_clicks_at_most_k_per_class_and_stops_when_done():
 
 
 def test_number_of_clicks_counts_until_the_target_and_caps():
-    from saim.clicker import number_of_clicks
+    from saim.training.virtual_user import number_of_clicks
 
     gt = np.zeros((3, 16, 16), np.uint8)
     gt[0, 4:9, 4:9] = 1  # fixed by one click of the echo predictor

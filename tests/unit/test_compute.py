@@ -1,4 +1,4 @@
-"""saim.compute: the tensor thread runs what it is handed, interactive work first, and returns or raises on the
+"""saim.model.compute: the tensor thread runs what it is handed, interactive work first, and returns or raises on the
 caller's thread."""
 
 import threading
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from saim.compute import Inline, TensorThread
+from saim.model.compute import Inline, TensorThread
 
 
 def test_interactive_work_goes_before_queued_background_work():

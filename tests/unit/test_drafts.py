@@ -4,12 +4,13 @@ by the same annotator (a reload, a restarted replica) resumes exactly what was s
 import numpy as np
 import pytest
 
-from saim.config import ModelConfig
-from saim.drafts import DraftStore, decode_slice, draft_prefix, encode_slice
+from saim.annotation.drafts import DraftStore, decode_slice, draft_prefix, encode_slice
+from saim.annotation.session import Op, SliceState
+from saim.data.splits import make_splits
 from saim.errors import SaimError
-from saim.pool import import_dataset, make_splits
-from saim.rpc.slices import decode_mask, encode_mask
-from saim.session import Op, SliceState
+from saim.model.config import ModelConfig
+from saim.rpc.wire import decode_mask, encode_mask
+from saim.storage.pool import import_dataset
 from saim.v1 import annotator_pb2
 from tests.unit.echo import echo_predictor
 from tests.unit.fakes import MemoryStore

@@ -8,10 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.data.slices import Series
-from saim.emulate import Emulation, EmulationConfig, Split, covering_order, format_table, plot_report
+from saim.data.splits import SplitRule
 from saim.errors import SaimError
+from saim.model.config import ModelConfig
+from saim.research.emulate import Emulation, EmulationConfig, Split, covering_order, format_table, plot_report
+from saim.training.config import TrainConfig
 
 TINY = dict(
     iterations=2,
@@ -103,9 +105,9 @@ def test_a_pretraining_of_other_settings_is_refused():
 
 def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
     """The classical baseline must start from the pre-trained model, never from a SAIM-trained one."""
-    import saim.emulate as emulate
+    import saim.research.emulate as emulate
     from saim.model.predictor import InteractivePredictor
-    from saim.model.training import TrainResult
+    from saim.training.recipe import TrainResult
 
     calls = []
 
@@ -127,9 +129,9 @@ def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
 def test_the_gate_keeps_a_worse_version_from_annotating_the_next_round(monkeypatch):
     """Services' rule in the emulation: a retrained version worse on validation by more than the tolerance is
     rejected, and the next round annotates with (and fine-tunes) the kept model."""
-    import saim.emulate as emulate
+    import saim.research.emulate as emulate
     from saim.model.predictor import InteractivePredictor
-    from saim.model.training import TrainResult
+    from saim.training.recipe import TrainResult
 
     qualities, parents = iter([0.60, 0.40, 0.59]), []  # pre-train, retrain 1 (rejected), retrain 2 (within 0.02)
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from saim.emulate import EmulationConfig
-from saim.experiment import ARMS, TimeModel, aggregate, arm_rows, format_markdown, mean_sd, run_experiment
+from saim.research.emulate import EmulationConfig
+from saim.research.experiment import ARMS, TimeModel, aggregate, arm_rows, format_markdown, mean_sd, run_experiment
 from tests.unit.test_emulate import TINY
 
 

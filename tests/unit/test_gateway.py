@@ -10,8 +10,9 @@ import nibabel as nib
 import numpy as np
 from fastapi.testclient import TestClient
 
-from saim.config import ModelConfig
-from saim.pool import import_dataset, make_splits
+from saim.data.splits import make_splits
+from saim.model.config import ModelConfig
+from saim.storage.pool import import_dataset
 from services.gateway.server import Backends, create_app
 from tests.unit.echo import echo_predictor, oblique_affine
 from tests.unit.fakes import MemoryStore

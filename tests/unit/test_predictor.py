@@ -60,7 +60,7 @@ def test_unknown_model_format_is_rejected(tiny_model_config):
 IMAGENET_PROBE = """
 import sys, torch
 from safetensors.torch import load_file
-from saim.config import ModelConfig
+from saim.model.config import ModelConfig
 from saim.model.predictor import build_network
 net = build_network(ModelConfig(classes=("a", "b"), image_size=32, encoder="resnet18", encoder_weights="imagenet"))
 saved = load_file(sys.argv[1])

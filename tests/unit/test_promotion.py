@@ -1,10 +1,10 @@
 import pytest
 
-from saim.config import ModelConfig
 from saim.errors import NotFound
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
-from saim.retrain import promotion_decision
-from saim.storage import Decision, ModelRegistry, VersionStatus, version_name, version_number
+from saim.registry.versions import Decision, ModelRegistry, VersionStatus, version_name, version_number
+from saim.training.pipeline import promotion_decision
 from tests.unit.fakes import MemoryStore
 
 

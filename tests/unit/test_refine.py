@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from saim.config import ModelConfig
+from saim.model.config import ModelConfig
 from saim.model.encoding import Click, rasterize_clicks
 from saim.model.predictor import InteractivePredictor
 from saim.model.refine import _click_loss

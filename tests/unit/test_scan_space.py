@@ -9,18 +9,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from saim.batches import SelectionLoop
-from saim.compute import TensorThread
-from saim.config import ModelConfig
 from saim.data.dataset import DatasetInfo, NnUNetDataset, write_dataset
 from saim.data.nifti import save_volume
+from saim.data.splits import make_splits, read_splits
 from saim.errors import DatasetError, InvalidInput
-from saim.export import export_nnunet
-from saim.live_model import ServedModel
+from saim.model.compute import TensorThread
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
-from saim.pool import PoolStore, add_to_pool, annotation_key, import_dataset, make_splits, read_splits
-from saim.rpc.slices import decode_image, decode_mask, encode_mask
-from saim.selection import EntropyStrategy
+from saim.registry.live import ServedModel
+from saim.rpc.wire import decode_image, decode_mask, encode_mask
+from saim.selection.loop import SelectionLoop
+from saim.selection.strategies import EntropyStrategy
+from saim.storage.export import export_nnunet
+from saim.storage.pool import PoolStore, add_to_pool, annotation_key, import_dataset
 from saim.v1 import annotator_pb2
 from tests.unit.echo import echo_predictor, oblique_affine
 from tests.unit.fakes import MemoryStore
@@ -107,7 +108,7 @@ def test_admin_import_adds_series_that_the_selector_then_scores(dataset, tmp_pat
 
 def test_contract_click_at_a_voxel_is_stored_at_that_voxel_and_exported_in_the_scan_geometry(dataset, tmp_path):
     """Through the real annotator servicer: geometry, GetSlice, AddClick at (i, j, k), EditSlice, Submit, export;
-    every forward on the tensor thread, as in the service (saim.compute)."""
+    every forward on the tensor thread, as in the service (saim.model.compute)."""
     store = MemoryStore()
     import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
     echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=1))

@@ -1,11 +1,11 @@
-"""Sharded scoring, the selector's side (saim.scoring.ShardedScoring): the plan, the requests, the merge, the resend.
+"""Sharded scoring, the selector's side (saim.selection.scoring.ShardedScoring): the plan, the requests, the merge, the resend.
 The scorer workers and the broker are real in tests/integration/test_scoring.py."""
 
 from saim.events import SCORING_REQUESTED
-from saim.live_model import ServedModel
-from saim.scoring import ScoreTable, part_document, part_key, split_parts, stored_part
-from saim.scoring import ShardedScoring as Sharded
-from saim.selection import EntropyStrategy
+from saim.registry.live import ServedModel
+from saim.selection.scoring import ScoreTable, part_document, part_key, split_parts, stored_part
+from saim.selection.scoring import ShardedScoring as Sharded
+from saim.selection.strategies import EntropyStrategy
 from tests.unit.fakes import MemoryStore
 
 CASES = [f"case_{i:02d}" for i in range(11)]

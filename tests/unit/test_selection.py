@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from saim.config import ModelConfig
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor, pixel_entropy
-from saim.selection import EntropyStrategy, RandomStrategy, make_strategy, top_n
+from saim.selection.strategies import EntropyStrategy, RandomStrategy, make_strategy, top_n
 
 
 def test_uniform_probabilities_have_entropy_log_c():

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from saim.clicks import Click
-from saim.config import ModelConfig
+from saim.annotation.session import AnnotationSession, SessionStore
 from saim.data.intensity import Intensity
 from saim.data.slices import series_from_volume
 from saim.errors import InvalidInput, NotFound
-from saim.live_model import ServedModel
+from saim.model.clicks import Click
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
-from saim.session import AnnotationSession, SessionStore
+from saim.registry.live import ServedModel
 from tests.unit.echo import echo_predictor, oblique_affine
 
 SHAPE = (70, 50, 6)  # 0.7 x 0.7 x 3 mm, oblique: slices along k

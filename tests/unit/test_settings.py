@@ -1,8 +1,9 @@
 import pytest
 
-from saim.config import ModelConfig, TrainConfig
 from saim.errors import SaimError
+from saim.model.config import ModelConfig
 from saim.settings import load_client_settings, load_settings
+from saim.training.config import TrainConfig
 
 REQUIRED = {
     "SAIM_KAFKA_BOOTSTRAP": "127.0.0.1:9092",

@@ -1,12 +1,11 @@
-"""The split rule (saim.pool.make_splits): seeded, and stratified by a pattern on the case name when asked."""
+"""The split rule (saim.data.splits.make_splits): seeded, and stratified by a pattern on the case name when asked."""
 
 from collections import Counter
 
 import pytest
 
-from saim.config import SplitRule
+from saim.data.splits import SplitRule, make_splits, strata
 from saim.errors import DatasetError
-from saim.pool import make_splits, strata
 
 CASES = [f"ts_ct_{i:03d}" for i in range(6)] + [f"ts_mr_{i:03d}" for i in range(4)]
 

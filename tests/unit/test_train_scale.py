@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from saim.config import TrainConfig
-from saim.model import distributed, training
-from saim.model.checkpoint import Checkpoints, fingerprint
-from saim.model.data import ArraySlices, EpochSampler, SliceCache, steps_per_epoch
-from saim.model.training import train
+from saim.training import distributed
+from saim.training import recipe as training
+from saim.training.checkpoint import Checkpoints, fingerprint
+from saim.training.config import TrainConfig
+from saim.training.data import ArraySlices, EpochSampler, SliceCache, steps_per_epoch
+from saim.training.recipe import train
 from tests.unit.fakes import MemoryStore
 
 
@@ -135,9 +136,10 @@ def test_two_gloo_processes_train_one_model(tiny_model_config, tmp_path):
 def test_the_pipeline_resumes_a_killed_run_and_drops_the_checkpoint_once_published(tmp_path, tiny_model_config):
     from saim.data import phantom
     from saim.data.dataset import NnUNetDataset
-    from saim.pool import PoolStore, Splits, import_dataset
-    from saim.retrain import TrainingPipeline, checkpoint_key
-    from saim.storage import ModelRegistry
+    from saim.data.splits import Splits
+    from saim.registry.versions import ModelRegistry
+    from saim.storage.pool import PoolStore, import_dataset
+    from saim.training.pipeline import TrainingPipeline, checkpoint_key
 
     ds = NnUNetDataset(phantom.generate(tmp_path / "ph", num_series=5, depth=3, size=32, seed=0))
     store = MemoryStore()

@@ -1,8 +1,8 @@
 from types import SimpleNamespace
 
-from saim.batches import SELECTOR_STATE, Batch
+from saim.registry.versions import ModelRegistry, VersionStatus
 from saim.rpc.server import Health
-from saim.storage import ModelRegistry, VersionStatus
+from saim.selection.loop import SELECTOR_STATE, Batch
 from services.trainer.server import TrainerApp, TrainerDeps
 from tests.unit.fakes import MemoryStore
 

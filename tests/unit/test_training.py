@@ -3,17 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saim.config import ModelConfig, TrainConfig
+from saim.model.config import ModelConfig
 from saim.model.encoding import Click, encode, one_hot_foreground, paint_clicks, rasterize_clicks
-from saim.model.training import (
-    augment,
-    class_weights,
-    correction_weights,
-    dice_loss,
-    focal_loss,
-    sample_error_clicks,
-    train_predictor,
-)
+from saim.training.augment import augment
+from saim.training.config import TrainConfig
+from saim.training.losses import class_weights, correction_weights, dice_loss, focal_loss
+from saim.training.recipe import train_predictor
+from saim.training.simulation import sample_error_clicks
 
 
 def test_class_weights_median_frequency_balanced():

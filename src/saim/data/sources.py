@@ -38,3 +38,10 @@ def open_source(
             return ds.info.classes, load_series(ds, image_size, max_slices)
     ds = NnUNetDataset(source)
     return ds.info.classes, load_series(ds, image_size, max_slices)
+
+
+def dataset_dir(spec: str, series: int, seed: int) -> Path:
+    """'synthetic' (phantoms generated into a temporary directory) or the path of an nnU-Net raw directory."""
+    if spec != "synthetic":
+        return Path(spec)
+    return phantom.generate(Path(tempfile.mkdtemp(prefix="saim-phantom-")), num_series=series, seed=seed)

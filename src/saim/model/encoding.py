@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from saim.clicks import Click
+from saim.model.clicks import Click
 
 
 def _grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from saim.config import ModelConfig
-from saim.device import autocast, is_cuda, memory_format
 from saim.errors import InvalidInput
+from saim.model.config import ModelConfig
+from saim.model.device import autocast, is_cuda, memory_format
 from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
 from saim.model.refine import refine
 

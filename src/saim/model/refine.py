@@ -8,7 +8,7 @@ decoder then propagates the change as it learnt to. Only the changes the clicks 
 positively clicked class, or leave a negatively clicked one; everything else keeps the unrefined answer. An image
 whose clicks are all followed is not touched.
 
-Measured on saved models (64 px, 2 threads, 20 steps; tools/click_study.py --save, then saim.evaluation.evaluate on
+Measured on saved models (64 px, 2 threads, 20 steps; tools/click_study.py --save, then saim.training.evaluation.evaluate on
 the split's test series), 3-click mIoU / click fidelity without refinement, with the loss on the clicked pixel and
 with it on the whole 3 px disk:
 - synthetic seed 2's pre-trained model (2 series): 0.882 / 0.84 off, 0.899 / 0.92 pixel, 0.780 / 0.91 disk;
@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from saim.clicks import Click
-from saim.device import autocast
+from saim.model.clicks import Click
+from saim.model.device import autocast
 from saim.model.encoding import rasterize_clicks
 
 FEATURE_LEVEL = 2  # the encoder's stride-4 features. In the first try on the seed-1 model above (20 steps, every

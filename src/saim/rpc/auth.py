@@ -1,6 +1,6 @@
 """Access control of the gRPC servers: who the caller is (bearer token) and what each method allows.
 
-Two shared secrets from the environment or a secrets file complete the token table (saim.tokens): the admin token
+Two shared secrets from the environment or a secrets file complete the token table (saim.rpc.tokens): the admin token
 (bootstrap: an admin exists before any token was issued) and the service token (the annotator asks the selector
 about leases). A call carries `authorization: Bearer <token>` metadata. Health checking and reflection are open
 (probes); every saim.v1 method has an entry in POLICY, and a method missing from it is refused (deny by default).
@@ -14,7 +14,7 @@ import hmac
 import grpc
 
 from saim.errors import PermissionDenied, Unauthenticated
-from saim.tokens import ADMIN, ANNOTATOR, SERVICE, Principal, TokenRegistry, token_hash
+from saim.rpc.tokens import ADMIN, ANNOTATOR, SERVICE, Principal, TokenRegistry, token_hash
 
 _ALL = frozenset({ANNOTATOR, ADMIN, SERVICE})
 POLICY: dict[str, frozenset[str]] = {

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from saim.rpc.auth import Authenticator, AuthInterceptor
 from saim.rpc.channel import channel as open_channel
 from saim.rpc.errors import ErrorMappingInterceptor
-from saim.rpc.metrics import REQUESTS
+from saim.rpc.telemetry import REQUESTS
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from typing import ClassVar
 import grpc
 
 from saim.events import EventConsumer, EventPublisher, TopicSpec
-from saim.live_model import LiveModel
-from saim.periodic import Periodic
-from saim.rpc import metrics as m
+from saim.registry.live import LiveModel
+from saim.registry.versions import version_number
+from saim.rpc import telemetry as m
+from saim.rpc.periodic import Periodic
 from saim.rpc.server import Health, Security, create_server
-from saim.storage import version_number
 
 
 class ServiceApp:

@@ -17,10 +17,10 @@ from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.errors import SaimError
 from saim.events import TOPICS
+from saim.registry.versions import VersionStatus
 from saim.rpc.channel import channel
 from saim.stack.local import EMBEDDED_IMAGE_SIZE, LocalStack, embedded_model_settings
 from saim.stack.virtual import VirtualAnnotator
-from saim.storage import VersionStatus
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,8 @@ def run_demo(
         )
         report["events"] = count_events(stack.kafka_bootstrap)
         if export_dir is not None:
-            from saim.export import export_nnunet
-            from saim.pool import PoolStore
+            from saim.storage.export import export_nnunet
+            from saim.storage.pool import PoolStore
 
             summary = export_nnunet(PoolStore(stack.store(), image_size, cache_mb=0), export_dir)
             report["export"] = {"dir": str(export_dir), "initial": summary.initial, "annotated": summary.annotated}

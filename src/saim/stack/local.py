@@ -19,15 +19,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saim.config import SplitRule
 from saim.data.dataset import NnUNetDataset
+from saim.data.splits import SplitRule, make_splits
 from saim.errors import SaimError
 from saim.events import ensure_topics
-from saim.pool import import_dataset, make_splits
 from saim.rpc.channel import channel as open_channel
 from saim.rpc.server import wait_serving
-from saim.storage import ObjectStore, S3Config
-from saim.tokens import ANNOTATOR, TokenRegistry, new_token
+from saim.rpc.tokens import ANNOTATOR, TokenRegistry, new_token
+from saim.storage.objects import ObjectStore, S3Config
+from saim.storage.pool import import_dataset
 
 log = logging.getLogger(__name__)
 SERVICES = ("trainer", "selector", "annotator")
@@ -239,7 +239,7 @@ class LocalStack:
 
     def start_scorer(self, index: int = 0) -> Proc:
         """A scorer worker for sharded scoring (SAIM_SCORING=sharded on the selector), named scorer-{index}."""
-        return self.start_service(f"scorer-{index}", "services.selector.scorer")
+        return self.start_service(f"scorer-{index}", "services.scorer")
 
     def scorers(self) -> list[str]:
         return sorted(name for name in self.procs if name.startswith("scorer-"))

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from saim.clicker import next_click
 from saim.rpc.channel import channel
-from saim.rpc.slices import decode_mask
+from saim.rpc.wire import decode_mask
+from saim.training.virtual_user import next_click
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
 
 log = logging.getLogger(__name__)

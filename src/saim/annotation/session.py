@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saim.clicks import Click
-from saim.compute import Compute, Inline
 from saim.data.slices import Series
 from saim.errors import InvalidInput, NotFound
-from saim.live_model import ServedModel
+from saim.model.clicks import Click
+from saim.model.compute import Compute, Inline
+from saim.registry.live import ServedModel
 
 AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a click waits for at most one such pass)
 
@@ -83,7 +83,7 @@ class AnnotationSession:
     versions_used: set[str] = field(default_factory=set)
     lease_renewed: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    compute: Compute = field(default_factory=Inline)  # where the tensor work runs (saim.compute)
+    compute: Compute = field(default_factory=Inline)  # where the tensor work runs (saim.model.compute)
 
     @classmethod
     def open(
@@ -125,7 +125,7 @@ class AnnotationSession:
         return int(self.series.images.shape[1])
 
     def restore(self, states: dict[int, SliceState]) -> None:
-        """Resume a draft (saim.drafts, which checked it against this geometry): the slices as the annotator last saw
+        """Resume a draft (saim.annotation.drafts, which checked it against this geometry): the slices as the annotator last saw
         them, with their operations."""
         with self.lock:
             for index, state in states.items():

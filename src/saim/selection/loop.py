@@ -17,10 +17,10 @@ import uuid
 from dataclasses import dataclass, field
 
 from saim.errors import FailedPrecondition, NotFound, PermissionDenied
-from saim.live_model import ServedModel
-from saim.pool import DECODE_WORKERS, PoolStore, provenance_key
-from saim.scoring import LocalScoring, ScoreTable, Scoring, scores_key
-from saim.selection import SelectionStrategy, top_n
+from saim.registry.live import ServedModel
+from saim.selection.scoring import LocalScoring, ScoreTable, Scoring, scores_key
+from saim.selection.strategies import SelectionStrategy, top_n
+from saim.storage.pool import DECODE_WORKERS, PoolStore, provenance_key
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saim.clicker import VirtualUser
-from saim.config import ModelConfig, SplitRule, TrainConfig
 from saim.data.slices import Series, stack
 from saim.data.sources import open_source
-from saim.device import precision, resolve_device
+from saim.data.splits import SplitRule, make_splits
 from saim.errors import SaimError
-from saim.evaluation import evaluate
-from saim.metrics import iou_per_class, mean_iou
+from saim.model.config import ModelConfig
+from saim.model.device import precision, resolve_device
 from saim.model.predictor import InteractivePredictor
-from saim.model.training import train_predictor
-from saim.pool import make_splits
-from saim.retrain import promotion_decision
-from saim.selection import make_strategy, top_n
+from saim.selection.strategies import make_strategy, top_n
+from saim.training.config import TrainConfig
+from saim.training.evaluation import evaluate
+from saim.training.metrics import iou_per_class, mean_iou
+from saim.training.pipeline import promotion_decision
+from saim.training.recipe import train_predictor
+from saim.training.virtual_user import VirtualUser
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class EmulationConfig:
     selection: Literal["entropy", "random"] = "entropy"
     baseline: Literal["none", "classical"] = "none"
     seed: int = 0
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] (saim.device)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] (saim.model.device)
     threads: int | None = None
     synthetic_series: int = 24
     synthetic_slices: int = 12

@@ -5,7 +5,7 @@ Either way the result is one `ScoreTable` stamped with the model version that pr
 `scores/{version}.json` (a restarted selector reads it back instead of rescoring).
 
 Sharded (`SAIM_SCORING=sharded`): the pool is split into P parts (P = the scoring topic's partitions); the selector
-sends part k to partition k of `saim.scoring.requested`. Scorer workers (`python -m services.selector.scorer`) form
+sends part k to partition k of `saim.scoring.requested`. Scorer workers (`python -m services.scorer`) form
 one consumer group, so each holds some partitions; a worker scores its part and writes
 `scores/{version}/part-{k}.json`, then commits. The selector merges when every part of the plan is present with
 exactly the planned cases, version and strategy, and sends the missing parts again when none arrived for a while.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from saim.errors import NotFound
-from saim.live_model import ServedModel
-from saim.pool import DECODE_WORKERS, PoolStore
-from saim.selection import SelectionStrategy
+from saim.registry.live import ServedModel
+from saim.selection.strategies import SelectionStrategy
+from saim.storage.pool import DECODE_WORKERS, PoolStore
 
 log = logging.getLogger(__name__)
 

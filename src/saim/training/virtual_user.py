@@ -1,6 +1,6 @@
 """The virtual user (paper §3.3, §4.2): deterministic clicks computed from ground truth.
 
-The next click for a class corrects the largest error region of that class (saim.clicks.largest_error): positive
+The next click for a class corrects the largest error region of that class (saim.model.clicks.largest_error): positive
 where the class is missed, negative where it is wrongly predicted.
 """
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saim.clicks import Click, click_fidelity, largest_error
-from saim.metrics import image_mious
+from saim.model.clicks import Click, click_fidelity, largest_error
 from saim.model.predictor import InteractivePredictor
+from saim.training.metrics import image_mious
 
 
 def next_click(gt: np.ndarray, pred: np.ndarray, cls: int) -> Click | None:
@@ -31,7 +31,7 @@ class AnnotationResult:
     labels: np.ndarray  # (N, H, W) final annotation
     clicks: list[list[Click]]
     rounds: list[np.ndarray] = field(default_factory=list)  # the labels before any click, then after each round
-    fidelity: list[float] = field(default_factory=list)  # per click: saim.clicks.click_fidelity of its answer
+    fidelity: list[float] = field(default_factory=list)  # per click: saim.model.clicks.click_fidelity of its answer
     click_counts: list[list[int]] = field(default_factory=list)  # after each round: each image's clicks so far
 
 

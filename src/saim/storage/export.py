@@ -16,9 +16,17 @@ from pathlib import Path
 
 from saim.data.nifti import volume_from_bytes
 from saim.errors import FailedPrecondition, InvalidInput, NotFound
-from saim.pool import PoolStore, annotation_key, gzipped, image_key, label_key, provenance_key, rater_key
+from saim.storage.pool import (
+    PoolStore,
+    annotation_key,
+    gzipped,
+    image_key,
+    label_key,
+    provenance_key,
+    rater_key,
+)
 
-ENDING = ".nii.gz"  # the bucket stores every image and label gzipped (saim.pool.gzipped)
+ENDING = ".nii.gz"  # the bucket stores every image and label gzipped (saim.storage.pool.gzipped)
 
 PROVENANCE_COLUMNS = (
     "case",

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import grpc
 
-from saim.argfields import add_fields, from_args
-from saim.config import ModelConfig, SplitRule, TrainConfig
+from saim.cli import admin, stack
+from saim.cli.flags import add_fields, from_args
+from saim.data.splits import SplitRule
 from saim.errors import SaimError
-from saim.stack.cli import add_commands as add_stack_commands
+from saim.model.config import ModelConfig
+from saim.training.config import TrainConfig
 
-EMULATION_SPLIT = {"pretrain_fraction": "auto"}  # the paper's initial-set rule (saim.emulate.Emulation._initial_set)
+EMULATION_SPLIT = {"pretrain_fraction": "auto"}  # the paper's initial-set rule (saim.research.emulate.Emulation._initial_set)
 
 
 def _add_emulate(sub) -> None:
@@ -41,23 +43,23 @@ def _add_emulate(sub) -> None:
 
 
 def _add_experiment(sub) -> None:
-    from saim.experiment import TimeModel
+    from saim.research.experiment import TimeModel
 
     p = sub.add_parser(
         "experiment",
         help="SAIM-entropy, SAIM-random and the classical baseline over several seeds, aggregated (mean ± sd)",
         description="Per seed: the emulation with entropy selection and the classical baseline, and with random "
         "selection; then per iteration mean and sample sd over seeds of test mIoU, the SAIM/classical ratio, "
-        "NoC@85/90, Dice-AUC5, 3-click mIoU and an annotation-time estimate (saim.experiment).",
+        "NoC@85/90, Dice-AUC5, 3-click mIoU and an annotation-time estimate (saim.research.experiment).",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="emulations run at once, each in its own process (default: 1)")
     _add_emulation_args(p)
-    times = p.add_argument_group("annotation-time model (an estimate; saim.experiment.TimeModel)")
+    times = p.add_argument_group("annotation-time model (an estimate; saim.research.experiment.TimeModel)")
     for f, default in asdict(TimeModel()).items():
         times.add_argument(f"--{f.replace('_', '-')}", type=float, default=default, help=f"(default: {default})")
     p.add_argument(
-        "--report", type=Path, default=None, help="write the JSON report here (the contract: saim.experiment)"
+        "--report", type=Path, default=None, help="write the JSON report here (the contract: saim.research.experiment)"
     )
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of mIoU with ± sd bands here")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables in Markdown here")
@@ -73,11 +75,11 @@ def _add_emulation_args(p) -> None:
     )
     p.add_argument("--clicks", type=int, default=3, help="virtual-user clicks per class per image")
     p.add_argument("--max-slices", type=int, default=8, help="slices kept per series (evenly spaced); 0 = all")
-    split = p.add_argument_group("split (saim.config.SplitRule)")
+    split = p.add_argument_group("split (saim.data.splits.SplitRule)")
     add_fields(split, SplitRule, defaults=EMULATION_SPLIT)
-    model = p.add_argument_group("model (saim.config.ModelConfig)")
+    model = p.add_argument_group("model (saim.model.config.ModelConfig)")
     add_fields(model, ModelConfig)
-    train = p.add_argument_group("training (saim.config.TrainConfig)")
+    train = p.add_argument_group("training (saim.training.config.TrainConfig)")
     add_fields(train, TrainConfig, rename={"batch_size": "train_batch_size"})
     p.add_argument("--series", type=int, default=24, help="synthetic series to generate")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default: auto)")
@@ -94,7 +96,7 @@ def _add_emulation_args(p) -> None:
 
 
 def _emulation_config(args, **fixed):
-    from saim.emulate import EmulationConfig
+    from saim.research.emulate import EmulationConfig
 
     return EmulationConfig(
         data=args.data,
@@ -116,7 +118,7 @@ def _emulation_config(args, **fixed):
 
 
 def _cmd_experiment(args) -> int:
-    from saim.experiment import TimeModel, format_markdown, plot_experiment, run_experiment
+    from saim.research.experiment import TimeModel, format_markdown, plot_experiment, run_experiment
 
     cfg = _emulation_config(args)
     time_model = TimeModel(**{f: getattr(args, f) for f in asdict(TimeModel())})
@@ -145,7 +147,7 @@ def _write_outputs(report_path: Path | None, report: dict, plot_path: Path | Non
 
 
 def _cmd_emulate(args) -> int:
-    from saim.emulate import Emulation, format_table, plot_report
+    from saim.research.emulate import Emulation, format_table, plot_report
 
     cfg = _emulation_config(args, selection=args.selection, baseline=args.baseline, seed=args.seed)
     report = Emulation(cfg, show_progress=not args.quiet).run()
@@ -235,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_emulate(sub)
     _add_experiment(sub)
     _add_data(sub)
-    add_stack_commands(sub)
+    stack.add_commands(sub)
+    admin.add_commands(sub)
     return parser
 
 

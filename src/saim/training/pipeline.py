@@ -10,18 +10,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from saim.config import ModelConfig, TrainConfig
 from saim.data.slices import Series, stack
 from saim.errors import InvalidInput
-from saim.evaluation import evaluate
-from saim.metrics import mean_iou
-from saim.model import distributed
-from saim.model.checkpoint import Checkpoints, fingerprint
-from saim.model.data import SliceCache
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
-from saim.model.training import train
-from saim.pool import PoolStore, annotation_key
-from saim.storage import ModelMetadata, ModelRegistry, VersionStatus
+from saim.registry.versions import ModelMetadata, ModelRegistry, VersionStatus
+from saim.storage.pool import PoolStore, annotation_key
+from saim.training import distributed
+from saim.training.checkpoint import Checkpoints, fingerprint
+from saim.training.config import TrainConfig
+from saim.training.data import SliceCache
+from saim.training.evaluation import evaluate
+from saim.training.metrics import mean_iou
+from saim.training.recipe import train
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class TrainingPipeline:
         """Train, evaluate, publish (weights + metadata), then promote through the gate: CURRENT moves only for a
         version that is not worse on the fixed validation split than the current one.
 
-        The training set is decoded once into a local slice cache (saim.model.data.SliceCache) that the DataLoader
+        The training set is decoded once into a local slice cache (saim.training.data.SliceCache) that the DataLoader
         workers, or the torchrun ranks with `world_size` > 1, read. Each epoch is checkpointed to
         checkpoints/iteration-NNNN.pt; a run of the same iteration on the same data resumes from it."""
         started = time.perf_counter()

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from saim.compute import Compute, Inline
 from saim.errors import FailedPrecondition
+from saim.model.compute import Compute, Inline
 from saim.model.predictor import InteractivePredictor
-from saim.storage import ModelRegistry
+from saim.registry.versions import ModelRegistry
 
 log = logging.getLogger(__name__)
 

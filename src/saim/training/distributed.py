@@ -1,8 +1,8 @@
 """Data-parallel training with `torchrun`: one process per GPU (NCCL), or per CPU share (gloo, the tests).
 
 The trainer writes a job directory (the decoded slice caches, the parent's weights, the configuration, where the
-checkpoint lives) and runs `python -m torch.distributed.run --standalone --nproc_per_node N -m saim.model.distributed
-JOB`; every rank trains on its share of each epoch's sample (saim.model.training.train with DistributedDataParallel),
+checkpoint lives) and runs `python -m torch.distributed.run --standalone --nproc_per_node N -m saim.training.distributed
+JOB`; every rank trains on its share of each epoch's sample (saim.training.recipe.train with DistributedDataParallel),
 rank 0 saves the epoch checkpoints and writes the trained weights and statistics back into the job directory. The
 job directory is private to the trainer (0700): it holds the bucket credentials the checkpoints need.
 """
@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from saim.config import ModelConfig, TrainConfig
-from saim.model.checkpoint import Checkpoints
-from saim.model.data import SliceCache
+from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor
-from saim.model.training import TrainResult, train
-from saim.storage import ObjectStore, S3Config
+from saim.storage.objects import ObjectStore, S3Config
+from saim.training.checkpoint import Checkpoints
+from saim.training.config import TrainConfig
+from saim.training.data import SliceCache
+from saim.training.recipe import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def run(job: Path, world_size: int, timeout_s: float | None = None) -> TrainResu
         "--standalone",
         f"--nproc_per_node={world_size}",
         "-m",
-        "saim.model.distributed",
+        "saim.training.distributed",
         str(job),
     ]
     threads = max(1, torch.get_num_threads() // world_size)  # the trainer's CPU budget, shared by its ranks

@@ -1,7 +1,7 @@
 """`saim experiment`: the paper's curves over several seeds — SAIM with entropy selection, SAIM with random selection
 and the classical baseline — aggregated per iteration as mean and sample standard deviation.
 
-Per seed, the initial set is chosen and pre-trained once, then two emulations (saim.emulate) run from that model on
+Per seed, the initial set is chosen and pre-trained once, then two emulations (saim.research.emulate) run from that model on
 the same split: entropy selection with the classical baseline (which trains on the ground truth of the same selected
 series), and random selection. The seed changes the split, the initial set, the training randomness and the random
 arm's draws.
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from saim.device import resolve_device
-from saim.emulate import Emulation, EmulationConfig, Pretrained
+from saim.model.device import resolve_device
+from saim.research.emulate import Emulation, EmulationConfig, Pretrained
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import zlib
 
 import numpy as np
 
-from saim.clicks import Click
+from saim.annotation.session import AnnotationSession, Op, SliceState
 from saim.data.geometry import ScanGeometry
 from saim.errors import SaimError
-from saim.session import AnnotationSession, Op, SliceState
-from saim.storage import ObjectStore
+from saim.model.clicks import Click
+from saim.storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from saim.clicker import VirtualUser, number_of_clicks
 from saim.data.slices import Series, stack
-from saim.metrics import dice_auc, iou_per_class, mean_iou
 from saim.model.predictor import InteractivePredictor
+from saim.training.metrics import dice_auc, iou_per_class, mean_iou
+from saim.training.virtual_user import VirtualUser, number_of_clicks
 
 AUC_CLICKS = 5  # Dice-AUC over this many click rounds (the CVPR 2025 interactive 3D challenge's protocol)
 
 
 def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int, noc: bool) -> dict:
     """mIoU of the automatic prediction (with per-class IoU), mIoU after `clicks` virtual-user clicks per class and
-    how far the answers followed those clicks (`click_fidelity`: the mean over clicks of saim.clicks.click_fidelity).
+    how far the answers followed those clicks (`click_fidelity`: the mean over clicks of saim.model.clicks.click_fidelity).
     With `noc` also the interactive measures that cost more forwards: NoC@85 and NoC@90 (mean clicks until the
     per-image mIoU reaches 85 % / 90 %, capped at 20) and Dice-AUC over 5 rounds of one click per class
     (`dice_auc5`, 0..4)."""

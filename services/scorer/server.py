@@ -1,7 +1,7 @@
-"""Scorer worker: the selector image in scorer mode (`python -m services.selector.scorer`), for sharded scoring.
+"""Scorer worker (`python -m services.scorer`, the selector's image), for sharded scoring.
 
 It consumes `saim.scoring.requested` in the `saim-scorer` consumer group, one record at a time: loads the requested
-model version, scores its part of the pool and writes `scores/{version}/part-{k}.json`, then commits (saim.scoring
+model version, scores its part of the pool and writes `scores/{version}/part-{k}.json`, then commits (saim.selection.scoring
 says how the selector merges the parts). Run as many workers as the topic has partitions; a killed worker's
 partitions move to the others with the group's rebalance. Serves gRPC health and `ScorerService.GetStatus`.
 """
@@ -16,15 +16,14 @@ from dataclasses import dataclass
 
 from saim.errors import NotFound
 from saim.events import GROUP_SCORER, SCORING_REQUESTED, EventPublisher
-from saim.live_model import LiveModel
-from saim.pool import PoolStore
+from saim.registry.live import LiveModel
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
-from saim.scoring import part_document, part_key, score_pool, scores_key, stored_part
-from saim.selection import make_strategy
+from saim.selection.scoring import part_document, part_key, score_pool, scores_key, stored_part
+from saim.selection.strategies import make_strategy
 from saim.settings import ServiceSettings
+from saim.storage.pool import PoolStore
 from saim.v1 import selector_pb2, selector_pb2_grpc
-from services.common import main
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +95,3 @@ class ScorerApp(ServiceApp):
             self.seconds += seconds
             self.last_version = version
         log.info("scored part %d of %s: %d series, %d slices, %.1f s", part, version, len(cases), table.slices, seconds)
-
-
-def build(settings, infra) -> ScorerDeps:
-    return ScorerDeps(
-        pool=infra.pool,
-        model=infra.live_model(),
-        publisher=infra.publisher("scorer"),
-        seed=settings.seed,
-        decode_workers=settings.decode_workers,
-        name=settings.instance_id,
-    )
-
-
-if __name__ == "__main__":
-    main(ScorerApp, build)

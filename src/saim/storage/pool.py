@@ -5,165 +5,58 @@ withheld, as in a real deployment, and a pool may be unlabelled from the start (
 without a label). In the emulated scenario the virtual annotators hold the ground truth locally.
 
 Everything stored is in the source scan's geometry: images are the uploaded files unchanged, annotations are NIfTI
-label maps with the image's shape and affine and the dataset's label values.
-"""
+label maps with the image's shape and affine and the dataset's label values."""
 
 from __future__ import annotations
 
 import gzip
-import json
-import re
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from cachetools import LRUCache
 
-from saim.config import SplitRule
 from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels, to_file_values
 from saim.data.intensity import ZSCORE_SCHEME, Intensity, fit_intensity, is_ct
 from saim.data.nifti import check_finite, load_volume, volume_from_bytes, volume_to_bytes
 from saim.data.slices import Series, check_max_slices, series_from_volume
+from saim.data.splits import Splits
 from saim.errors import DatasetError, FailedPrecondition, InvalidInput, NotFound
-from saim.storage import ObjectStore
+from saim.storage.objects import ObjectStore
 
 DATASET_JSON = "dataset/dataset.json"
+
+
+
 SPLITS_JSON = "dataset/splits.json"
+
+
+
 PREPROCESSING_JSON = "dataset/preprocessing.json"
-SPLIT_NAMES = ("initial", "val", "test", "pool")
 
-
-@dataclass(frozen=True)
-class Splits:
-    initial: tuple[str, ...]
-    val: tuple[str, ...]
-    test: tuple[str, ...]
-    pool: tuple[str, ...]
-
-    def to_json(self) -> dict:
-        return {k: list(v) for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_json(cls, d: dict) -> Splits:
-        return cls(**{k: tuple(str(c) for c in d[k]) for k in SPLIT_NAMES})
-
-    def all(self) -> set[str]:
-        return set(self.initial) | set(self.val) | set(self.test) | set(self.pool)
-
-    @property
-    def labelled(self) -> tuple[str, ...]:
-        return self.initial + self.val + self.test
-
-
-def strata(cases: list[str], pattern: str) -> dict[str, str]:
-    """Each case's stratum: the first group of `pattern` found in its name, or the whole match."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise DatasetError(f"stratify: {pattern!r} is not a regular expression ({exc})") from exc
-    out = {}
-    for case in cases:
-        if (m := regex.search(case)) is None:
-            raise DatasetError(f"stratify: case {case!r} does not match {pattern!r}")
-        out[case] = m.group(1) if regex.groups else m.group(0)
-    return out
-
-
-def stratified_order(cases: list[str], seed: int, pattern: str) -> list[str]:
-    """The cases shuffled within each stratum, then merged so that every prefix holds the strata in proportion
-    (member i of a stratum of m sorts at (i + 1/2) / m): the test set, the validation set and the initial set, cut
-    from the front, each get their share of every stratum."""
-    rng = np.random.default_rng(seed)
-    groups: dict[str, list[str]] = {}
-    for case, stratum in sorted(strata(cases, pattern).items()):
-        groups.setdefault(stratum, []).append(case)
-    names = sorted(groups)
-    tie = {name: rank for rank, name in enumerate(names[i] for i in rng.permutation(len(names)))}
-    keyed = []
-    for name in names:
-        members = [groups[name][i] for i in rng.permutation(len(groups[name]))]
-        keyed += [((i + 0.5) / len(members), tie[name], case) for i, case in enumerate(members)]
-    return [case for *_, case in sorted(keyed)]
-
-
-def make_splits(
-    cases: list[str], seed: int, rule: SplitRule | None = None, unlabelled: list[str] | tuple[str, ...] = ()
-) -> Splits:
-    """The one split rule, for the services' import and the in-process emulation (saim.emulate.split_series).
-    `cases` are labelled; `unlabelled` cases can only be in the pool."""
-    rule = rule or SplitRule()
-    if rule.stratify:
-        shuffled = stratified_order(cases, seed, rule.stratify)
-    else:
-        order = np.random.default_rng(seed).permutation(len(cases))
-        shuffled = [cases[i] for i in order]
-    n = len(shuffled)
-    if n < 3:
-        raise DatasetError(f"need at least 3 labelled cases for the initial, validation and test sets, got {n}")
-    n_test, n_val = max(1, round(rule.test_fraction * n)), max(1, round(rule.val_fraction * n))
-    rest = shuffled[n_test + n_val :]
-    reserve = 0 if unlabelled else 1  # a labelled-only pool keeps at least one case to select
-    if rule.pretrain_fraction == "auto":  # the emulation grows the initial set from one series (saim.emulate)
-        n_init = 1
-    else:
-        n_init = max(1, min(len(rest) - reserve, round(rule.pretrain_fraction * len(rest))))
-    if n_init > len(rest):
-        raise DatasetError(f"{n} labelled cases leave none for the initial set")
-    return Splits(
-        tuple(rest[:n_init]),
-        tuple(shuffled[n_test : n_test + n_val]),
-        tuple(shuffled[:n_test]),
-        tuple(rest[n_init:]) + tuple(sorted(unlabelled)),
-    )
-
-
-def read_splits(path: Path | str, dataset: NnUNetDataset) -> Splits:
-    """A splits JSON ({"initial": [...], "val": [...], "test": [...], "pool": [...]}) that fixes the split. The
-    initial, validation and test cases need labels; every case of the dataset is in exactly one split."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable splits JSON ({exc})") from exc
-    if not isinstance(raw, dict) or set(raw) != set(SPLIT_NAMES):
-        raise DatasetError(f"{path}: expected exactly the keys {list(SPLIT_NAMES)}")
-    splits = Splits.from_json(raw)
-    named = [c for k in SPLIT_NAMES for c in raw[k]]
-    if len(named) != len(set(named)):
-        raise DatasetError(f"{path}: a case is named in more than one split")
-    known = set(dataset.cases) | set(dataset.unlabelled)
-    if set(named) != known:
-        raise DatasetError(
-            f"{path}: splits must name every case once; unknown {sorted(set(named) - known)}, "
-            f"missing {sorted(known - set(named))}"
-        )
-    for name in ("initial", "val", "test"):
-        if not getattr(splits, name):
-            raise DatasetError(f"{path}: the {name} split is empty")
-        unlabelled = sorted(set(getattr(splits, name)) - set(dataset.cases))
-        if unlabelled:
-            raise DatasetError(f"{path}: {name} cases need labels in labelsTr/: {unlabelled}")
-    return splits
 
 
 def image_key(case: str) -> str:
     return f"dataset/imagesTr/{case}_0000.nii.gz"
 
 
+
 def label_key(case: str) -> str:
     return f"dataset/labelsTr/{case}.nii.gz"
+
 
 
 def annotation_key(case: str) -> str:
     return f"annotations/{case}.nii.gz"
 
 
+
 def provenance_key(case: str) -> str:
     return f"annotations/{case}.json"
+
 
 
 def rater_key(case: str, annotator: str, ext: str) -> str:
@@ -171,13 +64,16 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
     return f"raters/{case}/{annotator}.{ext}"
 
 
+
 def gzipped(blob: bytes) -> bytes:
     """A NIfTI file's bytes as the bucket keeps them: unchanged if gzipped, else gzipped (keys end in .nii.gz)."""
     return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob, compresslevel=6)
 
 
+
 def _image_bytes(path: Path) -> bytes:
     return gzipped(path.read_bytes())
+
 
 
 def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> Intensity:
@@ -206,6 +102,7 @@ def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -
     return intensity
 
 
+
 def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
     """`saim admin import`: add series ({case: image file}) to an imported dataset's pool. Each file is read and
     validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
@@ -229,12 +126,18 @@ def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
     return sorted(images)
 
 
+
 SERIES_CACHE_MB = 1024  # decoded series kept per process (SAIM_SERIES_CACHE_MB)
+
+
+
 DECODE_WORKERS = 4  # threads decoding series ahead of their consumer (SAIM_DECODE_WORKERS)
+
 
 
 def series_bytes(series: Series) -> int:
     return series.images.nbytes + (0 if series.labels is None else series.labels.nbytes)
+
 
 
 class PoolStore:
@@ -397,3 +300,4 @@ class PoolStore:
         """The case's series with its stored annotation as labels (what the trainer trains on), and provenance."""
         labels, prov = self.read_annotation(case)
         return self.load_series(case).with_labels(labels), prov
+

@@ -1,0 +1,5 @@
+import sys
+
+from saim.cli.main import main
+
+sys.exit(main())

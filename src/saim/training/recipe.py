@@ -1,0 +1,273 @@
+"""Training the interactive predictor (paper §3.4, §4.1).
+
+Focal loss with per-class weights recomputed from the current training set before every (re)training, plus a batch
+soft-Dice term (full median-frequency weights alone over-segment the small organs); the paper's augmentations plus
+a random affine; clicks simulated on the fly from ground truth in error regions, with iterative rounds that feed the
+previous prediction back (iterative interactive training). Full retraining from scratch (paper) or warm-start
+fine-tuning from a parent model."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from saim.errors import InvalidInput
+from saim.model.config import ModelConfig
+from saim.model.device import autocast, is_cuda, memory_format, precision
+from saim.model.predictor import InteractivePredictor, build_network
+from saim.training.augment import augment, has_lateral_classes
+from saim.training.checkpoint import Checkpoints
+from saim.training.config import TrainConfig
+from saim.training.data import ArraySlices, EpochSampler, SliceDataset, steps_per_epoch
+from saim.training.losses import click_weights, correction_weights, dice_loss, focal_loss, weights_from_counts
+from saim.training.metrics import mean_iou
+from saim.training.simulation import simulate_interaction
+
+log = logging.getLogger(__name__)
+
+
+
+def train_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    mc: ModelConfig,
+    tc: TrainConfig,
+    gen: torch.Generator,
+    hflip: bool,
+    inner: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """One optimisation step of saim's recipe on a batch (images (B, 1, H, W), labels (B, H, W), on the network's
+    device): augmentation, simulated click rounds, focal + Dice loss (bf16 forward on CUDA, losses in fp32).
+    Returns the loss. `train` runs it, and the benchmarks time it. `inner`: the network itself when `net` is its
+    DistributedDataParallel wrapper (the click simulation's no-grad forwards bypass the gradient hooks)."""
+    dev = images.device
+    if tc.augment:
+        images, labels = augment(images, labels, gen, hflip, tc.spatial_augment)
+    x = simulate_interaction(inner if inner is not None else net, images, labels, mc, tc, gen)
+    pixel_w = correction_weights(x, labels, mc.num_classes, tc.correction_weight) if tc.correction_weight > 0 else None
+    if tc.click_weight > 0:
+        near = click_weights(x, mc.num_classes, tc.click_weight)
+        pixel_w = near if pixel_w is None else pixel_w * near
+    with autocast(dev):
+        logits = net(x.contiguous(memory_format=memory_format(dev))).float()
+    loss = focal_loss(logits, labels, weights, tc.focal_gamma, pixel_w)
+    if tc.dice_weight > 0:
+        loss = loss + tc.dice_weight * dice_loss(logits, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+
+@dataclass
+class TrainResult:
+    predictor: InteractivePredictor
+    stats: dict
+
+
+
+def train_predictor(
+    model_config: ModelConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    parent: InteractivePredictor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    **kwargs,
+) -> TrainResult:
+    """`train` on preprocessed slices in memory: images (N, H, W) with label maps (N, H, W) in 0..K."""
+    if len(images) < 2 or labels.shape != images.shape:
+        raise InvalidInput(f"need at least 2 labelled slices with matching shapes, got {images.shape} / {labels.shape}")
+    in_process = replace(config, loader_workers=0)  # in memory already: worker processes would only copy it
+    return train(model_config, ArraySlices(images, labels), in_process, parent, progress, **kwargs)
+
+
+
+def _val_miou(net: torch.nn.Module, mc: ModelConfig, device: torch.device, val: tuple[np.ndarray, np.ndarray]) -> float:
+    """Automatic-mode mIoU of the network on the validation slices (early stopping)."""
+    was_training = net.training
+    predictor = InteractivePredictor(mc, device=str(device), network=net)
+    score = mean_iou(val[1], predictor.predict(val[0]), mc.num_classes)
+    net.train(was_training)
+    return float(score)
+
+
+
+def train(
+    model_config: ModelConfig,
+    data: SliceDataset,
+    config: TrainConfig,
+    parent: InteractivePredictor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    checkpoints: Checkpoints | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> TrainResult:
+    """Train the interactive predictor on a slice dataset through a DataLoader (`config.loader_workers` processes).
+
+    An epoch is at least one pass over the data and at least `steps_per_epoch` steps. With `val` (images, labels),
+    the validation mIoU after each epoch keeps the best weights, and `config.patience` epochs without improvement
+    stop the run. With `checkpoints`, every epoch's state is saved (by rank 0) and a run of the same fingerprint
+    resumes after its last saved epoch. With `world` > 1 the process is rank `rank` of a torch.distributed group
+    (saim.training.distributed): the network is wrapped in DistributedDataParallel and each rank samples its share.
+    """
+    n = len(data)
+    if n < 2:
+        raise InvalidInput(f"need at least 2 labelled slices, got {n}")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed + 7919 * rank)  # augmentation and clicks differ per rank
+    dev = torch.device(config.device)
+    net = build_network(model_config).to(dev, memory_format=memory_format(dev))
+    finetune = config.mode == "finetune" and parent is not None
+    if finetune:
+        net.load_state_dict(parent.network.state_dict())
+    epochs = (config.finetune_epochs or max(1, config.epochs // 2)) if finetune else config.epochs
+    weights_np = weights_from_counts(data.label_counts(model_config.num_classes + 1), config.class_weight_power)
+    weights = torch.tensor(weights_np, dtype=torch.float32, device=dev)
+    hflip = not has_lateral_classes(model_config.classes)
+    bs = min(config.batch_size, n)
+    steps = steps_per_epoch(n, bs, world, config.steps_per_epoch)
+    total = epochs * steps
+    sampler = EpochSampler(n, steps * bs, config.seed, rank, world)
+    loader = DataLoader(
+        data,
+        batch_size=bs,
+        sampler=sampler,
+        num_workers=config.loader_workers,
+        pin_memory=is_cuda(dev),
+        persistent_workers=config.loader_workers > 0,
+        multiprocessing_context="spawn" if config.loader_workers > 0 else None,  # never fork a gRPC/Kafka process
+        drop_last=True,
+    )
+    lr = config.lr * (config.finetune_lr_scale if finetune else 1.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[dev.index] if is_cuda(dev) else None)
+    history: list[float] = []
+    val_history: list[float] = []
+    best, best_state, best_epoch, start_epoch, resumed_from = -1.0, None, -1, 0, None
+    state = checkpoints.load() if checkpoints is not None else None
+    if state is not None:
+        net.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        gen.set_state(state["generators"][rank] if rank < len(state["generators"]) else state["generators"][0])
+        history, val_history = list(state["history"]), list(state["val_history"])
+        best, best_epoch, best_state = state["best"], state["best_epoch"], state.get("best_network")
+        start_epoch = resumed_from = state["epoch"] + 1
+        log.info("resuming training after epoch %d of %d (checkpoint %s)", state["epoch"], epochs, checkpoints.key)
+    net.train()
+    step, stopped_early, last_saved = start_epoch * steps, False, time.monotonic()
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        epoch_loss = 0.0
+        for img, lab in loader:
+            img, lab = img.to(dev, non_blocking=True), lab.to(dev, non_blocking=True)
+            loss = train_step(model, opt, img, lab, weights, model_config, config, gen, hflip, inner=net)
+            sched.step()
+            step += 1
+            epoch_loss += loss.item()
+            if progress:
+                progress(step, total, loss.item())
+        history.append(epoch_loss / steps)
+        if not math.isfinite(history[-1]):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {history[-1]})")
+        if val is not None:
+            val_history.append(_val_miou(net, model_config, dev, val))
+            if val_history[-1] > best:
+                best, best_epoch = val_history[-1], epoch
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        due = _agree(checkpoints is not None and time.monotonic() - last_saved >= config.checkpoint_every_s, world)
+        if due and epoch < epochs - 1 and rank == 0:  # the last epoch's state is the result itself
+            last_saved = time.monotonic()
+            checkpoints.save(
+                {
+                    "epoch": epoch,
+                    "network": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "schedule": sched.state_dict(),
+                    "generators": _gather_generator_states(gen, world),
+                    "history": history,
+                    "val_history": val_history,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "best_network": best_state,
+                }
+            )
+        elif due and epoch < epochs - 1 and world > 1:
+            _gather_generator_states(gen, world)  # every rank takes part in the collective
+        if val is not None and config.patience and epoch - best_epoch >= config.patience and epoch < epochs - 1:
+            stopped_early = True
+            log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, config.patience)
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    predictor = InteractivePredictor(model_config, device=config.device, network=net)
+    stats = {
+        "mode": "finetune" if finetune else "retrain",
+        "epochs": epochs,
+        "epochs_run": len(history),
+        "steps_per_epoch": steps,
+        "steps": step,
+        "lr": lr,
+        "slices": n,
+        "batch_size": bs,
+        "world_size": world,
+        "loader_workers": config.loader_workers,
+        "final_loss": history[-1] if history else float("nan"),
+        "loss_history": [round(v, 5) for v in history],
+        "val_miou_history": [round(v, 4) for v in val_history],
+        "best_epoch": best_epoch if val is not None else None,
+        "stopped_early": stopped_early,
+        "resumed_after_epoch": None if resumed_from is None else resumed_from - 1,
+        "class_weights": [round(float(w), 4) for w in weights_np],
+        "hflip": hflip,
+        "device": str(dev),
+        "precision": precision(dev),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return TrainResult(predictor, stats)
+
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """Rank 0's decision, for every rank (each has its own clock; a collective needs all of them)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+
+def _gather_generator_states(gen: torch.Generator, world: int) -> list[torch.Tensor]:
+    """Every rank's augmentation generator state (a resumed run continues each rank's random stream)."""
+    state = gen.get_state()
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+
+    states: list = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+

@@ -1,0 +1,117 @@
+"""TODO docstring"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from saim.model.clicks import largest_error
+from saim.model.config import ModelConfig
+from saim.model.device import autocast, memory_format
+from saim.model.encoding import encode, one_hot_foreground, paint_clicks
+from saim.training.config import TrainConfig
+
+
+def _erode(mask: torch.Tensor, r: int) -> torch.Tensor:
+    return -F.max_pool2d(-mask.float(), 2 * r + 1, stride=1, padding=r) > 0.5
+
+
+
+def sample_error_clicks(
+    gt: torch.Tensor, pred: torch.Tensor, allow: torch.Tensor, gen: torch.Generator, interior_p: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random click per (b, k) inside the error region of class k (missed -> positive, false -> negative).
+
+    gt, pred: (B, K, H, W) bool. Half of the clicks are drawn from the eroded error region, nearer to the
+    virtual user's test-time behaviour (clicks away from region borders). Returns y, x, valid, positive (B, K).
+    """
+    b, k, h, w = gt.shape
+    fn, fp = gt & ~pred, pred & ~gt
+    err = fn | fp
+    inner = _erode(err, 2)
+    use_inner = (torch.rand(b, k, generator=gen).to(gt.device) < interior_p) & inner.flatten(2).any(-1)
+    region = torch.where(use_inner[..., None, None], inner, err)
+    score = torch.rand(b, k, h, w, generator=gen).to(gt.device) * region
+    idx = score.flatten(2).argmax(-1)
+    valid = region.flatten(2).any(-1) & allow
+    positive = fn.flatten(2).gather(2, idx[..., None]).squeeze(-1)
+    return idx // w, idx % w, valid, positive
+
+
+
+def virtual_user_clicks(
+    labels: torch.Tensor, pred_labels: torch.Tensor, allow: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The test-time virtual user's click for every (b, k): distance-transform peak of the largest error region of
+    class k+1 (Mahadevan et al. place iterative-training clicks the way the evaluation does)."""
+    b, k = allow.shape
+    y = torch.zeros(b, k, dtype=torch.long)
+    x = torch.zeros(b, k, dtype=torch.long)
+    valid = torch.zeros(b, k, dtype=torch.bool)
+    positive = torch.zeros(b, k, dtype=torch.bool)
+    gt_np, pred_np, allow_np = labels.cpu().numpy(), pred_labels.cpu().numpy(), allow.cpu().numpy()
+    for i in range(b):
+        for c in range(k):
+            if allow_np[i, c] and (region := largest_error(gt_np[i], pred_np[i], c + 1)) is not None:
+                y[i, c], x[i, c] = region.click.y, region.click.x
+                valid[i, c], positive[i, c] = True, region.click.positive
+    dev = labels.device
+    return y.to(dev), x.to(dev), valid.to(dev), positive.to(dev)
+
+
+
+@torch.no_grad()
+def _forward_labels(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Label map (B, H, W) of the network's current answer, in eval mode."""
+    was_training = net.training
+    net.eval()
+    with autocast(x.device):
+        pred = net(x.contiguous(memory_format=memory_format(x.device))).argmax(1)
+    net.train(was_training)
+    return pred
+
+
+
+def simulate_interaction(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mc: ModelConfig,
+    tc: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Build the network input for a training batch with simulated clicks and interaction memory.
+
+    A share of the samples stays automatic (no clicks, no memory). The others start from an empty mask or from the
+    network's automatic answer, then get up to `click_rounds` extra rounds in which the network's answer is fed
+    back as the previous mask. Each round adds at most one click per class, either the virtual user's click
+    (`p_virtual_user_click`) or a random point of the error region.
+    """
+    b, k, s = images.shape[0], mc.num_classes, mc.image_size
+    dev = images.device
+    gt = one_hot_foreground(labels, k) > 0.5
+    zeros = torch.zeros(b, k, s, s, device=dev)
+    pos, neg, prev = zeros.clone(), zeros.clone(), zeros.clone()
+    interactive = (torch.rand(b, generator=gen) >= tc.p_no_clicks).to(dev)
+    if not interactive.any():
+        return encode(images, pos, neg, prev)
+    pred_labels = torch.zeros_like(labels)
+    if torch.rand(1, generator=gen).item() < 0.5:  # start from the automatic prediction, as at annotation time
+        pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
+        prev = one_hot_foreground(pred_labels, k)
+    extra_rounds = int(torch.randint(0, tc.click_rounds + 1, (1,), generator=gen))
+    for r in range(extra_rounds + 1):
+        allow = interactive[:, None] & (torch.rand(b, k, generator=gen) < 0.8).to(dev)
+        if torch.rand(1, generator=gen).item() < tc.p_virtual_user_click:
+            y, x, valid, positive = virtual_user_clicks(labels, pred_labels, allow)
+        else:
+            pred = one_hot_foreground(pred_labels, k) > 0.5
+            y, x, valid, positive = sample_error_clicks(gt, pred, allow, gen)
+        pos = paint_clicks(pos, y, x, valid & positive, mc.radius, mc.click_encoding)
+        neg = paint_clicks(neg, y, x, valid & ~positive, mc.radius, mc.click_encoding)
+        if r < extra_rounds:
+            pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
+            prev = one_hot_foreground(pred_labels, k)
+    keep = interactive.view(b, 1, 1, 1).float()
+    return encode(images, pos * keep, neg * keep, prev * keep)
+
