@@ -11,17 +11,18 @@ import sys
 import time
 from collections.abc import Callable
 
+import grpc
 import torch
 
-from saim.annotation.session import SessionStore
+from saim.annotation import SessionStore
 from saim.errors import SaimError
+from saim.events import EventPublisher
 from saim.model.compute import Compute, TensorThread
-from saim.registry.live import LiveModel
-from saim.registry.versions import ModelRegistry
+from saim.registry import LiveModel, ModelRegistry
 from saim.rpc.auth import Authenticator
 from saim.rpc.channel import channel
 from saim.rpc.server import Security, run_until_signal, write_ready_file
-from saim.rpc.service import ServiceApp, create_service
+from saim.rpc.service import AppClass, create_service
 from saim.rpc.telemetry import serve_metrics
 from saim.rpc.tokens import TokenRegistry
 from saim.settings import ServiceSettings, load_settings
@@ -67,12 +68,10 @@ class Infra:
     def sessions(self) -> SessionStore:
         return SessionStore(self.settings.session_ttl_s)
 
-    def publisher(self, name: str):
-        from saim.events import EventPublisher
-
+    def publisher(self, name: str) -> EventPublisher:
         return EventPublisher(self.settings.kafka_bootstrap, name)
 
-    def selector_channel(self):
+    def selector_channel(self) -> grpc.Channel | None:
         """The annotator's channel to the selector: the service token, and TLS when a CA is configured."""
         s = self.settings
         if s.selector_target is None:
@@ -88,7 +87,7 @@ class Infra:
         return Security(authenticator, s.tls_server_credentials())
 
 
-def main(app_cls: type[ServiceApp], build_deps: Callable[[ServiceSettings, Infra], object]) -> None:
+def main(app_cls: AppClass, build_deps: Callable[[ServiceSettings, Infra], object]) -> None:
     name = app_cls.NAME
     try:
         settings = load_settings()

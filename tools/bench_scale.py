@@ -10,8 +10,8 @@
    selector's peak RSS (VmHWM).
 3. The bare model: batched forward + softmax + entropy of the same network at the same size and thread count, in
    this process after the selector stopped (the CPU is not shared).
-4. Sharded scoring (saim.selection.scoring.ShardedScoring, the selector's component, in this process): a full rescoring by
-   1 scorer worker, then by 2 (each `--scorer-threads` torch threads), through the tansu broker's consumer group.
+4. Sharded scoring (saim.selection.scoring.ShardedScoring, the selector's component, in this process): a full rescoring
+   by 1 scorer worker, then by 2 (each `--scorer-threads` torch threads), through the tansu broker's consumer group.
 
 Writes out/bench-scale.json. Never run by the tests; no thresholds (the issue's targets are printed beside).
 """

@@ -1,7 +1,7 @@
 """What clicks leave: a saved model (tools/click_study.py --save DIR) on its split's test series, driven by the
-virtual user for N rounds (one click per class per round, saim.training.virtual_user.VirtualUser). Prints the mIoU after every
-round, per-class IoU before and after `--clicks` rounds, and where the wrong pixels of the automatic answer and
-after `--clicks` rounds lie: within 1 px of a ground-truth border, or farther, with the mIoU either kind of error
+virtual user for N rounds (one click per class per round, saim.training.virtual_user.VirtualUser). Prints the mIoU
+after every round, per-class IoU before and after `--clicks` rounds, and where the wrong pixels of the automatic answer
+and after `--clicks` rounds lie: within 1 px of a ground-truth border, or farther, with the mIoU either kind of error
 leaves once the other is corrected. It also bounds what a better answer to the same clicks could give: the mIoU
 with every clicked disk exactly right, and how many pixels outside the disks the clicks fixed or broke. Split flags
 as tools/click_study.py (the model's own image size and refinement settings are used unless overridden):

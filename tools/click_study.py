@@ -1,6 +1,7 @@
 """How well a pre-trained model follows clicks: pre-train on the emulation's initial set, then measure on its test
 split the automatic mIoU, the mIoU after 3 clicks per class, NoC@85/90, Dice-AUC over 5 clicks and click fidelity
-(saim.training.evaluation.evaluate). Model and training settings are the emulation's flags, so variants are one flag away:
+(saim.training.evaluation.evaluate). Model and training settings are the emulation's flags, so variants are one flag
+away:
 
     .venv/bin/python tools/click_study.py --image-size 64 --threads 2 --click-radius 3 --label radius3
 
@@ -94,7 +95,7 @@ def main() -> None:
             ap.error(f"--mix-synthetic: the phantoms' classes {phantom_classes} are not this dataset's {mc.classes}")
         training += phantoms[: args.mix_synthetic]
     images = np.concatenate([s.images for s in training])
-    labels = np.concatenate([s.labels for s in training])
+    labels = np.concatenate([s.truth for s in training])
     started = time.perf_counter()
     result = train_predictor(mc, images, labels, replace(cfg.train, seed=cfg.seed), parent=parent)
     train_s = time.perf_counter() - started

@@ -1,11 +1,11 @@
 """tools/gpu_bench.sh: the model's work at deployment sizes on one device, against the bare model in the same run.
 
-Per size (default 256 and 512), with saim's own device and precision (saim.model.device: bf16 autocast + channels_last on
-CUDA, fp32 on the CPU) for the bare model too:
+Per size (default 256 and 512), with saim's own device and precision (saim.model.device: bf16 autocast + channels_last
+on CUDA, fp32 on the CPU) for the bare model too:
 - scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against the selector's rescoring
-  path (saim.selection.scoring.score_pool: series read from an object store, decoded by saim.storage.pool.PoolStore ahead of the
-  model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm (series
-  cached); the projected time to rescore 120k slices (AMOS size);
+  path (saim.selection.scoring.score_pool: series read from an object store, decoded by saim.storage.pool.PoolStore
+  ahead of the model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm
+  (series cached); the projected time to rescore 120k slices (AMOS size);
 - a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
   one slice (refinement off: the randomly initialised network ignores every click), and a predictor call with a
   correcting click with test-time refinement (at most ModelConfig's default steps) against the same call without;
@@ -95,8 +95,8 @@ def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> 
 
 
 def saim_scoring(predictor, store, pool: list[str], size: int, workers: int) -> dict:
-    """Slices per second of the selector's rescoring path (saim.selection.scoring.score_pool): serial decoding with no cache
-    (how it was), then `workers` decoding threads ahead of the model, cold and then warm (all series cached)."""
+    """Slices per second of the selector's rescoring path (saim.selection.scoring.score_pool): serial decoding with no
+    cache (how it was), then `workers` decoding threads ahead of the model, cold and then warm (all series cached)."""
     model, strategy = ServedModel("bench", predictor, {}), EntropyStrategy()
     serial = score_pool(PoolStore(store, size, None, cache_mb=0), strategy, model, pool, workers=1)
     cached = PoolStore(store, size, None, cache_mb=64 * 1024)  # room for the whole test pool, for the warm pass

@@ -1,13 +1,14 @@
 """python -m services.annotator — reads SAIM_* settings, serves until SIGTERM."""
 
-from saim.annotation.drafts import DraftStore
+from saim.annotation import DraftStore
 from saim.rpc.peers import LeaseChecker
-from services.common import main
+from saim.settings import ServiceSettings
+from services.common import Infra, main
 
 from .server import AnnotatorApp, AnnotatorDeps
 
 
-def build(settings, infra) -> AnnotatorDeps:
+def build(settings: ServiceSettings, infra: Infra) -> AnnotatorDeps:
     compute = infra.tensor_thread()  # every forward, resampling and model build of the process runs there
     return AnnotatorDeps(
         pool=infra.every_slice_pool(),

@@ -7,16 +7,23 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import grpc
 import numpy as np
 
-from saim.annotation.drafts import DraftStore
-from saim.annotation.session import AnnotationSession, SessionStore
+from saim.annotation import AnnotationSession, DraftStore, SessionStore, SliceState
 from saim.errors import InvalidInput, SaimError
-from saim.events import ANNOTATION_SUBMITTED, GROUP_ANNOTATOR_PREFIX, MODEL_PUBLISHED, EventPublisher, new_meta
+from saim.events import (
+    ANNOTATION_SUBMITTED,
+    GROUP_ANNOTATOR_PREFIX,
+    MODEL_PUBLISHED,
+    EventPublisher,
+    TopicSpec,
+    new_meta,
+)
 from saim.model.compute import Compute, Inline
-from saim.registry.live import LiveModel, ServedModel
-from saim.registry.versions import version_number
+from saim.registry import LiveModel, ServedModel, version_number
 from saim.rpc import telemetry as m
 from saim.rpc.auth import require_actor
 from saim.rpc.peers import LeaseChecker
@@ -62,7 +69,9 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def __init__(self, deps: AnnotatorDeps):
         self.d = deps
 
-    def OpenSession(self, request, context):
+    def OpenSession(
+        self, request: annotator_pb2.OpenSessionRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.OpenSessionResponse:
         started = time.perf_counter()
         case, annotator, lease = request.case_id, request.annotator_id, request.lease_id
         if not case or not annotator:
@@ -98,10 +107,20 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             geometry=geometry_message(session),
         )
 
-    def GetSession(self, request, context):
+    def GetSession(
+        self, request: annotator_pb2.GetSessionRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.OpenSessionResponse:
         return self._describe(self._session(request.session_id))
 
-    def _mask_reply(self, session, index: int, mask, state, model: ServedModel, started: float):
+    def _mask_reply(
+        self,
+        session: AnnotationSession,
+        index: int,
+        mask: np.ndarray,
+        state: SliceState,
+        model: ServedModel,
+        started: float,
+    ) -> annotator_pb2.MaskResponse:
         if self.d.drafts is not None:
             saving = time.perf_counter()
             if not self.d.drafts.save(session, index):
@@ -117,7 +136,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             inference_ms=elapsed * 1000,
         )
 
-    def _renew(self, session) -> None:
+    def _renew(self, session: AnnotationSession) -> None:
         """Annotator activity renews the case's lease (at most every renew_every_s per session)."""
         if time.monotonic() - session.lease_renewed >= self.d.renew_every_s:
             self.d.leases.check(session.case, session.lease_id, session.annotator)
@@ -129,7 +148,9 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         require_actor(session.annotator)
         return session
 
-    def GetSlice(self, request, context):
+    def GetSlice(
+        self, request: annotator_pb2.GetSliceRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.SliceResponse:
         session = self._session(request.session_id)
         self._renew(session)
         if request.image_only:
@@ -149,13 +170,15 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         return reply
 
     @staticmethod
-    def _add_image(session: AnnotationSession, index: int, reply) -> None:
+    def _add_image(session: AnnotationSession, index: int, reply: annotator_pb2.SliceResponse) -> None:
         if session.image_wire_dtype is None:  # a pass over the whole volume: once per session
             session.image_wire_dtype = image_dtype(session.image)
         reply.image, reply.image_dtype = encode_image(session.image_slice(index), session.image_wire_dtype)
         reply.image_encoding = annotator_pb2.ENCODING_ZLIB
 
-    def AddClick(self, request, context):
+    def AddClick(
+        self, request: annotator_pb2.AddClickRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.MaskResponse:
         started = time.perf_counter()
         session = self._session(request.session_id)
         if not request.HasField("voxel"):
@@ -166,7 +189,9 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         index, mask, state = session.add_click(model, (v.i, v.j, v.k), request.class_index, request.positive)
         return self._mask_reply(session, index, mask, state, model, started)
 
-    def EditSlice(self, request, context):
+    def EditSlice(
+        self, request: annotator_pb2.EditSliceRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.MaskResponse:
         started = time.perf_counter()
         session = self._session(request.session_id)
         if not request.HasField("painted"):
@@ -177,7 +202,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         mask, state = session.edit(model, int(request.slice), int(request.class_index), painted)
         return self._mask_reply(session, request.slice, mask, state, model, started)
 
-    def Undo(self, request, context):
+    def Undo(self, request: annotator_pb2.UndoRequest, context: grpc.ServicerContext) -> annotator_pb2.MaskResponse:
         started = time.perf_counter()
         session = self._session(request.session_id)
         self._renew(session)
@@ -185,7 +210,9 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         mask, state = session.undo(model, int(request.slice))
         return self._mask_reply(session, request.slice, mask, state, model, started)
 
-    def Submit(self, request, context):
+    def Submit(
+        self, request: annotator_pb2.SubmitRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.SubmitResponse:
         session = self._session(request.session_id)
         self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
@@ -233,10 +260,10 @@ class AnnotatorApp(ServiceApp):
         self.deps = deps
         self.report_model_version(deps.model)
 
-    def add_servicer(self, server) -> None:
+    def add_servicer(self, server: grpc.Server) -> None:
         annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(AnnotatorServicer(self.deps), server)
 
-    def on_event(self, topic, event) -> None:
+    def on_event(self, topic: TopicSpec, event: Any) -> None:
         if event.promoted:  # a rejected version stays in the registry: keep serving the current one
             self.reconcile()
 

@@ -25,10 +25,10 @@ def main() -> None:
         print(f"saim gateway: {exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
-    backends = Backends.over(
-        *(channel(t, None, ca, s.tls_server_name) for t in (s.selector_target, s.annotator_target, s.trainer_target)),
-        timeout_s=s.rpc_timeout_s,
+    selector, annotator, trainer = (
+        channel(t, None, ca, s.tls_server_name) for t in (s.selector_target, s.annotator_target, s.trainer_target)
     )
+    backends = Backends.over(selector, annotator, trainer, timeout_s=s.rpc_timeout_s)
     app = create_app(backends, s.web_root, s.max_body_kb)
     sock = socket.socket(socket.AF_INET6 if ":" in s.http_host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -17,20 +17,22 @@ import binascii
 import gzip
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import nibabel as nib
 import numpy as np
 from cachetools import TTLCache
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
@@ -79,7 +81,9 @@ class Backends:
     timeout_s: float = 30.0
 
     @classmethod
-    def over(cls, selector: grpc.Channel, annotator: grpc.Channel, trainer: grpc.Channel, timeout_s: float = 30.0):
+    def over(
+        cls, selector: grpc.Channel, annotator: grpc.Channel, trainer: grpc.Channel, timeout_s: float = 30.0
+    ) -> Backends:
         return cls(
             selector_pb2_grpc.SelectorServiceStub(selector),
             annotator_pb2_grpc.AnnotatorServiceStub(annotator),
@@ -95,7 +99,7 @@ class Caller:
     def __init__(self, backends: Backends, token: str):
         self.b, self.metadata = backends, (("authorization", f"Bearer {token}"),)
 
-    def call(self, method, request):
+    def call(self, method: Callable[..., Any], request: Message) -> Any:
         try:
             # wait_for_ready: a restarting replica (or a reconnecting channel) is waited for up to the deadline
             return method(request, metadata=self.metadata, timeout=self.b.timeout_s, wait_for_ready=True)
@@ -141,7 +145,7 @@ class RollbackBody(Strict):
     version: str = Field(min_length=1, max_length=64)
 
 
-def mask_json(mask: annotator_pb2.SliceMask, **extra) -> dict:
+def mask_json(mask: annotator_pb2.SliceMask, **extra: object) -> dict:
     if mask.encoding != annotator_pb2.ENCODING_ZLIB:  # the annotator always compresses: the page inflates
         raise ApiError(502, f"annotator sent a mask in encoding {mask.encoding}")
     return {
@@ -153,7 +157,7 @@ def mask_json(mask: annotator_pb2.SliceMask, **extra) -> dict:
     }
 
 
-def reply_json(reply) -> dict:
+def reply_json(reply: annotator_pb2.MaskResponse) -> dict:
     """A MaskResponse for the page."""
     return mask_json(
         reply.mask,
@@ -164,7 +168,7 @@ def reply_json(reply) -> dict:
     )
 
 
-def as_dict(message) -> dict:
+def as_dict(message: Message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
@@ -185,6 +189,43 @@ def volume_nifti(caller: Caller, session_id: str, geometry: dict) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=1)
 
 
+class Gateway:
+    """What the routes share: the backends, the web root, and a cache of session geometries (the volume and edit
+    routes need them; asked of the annotator, GetSession, when this replica did not open the session itself)."""
+
+    def __init__(self, backends: Backends, web_root: Path):
+        self.backends, self.web_root = backends, web_root
+        self._geometries: TTLCache = TTLCache(maxsize=4096, ttl=3600)
+        self._lock = threading.Lock()  # routes run on a thread pool; the cache is not thread-safe
+
+    def remember(self, session_id: str, geometry: dict) -> None:
+        with self._lock:
+            self._geometries[session_id] = geometry
+
+    def forget(self, session_id: str) -> None:
+        with self._lock:
+            self._geometries.pop(session_id, None)
+
+    def geometry_of(self, c: Caller, session_id: str) -> dict:
+        with self._lock:
+            g = self._geometries.get(session_id)
+        if g is None:
+            reply = c.call(self.backends.annotator.GetSession, annotator_pb2.GetSessionRequest(session_id=session_id))
+            g = as_dict(reply)["geometry"]
+            self.remember(session_id, g)
+        return g
+
+    def page(self, name: str) -> FileResponse:
+        path = self.web_root / name
+        if not path.is_file():
+            raise ApiError(503, f"the web app is not built ({path} missing: make web)")
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
 def caller(request: Request) -> Caller:
     """The request's bearer token, to be sent with every gRPC call it makes (401 here when there is none)."""
     header = request.headers.get("authorization")
@@ -193,9 +234,10 @@ def caller(request: Request) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "the Authorization header must be 'Bearer <token>'")
-    return Caller(request.app.state.backends, token.strip())
+    return Caller(gateway(request).backends, token.strip())
 
 
+AsGateway = Annotated[Gateway, Depends(gateway)]
 AsCaller = Annotated[Caller, Depends(caller)]
 
 
@@ -207,6 +249,187 @@ def admin(c: AsCaller) -> Caller:
 
 AsAdmin = Annotated[Caller, Depends(admin)]
 
+# ---- identity and annotation: the caller's token and role (AsCaller) ------------------------------------------------
+api = APIRouter(prefix="/api")
+
+
+@api.get("/me")
+def me(c: AsCaller) -> dict:
+    who = c.who()
+    return {"name": who.name, "role": who.role}
+
+
+@api.post("/next")
+def next_case(c: AsCaller) -> dict:
+    """The caller's open case (lease renewed) or the next one of the batch."""
+    return as_dict(c.call(c.b.selector.NextCase, selector_pb2.NextCaseRequest(annotator_id=c.who().name)))
+
+
+@api.post("/sessions")
+def open_session(body: OpenBody, c: AsCaller, gw: AsGateway) -> dict:
+    request = annotator_pb2.OpenSessionRequest(case_id=body.case_id, annotator_id=c.who().name, lease_id=body.lease_id)
+    reply = c.call(c.b.annotator.OpenSession, request)
+    out = as_dict(reply)
+    gw.remember(reply.session_id, out["geometry"])
+    return out
+
+
+@api.get("/sessions/{session_id}/volume.nii.gz")
+def volume(session_id: str, c: AsCaller, gw: AsGateway) -> Response:
+    data = volume_nifti(c, session_id, gw.geometry_of(c, session_id))
+    return Response(data, media_type="application/gzip", headers={"Cache-Control": "no-store"})
+
+
+@api.get("/sessions/{session_id}/slices/{index}")
+def get_slice(session_id: str, index: Annotated[int, PathParam(ge=0)], c: AsCaller) -> dict:
+    reply = c.call(c.b.annotator.GetSlice, annotator_pb2.GetSliceRequest(session_id=session_id, slice=index))
+    return mask_json(
+        reply.mask, model_version=reply.model_version, clicks=reply.clicks_on_slice, edits=reply.edits_on_slice
+    )
+
+
+@api.post("/sessions/{session_id}/clicks")
+def click(session_id: str, body: ClickBody, c: AsCaller) -> dict:
+    i, j, k = body.voxel
+    request = annotator_pb2.AddClickRequest(
+        session_id=session_id,
+        class_index=body.class_index,
+        positive=body.positive,
+        voxel=annotator_pb2.Voxel(i=i, j=j, k=k),
+    )
+    return reply_json(c.call(c.b.annotator.AddClick, request))
+
+
+@api.post("/sessions/{session_id}/edits")
+def edit(session_id: str, body: EditBody, c: AsCaller, gw: AsGateway) -> dict:
+    g = gw.geometry_of(c, session_id)
+    try:
+        data = base64.b64decode(body.painted, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "painted: not base64") from None
+    painted = annotator_pb2.SliceMask(
+        slice=body.slice, rows=g["rows"], cols=g["cols"], encoding=annotator_pb2.ENCODING_ZLIB, data=data
+    )
+    request = annotator_pb2.EditSliceRequest(
+        session_id=session_id, slice=body.slice, class_index=body.class_index, painted=painted
+    )
+    return reply_json(c.call(c.b.annotator.EditSlice, request))
+
+
+@api.post("/sessions/{session_id}/undo")
+def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
+    request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice)
+    return reply_json(c.call(c.b.annotator.Undo, request))
+
+
+@api.post("/sessions/{session_id}/submit")
+def submit(session_id: str, body: SubmitBody, c: AsCaller, gw: AsGateway) -> dict:
+    request = annotator_pb2.SubmitRequest(session_id=session_id, seconds_spent=body.seconds_spent)
+    reply = c.call(c.b.annotator.Submit, request)
+    gw.forget(session_id)
+    return as_dict(reply)
+
+
+# ---- the operator's dashboard (AsAdmin) ------------------------------------------------------------------------------
+@api.get("/dashboard")
+def dashboard(c: AsAdmin) -> dict:
+    return {
+        "selector": as_dict(c.call(c.b.selector.GetStatus, selector_pb2.GetStatusRequest())),
+        "trainer": as_dict(c.call(c.b.trainer.GetStatus, trainer_pb2.GetTrainerStatusRequest())),
+        "models": as_dict(c.call(c.b.trainer.ListModels, trainer_pb2.ListModelsRequest())).get("models", []),
+        "time": time.time(),
+    }
+
+
+@api.post("/models/rollback")
+def rollback(body: RollbackBody, c: AsAdmin) -> dict:
+    return as_dict(c.call(c.b.trainer.Rollback, trainer_pb2.RollbackRequest(version=body.version)))
+
+
+# ---- health and pages ------------------------------------------------------------------------------------------------
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@pages.get("/readyz")
+def readyz(gw: AsGateway) -> dict:
+    if not (gw.web_root / "index.html").is_file():
+        raise ApiError(503, f"the web app is not built ({gw.web_root}/index.html missing: make web)")
+    try:
+        gw.backends.health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+    except grpc.RpcError as exc:
+        raise ApiError(503, f"annotator not reachable: {exc.code().name}") from None
+    return {"status": "ready"}
+
+
+@pages.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
+@pages.get("/")
+def index(gw: AsGateway) -> FileResponse:
+    return gw.page("index.html")
+
+
+@pages.get("/dashboard")
+def dashboard_page(gw: AsGateway) -> FileResponse:
+    return gw.page("dashboard.html")
+
+
+# ---- errors: one shape everywhere; the request guard ----------------------------------------------------------------
+def error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error(exc.message, exc.status)
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    msg = "malformed JSON body" if first.get("type") == "json_invalid" else first.get("msg", "invalid")
+    return error(f"{where}: {msg}" if where else str(msg), 400)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error(str(exc.detail), exc.status_code)
+
+
+def refusal(request: Request, max_body_kb: int) -> JSONResponse | None:
+    """Why a request's body is refused before any route runs (size, content type), or None."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    length = request.headers.get("content-length")
+    if length is None:
+        return error("a request body needs a Content-Length", 411)
+    if not length.isdigit() or int(length) > max_body_kb * 1024:
+        return error(f"request body over {max_body_kb} KiB", 413)
+    if int(length) > 0 and request.headers.get("content-type", "").split(";")[0].strip().lower() != JSON:
+        return error(f"content type must be {JSON}", 415)
+    return None
+
+
+def install_guard(app: FastAPI, max_body_kb: int) -> None:
+    """Body size and content type before any route runs; metrics after."""
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        route = request.url.path if not request.url.path.startswith("/api/sessions/") else "/api/sessions/*"
+        response = refusal(request, max_body_kb) or await call_next(request)
+        REQUESTS.labels(route, str(response.status_code)).inc()
+        LATENCY.labels(route).observe(time.perf_counter() - started)
+        return response
+
 
 def default_web_root() -> Path:
     return Path(__file__).resolve().parents[2] / "web" / "dist"
@@ -214,183 +437,13 @@ def default_web_root() -> Path:
 
 def create_app(backends: Backends, web_root: Path | None = None, max_body_kb: int = 2048) -> FastAPI:
     app = FastAPI(title="saim gateway", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.backends = backends
-    web_root = web_root or default_web_root()
-    max_body = max_body_kb * 1024
-    # session id -> its geometry (the volume and edit routes need it): asked of the annotator (GetSession) when this
-    # replica did not open the session itself
-    geometries: TTLCache = TTLCache(maxsize=4096, ttl=3600)
-    cache_lock = threading.Lock()  # routes run on a thread pool; the cache is not thread-safe
-
-    # ---- errors: one shape everywhere --------------------------------------------------------------------------
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        msg = "malformed JSON body" if first.get("type") == "json_invalid" else first.get("msg", "invalid")
-        return JSONResponse({"error": f"{where}: {msg}" if where else msg}, status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        """Body size and content type before any route runs; metrics after."""
-        started = time.perf_counter()
-        route = request.url.path if not request.url.path.startswith("/api/sessions/") else "/api/sessions/*"
-        if request.method in ("POST", "PUT", "PATCH"):
-            length = request.headers.get("content-length")
-            if length is None:
-                response = JSONResponse({"error": "a request body needs a Content-Length"}, status_code=411)
-            elif not length.isdigit() or int(length) > max_body:
-                response = JSONResponse({"error": f"request body over {max_body_kb} KiB"}, status_code=413)
-            elif int(length) > 0 and request.headers.get("content-type", "").split(";")[0].strip().lower() != JSON:
-                response = JSONResponse({"error": f"content type must be {JSON}"}, status_code=415)
-            else:
-                response = await call_next(request)
-        else:
-            response = await call_next(request)
-        REQUESTS.labels(route, str(response.status_code)).inc()
-        LATENCY.labels(route).observe(time.perf_counter() - started)
-        return response
-
-    # ---- identity: the caller's token and role (AsCaller, AsAdmin) ------------------------------------------
-    @app.get("/api/me")
-    def me(c: AsCaller):
-        who = c.who()
-        return {"name": who.name, "role": who.role}
-
-    # ---- annotation -----------------------------------------------------------------------------------------------
-    @app.post("/api/next")
-    def next_case(c: AsCaller):
-        """The caller's open case (lease renewed) or the next one of the batch."""
-        reply = c.call(backends.selector.NextCase, selector_pb2.NextCaseRequest(annotator_id=c.who().name))
-        return as_dict(reply)
-
-    @app.post("/api/sessions")
-    def open_session(body: OpenBody, c: AsCaller):
-        request = annotator_pb2.OpenSessionRequest(
-            case_id=body.case_id, annotator_id=c.who().name, lease_id=body.lease_id
-        )
-        reply = c.call(backends.annotator.OpenSession, request)
-        out = as_dict(reply)
-        with cache_lock:
-            geometries[reply.session_id] = out["geometry"]
-        return out
-
-    def geometry_of(c: Caller, session_id: str) -> dict:
-        with cache_lock:
-            g = geometries.get(session_id)
-        if g is None:
-            reply = c.call(backends.annotator.GetSession, annotator_pb2.GetSessionRequest(session_id=session_id))
-            g = as_dict(reply)["geometry"]
-            with cache_lock:
-                geometries[session_id] = g
-        return g
-
-    @app.get("/api/sessions/{session_id}/volume.nii.gz")
-    def volume(session_id: str, c: AsCaller):
-        data = volume_nifti(c, session_id, geometry_of(c, session_id))
-        return Response(data, media_type="application/gzip", headers={"Cache-Control": "no-store"})
-
-    @app.get("/api/sessions/{session_id}/slices/{index}")
-    def get_slice(session_id: str, index: Annotated[int, PathParam(ge=0)], c: AsCaller):
-        reply = c.call(backends.annotator.GetSlice, annotator_pb2.GetSliceRequest(session_id=session_id, slice=index))
-        return mask_json(
-            reply.mask, model_version=reply.model_version, clicks=reply.clicks_on_slice, edits=reply.edits_on_slice
-        )
-
-    @app.post("/api/sessions/{session_id}/clicks")
-    def click(session_id: str, body: ClickBody, c: AsCaller):
-        i, j, k = body.voxel
-        request = annotator_pb2.AddClickRequest(
-            session_id=session_id,
-            class_index=body.class_index,
-            positive=body.positive,
-            voxel=annotator_pb2.Voxel(i=i, j=j, k=k),
-        )
-        return reply_json(c.call(backends.annotator.AddClick, request))
-
-    @app.post("/api/sessions/{session_id}/edits")
-    def edit(session_id: str, body: EditBody, c: AsCaller):
-        g = geometry_of(c, session_id)
-        try:
-            data = base64.b64decode(body.painted, validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(400, "painted: not base64") from None
-        painted = annotator_pb2.SliceMask(
-            slice=body.slice, rows=g["rows"], cols=g["cols"], encoding=annotator_pb2.ENCODING_ZLIB, data=data
-        )
-        request = annotator_pb2.EditSliceRequest(
-            session_id=session_id, slice=body.slice, class_index=body.class_index, painted=painted
-        )
-        return reply_json(c.call(backends.annotator.EditSlice, request))
-
-    @app.post("/api/sessions/{session_id}/undo")
-    def undo(session_id: str, body: UndoBody, c: AsCaller):
-        request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice)
-        return reply_json(c.call(backends.annotator.Undo, request))
-
-    @app.post("/api/sessions/{session_id}/submit")
-    def submit(session_id: str, body: SubmitBody, c: AsCaller):
-        request = annotator_pb2.SubmitRequest(session_id=session_id, seconds_spent=body.seconds_spent)
-        reply = c.call(backends.annotator.Submit, request)
-        with cache_lock:
-            geometries.pop(session_id, None)
-        return as_dict(reply)
-
-    # ---- the operator's dashboard ---------------------------------------------------------------------------------
-    @app.get("/api/dashboard")
-    def dashboard(c: AsAdmin):
-        return {
-            "selector": as_dict(c.call(backends.selector.GetStatus, selector_pb2.GetStatusRequest())),
-            "trainer": as_dict(c.call(backends.trainer.GetStatus, trainer_pb2.GetTrainerStatusRequest())),
-            "models": as_dict(c.call(backends.trainer.ListModels, trainer_pb2.ListModelsRequest())).get("models", []),
-            "time": time.time(),
-        }
-
-    @app.post("/api/models/rollback")
-    def rollback(body: RollbackBody, c: AsAdmin):
-        return as_dict(c.call(backends.trainer.Rollback, trainer_pb2.RollbackRequest(version=body.version)))
-
-    # ---- health and pages ----------------------------------------------------------------------------------------
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    def readyz():
-        if not (web_root / "index.html").is_file():
-            raise ApiError(503, f"the web app is not built ({web_root}/index.html missing: make web)")
-        try:
-            backends.health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.RpcError as exc:
-            raise ApiError(503, f"annotator not reachable: {exc.code().name}") from None
-        return {"status": "ready"}
-
-    def page(name: str):
-        path = web_root / name
-        if not path.is_file():
-            raise ApiError(503, f"the web app is not built ({path} missing: make web)")
-        return FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon():
-        return Response(status_code=204)
-
-    @app.get("/", include_in_schema=False)
-    def index():
-        return page("index.html")
-
-    @app.get("/dashboard", include_in_schema=False)
-    def dashboard_page():
-        return page("dashboard.html")
-
-    if (web_root / "assets").is_dir():
-        app.mount("/assets", StaticFiles(directory=web_root / "assets"), name="assets")
+    app.state.gateway = gw = Gateway(backends, web_root or default_web_root())
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    install_guard(app, max_body_kb)
+    app.include_router(api)
+    app.include_router(pages)
+    if (gw.web_root / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=gw.web_root / "assets"), name="assets")
     return app

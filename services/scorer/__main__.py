@@ -1,11 +1,12 @@
 """python -m services.scorer — reads SAIM_* settings, serves until SIGTERM."""
 
-from services.common import main
+from saim.settings import ServiceSettings
+from services.common import Infra, main
 
 from .server import ScorerApp, ScorerDeps
 
 
-def build(settings, infra) -> ScorerDeps:
+def build(settings: ServiceSettings, infra: Infra) -> ScorerDeps:
     return ScorerDeps(
         pool=infra.pool,
         model=infra.live_model(),

@@ -1,9 +1,10 @@
 """Scorer worker (`python -m services.scorer`, the selector's image), for sharded scoring.
 
 It consumes `saim.scoring.requested` in the `saim-scorer` consumer group, one record at a time: loads the requested
-model version, scores its part of the pool and writes `scores/{version}/part-{k}.json`, then commits (saim.selection.scoring
-says how the selector merges the parts). Run as many workers as the topic has partitions; a killed worker's
-partitions move to the others with the group's rebalance. Serves gRPC health and `ScorerService.GetStatus`.
+model version, scores its part of the pool and writes `scores/{version}/part-{k}.json`, then commits
+(saim.selection.scoring says how the selector merges the parts). Run as many workers as the topic has partitions; a
+killed worker's partitions move to the others with the group's rebalance. Serves gRPC health and
+`ScorerService.GetStatus`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import grpc
 
 from saim.errors import NotFound
-from saim.events import GROUP_SCORER, SCORING_REQUESTED, EventPublisher
-from saim.registry.live import LiveModel
+from saim.events import GROUP_SCORER, SCORING_REQUESTED, EventPublisher, TopicSpec
+from saim.registry import LiveModel
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
-from saim.selection.scoring import part_document, part_key, score_pool, scores_key, stored_part
-from saim.selection.strategies import make_strategy
+from saim.selection import make_strategy, part_document, part_key, score_pool, scores_key, stored_part
 from saim.settings import ServiceSettings
 from saim.storage.pool import PoolStore
 from saim.v1 import selector_pb2, selector_pb2_grpc
@@ -42,7 +45,9 @@ class ScorerServicer(selector_pb2_grpc.ScorerServiceServicer):
     def __init__(self, app: ScorerApp):
         self.app = app
 
-    def GetStatus(self, request, context):
+    def GetStatus(
+        self, request: selector_pb2.GetScorerStatusRequest, context: grpc.ServicerContext
+    ) -> selector_pb2.ScorerStatus:
         a = self.app
         with a.stats_lock:
             return selector_pb2.ScorerStatus(
@@ -65,13 +70,13 @@ class ScorerApp(ServiceApp):
         self.stats_lock = threading.Lock()
         self.parts_scored, self.slices_scored, self.seconds, self.last_version = 0, 0, 0.0, ""
 
-    def add_servicer(self, server) -> None:
+    def add_servicer(self, server: grpc.Server) -> None:
         selector_pb2_grpc.add_ScorerServiceServicer_to_server(ScorerServicer(self), server)
 
     def on_start(self) -> None:
         self.health.set(True)
 
-    def on_event(self, topic, event) -> None:
+    def on_event(self, topic: TopicSpec, event: Any) -> None:
         version, part, cases = event.model_version, event.part, list(event.case_ids)
         if self.deps.pool.store.exists(scores_key(version)):  # merged already: a redelivered or replayed request
             return

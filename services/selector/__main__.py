@@ -1,17 +1,17 @@
 """python -m services.selector — reads SAIM_* settings, serves until SIGTERM."""
 
 from saim.events import SCORING_PARTS
-from saim.selection.loop import SelectionLoop
-from saim.selection.scoring import LocalScoring, ShardedScoring
-from saim.selection.strategies import make_strategy
-from services.common import main
+from saim.selection import LocalScoring, Scoring, SelectionLoop, ShardedScoring, make_strategy
+from saim.settings import ServiceSettings
+from services.common import Infra, main
 
 from .server import SelectorApp, SelectorDeps
 
 
-def build(settings, infra) -> SelectorDeps:
+def build(settings: ServiceSettings, infra: Infra) -> SelectorDeps:
     strategy = make_strategy(settings.selection, settings.seed)
     publisher = infra.publisher("selector")
+    scoring: Scoring
     if settings.scoring == "sharded" and strategy.uses_model:
         scoring = ShardedScoring(infra.store, publisher, strategy, SCORING_PARTS, settings.scoring_resend_s)
     else:

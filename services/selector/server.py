@@ -5,16 +5,27 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
+
+import grpc
 
 from saim.errors import FailedPrecondition, InvalidInput
-from saim.events import ANNOTATION_SUBMITTED, BATCH_COMPLETED, GROUP_SELECTOR, MODEL_PUBLISHED, EventPublisher, new_meta
-from saim.registry.live import LiveModel
+from saim.events import (
+    ANNOTATION_SUBMITTED,
+    BATCH_COMPLETED,
+    GROUP_SELECTOR,
+    MODEL_PUBLISHED,
+    EventPublisher,
+    TopicSpec,
+    new_meta,
+)
+from saim.registry import LiveModel
 from saim.rpc import telemetry as m
 from saim.rpc.auth import current_principal, require_actor
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
 from saim.rpc.tokens import ADMIN
-from saim.selection.loop import SelectionLoop
+from saim.selection import SelectionLoop
 from saim.settings import ServiceSettings
 from saim.storage.pool import provenance_key
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
@@ -34,7 +45,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
         self.d = deps
         self.event_lag = event_lag if event_lag is not None else {}
 
-    def GetStatus(self, request, context):
+    def GetStatus(
+        self, request: selector_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> selector_pb2.SelectorStatus:
         loop = self.d.loop
         b, table = loop.batch, loop.scores
         return selector_pb2.SelectorStatus(
@@ -56,7 +69,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             event_lag_s=dict(self.event_lag),
         )
 
-    def NextCase(self, request, context):
+    def NextCase(
+        self, request: selector_pb2.NextCaseRequest, context: grpc.ServicerContext
+    ) -> selector_pb2.NextCaseResponse:
         if not request.annotator_id:
             raise InvalidInput("annotator_id is required")
         require_actor(request.annotator_id)
@@ -69,7 +84,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             lease_expires_at=self.d.loop.lease_expiry(case),
         )
 
-    def GetScores(self, request, context):
+    def GetScores(
+        self, request: selector_pb2.GetScoresRequest, context: grpc.ServicerContext
+    ) -> selector_pb2.GetScoresResponse:
         table = self.d.loop.scores
         if table is None:
             raise FailedPrecondition("the pool has not been scored yet")
@@ -81,7 +98,9 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             strategy=self.d.loop.strategy.name,
         )
 
-    def CheckLease(self, request, context):
+    def CheckLease(
+        self, request: selector_pb2.CheckLeaseRequest, context: grpc.ServicerContext
+    ) -> selector_pb2.CheckLeaseResponse:
         batch = self.d.loop.renew_lease(request.case_id, request.lease_id, request.annotator_id)
         return selector_pb2.CheckLeaseResponse(
             iteration=batch.iteration,
@@ -89,7 +108,7 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             lease_expires_at=self.d.loop.lease_expiry(request.case_id),
         )
 
-    def WhoAmI(self, request, context):
+    def WhoAmI(self, request: selector_pb2.WhoAmIRequest, context: grpc.ServicerContext) -> selector_pb2.WhoAmIResponse:
         p = current_principal()
         if p is None:  # SAIM_AUTH=false: everyone is everything
             return selector_pb2.WhoAmIResponse(name="anonymous", role=ADMIN)
@@ -105,7 +124,7 @@ class SelectorApp(ServiceApp):
         self._lock = threading.Lock()  # events and reconciliation are handled one at a time
         self.report_model_version(deps.model)
 
-    def add_servicer(self, server) -> None:
+    def add_servicer(self, server: grpc.Server) -> None:
         selector_pb2_grpc.add_SelectorServiceServicer_to_server(SelectorServicer(self.deps, self.event_lag), server)
 
     def _update_gauges(self) -> None:
@@ -133,7 +152,7 @@ class SelectorApp(ServiceApp):
             m.SCORED_SERIES.inc(len(table.scores))
         self.health.set(True)
 
-    def on_event(self, topic, event) -> None:
+    def on_event(self, topic: TopicSpec, event: Any) -> None:
         with self._lock:
             if topic is MODEL_PUBLISHED:
                 self._on_model(event.iteration, event.promoted)

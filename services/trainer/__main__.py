@@ -1,12 +1,13 @@
 """python -m services.trainer — reads SAIM_* settings, serves until SIGTERM."""
 
-from saim.training.pipeline import TrainingPipeline
-from services.common import main
+from saim.settings import ServiceSettings
+from saim.training import TrainingPipeline
+from services.common import Infra, main
 
 from .server import TrainerApp, TrainerDeps
 
 
-def build(settings, infra) -> TrainerDeps:
+def build(settings: ServiceSettings, infra: Infra) -> TrainerDeps:
     pipeline = TrainingPipeline(
         infra.pool,
         infra.registry,

@@ -13,16 +13,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
 
 from saim.errors import InvalidInput
-from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventPublisher, new_meta
-from saim.registry.versions import ModelMetadata, ModelRegistry, version_number
+from saim.events import BATCH_COMPLETED, GROUP_TRAINER, MODEL_PUBLISHED, EventPublisher, TopicSpec, new_meta
+from saim.registry import ModelMetadata, ModelRegistry, version_number
 from saim.rpc import telemetry as m
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
-from saim.selection.loop import stored_batches
+from saim.selection import stored_batches
 from saim.settings import ServiceSettings
-from saim.training.pipeline import RunResult, TrainingPipeline
+from saim.training import RunResult, TrainingPipeline
 from saim.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, app: TrainerApp):
         self.app = app
 
-    def GetStatus(self, request, context):
+    def GetStatus(
+        self, request: trainer_pb2.GetTrainerStatusRequest, context: grpc.ServicerContext
+    ) -> trainer_pb2.TrainerStatus:
         s = self.app.state
         return trainer_pb2.TrainerStatus(
             state=s.state,
@@ -59,7 +64,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             queued=self.app.queue.qsize(),
         )
 
-    def ListModels(self, request, context):
+    def ListModels(
+        self, request: trainer_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> trainer_pb2.ListModelsResponse:
         registry = self.app.deps.registry
         current = registry.current_version()
         out = []
@@ -79,7 +86,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             )
         return trainer_pb2.ListModelsResponse(models=out)
 
-    def Rollback(self, request, context):
+    def Rollback(
+        self, request: trainer_pb2.RollbackRequest, context: grpc.ServicerContext
+    ) -> trainer_pb2.RollbackResponse:
         registry = self.app.deps.registry
         if not request.version:
             raise InvalidInput("version is required")
@@ -88,7 +97,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.app.announce(registry.metadata(request.version), True, f"rollback from {previous or 'none'}")
         return trainer_pb2.RollbackResponse(previous_version=previous, current_version=request.version)
 
-    def TriggerTraining(self, request, context):
+    def TriggerTraining(
+        self, request: trainer_pb2.TriggerTrainingRequest, context: grpc.ServicerContext
+    ) -> trainer_pb2.TriggerTrainingResponse:
         iteration = self.app.deps.registry.current_iteration()
         run_id = self.app.enqueue(iteration, force=True, reason=request.reason or "manual")
         return trainer_pb2.TriggerTrainingResponse(accepted=True, run_id=run_id)
@@ -106,7 +117,7 @@ class TrainerApp(ServiceApp):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="trainer-worker", daemon=True)
 
-    def add_servicer(self, server) -> None:
+    def add_servicer(self, server: grpc.Server) -> None:
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(self), server)
 
     def _trained_iterations(self) -> set[int]:
@@ -125,7 +136,7 @@ class TrainerApp(ServiceApp):
             log.info("queued training run %s for iteration %d (%s)", run_id, iteration, reason)
             return run_id
 
-    def on_event(self, topic, event) -> None:
+    def on_event(self, topic: TopicSpec, event: Any) -> None:
         self.enqueue(event.iteration, reason=f"batch {event.iteration} completed")
 
     def reconcile(self) -> None:

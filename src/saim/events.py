@@ -13,6 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaConsumer, KafkaProducer
@@ -190,7 +191,9 @@ class EventConsumer:
     def _dispatch(self, record) -> None:
         spec = BY_NAME.get(record.topic)
         try:
-            event = spec.message.FromString(record.value)
+            if spec is None or spec.message is None:
+                raise TypeError(f"no event type for topic {record.topic}")
+            event: Any = spec.message.FromString(record.value)
             event_id = event.meta.event_id
             if not event_id:
                 raise DecodeError("event without meta.event_id")

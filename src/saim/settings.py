@@ -148,11 +148,12 @@ class ServiceSettings(StorageSettings):
 
     def tls_server_credentials(self) -> tuple[bytes, bytes] | None:
         """(key, cert chain) PEM bytes when TLS is configured; a half-configured pair is an error."""
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise SaimError("TLS needs both SAIM_TLS_CERT_FILE and SAIM_TLS_KEY_FILE")
-        if self.tls_cert_file is None:
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if cert is None or key is None:
+            if cert is not None or key is not None:
+                raise SaimError("TLS needs both SAIM_TLS_CERT_FILE and SAIM_TLS_KEY_FILE")
             return None
-        return _read_file(self.tls_key_file, "SAIM_TLS_KEY_FILE"), _read_file(self.tls_cert_file, "SAIM_TLS_CERT_FILE")
+        return _read_file(key, "SAIM_TLS_KEY_FILE"), _read_file(cert, "SAIM_TLS_CERT_FILE")
 
     def tls_ca(self) -> bytes | None:
         return None if self.tls_ca_file is None else _read_file(self.tls_ca_file, "SAIM_TLS_CA_FILE")

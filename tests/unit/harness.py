@@ -44,8 +44,8 @@ def serve_annotator(
     store, predictor: InteractivePredictor, size: int, publish: bool = True, max_message_mb=64, compute=None
 ):
     """Serve `predictor` (published to the store's registry, or served as it is with publish=False) through the
-    real AnnotatorServicer on a loopback port, its tensor work on `compute` (saim.model.compute; the request threads when
-    None). Yields (port, servicer deps)."""
+    real AnnotatorServicer on a loopback port, its tensor work on `compute` (saim.model.compute; the request threads
+    when None). Yields (port, servicer deps)."""
     from saim.rpc.peers import LeaseChecker
     from saim.rpc.server import Health, create_server
     from services.annotator.server import AnnotatorDeps, AnnotatorServicer

@@ -1,5 +1,5 @@
-"""Sharded scoring, the selector's side (saim.selection.scoring.ShardedScoring): the plan, the requests, the merge, the resend.
-The scorer workers and the broker are real in tests/integration/test_scoring.py."""
+"""Sharded scoring, the selector's side (saim.selection.scoring.ShardedScoring): the plan, the requests, the merge, the
+resend. The scorer workers and the broker are real in tests/integration/test_scoring.py."""
 
 from saim.events import SCORING_REQUESTED
 from saim.registry.live import ServedModel

@@ -1,0 +1,7 @@
+"""Annotation: a person's session on one series (clicks, brush and eraser strokes, undo, all at source resolution)
+and its drafts in object storage, from which any annotator replica restores it. Services use these names only."""
+
+from saim.annotation.drafts import DraftStore
+from saim.annotation.session import AnnotationSession, SessionStore, SliceState
+
+__all__ = ["AnnotationSession", "DraftStore", "SessionStore", "SliceState"]

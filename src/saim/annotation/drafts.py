@@ -39,7 +39,7 @@ def slice_key(case: str, annotator: str, index: int) -> str:
 
 def _op_json(op: Op) -> dict:
     out = {"kind": op.kind, "cls": op.cls, "model_version": op.model_version, "positive": op.positive}
-    if op.kind == "click":
+    if op.voxel is not None and op.model_click is not None:  # a click
         c = op.model_click
         out.update(voxel=list(op.voxel), model_click=[c.cls, c.y, c.x, c.positive])
     return out

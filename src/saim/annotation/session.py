@@ -42,9 +42,9 @@ class Op:
 
     def describe(self, index: int) -> dict:
         out = {"slice": index, "class": self.cls, "model_version": self.model_version}
-        if self.kind == "click":
+        if self.voxel is not None:  # a click
             out.update(voxel=list(self.voxel), positive=self.positive)
-        else:
+        if self.painted is not None:  # an edit
             out.update(pixels=int(self.painted.sum()))
         return out
 
@@ -57,8 +57,13 @@ class SliceState:
     history: list[np.ndarray] = field(default_factory=list)  # the mask after each op (for undo)
 
     @property
-    def mask(self) -> np.ndarray | None:
-        return self.history[-1] if self.history else self.auto
+    def mask(self) -> np.ndarray:
+        """The mask after the last operation, else the automatic prediction (computed before a slice is shown)."""
+        if self.history:
+            return self.history[-1]
+        if self.auto is None:
+            raise RuntimeError("a slice's mask was asked for before its automatic prediction")
+        return self.auto
 
     def count(self, kind: str) -> int:
         return sum(op.kind == kind for op in self.ops)
@@ -125,8 +130,8 @@ class AnnotationSession:
         return int(self.series.images.shape[1])
 
     def restore(self, states: dict[int, SliceState]) -> None:
-        """Resume a draft (saim.annotation.drafts, which checked it against this geometry): the slices as the annotator last saw
-        them, with their operations."""
+        """Resume a draft (saim.annotation.drafts, which checked it against this geometry): the slices as the annotator
+        last saw them, with their operations."""
         with self.lock:
             for index, state in states.items():
                 self.slices[index] = state
@@ -187,7 +192,16 @@ class AnnotationSession:
             clicks = [op.model_click for op in state.ops if op.kind == "click"] + [click]
             answer = self.compute.run(self._answer_click, model, index, clicks, state.mask)
             mask = self._reapply_edits(state, self._honour_clicks(state, answer, (row, col, click)))
-            state.ops.append(Op("click", click.cls, model.version, click.positive, tuple(map(int, voxel)), click))
+            state.ops.append(
+                Op(
+                    "click",
+                    click.cls,
+                    model.version,
+                    click.positive,
+                    (int(voxel[0]), int(voxel[1]), int(voxel[2])),
+                    click,
+                )
+            )
             state.history.append(mask)
             self.versions_used.add(model.version)
             self.last_active = time.monotonic()

@@ -1,5 +1,5 @@
-"""Command-line flags derived from the fields of a configuration dataclass (saim.model.config), so that a setting's name,
-type, choices, default and help are written once.
+"""Command-line flags derived from the fields of a configuration dataclass (saim.model.config), so that a setting's
+name, type, choices, default and help are written once.
 
 A flag's default is None ("not given"); `from_args` keeps the dataclass's own default for every flag not given.
 """

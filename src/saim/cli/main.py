@@ -18,7 +18,9 @@ from saim.errors import SaimError
 from saim.model.config import ModelConfig
 from saim.training.config import TrainConfig
 
-EMULATION_SPLIT = {"pretrain_fraction": "auto"}  # the paper's initial-set rule (saim.research.emulate.Emulation._initial_set)
+EMULATION_SPLIT = {
+    "pretrain_fraction": "auto"
+}  # the paper's initial-set rule (saim.research.emulate.Emulation._initial_set)
 
 
 def _add_emulate(sub) -> None:

@@ -82,7 +82,8 @@ class ScanGeometry:
     # ---- description -----------------------------------------------------------------------------------------
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in nib.affines.voxel_sizes(self.affine))
+        x, y, z = (float(s) for s in nib.affines.voxel_sizes(self.affine))
+        return x, y, z
 
     @property
     def orientation(self) -> str:

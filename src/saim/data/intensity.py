@@ -30,6 +30,8 @@ class Intensity:
     def apply(self, volume: np.ndarray) -> np.ndarray:
         v = np.asarray(volume, dtype=np.float32)
         if self.scheme == CT_SCHEME:
+            if self.lower is None or self.upper is None or self.mean is None or self.std is None:
+                raise DatasetError("CT preprocessing without its clip range and statistics")
             return ((np.clip(v, self.lower, self.upper) - self.mean) / max(self.std, 1e-8)).astype(np.float32)
         std = float(v.std())
         return ((v - float(v.mean())) / max(std, 1e-8)).astype(np.float32)

@@ -43,6 +43,8 @@ def load_volume(path: Path | str, max_voxels: int = MAX_VOXELS) -> tuple[np.ndar
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad headers
         raise DatasetError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        raise DatasetError(f"{path}: not an image volume")
     return _from_image(img, str(path), max_voxels)
 
 

@@ -32,6 +32,13 @@ class Series:
     def volume_shape(self) -> tuple[int, int, int]:
         return self.geometry.shape
 
+    @property
+    def truth(self) -> np.ndarray:
+        """The labels of a series known to be labelled (initial, validation, test, or annotated)."""
+        if self.labels is None:
+            raise InvalidInput(f"series {self.case} has no labels")
+        return self.labels
+
     def with_labels(self, label: np.ndarray) -> Series:
         """The same series with a label volume in source space (e.g. a stored annotation) on its model slices."""
         return replace(self, labels=label_slices(self.geometry, label, self.slice_index, self.images.shape[1]))
@@ -83,9 +90,6 @@ def label_slices(geometry: ScanGeometry, label: np.ndarray, z: np.ndarray, image
     return geometry.to_model(geometry.slices(label)[z], image_size, nearest=True)
 
 
-def stack(series: list[Series], use_labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Concatenate series into one slice stack (N, H, W)."""
-    images = np.concatenate([s.images for s in series])
-    if not use_labels:
-        return images, None
-    return images, np.concatenate([s.labels for s in series])
+def stack(series: list[Series]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate labelled series into one slice stack (N, H, W) with its labels."""
+    return np.concatenate([s.images for s in series]), np.concatenate([s.truth for s in series])

@@ -38,7 +38,6 @@ class SplitRule:
 SPLIT_NAMES = ("initial", "val", "test", "pool")
 
 
-
 @dataclass(frozen=True)
 class Splits:
     initial: tuple[str, ...]
@@ -61,7 +60,6 @@ class Splits:
         return self.initial + self.val + self.test
 
 
-
 def strata(cases: list[str], pattern: str) -> dict[str, str]:
     """Each case's stratum: the first group of `pattern` found in its name, or the whole match."""
     try:
@@ -74,7 +72,6 @@ def strata(cases: list[str], pattern: str) -> dict[str, str]:
             raise DatasetError(f"stratify: case {case!r} does not match {pattern!r}")
         out[case] = m.group(1) if regex.groups else m.group(0)
     return out
-
 
 
 def stratified_order(cases: list[str], seed: int, pattern: str) -> list[str]:
@@ -92,7 +89,6 @@ def stratified_order(cases: list[str], seed: int, pattern: str) -> list[str]:
         members = [groups[name][i] for i in rng.permutation(len(groups[name]))]
         keyed += [((i + 0.5) / len(members), tie[name], case) for i, case in enumerate(members)]
     return [case for *_, case in sorted(keyed)]
-
 
 
 def make_splits(
@@ -124,7 +120,6 @@ def make_splits(
         tuple(shuffled[:n_test]),
         tuple(rest[n_init:]) + tuple(sorted(unlabelled)),
     )
-
 
 
 def read_splits(path: Path | str, dataset: NnUNetDataset) -> Splits:

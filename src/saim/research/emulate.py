@@ -96,7 +96,7 @@ AUTO_IOU = 0.5  # the paper's initial-set rule: every class above this IoU on va
 
 def absent_classes(series: list[Series], classes: tuple[str, ...]) -> list[str]:
     """The classes with no labelled pixel in `series`."""
-    present = set().union(*(np.unique(s.labels).tolist() for s in series)) if series else set()
+    present = set().union(*(np.unique(s.truth).tolist() for s in series)) if series else set()
     return [name for c, name in enumerate(classes, start=1) if c not in present]
 
 
@@ -112,8 +112,9 @@ def covering_order(series: list[Series], classes: tuple[str, ...]) -> tuple[list
     series, such as a kidney in the lower slabs of a scan, is not left out by the split's order). Returns the order
     and how many of its first series hold every class (None if all of them together do not)."""
     wanted = set(range(1, len(classes) + 1))
-    present = {s.case: wanted & set(np.unique(s.labels).tolist()) for s in series}  # one pass over each label map
-    rest, grown, have, covered = list(series), [], set(), None
+    present = {s.case: wanted & set(np.unique(s.truth).tolist()) for s in series}  # one pass over each label map
+    rest, grown, covered = list(series), [], None
+    have: set[int] = set()
     while rest:
         missing = wanted - have
         pick = next((s for s in rest if present[s.case] & missing), rest[0])
@@ -159,7 +160,7 @@ class Emulation:
         cfg = self.cfg
 
         def pretrain(initial: list[Series]):
-            return self._train(mc, [(s.images, s.labels) for s in initial], cfg.seed, None, "pre-train")
+            return self._train(mc, [(s.images, s.truth) for s in initial], cfg.seed, None, "pre-train")
 
         if cfg.split.pretrain_fraction != "auto":
             if missing := absent_classes(split.initial, mc.classes):
@@ -285,7 +286,7 @@ class Emulation:
         strategy = make_strategy(cfg.selection, cfg.seed)
         user = VirtualUser(cfg.clicks)
 
-        saim_set = {s.case: (s.images, s.labels) for s in split.initial}
+        saim_set = {s.case: (s.images, s.truth) for s in split.initial}
         classical_set = dict(saim_set)
         pool = {s.case: s for s in split.pool}
         rows: list[dict] = []
@@ -311,7 +312,7 @@ class Emulation:
                 offset = 0
                 for s in chosen:
                     saim_set[s.case] = (s.images, annotated.labels[offset : offset + s.num_slices])
-                    classical_set[s.case] = (s.images, s.labels)
+                    classical_set[s.case] = (s.images, s.truth)
                     offset += s.num_slices
                 result = self._train(mc, list(saim_set.values()), cfg.seed + it, model, f"retrain it {it}")
                 train_seconds = result.stats["seconds"]

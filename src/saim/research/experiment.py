@@ -1,10 +1,10 @@
 """`saim experiment`: the paper's curves over several seeds — SAIM with entropy selection, SAIM with random selection
 and the classical baseline — aggregated per iteration as mean and sample standard deviation.
 
-Per seed, the initial set is chosen and pre-trained once, then two emulations (saim.research.emulate) run from that model on
-the same split: entropy selection with the classical baseline (which trains on the ground truth of the same selected
-series), and random selection. The seed changes the split, the initial set, the training randomness and the random
-arm's draws.
+Per seed, the initial set is chosen and pre-trained once, then two emulations (saim.research.emulate) run from that
+model on the same split: entropy selection with the classical baseline (which trains on the ground truth of the same
+selected series), and random selection. The seed changes the split, the initial set, the training randomness and the
+random arm's draws.
 
 Annotation time is an estimate from a stated model, not a measurement: a SAIM series costs
 `seconds_per_click` x the virtual user's clicks + `seconds_per_slice` x its slices (looking at and accepting each),
@@ -160,7 +160,8 @@ def run_experiment(
         for s in seeds:
             pretrained = _pretrain(configs[s][0])
             pretrain_seconds[s] = pretrained.wall_seconds
-            results[s] = tuple(_emulate(cfg, pretrained, show_progress) for cfg in configs[s])
+            entropy_arm, random_arm = (_emulate(cfg, pretrained, show_progress) for cfg in configs[s])
+            results[s] = (entropy_arm, random_arm)
     for seed in seeds:
         entropy, random = results[seed]
         for arm, rows in arm_rows(entropy, random, time_model).items():

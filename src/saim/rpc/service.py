@@ -5,7 +5,7 @@ domain only (its servicer, its event handling, what it reconciles) and is built 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import grpc
 
@@ -41,7 +41,7 @@ class ServiceApp:
     def add_servicer(self, server: grpc.Server) -> None:
         raise NotImplementedError
 
-    def on_event(self, topic: TopicSpec, event) -> None:
+    def on_event(self, topic: TopicSpec, event: Any) -> None:
         """One event of the service's topics (events are at least once: handlers are idempotent)."""
 
     def reconcile(self) -> None:
@@ -78,8 +78,17 @@ class ServiceApp:
         self.publisher.close()
 
 
+class AppClass(Protocol):
+    """A ServiceApp subclass as create_service builds it: its names, and a constructor over its dependencies."""
+
+    NAME: str
+    SERVICE: str
+
+    def __call__(self, settings: Any, deps: Any, health: Health) -> ServiceApp: ...
+
+
 def create_service(
-    app_cls: type[ServiceApp], settings, deps, security: Security | None = None
+    app_cls: AppClass, settings: Any, deps: Any, security: Security | None = None
 ) -> tuple[grpc.Server, int, ServiceApp]:
     """The service's app over its dependencies, and its gRPC server bound (not started): (server, port, app)."""
     health = Health(app_cls.SERVICE)

@@ -1,0 +1,31 @@
+"""Selection: scoring the unannotated pool (locally or sharded over scorer workers), the strategies that score, and
+the selector's loop (batches, leases, the state it keeps in object storage). Services use these names only."""
+
+from saim.selection.loop import SelectionLoop, stored_batches
+from saim.selection.scoring import (
+    LocalScoring,
+    Scoring,
+    ShardedScoring,
+    part_document,
+    part_key,
+    score_pool,
+    scores_key,
+    stored_part,
+)
+from saim.selection.strategies import SelectionStrategy, make_strategy, top_n
+
+__all__ = [
+    "LocalScoring",
+    "SelectionLoop",
+    "Scoring",
+    "SelectionStrategy",
+    "ShardedScoring",
+    "make_strategy",
+    "part_document",
+    "part_key",
+    "score_pool",
+    "scores_key",
+    "stored_batches",
+    "stored_part",
+    "top_n",
+]

@@ -77,7 +77,8 @@ def stored_batches(store) -> tuple[Batch | None, Batch | None]:
         state = store.get_json(SELECTOR_STATE)
     except NotFound:
         return None, None
-    return tuple(Batch.from_json(state[k]) if state.get(k) else None for k in ("batch", "previous"))
+    batch, previous = (Batch.from_json(state[k]) if state.get(k) else None for k in ("batch", "previous"))
+    return batch, previous
 
 
 class SelectionLoop:
@@ -162,9 +163,10 @@ class SelectionLoop:
         Scoring runs outside the loop's lock: NextCase, CheckLease and GetStatus keep answering from the last
         complete table, which the new one replaces in one assignment (a table is never a mix of versions)."""
         with self._lock:
-            stale = self.scores is None or self.scores.version != model.version
+            current = self.scores
+            stale = current is None or current.version != model.version
             cases = sorted(set(self.pool.splits.pool) - self.annotated)
-            added = [] if stale else [c for c in cases if c not in self.scores.scores]  # `saim admin import`
+            added = [] if current is None or stale else [c for c in cases if c not in current.scores]  # admin import
         table = self._score(model, cases) if stale else None
         if added:
             log.info("scoring %d series added to the pool under %s", len(added), model.version)

@@ -35,9 +35,10 @@ def _prefix_only_listing() -> None:
         for name, versions in list(dict.items(bucket.keys)):  # one C-level snapshot, safe against writers
             if name.startswith(prefix or ""):
                 dict.__setitem__(view.keys, name, list(versions))
-        return listing(_OneBucket(view), bucket_name, delimiter, key_marker, max_keys, prefix, **kw)
+        return listing(_OneBucket(view), bucket_name, delimiter, key_marker, max_keys, prefix, **kw)  # type: ignore[arg-type]
 
-    S3Backend.list_object_versions = list_object_versions
+    # a patch of moto's backend (see above): its stubs cannot know it
+    S3Backend.list_object_versions = list_object_versions  # type: ignore[method-assign,assignment]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Bucket layout (keys are the contract between services):
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
@@ -36,7 +37,6 @@ class S3Config:
     region: str | None = None
 
 
-
 @contextlib.contextmanager
 def _reachable(what: str):
     """An endpoint that cannot be reached (refused, reset, timed out) is Unavailable: callers retry, gRPC says
@@ -45,7 +45,6 @@ def _reachable(what: str):
         yield
     except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
         raise Unavailable(f"object storage unreachable during {what}: {type(exc).__name__}") from None
-
 
 
 def http_client(secure: bool) -> urllib3.PoolManager:
@@ -57,7 +56,6 @@ def http_client(secure: bool) -> urllib3.PoolManager:
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
-
 
 
 class ObjectStore:
@@ -134,7 +132,7 @@ class ObjectStore:
         with _reachable(f"delete {key}"):
             self.client.remove_object(self.bucket, key)
 
-    def versions_of(self, key: str) -> list[str]:
+    def versions_of(self, key: str) -> builtins.list[str]:
         """Version ids of one key, newest first (the bucket is versioned: every write of a key is kept)."""
         with _reachable(f"list versions of {key}"):
             objects = self.client.list_objects(self.bucket, prefix=key, include_version=True)
@@ -157,4 +155,3 @@ class ObjectStore:
             finally:
                 response.close()
                 response.release_conn()
-

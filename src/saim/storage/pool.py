@@ -30,33 +30,26 @@ from saim.storage.objects import ObjectStore
 DATASET_JSON = "dataset/dataset.json"
 
 
-
 SPLITS_JSON = "dataset/splits.json"
 
 
-
 PREPROCESSING_JSON = "dataset/preprocessing.json"
-
 
 
 def image_key(case: str) -> str:
     return f"dataset/imagesTr/{case}_0000.nii.gz"
 
 
-
 def label_key(case: str) -> str:
     return f"dataset/labelsTr/{case}.nii.gz"
-
 
 
 def annotation_key(case: str) -> str:
     return f"annotations/{case}.nii.gz"
 
 
-
 def provenance_key(case: str) -> str:
     return f"annotations/{case}.json"
-
 
 
 def rater_key(case: str, annotator: str, ext: str) -> str:
@@ -64,16 +57,13 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
     return f"raters/{case}/{annotator}.{ext}"
 
 
-
 def gzipped(blob: bytes) -> bytes:
     """A NIfTI file's bytes as the bucket keeps them: unchanged if gzipped, else gzipped (keys end in .nii.gz)."""
     return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob, compresslevel=6)
 
 
-
 def _image_bytes(path: Path) -> bytes:
     return gzipped(path.read_bytes())
-
 
 
 def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> Intensity:
@@ -102,7 +92,6 @@ def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -
     return intensity
 
 
-
 def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
     """`saim admin import`: add series ({case: image file}) to an imported dataset's pool. Each file is read and
     validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
@@ -126,18 +115,14 @@ def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
     return sorted(images)
 
 
-
 SERIES_CACHE_MB = 1024  # decoded series kept per process (SAIM_SERIES_CACHE_MB)
-
 
 
 DECODE_WORKERS = 4  # threads decoding series ahead of their consumer (SAIM_DECODE_WORKERS)
 
 
-
 def series_bytes(series: Series) -> int:
     return series.images.nbytes + (0 if series.labels is None else series.labels.nbytes)
-
 
 
 class PoolStore:
@@ -300,4 +285,3 @@ class PoolStore:
         """The case's series with its stored annotation as labels (what the trainer trains on), and provenance."""
         labels, prov = self.read_annotation(case)
         return self.load_series(case).with_labels(labels), prov
-

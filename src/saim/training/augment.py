@@ -19,11 +19,9 @@ def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1)
 
 
-
 def has_lateral_classes(classes: tuple[str, ...]) -> bool:
     names = [c.lower() for c in classes]
     return any("left" in n for n in names) and any("right" in n for n in names)
-
 
 
 def augment(
@@ -81,4 +79,3 @@ def augment(
         sharpened = images + uniform(0.3, 1.0).to(dev).view(b, 1, 1, 1) * (images - smooth)
         images = torch.where(per_image(sharp_m), sharpened, images)
     return torch.minimum(torch.maximum(images, lo), lo + span), labels
-

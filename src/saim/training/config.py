@@ -45,4 +45,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-

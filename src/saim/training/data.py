@@ -21,6 +21,9 @@ from torch.utils.data import Dataset, Sampler
 class SliceDataset(Dataset):
     """(image (1, H, W) float32, label (H, W) int64) per index, and the label histogram for class weights."""
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
     def label_counts(self, num_outputs: int) -> np.ndarray:
         raise NotImplementedError
 

@@ -17,10 +17,10 @@ AUC_CLICKS = 5  # Dice-AUC over this many click rounds (the CVPR 2025 interactiv
 
 def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int, noc: bool) -> dict:
     """mIoU of the automatic prediction (with per-class IoU), mIoU after `clicks` virtual-user clicks per class and
-    how far the answers followed those clicks (`click_fidelity`: the mean over clicks of saim.model.clicks.click_fidelity).
-    With `noc` also the interactive measures that cost more forwards: NoC@85 and NoC@90 (mean clicks until the
-    per-image mIoU reaches 85 % / 90 %, capped at 20) and Dice-AUC over 5 rounds of one click per class
-    (`dice_auc5`, 0..4)."""
+    how far the answers followed those clicks (`click_fidelity`: the mean over clicks of
+    saim.model.clicks.click_fidelity). With `noc` also the interactive measures that cost more forwards: NoC@85 and
+    NoC@90 (mean clicks until the per-image mIoU reaches 85 % / 90 %, capped at 20) and Dice-AUC over 5 rounds of one
+    click per class (`dice_auc5`, 0..4)."""
     images, gt = stack(series)
     k = predictor.config.num_classes
     rounds = max(clicks, AUC_CLICKS) if noc else clicks

@@ -21,7 +21,6 @@ def class_weights(
     return weights_from_counts(counts, power, clip)
 
 
-
 def weights_from_counts(counts: np.ndarray, power: float = 1.0, clip: tuple[float, float] = (0.05, 20.0)) -> np.ndarray:
     """class_weights from a label histogram (background + K classes)."""
     counts = np.asarray(counts, float)
@@ -32,7 +31,6 @@ def weights_from_counts(counts: np.ndarray, power: float = 1.0, clip: tuple[floa
     weights[present] = np.clip((np.median(freq) / freq) ** power, *clip)
     weights[present] /= weights[present].mean()
     return weights
-
 
 
 def focal_loss(
@@ -52,7 +50,6 @@ def focal_loss(
     return (-w * (1 - p_t) ** gamma * logp_t).mean()
 
 
-
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """1 - soft Dice over the foreground classes, with sums over the whole batch (nnU-Net's batch Dice)."""
     probs = torch.softmax(logits, dim=1)[:, 1:]
@@ -61,7 +58,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
     inter = (probs * onehot).sum(dim=(0, 2, 3))
     denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
-
 
 
 def correction_weights(x: torch.Tensor, labels: torch.Tensor, num_classes: int, weight: float) -> torch.Tensor:
@@ -80,10 +76,8 @@ def correction_weights(x: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     return 1.0 + weight * wrong.float()
 
 
-
 def click_weights(x: torch.Tensor, num_classes: int, weight: float) -> torch.Tensor:
     """Per-pixel loss weights 1 + weight within the clicks of the input (any class, positive or negative): what a
     click says about its own disk is what a person checks first, so errors there cost more."""
     near = x[:, 1 : 1 + 2 * num_classes].amax(1) > 0
     return 1.0 + weight * near.float()
-

@@ -74,7 +74,7 @@ class TrainingPipeline:
         for case in self.pool.splits.initial:
             s = self.pool.load_series(case, with_label=True)
             manifest.append({"case": case, "source": "ground_truth"})
-            yield case, s.images, s.labels
+            yield case, s.images, s.truth
         for case in self.pool.annotated_cases():
             try:
                 s, prov = self.pool.annotation_series(case)
@@ -90,7 +90,7 @@ class TrainingPipeline:
                     "model_versions": prov.get("model_versions_used"),
                 }
             )
-            yield case, s.images, s.labels
+            yield case, s.images, s.truth
 
     def split(self, name: str) -> list[Series]:
         return [self.pool.load_series(c, with_label=True) for c in getattr(self.pool.splits, name)]
@@ -122,7 +122,7 @@ class TrainingPipeline:
         with tempfile.TemporaryDirectory(prefix=f"saim-train-{iteration}-", dir=self.work_dir) as tmp:
             manifest: list[dict] = []
             data = SliceCache.write(Path(tmp) / "train", self.training_series(manifest), k)
-            val_series = ((c, s.images, s.labels) for c, s in zip(self.pool.splits.val, self.split("val"), strict=True))
+            val_series = ((c, s.images, s.truth) for c, s in zip(self.pool.splits.val, self.split("val"), strict=True))
             val_cache = SliceCache.write(Path(tmp) / "val", val_series, k)
             key = checkpoint_key(iteration)
             fp = fingerprint(manifest, config.to_dict(), self.model_config.to_dict(), parent_version)

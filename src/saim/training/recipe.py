@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,6 @@ from saim.training.metrics import mean_iou
 from saim.training.simulation import simulate_interaction
 
 log = logging.getLogger(__name__)
-
 
 
 def train_step(
@@ -69,12 +68,10 @@ def train_step(
     return loss
 
 
-
 @dataclass
 class TrainResult:
     predictor: InteractivePredictor
     stats: dict
-
 
 
 def train_predictor(
@@ -93,7 +90,6 @@ def train_predictor(
     return train(model_config, ArraySlices(images, labels), in_process, parent, progress, **kwargs)
 
 
-
 def _val_miou(net: torch.nn.Module, mc: ModelConfig, device: torch.device, val: tuple[np.ndarray, np.ndarray]) -> float:
     """Automatic-mode mIoU of the network on the validation slices (early stopping)."""
     was_training = net.training
@@ -101,7 +97,6 @@ def _val_miou(net: torch.nn.Module, mc: ModelConfig, device: torch.device, val: 
     score = mean_iou(val[1], predictor.predict(val[0]), mc.num_classes)
     net.train(was_training)
     return float(score)
-
 
 
 def train(
@@ -130,9 +125,9 @@ def train(
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed + 7919 * rank)  # augmentation and clicks differ per rank
     dev = torch.device(config.device)
-    net = build_network(model_config).to(dev, memory_format=memory_format(dev))
+    net = build_network(model_config).to(dev, memory_format=memory_format(dev))  # type: ignore[call-overload]
     finetune = config.mode == "finetune" and parent is not None
-    if finetune:
+    if finetune and parent is not None:
         net.load_state_dict(parent.network.state_dict())
     epochs = (config.finetune_epochs or max(1, config.epochs // 2)) if finetune else config.epochs
     weights_np = weights_from_counts(data.label_counts(model_config.num_classes + 1), config.class_weight_power)
@@ -140,42 +135,16 @@ def train(
     hflip = not has_lateral_classes(model_config.classes)
     bs = min(config.batch_size, n)
     steps = steps_per_epoch(n, bs, world, config.steps_per_epoch)
-    total = epochs * steps
     sampler = EpochSampler(n, steps * bs, config.seed, rank, world)
-    loader = DataLoader(
-        data,
-        batch_size=bs,
-        sampler=sampler,
-        num_workers=config.loader_workers,
-        pin_memory=is_cuda(dev),
-        persistent_workers=config.loader_workers > 0,
-        multiprocessing_context="spawn" if config.loader_workers > 0 else None,  # never fork a gRPC/Kafka process
-        drop_last=True,
-    )
+    loader = _loader(data, sampler, bs, config.loader_workers, dev)
     lr = config.lr * (config.finetune_lr_scale if finetune else 1.0)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
-    model = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(net, device_ids=[dev.index] if is_cuda(dev) else None)
-    history: list[float] = []
-    val_history: list[float] = []
-    best, best_state, best_epoch, start_epoch, resumed_from = -1.0, None, -1, 0, None
-    state = checkpoints.load() if checkpoints is not None else None
-    if state is not None:
-        net.load_state_dict(state["network"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        gen.set_state(state["generators"][rank] if rank < len(state["generators"]) else state["generators"][0])
-        history, val_history = list(state["history"]), list(state["val_history"])
-        best, best_epoch, best_state = state["best"], state["best_epoch"], state.get("best_network")
-        start_epoch = resumed_from = state["epoch"] + 1
-        log.info("resuming training after epoch %d of %d (checkpoint %s)", state["epoch"], epochs, checkpoints.key)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.15)
+    model = _data_parallel(net, dev, world)
+    run = _Progress.start(checkpoints, net, opt, sched, gen, rank, epochs)
     net.train()
-    step, stopped_early, last_saved = start_epoch * steps, False, time.monotonic()
-    for epoch in range(start_epoch, epochs):
+    step, last_saved = run.start_epoch * steps, time.monotonic()
+    for epoch in range(run.start_epoch, epochs):
         sampler.set_epoch(epoch)
         epoch_loss = 0.0
         for img, lab in loader:
@@ -185,46 +154,26 @@ def train(
             step += 1
             epoch_loss += loss.item()
             if progress:
-                progress(step, total, loss.item())
-        history.append(epoch_loss / steps)
-        if not math.isfinite(history[-1]):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {history[-1]})")
-        if val is not None:
-            val_history.append(_val_miou(net, model_config, dev, val))
-            if val_history[-1] > best:
-                best, best_epoch = val_history[-1], epoch
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                progress(step, epochs * steps, loss.item())
+        run.end_epoch(epoch, epoch_loss / steps, net, None if val is None else _val_miou(net, model_config, dev, val))
+        last_epoch = epoch == epochs - 1
         due = _agree(checkpoints is not None and time.monotonic() - last_saved >= config.checkpoint_every_s, world)
-        if due and epoch < epochs - 1 and rank == 0:  # the last epoch's state is the result itself
+        if due and not last_epoch and rank == 0 and checkpoints is not None:  # the last epoch's state is the result
             last_saved = time.monotonic()
-            checkpoints.save(
-                {
-                    "epoch": epoch,
-                    "network": net.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "schedule": sched.state_dict(),
-                    "generators": _gather_generator_states(gen, world),
-                    "history": history,
-                    "val_history": val_history,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "best_network": best_state,
-                }
-            )
-        elif due and epoch < epochs - 1 and world > 1:
+            checkpoints.save(run.checkpoint(epoch, net, opt, sched, _gather_generator_states(gen, world)))
+        elif due and not last_epoch and world > 1:
             _gather_generator_states(gen, world)  # every rank takes part in the collective
-        if val is not None and config.patience and epoch - best_epoch >= config.patience and epoch < epochs - 1:
-            stopped_early = True
+        if val is not None and config.patience and epoch - run.best_epoch >= config.patience and not last_epoch:
+            run.stopped_early = True
             log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, config.patience)
             break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    if run.best_state is not None:
+        net.load_state_dict(run.best_state)
     net.eval()
-    predictor = InteractivePredictor(model_config, device=config.device, network=net)
     stats = {
         "mode": "finetune" if finetune else "retrain",
         "epochs": epochs,
-        "epochs_run": len(history),
+        **run.stats(val is not None),
         "steps_per_epoch": steps,
         "steps": step,
         "lr": lr,
@@ -232,20 +181,121 @@ def train(
         "batch_size": bs,
         "world_size": world,
         "loader_workers": config.loader_workers,
-        "final_loss": history[-1] if history else float("nan"),
-        "loss_history": [round(v, 5) for v in history],
-        "val_miou_history": [round(v, 4) for v in val_history],
-        "best_epoch": best_epoch if val is not None else None,
-        "stopped_early": stopped_early,
-        "resumed_after_epoch": None if resumed_from is None else resumed_from - 1,
         "class_weights": [round(float(w), 4) for w in weights_np],
         "hflip": hflip,
         "device": str(dev),
         "precision": precision(dev),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return TrainResult(predictor, stats)
+    return TrainResult(InteractivePredictor(model_config, device=config.device, network=net), stats)
 
+
+def _loader(data: SliceDataset, sampler: EpochSampler, batch_size: int, workers: int, dev: torch.device) -> DataLoader:
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=is_cuda(dev),
+        persistent_workers=workers > 0,
+        multiprocessing_context="spawn" if workers > 0 else None,  # never fork a gRPC/Kafka process
+        drop_last=True,
+    )
+
+
+def _data_parallel(net: torch.nn.Module, dev: torch.device, world: int) -> torch.nn.Module:
+    if world == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[dev.index] if is_cuda(dev) else None)
+
+
+@dataclass
+class _Progress:
+    """A run's history, its best epoch, and where it starts: at epoch 0, or after a checkpoint's epoch."""
+
+    history: list[float] = field(default_factory=list)
+    val_history: list[float] = field(default_factory=list)
+    best: float = -1.0
+    best_epoch: int = -1
+    best_state: dict | None = None
+    start_epoch: int = 0
+    resumed_from: int | None = None
+    stopped_early: bool = False
+
+    @classmethod
+    def start(
+        cls,
+        checkpoints: Checkpoints | None,
+        net: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.LRScheduler,
+        gen: torch.Generator,
+        rank: int,
+        epochs: int,
+    ) -> _Progress:
+        state = checkpoints.load() if checkpoints is not None else None
+        if checkpoints is None or state is None:
+            return cls()
+        net.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        gen.set_state(state["generators"][rank] if rank < len(state["generators"]) else state["generators"][0])
+        log.info("resuming training after epoch %d of %d (checkpoint %s)", state["epoch"], epochs, checkpoints.key)
+        return cls(
+            history=list(state["history"]),
+            val_history=list(state["val_history"]),
+            best=state["best"],
+            best_epoch=state["best_epoch"],
+            best_state=state.get("best_network"),
+            start_epoch=state["epoch"] + 1,
+            resumed_from=state["epoch"] + 1,
+        )
+
+    def end_epoch(self, epoch: int, loss: float, net: torch.nn.Module, val_miou: float | None) -> None:
+        """Record an epoch's mean loss (a diverged run stops here) and validation mIoU, keeping the best weights."""
+        self.history.append(loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
+        if val_miou is None:
+            return
+        self.val_history.append(val_miou)
+        if val_miou > self.best:
+            self.best, self.best_epoch = val_miou, epoch
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+    def checkpoint(
+        self,
+        epoch: int,
+        net: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.LRScheduler,
+        generators: list[torch.Tensor],
+    ) -> dict:
+        return {
+            "epoch": epoch,
+            "network": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": sched.state_dict(),
+            "generators": generators,
+            "history": self.history,
+            "val_history": self.val_history,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_network": self.best_state,
+        }
+
+    def stats(self, validated: bool) -> dict:
+        return {
+            "epochs_run": len(self.history),
+            "final_loss": self.history[-1] if self.history else float("nan"),
+            "loss_history": [round(v, 5) for v in self.history],
+            "val_miou_history": [round(v, 4) for v in self.val_history],
+            "best_epoch": self.best_epoch if validated else None,
+            "stopped_early": self.stopped_early,
+            "resumed_after_epoch": None if self.resumed_from is None else self.resumed_from - 1,
+        }
 
 
 def _agree(flag: bool, world: int) -> bool:
@@ -259,7 +309,6 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(box[0])
 
 
-
 def _gather_generator_states(gen: torch.Generator, world: int) -> list[torch.Tensor]:
     """Every rank's augmentation generator state (a resumed run continues each rank's random stream)."""
     state = gen.get_state()
@@ -270,4 +319,3 @@ def _gather_generator_states(gen: torch.Generator, world: int) -> list[torch.Ten
     states: list = [None] * world
     dist.all_gather_object(states, state)
     return states
-

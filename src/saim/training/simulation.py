@@ -16,7 +16,6 @@ def _erode(mask: torch.Tensor, r: int) -> torch.Tensor:
     return -F.max_pool2d(-mask.float(), 2 * r + 1, stride=1, padding=r) > 0.5
 
 
-
 def sample_error_clicks(
     gt: torch.Tensor, pred: torch.Tensor, allow: torch.Tensor, gen: torch.Generator, interior_p: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -36,7 +35,6 @@ def sample_error_clicks(
     valid = region.flatten(2).any(-1) & allow
     positive = fn.flatten(2).gather(2, idx[..., None]).squeeze(-1)
     return idx // w, idx % w, valid, positive
-
 
 
 def virtual_user_clicks(
@@ -59,7 +57,6 @@ def virtual_user_clicks(
     return y.to(dev), x.to(dev), valid.to(dev), positive.to(dev)
 
 
-
 @torch.no_grad()
 def _forward_labels(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Label map (B, H, W) of the network's current answer, in eval mode."""
@@ -69,7 +66,6 @@ def _forward_labels(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         pred = net(x.contiguous(memory_format=memory_format(x.device))).argmax(1)
     net.train(was_training)
     return pred
-
 
 
 def simulate_interaction(
@@ -114,4 +110,3 @@ def simulate_interaction(
             prev = one_hot_foreground(pred_labels, k)
     keep = interactive.view(b, 1, 1, 1).float()
     return encode(images, pos * keep, neg * keep, prev * keep)
-
