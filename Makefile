@@ -67,8 +67,7 @@ emulate: setup
 		--report $(OUT)/emulate-report.json --plot $(OUT)/emulate-miou.png
 
 # Unit, integration, chaos (short form: 2 iterations) and deploy tiers; the chaos summary lands in $(OUT).
-test: setup deploy-tools nnunet-tools browser-tools
-	$(BIN)/ruff check src tests services tools
+test: lint deploy-tools nnunet-tools browser-tools
 	SAIM_CHAOS_REPORT=$(OUT)/chaos-report.json $(BIN)/python -m pytest tests -q
 
 test-unit: setup
@@ -93,8 +92,13 @@ test-deploy: setup deploy-tools
 proto: setup
 	$(BIN)/python tools/gen_protos.py
 
+# Style, the import contracts (pyproject [tool.importlinter]) and the types (pyproject [tool.mypy]); make test runs it.
+LINT_TREES = src services tests tools
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check $(LINT_TREES)
+	$(BIN)/ruff format --check $(LINT_TREES)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # Speed/memory against the bare model (prints ratios; never part of the tests).
 bench: setup
