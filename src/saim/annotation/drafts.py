@@ -46,8 +46,8 @@ def _op_json(op: Op) -> dict:
 
 
 def encode_slice(state: SliceState) -> bytes:
-    """One slice's state: a JSON header (operations, sizes), then zlib (level 1: about 1 ms per 512 x 512 label map,
-    and a click's latency includes it) of the automatic mask, the mask after each operation and each stroke."""
+    """One slice's state: a JSON header (operations, sizes), then zlib (level 1: the fastest, and a click's latency
+    includes it) of the automatic mask, the mask after each operation and each stroke."""
     shape = state.mask.shape
     auto = state.auto if state.auto is not None else np.zeros(shape, np.uint8)
     strokes = [op.painted for op in state.ops if op.kind == "edit"]

@@ -3,10 +3,9 @@
 Why a service needs `TensorThread`: torch's CPU kernels run on libgomp, which keeps one OpenMP thread team for every
 thread that has entered a parallel region. Once a process holds more OpenMP threads than the machine has cores,
 libgomp stops spin-waiting between parallel regions and every region pays a sleep and a wake-up. A gRPC server runs
-each request on one of its pool threads, so the annotator's forwards ran on a second (third, ...) team: measured on
-the 2-core machine with 2 torch threads, a ResNet34 Unet forward at 256² took 95 ms on the first thread that ran one
-and 122-129 ms on any other, the same as with OMP_WAIT_POLICY=PASSIVE (128 ms). With every tensor operation of the
-process on one thread there is one team, and a request thread only hands over a closure and waits.
+each request on one of its pool threads, so the annotator's forwards ran on a second (third, ...) team and paid that
+cost on every forward (docs/benchmarks.md, "Why the code is as it is"). With every tensor operation of the process
+on one thread there is one team, and a request thread only hands over a closure and waits.
 
 One thread serialises the work, so it is ordered: interactive work (a click, the slice on screen) before background
 work (the untouched slices at submit, a new series, a model version to load). Background work comes in pieces short

@@ -12,7 +12,7 @@ from typing import Literal
 
 from saim.options import option
 
-CLICK_RADIUS_SHARE = 3 / 64  # tools/click_study.py at 64 px, seed 0: radius 3 NoC@85 7.7, radius 5 11.5
+CLICK_RADIUS_SHARE = 3 / 64  # chosen with tools/click_study.py (docs/results.md)
 
 
 @dataclass(frozen=True)
@@ -24,22 +24,20 @@ class ModelConfig:
     click_encoding: Literal["disk", "gaussian"] = option("disk", "how a click is rasterised into its input channel")
     click_radius: float | None = option(
         None,
-        "click radius in pixels at model resolution (default: 3/64 of the model size, 3 px at 64 and 12 px at 256: "
-        "a click covers the same share of the slice at every size)",
+        "click radius in pixels at model resolution (default: 3/64 of the model size, so that a click covers the same "
+        "share of the slice at every size)",
     )
 
     refine_steps: int = option(
         20,
         "test-time refinement where the answer ignores a click (f-BRS on the stride-4 features, saim.model.refine): "
-        "at most this many optimiser steps, stopping once every clicked pixel is followed; 0 is off (a refined click "
-        "costs up to that many decoder passes; at 256 px a CPU-trained model gave a click's meaning to 0.78 of its "
-        "disk without it, 0.91 with 20 steps)",
+        "at most this many optimiser steps, stopping once every clicked pixel is followed; 0 is off (each step costs "
+        "a decoder pass with its backward; docs/results.md measures what it buys)",
     )
     refine_radius: float = option(
         0.0,
-        "the refinement's loss covers this radius (px at model resolution) around each click: 0 is the clicked pixel "
-        "only (f-BRS; on the synthetic phantoms the 3 px disk lost), the click radius asks for its whole disk "
-        "(on 3 TotalSegmentator slabs that lifted 3-click mIoU more)",
+        "the refinement's loss covers this radius (pixels at model resolution) around each click: 0 is the clicked "
+        "pixel only (f-BRS), the click radius asks for its whole disk (docs/results.md compares the two)",
     )
 
     @property

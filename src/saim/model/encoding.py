@@ -50,7 +50,7 @@ def rasterize_clicks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image click lists -> (pos, neg) maps, each (B, K, H, W), the same maps paint_clicks makes. Each click is
     stamped into its own window only: a session's n-th click costs the same as its first (painting every click
-    over the whole grid added about 1 ms per earlier click on that slice at 256 px). Clicks must be valid."""
+    over the whole grid made each click cost more than the one before). Clicks must be valid."""
     reach = int(click_reach(radius, kind))
     offsets = torch.arange(-reach, reach + 1, dtype=torch.float32)
     stamp = _blob(offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2, radius, kind).numpy()

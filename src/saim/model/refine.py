@@ -8,21 +8,9 @@ decoder then propagates the change as it learnt to. Only the changes the clicks 
 positively clicked class, or leave a negatively clicked one; everything else keeps the unrefined answer. An image
 whose clicks are all followed is not touched.
 
-Measured on saved models (64 px, 2 threads, 20 steps; tools/click_study.py --save, then
-saim.training.evaluation.evaluate on the split's test series), 3-click mIoU / click fidelity without refinement, with
-the loss on the clicked pixel and with it on the whole 3 px disk:
-- synthetic seed 2's pre-trained model (2 series): 0.882 / 0.84 off, 0.899 / 0.92 pixel, 0.780 / 0.91 disk;
-- pre-trained on 12 phantom series, a model that already follows clicks: 0.910 / 0.95 off, 0.904 / 0.96 pixel,
-  0.879 / 0.96 disk;
-- pre-trained on 3 TotalSegmentator slabs (seed 1), a model that ignores most clicks: 0.265 / 0.26 off,
-  0.351 / 0.73 pixel, 0.409 / 0.76 disk.
-On the phantoms the disk loses (our reading, not tested apart: what clicks leave there is mostly a one-pixel band
-along an organ's border, so a disk around a click reaches past the organ and the loss asks for those pixels too).
-So the radius defaults to the clicked pixel, and the TotalSegmentator command asks for the disk. Refinement is on by
-default (ModelConfig.refine_steps = 20): at the deployment size (256 px) a model trained on this CPU's budget gave a
-click's meaning to 78 % of its disk without it and 91 % with it (docs/results.md). A click the network ignores costs
-up to `steps` decoder passes with their backward (that model, one slice with a click per class, 2 CPU threads: median
-1.1 s against 0.13 s without); a click it follows costs nothing more.
+The loss's footprint and the number of steps are serving settings (ModelConfig.refine_radius, refine_steps); what
+each costs and gains is measured in docs/results.md. A click the network ignores costs up to `steps` decoder passes
+with their backward; a click it follows costs nothing more.
 """
 
 from __future__ import annotations

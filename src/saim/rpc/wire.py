@@ -13,7 +13,7 @@ from saim.v1 import annotator_pb2
 
 MAX_SLICE_PIXELS = 4096 * 4096
 WIRE_DTYPES: dict[str, np.dtype] = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}  # SliceResponse.image_dtype
-ZLIB_LEVEL = 1  # a 512 x 512 mask: ~1 ms, and label maps compress 20-100x at any level
+ZLIB_LEVEL = 1  # the fastest level: label maps compress well at any level
 
 
 def encode_mask(index: int, mask: np.ndarray) -> annotator_pb2.SliceMask:

@@ -38,9 +38,8 @@ STACK_SPLIT = SplitRule(pretrain_fraction=0.15)
 
 
 EMBEDDED_IMAGE_SIZE = 64  # the CPU demo's model size (saim up/demo); deployments default to ModelConfig's 256
-# the CPU demo's test-time refinement: off (deployments take ModelConfig's 20). The demo's own wall time and click
-# round trips (median / p95): off 488 s, 111 / 124 ms; 5 steps 954 s, 439 / 752 ms (the trainer's evaluation of each
-# version refines too); 20 steps 471 / 1,337 ms
+# the CPU demo's test-time refinement: off (deployments take ModelConfig's default); with it on, `make demo` runs past
+# its time budget on a 2-core machine (docs/benchmarks.md, "The embedded demo")
 EMBEDDED_REFINE_STEPS = 0
 
 

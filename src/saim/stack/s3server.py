@@ -3,8 +3,8 @@ it costs on S3 or MinIO.
 
 moto 5.2's `ListObjectVersions` deep-copies every version of every object in the bucket before it applies the
 prefix, and a copy of an object re-reads and re-writes its whole value (through a temporary file above 5 MB). With
-model weights in the bucket (tens of MB per version, every version kept) one listing of a single small key took
-over 20 s on a loaded two-core machine, which the clients rightly report as storage unreachable. Here the listing
+model weights in the bucket (every version kept) one listing of a single small key grew with everything stored, past
+the clients' timeouts, which they rightly report as storage unreachable. Here the listing
 sees only the keys under the requested prefix; its answer is the same, key for key.
 
 Run as `python -m saim.stack.s3server -H 127.0.0.1 -p PORT` (moto_server's arguments).

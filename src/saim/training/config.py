@@ -27,7 +27,7 @@ class TrainConfig:
     finetune_epochs: int | None = option(None, "epochs of a fine-tuning run (default: half of epochs)")
     finetune_lr_scale: float = option(0.3, "fine-tuning uses this share of the peak learning rate")
     click_rounds: int = option(
-        4, "max iterative click rounds that feed the previous prediction back (tools/click_study.py: 4 beat 2)"
+        4, "max iterative click rounds that feed the previous prediction back (chosen with tools/click_study.py)"
     )
     p_no_clicks: float = option(0.25, "share of samples trained in automatic mode (no clicks, no previous mask)")
     p_virtual_user_click: float = option(0.7, "share of rounds clicking like the test-time virtual user (else random)")
