@@ -20,6 +20,7 @@ from saim.data.dataset import NnUNetDataset
 from saim.rpc.tokens import ADMIN
 from saim.stack.local import LocalStack
 from saim.v1 import selector_pb2, selector_pb2_grpc
+from tests.stack_settings import stack_settings
 from tests.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,18 +29,7 @@ CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ig
 
 # Short training (the page is what is tested, but the screenshots should show a model that has learnt something);
 # one batch of two series.
-SETTINGS = {
-    "SAIM_TRAIN__EPOCHS": "2",
-    "SAIM_TRAIN__STEPS_PER_EPOCH": "25",
-    "SAIM_TRAIN__BATCH_SIZE": "4",
-    "SAIM_MODEL__ENCODER": "resnet18",
-    "SAIM_MODEL__IMAGE_SIZE": "64",
-    "SAIM_MODEL__REFINE_STEPS": "0",  # nearly untrained models ignore every click: 20 refinement steps on each
-    "SAIM_MAX_SLICES": "3",
-    "SAIM_BATCH_SIZE": "2",
-    "SAIM_MAX_ITERATIONS": "1",
-    "SAIM_PROMOTION_TOLERANCE": "1.0",
-}
+SETTINGS = stack_settings(epochs=2, steps_per_epoch=25, batch_size=2, iterations=1)
 
 
 def chromium_path() -> str:

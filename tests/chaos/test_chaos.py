@@ -36,28 +36,23 @@ from saim.storage.pool import annotation_key, provenance_key
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.chaos import corpus
 from tests.chaos.faults import TcpProxy, capture_events
+from tests.stack_settings import stack_settings
 from tests.waiting import poll
 
 ANNOTATORS = 8
 ITERATIONS = int(os.environ.get("SAIM_CHAOS_ITERATIONS", "2"))
 SERIES = int(os.environ.get("SAIM_CHAOS_SERIES", str(8 + 5 * ITERATIONS)))
 LEASE_TTL_S = 12
-SETTINGS = {
-    "SAIM_TRAIN__EPOCHS": "2",
-    "SAIM_TRAIN__STEPS_PER_EPOCH": "8",
-    "SAIM_TRAIN__BATCH_SIZE": "4",
-    "SAIM_MODEL__ENCODER": "resnet18",
-    "SAIM_MODEL__IMAGE_SIZE": "64",
-    "SAIM_MODEL__REFINE_STEPS": "0",  # nearly untrained models ignore every click: 20 refinement steps on each
-    "SAIM_MAX_SLICES": "3",
-    "SAIM_BATCH_SIZE": "5",
-    "SAIM_MAX_ITERATIONS": str(ITERATIONS),
-    "SAIM_PROMOTION_TOLERANCE": "1.0",
-    "SAIM_LEASE_TTL_S": str(LEASE_TTL_S),
-    "SAIM_RECONCILE_S": "2",
-    "SAIM_TOKEN_REFRESH_S": "1",
-    "SAIM_MAX_MESSAGE_MB": "1",
-}
+SETTINGS = stack_settings(
+    epochs=2,
+    steps_per_epoch=8,
+    batch_size=5,
+    iterations=ITERATIONS,
+    SAIM_LEASE_TTL_S=str(LEASE_TTL_S),
+    SAIM_RECONCILE_S="2",
+    SAIM_TOKEN_REFRESH_S="1",
+    SAIM_MAX_MESSAGE_MB="1",
+)
 
 
 @dataclass

@@ -14,21 +14,11 @@ from saim.events import GROUP_ANNOTATOR_PREFIX, GROUP_SELECTOR, MODEL_PUBLISHED,
 from saim.stack.local import LocalStack
 from saim.stack.virtual import VirtualAnnotator
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from tests.stack_settings import stack_settings
 from tests.waiting import poll
 
 # Tiny training so the loop runs in about a minute on two cores; the loop's mechanics are what is tested here.
-FAST = {
-    "SAIM_TRAIN__EPOCHS": "1",
-    "SAIM_TRAIN__STEPS_PER_EPOCH": "3",
-    "SAIM_TRAIN__BATCH_SIZE": "4",
-    "SAIM_MODEL__ENCODER": "resnet18",
-    "SAIM_MODEL__IMAGE_SIZE": "64",
-    "SAIM_MODEL__REFINE_STEPS": "0",  # nearly untrained models ignore every click: 20 refinement steps on each
-    "SAIM_MAX_SLICES": "3",
-    "SAIM_BATCH_SIZE": "2",
-    "SAIM_MAX_ITERATIONS": "2",
-    "SAIM_PROMOTION_TOLERANCE": "1.0",  # tiny models have noisy val mIoU: promote every version in these tests
-}
+FAST = stack_settings(epochs=1, steps_per_epoch=3, batch_size=2, iterations=2)
 
 
 @dataclass
