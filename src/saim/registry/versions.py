@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""The model registry in object storage: immutable versions (weights, self-describing metadata, the promotion
+gate's decision) and the CURRENT pointer. The version lifecycle (naming, order, status) lives here only; the
+services ask it and spell no status."""
 
 from __future__ import annotations
 

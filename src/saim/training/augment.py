@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""The training recipe's augmentations (paper §4.1): flips, intensity shift, gamma, blur, unsharp masking, and
+optionally a random affine; applied to image and label batches on the model's device."""
 
 from __future__ import annotations
 

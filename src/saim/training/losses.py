@@ -1,4 +1,5 @@
-"""TODO docstring"""
+"""The training recipe's losses: focal loss with per-class weights recomputed from the current training set, a
+batch soft-Dice term, and optional extra weights on the pixels an interactive input gets wrong or clicks on."""
 
 from __future__ import annotations
 

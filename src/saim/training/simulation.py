@@ -1,4 +1,6 @@
-"""TODO docstring"""
+"""Click simulation at training time (iterative interactive training): the clicks a training sample gets and the
+interaction memory fed back between rounds, from the ground truth and the network's current answer. The virtual
+user's rule (saim.model.clicks.largest_error) places most clicks; random points of the error region the rest."""
 
 from __future__ import annotations
 
