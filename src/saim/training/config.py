@@ -40,6 +40,8 @@ class TrainConfig:
     checkpoint_every_s: float = 300.0  # an epoch checkpoint when this long has passed since the last (0: every epoch)
     loader_workers: int = 2  # DataLoader worker processes reading the decoded slice cache (0: in process)
     world_size: int = 1  # data-parallel training processes (torchrun; one per GPU, gloo on CPU)
+    collective_timeout_s: float = 600.0  # a data-parallel rank waiting longer in a collective fails the run
+    run_timeout_s: float | None = None  # a data-parallel run still going after this long is killed and fails
     seed: int = 0  # set per run by the caller (services: SAIM_SEED + iteration)
     device: str = "cpu"  # set by the caller from its device setting
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -65,7 +67,8 @@ def write_job(
 
 
 def run(job: Path, world_size: int, timeout_s: float | None = None) -> TrainResult:
-    """Run the job on `world_size` processes of this host and return rank 0's result."""
+    """Run the job on `world_size` processes of this host and return rank 0's result. A run still going after
+    `timeout_s` is killed with every rank (torchrun's whole process group) and raises TimeoutError."""
     cmd = [
         sys.executable,
         "-m",
@@ -78,13 +81,31 @@ def run(job: Path, world_size: int, timeout_s: float | None = None) -> TrainResu
     ]
     threads = max(1, torch.get_num_threads() // world_size)  # the trainer's CPU budget, shared by its ranks
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SAIM_TORCH_THREADS": str(threads)}
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    if out.returncode != 0:
-        raise RuntimeError(f"torchrun failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
+    log_path = job.parent / "torchrun.log"  # a file, not a pipe: a rank that outlives torchrun cannot block the wait
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            raise TimeoutError(f"data-parallel training still running after {timeout_s} s: stopped") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun failed (exit {proc.returncode}):\n{log_path.read_text()[-4000:]}")
     job_dir = job.parent
     meta = json.loads((job_dir / META).read_text())
     predictor = InteractivePredictor.from_bytes((job_dir / WEIGHTS).read_bytes(), meta)
     return TrainResult(predictor, json.loads((job_dir / STATS).read_text()))
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stop torchrun and its ranks: SIGTERM first (the agent stops the ranks it started, which run in sessions of
+    their own), then SIGKILL to torchrun's process group."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main(job_path: str) -> None:
@@ -93,7 +114,8 @@ def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     job_dir = Path(job_path).parent
     cuda = torch.cuda.is_available() and str(job["train_config"]["device"]).startswith("cuda")
-    dist.init_process_group("nccl" if cuda else "gloo")
+    timeout = timedelta(seconds=float(job["train_config"].get("collective_timeout_s", 600.0)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)  # a rank left waiting fails, never hangs
     rank, world = dist.get_rank(), dist.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:

@@ -137,7 +137,7 @@ class TrainingPipeline:
                     parent,
                     (s3, key, fp) if s3 is not None else None,
                 )
-                result = distributed.run(job, config.world_size)
+                result = distributed.run(job, config.world_size, config.run_timeout_s)
             else:
                 checkpoints = Checkpoints(self.registry.store, key, fp)
                 result = train(

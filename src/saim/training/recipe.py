@@ -163,7 +163,8 @@ def train(
             checkpoints.save(run.checkpoint(epoch, net, opt, sched, _gather_generator_states(gen, world)))
         elif due and not last_epoch and world > 1:
             _gather_generator_states(gen, world)  # every rank takes part in the collective
-        if val is not None and config.patience and epoch - run.best_epoch >= config.patience and not last_epoch:
+        stale = val is not None and config.patience > 0 and epoch - run.best_epoch >= config.patience
+        if _agree(stale and not last_epoch, world):  # rank 0's decision: ranks that stopped apart would hang
             run.stopped_early = True
             log.info("early stop after epoch %d: no validation gain for %d epochs", epoch, config.patience)
             break
