@@ -22,7 +22,7 @@ from saim.errors import NotFound
 from saim.events import GROUP_SCORER, SCORING_REQUESTED, EventPublisher, TopicSpec
 from saim.registry import LiveModel
 from saim.rpc.server import Health
-from saim.rpc.service import ServiceApp
+from saim.rpc.service import ServiceApp, failure_reporter
 from saim.selection import make_strategy, part_document, part_key, score_pool, scores_key, stored_part
 from saim.settings import ServiceSettings
 from saim.storage.pool import PoolStore
@@ -90,7 +90,10 @@ class ScorerApp(ServiceApp):
             log.error("part %d of %s not scored: %s", part, version, exc)
             return
         started = time.perf_counter()
-        table = score_pool(self.deps.pool, strategy, self.deps.model.current, cases, self.deps.decode_workers)
+        report = failure_reporter(self.NAME, self.deps.publisher)
+        table = score_pool(
+            self.deps.pool, strategy, self.deps.model.current, cases, self.deps.decode_workers, report=report
+        )
         doc = part_document(table, event.strategy, part, event.parts, cases, self.name)
         self.deps.pool.store.put_json(part_key(version, part), doc)
         seconds = time.perf_counter() - started

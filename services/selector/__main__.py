@@ -1,6 +1,7 @@
 """python -m services.selector — reads SAIM_* settings, serves until SIGTERM."""
 
 from saim.events import SCORING_PARTS
+from saim.rpc.service import failure_reporter
 from saim.selection import LocalScoring, Scoring, SelectionLoop, ShardedScoring, make_strategy
 from saim.settings import ServiceSettings
 from services.common import Infra, main
@@ -15,7 +16,7 @@ def build(settings: ServiceSettings, infra: Infra) -> SelectorDeps:
     if settings.scoring == "sharded" and strategy.uses_model:
         scoring = ShardedScoring(infra.store, publisher, strategy, SCORING_PARTS, settings.scoring_resend_s)
     else:
-        scoring = LocalScoring(infra.pool, strategy, settings.decode_workers)
+        scoring = LocalScoring(infra.pool, strategy, settings.decode_workers, failure_reporter("selector", publisher))
     loop = SelectionLoop(
         infra.pool,
         strategy,

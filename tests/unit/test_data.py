@@ -155,3 +155,50 @@ def test_intensity_schemes_by_modality():
     assert mri.scheme == "zscore" and abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1) < 1e-3
     with pytest.raises(DatasetError, match="labelled foreground"):
         fit_intensity({"0": "CT"}, [(image, np.zeros_like(label))])
+
+
+def test_a_label_off_its_images_geometry_is_refused_by_name(tmp_path):
+    root = _dataset(tmp_path)
+    label, _ = load_volume(root / "labelsTr" / "c1.nii.gz")
+    noise = np.eye(4)
+    noise[0, 3] = 1e-6  # float noise in a header: the same geometry
+    save_volume(root / "labelsTr" / "c1.nii.gz", label, noise)
+    assert NnUNetDataset(root).load_case("c1")[1].sum() == 4
+    shifted = np.eye(4)
+    shifted[0, 3] = 0.5  # half a millimetre: the label sits elsewhere in the patient
+    save_volume(root / "labelsTr" / "c1.nii.gz", label, shifted)
+    with pytest.raises(DatasetError, match=r"labelsTr/c1.nii.gz: label affine differs from its image's by 0.5"):
+        NnUNetDataset(root).load_case("c1")
+
+
+def test_a_scan_the_model_grid_cannot_take_is_refused_by_name(tmp_path):
+    import nibabel as nib
+
+    root = _dataset(tmp_path)
+    singular = np.eye(4)
+    singular[2, 2] = 0.0  # no extent along the third axis: nibabel will not write it, other tools do
+    header = nib.Nifti1Header()
+    header.set_data_shape((8, 8, 3))
+    header.set_data_dtype(np.float32)
+    header.set_sform(singular, code=1)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), None, header), root / "imagesTr" / "c2_0000.nii.gz")
+    with pytest.raises(DatasetError, match=r"imagesTr/c2_0000.nii.gz: the scan's affine is singular"):
+        NnUNetDataset(root).load_case("c2")
+
+
+def test_label_values_above_255_are_stored_in_a_type_that_holds_them(tmp_path):
+    info = DatasetInfo(name="T", classes=("liver", "tumour"), label_values=(2, 300))
+    label = np.zeros((8, 8, 3), np.uint8)
+    label[1:3, 1:3, 1], label[5:7, 5:7, 2] = 1, 2
+    root = write_dataset(tmp_path / "ds", info, {"c1": (np.zeros((8, 8, 3), np.float32), label, np.eye(4))})
+    stored, _ = load_volume(root / "labelsTr" / "c1.nii.gz")
+    assert stored.dtype == np.uint16 and set(np.unique(stored)) == {0, 2, 300}
+    assert (NnUNetDataset(root).load_case("c1")[1] == label).all()
+    assert DatasetInfo(name="T", classes=("a",), label_values=(7,)).label_dtype is np.uint8
+
+
+def test_a_label_value_no_label_file_holds_is_refused(tmp_path):
+    root = _dataset(tmp_path)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 70000}}))
+    with pytest.raises(DatasetError, match=r"dataset.json: label 'organ' = 70000 does not fit a label file"):
+        NnUNetDataset(root)

@@ -19,9 +19,10 @@ from saim.model.predictor import InteractivePredictor
 from saim.registry.live import ServedModel
 from saim.rpc.wire import decode_image, decode_mask, encode_mask
 from saim.selection.loop import SelectionLoop
+from saim.selection.scoring import LocalScoring
 from saim.selection.strategies import EntropyStrategy
 from saim.storage.export import export_nnunet
-from saim.storage.pool import PoolStore, add_to_pool, annotation_key, import_dataset
+from saim.storage.pool import PoolStore, add_to_pool, annotation_key, image_key, import_dataset
 from saim.v1 import annotator_pb2
 from tests.unit.echo import echo_predictor, oblique_affine
 from tests.unit.fakes import MemoryStore
@@ -174,3 +175,24 @@ def test_bad_slices_on_the_wire_are_invalid_input():
     big.rows, big.cols = 4, 4
     with pytest.raises(InvalidInput, match="were expected"):
         decode_mask(big)
+
+
+def test_a_pool_series_that_fails_to_decode_is_reported_and_left_out(dataset, tiny_model_config):
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    pool = PoolStore(store, 32)
+    store.put_bytes(image_key("u6"), b"\x1f\x8b not a NIfTI any more")  # damaged in the bucket after import
+    reported: list[tuple[str, str]] = []
+    strategy = EntropyStrategy()
+    scoring = LocalScoring(pool, strategy, workers=2, report=lambda case, exc: reported.append((case, str(exc))))
+    loop = SelectionLoop(pool, strategy, batch_size=1, max_iterations=3, scoring=scoring)
+    model = ServedModel(
+        "v0000", InteractivePredictor(ModelConfig(classes=INFO.classes, image_size=32, encoder="resnet18")), {}
+    )
+    loop.on_model(model, 0)
+    assert [case for case, _ in reported] == ["u6"] and "u6" in loop.scores.failed
+    assert "u6" not in loop.scores.scores and "u7" in loop.scores.scores
+    assert loop.batch is not None and "u6" not in loop.batch.cases  # the loop goes on without it
+    assert store.get_json("scores/v0000.json")["failed"].keys() == {"u6"}
+    loop.on_model(model, 0)  # a replay or a reconcile: the broken series is not decoded again
+    assert len(reported) == 1

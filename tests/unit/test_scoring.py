@@ -95,3 +95,19 @@ def test_a_lost_part_is_requested_again_after_the_resend_delay_and_only_it():
     table = sharded.score(MODEL, CASES)
     assert [p for _, p, _ in workers.requests[4:]] == [2]
     assert 60 < clock.t <= 62 and set(table.scores) == set(CASES)
+
+
+def test_a_part_with_a_series_that_failed_to_decode_is_complete_and_the_failure_is_merged():
+    store, clock = MemoryStore(), Clock()
+    plan = split_parts(CASES, 2)
+    broken = plan[1][0]
+    entropy = EntropyStrategy().name
+    for k, cases in enumerate(plan):
+        scored = [c for c in cases if c != broken]
+        table = ScoreTable("v0003", {c: 0.5 for c in scored}, 1.0, 3, {broken: "not a NIfTI"} if k == 1 else {})
+        store.put_json(part_key("v0003", k), part_document(table, entropy, k, 2, cases, "worker"))
+    assert stored_part(store, "v0003", entropy, 1, 2, plan[1]) is not None  # complete: nothing to resend
+    workers = Workers(store)
+    table = Sharded(store, workers, EntropyStrategy(), parts=2, clock=clock, sleep=clock.sleep).score(MODEL, CASES)
+    assert workers.requests == [] and table.failed == {broken: "not a NIfTI"}
+    assert set(table.scores) == set(CASES) - {broken} and table.covers(CASES)

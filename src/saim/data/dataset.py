@@ -12,8 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from saim.data.geometry import ScanGeometry
 from saim.data.nifti import check_finite, load_volume, save_volume
-from saim.errors import DatasetError
+from saim.errors import DatasetError, InvalidInput
+
+MAX_LABEL_VALUE = int(np.iinfo(np.uint16).max)
+AFFINE_TOLERANCE = 1e-4  # a label's affine may differ from its image's by float noise only (mm)
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,11 @@ class DatasetInfo:
     label_values: tuple[int, ...]  # label value of each foreground class in the files
     file_ending: str = ".nii.gz"
     channel_names: dict[str, str] = field(default_factory=lambda: {"0": "MRI"})
+
+    @property
+    def label_dtype(self) -> type[np.unsignedinteger]:
+        """The type a label file is stored in: uint8 while every declared value fits, else uint16."""
+        return np.uint8 if max(self.label_values, default=0) <= np.iinfo(np.uint8).max else np.uint16
 
     def to_json(self) -> dict:
         labels = {"background": 0}
@@ -55,6 +64,10 @@ def _parse_dataset_json(path: Path) -> DatasetInfo:
     for name, value in fg:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise DatasetError(f"{path}: label '{name}' must be a positive integer (region labels are not supported)")
+        if value > MAX_LABEL_VALUE:
+            raise DatasetError(
+                f"{path}: label '{name}' = {value} does not fit a label file (at most {MAX_LABEL_VALUE})"
+            )
     if len({v for _, v in fg}) != len(fg):
         raise DatasetError(f"{path}: duplicate label values")
     fg.sort(key=lambda nv: nv[1])
@@ -132,18 +145,26 @@ class NnUNetDataset:
         return self.root / "labelsTr" / f"{case}{self.info.file_ending}"
 
     def load_image(self, case: str) -> tuple[np.ndarray, np.ndarray]:
-        """(image float32, affine), validated."""
-        image, affine = load_volume(self.image_path(case))
-        check_finite(image, str(self.image_path(case)))
+        """(image float32, affine), validated: finite values, and a geometry the model grid can take."""
+        path = self.image_path(case)
+        image, affine = load_volume(path)
+        check_finite(image, str(path))
+        check_geometry(image.shape, affine, str(path))
         return image.astype(np.float32), affine
 
     def load_case(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Returns (image float32, label uint8 with values 0..K, affine); validates shapes and values."""
         image, affine = self.load_image(case)
-        label_raw, _ = load_volume(self.label_path(case))
+        label_raw, label_affine = load_volume(self.label_path(case))
         if label_raw.shape != image.shape:
             raise DatasetError(
                 f"{self.label_path(case)}: label shape {label_raw.shape} does not match image shape {image.shape}"
+            )
+        if not np.allclose(label_affine, affine, rtol=0, atol=AFFINE_TOLERANCE):
+            worst = float(np.abs(label_affine - affine).max())
+            raise DatasetError(
+                f"{self.label_path(case)}: label affine differs from its image's by {worst:.3g} "
+                f"(more than {AFFINE_TOLERANCE}): the label is not in the image's geometry"
             )
         return image, remap_labels(label_raw, self.info, str(self.label_path(case))), affine
 
@@ -167,7 +188,15 @@ def remap_labels(label: np.ndarray, info: DatasetInfo, name: str) -> np.ndarray:
 
 def to_file_values(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
     """0..K -> the label values declared in dataset.json (the inverse of remap_labels)."""
-    return np.array((0, *info.label_values), dtype=np.uint8)[np.asarray(label).astype(np.int64)]
+    return np.array((0, *info.label_values), dtype=info.label_dtype)[np.asarray(label).astype(np.int64)]
+
+
+def check_geometry(shape: tuple[int, ...], affine: np.ndarray, name: str) -> None:
+    """A DatasetError naming the file when the model grid cannot take the scan (not 3D, a singular affine)."""
+    try:
+        ScanGeometry.of(shape, affine)
+    except InvalidInput as exc:
+        raise DatasetError(f"{name}: {exc}") from exc
 
 
 def write_dataset(

@@ -5,16 +5,23 @@ domain only (its servicer, its event handling, what it reconciles) and is built 
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import grpc
 
-from saim.events import EventConsumer, EventPublisher, TopicSpec
+from saim.errors import SaimError
+from saim.events import DEAD_LETTER, EventConsumer, EventPublisher, TopicSpec
 from saim.registry.live import LiveModel
 from saim.registry.versions import version_number
 from saim.rpc import telemetry as m
 from saim.rpc.periodic import Periodic
 from saim.rpc.server import Health, Security, create_server
+
+log = logging.getLogger(__name__)
 
 
 class ServiceApp:
@@ -85,6 +92,21 @@ class AppClass(Protocol):
     SERVICE: str
 
     def __call__(self, settings: Any, deps: Any, health: Health) -> ServiceApp: ...
+
+
+def failure_reporter(service: str, publisher: EventPublisher) -> Callable[[str, SaimError], None]:
+    """What a service does with a series that failed to decode: count it (saim_series_failed_total) and put a
+    record of it on the dead-letter topic for the operator; the series is left out, the work goes on."""
+
+    def report(case: str, exc: SaimError) -> None:
+        m.SERIES_FAILED.labels(service).inc()
+        record = {"kind": "series_failed", "service": service, "case": case, "error": str(exc), "unix_s": time.time()}
+        try:
+            publisher.send_raw(DEAD_LETTER.name, json.dumps(record).encode(), case.encode())
+        except Exception as exc:  # the metric and the log have it; the broker's outage is not the series' fault
+            log.warning("dead letter for series %s not sent: %s", case, exc)
+
+    return report
 
 
 def create_service(

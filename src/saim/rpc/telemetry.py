@@ -27,6 +27,9 @@ TRAINING_SECONDS = Histogram(
     "saim_training_duration_seconds", "Duration of a training run", buckets=(10, 30, 60, 120, 300, 600, 1200, 3600)
 )
 TRAINING_LOSS = Gauge("saim_training_loss", "Final loss of the last training run")
+SERIES_FAILED = Counter(
+    "saim_series_failed_total", "Series left out of scoring because they failed to decode", ["service"]
+)
 TRAINING_RUNS = Counter("saim_training_runs_total", "Training runs by outcome", ["outcome"])
 SCORING_RATE = Gauge("saim_scoring_slices_per_second", "Throughput of the last pool rescoring")
 SCORED_SERIES = Counter("saim_scored_series_total", "Series scored for selection")

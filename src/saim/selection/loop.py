@@ -166,7 +166,7 @@ class SelectionLoop:
             current = self.scores
             stale = current is None or current.version != model.version
             cases = sorted(set(self.pool.splits.pool) - self.annotated)
-            added = [] if current is None or stale else [c for c in cases if c not in current.scores]  # admin import
+            added = [] if current is None or stale else [c for c in cases if not current.covers([c])]  # admin import
         table = self._score(model, cases) if stale else None
         if added:
             log.info("scoring %d series added to the pool under %s", len(added), model.version)
@@ -207,6 +207,7 @@ class SelectionLoop:
                 "model_version": model.version,
                 "strategy": self.strategy.name,
                 "scores": table.scores,
+                "failed": table.failed,
                 "seconds": table.seconds,
             },
         )
@@ -219,12 +220,18 @@ class SelectionLoop:
             stored = self.pool.store.get_json(scores_key(version))
         except NotFound:
             return None
-        scores = stored.get("scores", {})
+        scores, failed = stored.get("scores", {}), stored.get("failed", {})
         if stored.get("model_version") != version or stored.get("strategy") != self.strategy.name:
             return None
-        if not set(cases) <= set(scores):
+        if not set(cases) <= set(scores) | set(failed):
             return None
-        return ScoreTable(version, {c: float(scores[c]) for c in cases}, 0.0, 0)
+        return ScoreTable(
+            version,
+            {c: float(scores[c]) for c in cases if c in scores},
+            0.0,
+            0,
+            {c: str(failed[c]) for c in cases if c in failed},
+        )
 
     def on_annotation(self, case: str, iteration: int, annotator: str = "") -> Batch | None:
         """Record a submitted case; returns the batch when this submission completes it (exactly once)."""

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from saim.errors import NotFound
+from saim.errors import NotFound, SaimError
 from saim.registry.live import ServedModel
 from saim.selection.strategies import SelectionStrategy
 from saim.storage.pool import DECODE_WORKERS, PoolStore
@@ -44,12 +45,23 @@ class ScoreTable:
     scores: dict[str, float]
     seconds: float
     slices: int
+    failed: dict[str, str] = field(default_factory=dict)  # case -> why it could not be decoded (never selected)
 
     def merged(self, more: ScoreTable) -> ScoreTable:
         """This table with `more`'s scores added (series added to the pool), under `more`'s version."""
         return ScoreTable(
-            more.version, {**self.scores, **more.scores}, self.seconds + more.seconds, self.slices + more.slices
+            more.version,
+            {**self.scores, **more.scores},
+            self.seconds + more.seconds,
+            self.slices + more.slices,
+            {**self.failed, **more.failed},
         )
+
+    def covers(self, cases: list[str]) -> bool:
+        return set(cases) <= set(self.scores) | set(self.failed)
+
+
+FailureReport = Callable[[str, SaimError], None]  # (case, error) of a series that failed to decode
 
 
 SCORING_GROUP = 96  # slices scored together: 3 forward batches of 32, so a short series does not make a short batch
@@ -62,16 +74,26 @@ def score_pool(
     cases: list[str],
     workers: int = DECODE_WORKERS,
     group_slices: int = SCORING_GROUP,
+    report: FailureReport | None = None,
 ) -> ScoreTable:
     """Score `cases` under `model`, streaming: series are decoded by `workers` threads ahead of the model and scored
     in groups of at least `group_slices` slices (mostly full batches however short the series); none is held beyond
-    the pool's cache budget and the group in hand."""
+    the pool's cache budget and the group in hand. A series that fails to decode is left out, listed in the table's
+    `failed` and handed to `report`: one broken series never stops the pool's scoring."""
     started = time.perf_counter()
     scores: dict[str, float] = {}
+    failed: dict[str, str] = {}
     slices = 0
     group: dict = {}
     held = 0
-    for series in pool.iter_series(cases, workers):
+
+    def skip(case: str, exc: SaimError) -> None:
+        log.warning("series %s not scored: %s", case, exc)
+        failed[case] = str(exc)
+        if report is not None:
+            report(case, exc)
+
+    for series in pool.iter_series(cases, workers, skip):
         group[series.case] = series.images
         held += series.num_slices
         if held >= group_slices:
@@ -80,7 +102,7 @@ def score_pool(
     if group:
         scores.update(strategy.score(model.predictor, group))
         slices += held
-    return ScoreTable(model.version, scores, time.perf_counter() - started, slices)
+    return ScoreTable(model.version, scores, time.perf_counter() - started, slices, failed)
 
 
 def split_parts(cases: list[str], parts: int) -> list[list[str]]:
@@ -98,6 +120,7 @@ def part_document(table: ScoreTable, strategy: str, part: int, parts: int, cases
         "parts": parts,
         "cases": sorted(cases),
         "scores": table.scores,
+        "failed": table.failed,
         "seconds": table.seconds,
         "slices": table.slices,
         "scorer": scorer,
@@ -115,7 +138,7 @@ def stored_part(store, version: str, strategy: str, part: int, parts: int, cases
         and doc.get("strategy") == strategy
         and doc.get("parts") == parts
         and doc.get("cases") == sorted(cases)
-        and set(doc.get("scores", {})) == set(cases)
+        and set(doc.get("scores", {})) | set(doc.get("failed", {})) == set(cases)
     )
     return doc if same else None
 
@@ -127,11 +150,17 @@ class Scoring(Protocol):
 class LocalScoring:
     """Scores in the calling process (the selector's scoring thread)."""
 
-    def __init__(self, pool: PoolStore, strategy: SelectionStrategy, workers: int = DECODE_WORKERS):
-        self.pool, self.strategy, self.workers = pool, strategy, workers
+    def __init__(
+        self,
+        pool: PoolStore,
+        strategy: SelectionStrategy,
+        workers: int = DECODE_WORKERS,
+        report: FailureReport | None = None,
+    ):
+        self.pool, self.strategy, self.workers, self.report = pool, strategy, workers, report
 
     def score(self, model: ServedModel, cases: list[str]) -> ScoreTable:
-        return score_pool(self.pool, self.strategy, model, cases, self.workers)
+        return score_pool(self.pool, self.strategy, model, cases, self.workers, report=self.report)
 
 
 class ShardedScoring:
@@ -200,5 +229,6 @@ class ShardedScoring:
                     self._request(version, k, plan[k])
                 last_progress = self.clock()
         scores = {c: float(s) for doc in found.values() for c, s in doc["scores"].items()}
+        failed = {c: str(why) for doc in found.values() for c, why in doc.get("failed", {}).items()}
         slices = sum(int(doc.get("slices", 0)) for doc in found.values())
-        return ScoreTable(version, scores, time.perf_counter() - started, slices)
+        return ScoreTable(version, scores, time.perf_counter() - started, slices, failed)

@@ -9,22 +9,23 @@ label maps with the image's shape and affine and the dataset's label values."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from cachetools import LRUCache
 
-from saim.data.dataset import DatasetInfo, NnUNetDataset, remap_labels, to_file_values
+from saim.data.dataset import DatasetInfo, NnUNetDataset, check_geometry, remap_labels, to_file_values
 from saim.data.intensity import ZSCORE_SCHEME, Intensity, fit_intensity, is_ct
 from saim.data.nifti import check_finite, load_volume, volume_from_bytes, volume_to_bytes
 from saim.data.slices import Series, check_max_slices, series_from_volume
 from saim.data.splits import Splits
-from saim.errors import DatasetError, FailedPrecondition, InvalidInput, NotFound
+from saim.errors import DatasetError, FailedPrecondition, InvalidInput, NotFound, SaimError, TooLarge
 from saim.storage.objects import ObjectStore
 
 DATASET_JSON = "dataset/dataset.json"
@@ -106,8 +107,9 @@ def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
     if not images:
         raise InvalidInput("no images to import")
     for path in images.values():
-        data, _ = load_volume(path)
+        data, affine = load_volume(path)
         check_finite(data, str(path))
+        check_geometry(data.shape, affine, str(path))
     for case, path in sorted(images.items()):
         store.put_bytes(image_key(case), _image_bytes(path))
     pool = splits.pool + tuple(sorted(images))
@@ -119,6 +121,7 @@ SERIES_CACHE_MB = 1024  # decoded series kept per process (SAIM_SERIES_CACHE_MB)
 
 
 DECODE_WORKERS = 4  # threads decoding series ahead of their consumer (SAIM_DECODE_WORKERS)
+UNDECODABLE = (DatasetError, InvalidInput, TooLarge)  # what a broken series raises (never an outage: Unavailable)
 
 
 def series_bytes(series: Series) -> int:
@@ -192,25 +195,46 @@ class PoolStore:
                     self._cache[key] = cached
         return cached
 
-    def iter_series(self, cases: list[str], workers: int = DECODE_WORKERS) -> Iterator[Series]:
+    def iter_series(
+        self, cases: list[str], workers: int = DECODE_WORKERS, skip: Callable[[str, SaimError], None] | None = None
+    ) -> Iterator[Series]:
         """The series of `cases` in order, downloaded and decoded by `workers` threads ahead of the consumer, with at
         most 2 x workers decoded and not yet consumed. Decoding is mostly outside the GIL (gzip, NIfTI, numpy,
-        torch resampling): 4 threads tripled cold rescoring on a 16-core host (tools/gpu_bench.sh)."""
+        torch resampling), so threads multiply cold rescoring on a host with the cores (docs/benchmarks.md).
+        With `skip`, a series that fails to decode (a broken file, a geometry the model grid cannot take) is handed
+        to skip(case, error) and left out; without it the error is raised. Storage outages always raise."""
         if workers <= 1:
-            yield from (self.load_series(c) for c in cases)
+            for case in cases:
+                series = self._decoded(case, functools.partial(self.load_series, case), skip)
+                if series is not None:
+                    yield series
             return
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            pending: deque[Future[Series]] = deque()
+            pending: deque[tuple[str, Future[Series]]] = deque()
             try:
                 for case in cases:
-                    pending.append(pool.submit(self.load_series, case))
+                    pending.append((case, pool.submit(self.load_series, case)))
                     if len(pending) >= 2 * workers:
-                        yield pending.popleft().result()
+                        done, future = pending.popleft()
+                        if (series := self._decoded(done, future.result, skip)) is not None:
+                            yield series
                 while pending:
-                    yield pending.popleft().result()
+                    done, future = pending.popleft()
+                    if (series := self._decoded(done, future.result, skip)) is not None:
+                        yield series
             finally:
-                for future in pending:  # the consumer stopped early (an error): decode nothing more
+                for _, future in pending:  # the consumer stopped early (an error): decode nothing more
                     future.cancel()
+
+    @staticmethod
+    def _decoded(case: str, load: Callable[[], Series], skip: Callable[[str, SaimError], None] | None) -> Series | None:
+        try:
+            return load()
+        except UNDECODABLE as exc:
+            if skip is None:
+                raise
+            skip(case, exc)
+            return None
 
     def load_volume(self, case: str) -> tuple[np.ndarray, np.ndarray]:
         """The case's image in source space, as uploaded: (data, affine)."""
