@@ -95,7 +95,7 @@ class ScorerApp(ServiceApp):
             self.deps.pool, strategy, self.deps.model.current, cases, self.deps.decode_workers, report=report
         )
         doc = part_document(table, event.strategy, part, event.parts, cases, self.name)
-        self.deps.pool.store.put_json(part_key(version, part), doc)
+        self.deps.pool.store.rewrite_json(part_key(version, part), doc)
         seconds = time.perf_counter() - started
         with self.stats_lock:
             self.parts_scored += 1

@@ -194,6 +194,7 @@ class SelectorApp(ServiceApp):
             if decided is not None:
                 self._on_model(decided.iteration, decided.promoted)
             self._update_gauges()
+        self.deps.loop.collect_drafts()  # housekeeping, outside the service's lock
 
     def on_start(self) -> None:
         registry = self.deps.model.registry

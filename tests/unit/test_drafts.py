@@ -4,13 +4,13 @@ by the same annotator (a reload, a restarted replica) resumes exactly what was s
 import numpy as np
 import pytest
 
-from saim.annotation.drafts import DraftStore, decode_slice, draft_prefix, encode_slice
+from saim.annotation.drafts import DraftStore, decode_slice, encode_slice
 from saim.annotation.session import Op, SliceState
 from saim.data.splits import make_splits
 from saim.errors import SaimError
 from saim.model.config import ModelConfig
 from saim.rpc.wire import decode_mask, encode_mask
-from saim.storage.pool import import_dataset
+from saim.storage.pool import draft_prefix, import_dataset
 from saim.v1 import annotator_pb2
 from tests.unit.echo import echo_predictor
 from tests.unit.fakes import MemoryStore
@@ -63,6 +63,7 @@ def test_a_new_session_resumes_the_draft_and_submit_discards_it(dataset):  # noq
 
         stub.Submit(annotator_pb2.SubmitRequest(session_id=again.session_id))
         assert not store.list(draft_prefix("u6", "ann"))
+        assert store.stored_versions(draft_prefix("u6", "ann")) == 0  # no version kept under a delete marker
         prov = store.get_json("annotations/u6.json")
         assert prov["num_clicks"] == 1 and prov["num_edits"] == 1 and prov["slices_edited"] == [1, 3]
 

@@ -20,21 +20,13 @@ from saim.data.geometry import ScanGeometry
 from saim.errors import SaimError
 from saim.model.clicks import Click
 from saim.storage.objects import ObjectStore
+from saim.storage.pool import draft_prefix, draft_slice_key
 
 log = logging.getLogger(__name__)
 
-DRAFTS = "drafts/"
 FORMAT = 2
 MAGIC = b"SAIMDRAFT"
 ZLIB_LEVEL = 1
-
-
-def draft_prefix(case: str, annotator: str) -> str:
-    return f"{DRAFTS}{case}/{annotator}/"
-
-
-def slice_key(case: str, annotator: str, index: int) -> str:
-    return f"{draft_prefix(case, annotator)}slice-{index:05d}.draft"
 
 
 def _op_json(op: Op) -> dict:
@@ -107,7 +99,7 @@ class DraftStore:
         with session.lock:  # ordered with the session's operations: an older state never overwrites a newer one
             data = encode_slice(session.slices[index])
             try:
-                self.store.put_bytes(slice_key(session.case, session.annotator, index), data)
+                self.store.put_bytes(draft_slice_key(session.case, session.annotator, index), data)
                 return True
             except SaimError as exc:
                 log.warning("draft of %s slice %d not saved (%s)", session.case, index, exc)
@@ -130,5 +122,5 @@ class DraftStore:
         return out
 
     def discard(self, case: str, annotator: str) -> None:
-        for key in self.store.list(draft_prefix(case, annotator)):
-            self.store.delete(key)
+        """The annotator's draft of the case, gone with every version (a delete would keep them under a marker)."""
+        self.store.purge_prefix(draft_prefix(case, annotator))

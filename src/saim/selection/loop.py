@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from saim.errors import FailedPrecondition, NotFound, PermissionDenied
+from saim.errors import FailedPrecondition, NotFound, PermissionDenied, SaimError
 from saim.registry.live import ServedModel
 from saim.selection.scoring import LocalScoring, ScoreTable, Scoring, scores_key
 from saim.selection.strategies import SelectionStrategy, top_n
@@ -129,7 +129,7 @@ class SelectionLoop:
             state = {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
             if self.previous is not None:
                 state["previous"] = self.previous.to_json()
-            self.pool.store.put_json(SELECTOR_STATE, state)
+            self.pool.store.rewrite_json(SELECTOR_STATE, state)
         except Exception:
             self._dirty = True  # memory is ahead of the bucket: flush() retries
             raise
@@ -201,7 +201,7 @@ class SelectionLoop:
         table = self.scoring.score(model, cases)
         if merge_into is not None:
             table = merge_into.merged(table)
-        self.pool.store.put_json(
+        self.pool.store.rewrite_json(
             scores_key(model.version),
             {
                 "model_version": model.version,
@@ -262,11 +262,26 @@ class SelectionLoop:
             if not completing:
                 return None
             self.annotated.add(case)
+            self._collect_drafts([case])
             if not batch.complete:
                 return None
             if self.next_batch == "immediate":
                 self._open_immediately(batch)
             return batch
+
+    def collect_drafts(self) -> None:
+        """Drafts of annotated cases still in the bucket (written after their case was collected, or before a
+        restart) are removed: the selector's reconcile runs this."""
+        with self._lock:
+            done = set(self.annotated)
+        self._collect_drafts(sorted(set(self.pool.drafted_cases()) & done))
+
+    def _collect_drafts(self, cases: list[str]) -> None:
+        for case in cases:
+            try:
+                self.pool.collect_drafts(case)
+            except SaimError as exc:  # housekeeping: the next reconcile tries again
+                log.warning("drafts of %s not collected (%s)", case, exc)
 
     def _open_immediately(self, completed: Batch) -> None:
         """SAIM_NEXT_BATCH=immediate: the next batch opens now, from the current scores, while `completed` trains.

@@ -147,6 +147,20 @@ class ObjectStore:
                 if o.object_name == key and not (keep_latest and latest):
                     self.client.remove_object(self.bucket, key, version_id=o.version_id)
 
+    def purge_prefix(self, prefix: str) -> None:
+        """Remove every version and delete marker of every key under `prefix`: scratch data that is done with (a
+        discarded draft) leaves nothing behind, where a delete would keep every version under a marker."""
+        with _reachable(f"purge {prefix}"):
+            found = self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_version=True)
+            for o in list(found):
+                self.client.remove_object(self.bucket, o.object_name, version_id=o.version_id)
+
+    def rewrite_json(self, key: str, value) -> None:
+        """A document rewritten in place (loop state, score tables): the new version is written, then the older
+        ones are purged, so a crash in between leaves the new one and the bucket keeps one version, not every one."""
+        self.put_json(key, value)
+        self.purge(key, keep_latest=True)
+
     def get_version(self, key: str, version_id: str) -> bytes:
         with _reachable(f"get {key}@{version_id}"):
             response = self.client.get_object(self.bucket, key, version_id=version_id)

@@ -58,6 +58,18 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
     return f"raters/{case}/{annotator}.{ext}"
 
 
+DRAFTS = "drafts/"
+
+
+def draft_prefix(case: str, annotator: str | None = None) -> str:
+    """A case's drafts (every annotator's), or one annotator's: drafts/{case}/{annotator}/slice-NNNNN.draft."""
+    return f"{DRAFTS}{case}/" if annotator is None else f"{DRAFTS}{case}/{annotator}/"
+
+
+def draft_slice_key(case: str, annotator: str, index: int) -> str:
+    return f"{draft_prefix(case, annotator)}slice-{index:05d}.draft"
+
+
 def gzipped(blob: bytes) -> bytes:
     """A NIfTI file's bytes as the bucket keeps them: unchanged if gzipped, else gzipped (keys end in .nii.gz)."""
     return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob, compresslevel=6)
@@ -291,6 +303,15 @@ class PoolStore:
         if not found and self.store.exists(provenance_key(case)):
             found.add(self.store.get_json(provenance_key(case)).get("annotator", ""))
         return found
+
+    def drafted_cases(self) -> list[str]:
+        """Cases with a draft in the bucket (any annotator's)."""
+        return sorted({k[len(DRAFTS) :].split("/", 1)[0] for k in self.store.list(DRAFTS)})
+
+    def collect_drafts(self, case: str) -> None:
+        """Remove every annotator's draft of an annotated case, with all their versions (a lease that went to someone
+        else leaves its draft behind; the case is done, so none of them is resumed)."""
+        self.store.purge_prefix(draft_prefix(case))
 
     def annotated_cases(self) -> list[str]:
         """Cases whose annotation is complete (the provenance, written last, exists)."""
