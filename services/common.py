@@ -16,7 +16,7 @@ import torch
 
 from saim.annotation import SessionStore
 from saim.errors import SaimError
-from saim.events import EventPublisher
+from saim.events import EventPublisher, check_topics
 from saim.model.compute import Compute, TensorThread
 from saim.registry import LiveModel, ModelRegistry
 from saim.rpc.auth import Authenticator
@@ -102,6 +102,7 @@ def main(app_cls: AppClass, build_deps: Callable[[ServiceSettings, Infra], objec
     if not settings.auth:
         log.warning("SAIM_AUTH=false: every caller may call every method (development only)")
     try:
+        check_topics(settings.kafka_bootstrap)  # partitions saim sends to: a clear error now, not a stall later
         infra = Infra(settings)
         server, port, app = create_service(app_cls, settings, build_deps(settings, infra), infra.security())
     except SaimError as exc:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +14,6 @@ from saim.annotation import AnnotationSession, DraftStore, SessionStore, SliceSt
 from saim.errors import InvalidInput, SaimError
 from saim.events import (
     ANNOTATION_SUBMITTED,
-    GROUP_ANNOTATOR_PREFIX,
     MODEL_PUBLISHED,
     EventPublisher,
     TopicSpec,
@@ -255,8 +252,7 @@ class AnnotatorApp(ServiceApp):
     NAME, SERVICE, TOPICS = "annotator", "saim.v1.AnnotatorService", (MODEL_PUBLISHED,)
 
     def __init__(self, settings: ServiceSettings, deps: AnnotatorDeps, health: Health):
-        instance = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-        super().__init__(settings, deps.publisher, health, GROUP_ANNOTATOR_PREFIX + instance)  # every replica
+        super().__init__(settings, deps.publisher, health, None)  # every replica reads every model event
         self.deps = deps
         self.report_model_version(deps.model)
 

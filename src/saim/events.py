@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from saim.errors import SaimError, Unavailable
 from saim.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,11 @@ DEAD_LETTER = TopicSpec("saim.dead-letter", None)
 TOPICS = (ANNOTATION_SUBMITTED, BATCH_COMPLETED, MODEL_PUBLISHED, SCORING_REQUESTED, DEAD_LETTER)
 BY_NAME = {t.name: t for t in TOPICS}
 
-# Consumer groups. The annotator consumes model events as a broadcast: each replica uses its own group.
+# Consumer groups, one stable id per role. The annotator replicas read model events as a broadcast, without a group
+# (each from the latest offset, and their reconcile covers what came before), so a restart leaves no group behind.
 GROUP_SELECTOR = "saim-selector"
 GROUP_TRAINER = "saim-trainer"
 GROUP_SCORER = "saim-scorer"
-GROUP_ANNOTATOR_PREFIX = "saim-annotator-"
 
 KAFKA_CLIENT_DEFAULTS = {"request_timeout_ms": 20000, "reconnect_backoff_max_ms": 2000}
 CONSUMER_DEFAULTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 600000}
@@ -60,21 +61,25 @@ def new_meta(producer: str) -> events_pb2.EventMeta:
     return events_pb2.EventMeta(event_id=uuid.uuid4().hex, created_unix_ms=int(time.time() * 1000), producer=producer)
 
 
-def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> None:
-    """Create the saim topics if missing (production declares them as Strimzi KafkaTopic resources)."""
+def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="saim-admin", **KAFKA_CLIENT_DEFAULTS)
-            break
-        except Exception:
+            return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="saim-admin", **KAFKA_CLIENT_DEFAULTS)
+        except Exception as exc:
             if time.monotonic() > deadline:
-                raise
+                raise Unavailable(f"Kafka at {bootstrap} not reachable ({exc})") from exc
             time.sleep(0.5)
+
+
+def ensure_topics(bootstrap: str, replication_factor: int = 1, timeout_s: float = 30.0) -> None:
+    """Create the saim topics that are missing, with `replication_factor` replicas (SAIM_KAFKA_REPLICATION_FACTOR;
+    production declares them as Strimzi KafkaTopic resources), then check every topic's partitions."""
+    admin = _admin(bootstrap, timeout_s)
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
+            NewTopic(t.name, t.partitions, replication_factor, topic_configs={"retention.ms": str(t.retention_ms)})
             for t in TOPICS
             if t.name not in existing
         ]
@@ -83,8 +88,45 @@ def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> None:
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
+        _check_partitions(admin)
     finally:
         admin.close()
+
+
+def check_topics(bootstrap: str, timeout_s: float = 15.0) -> None:
+    """A service's start: every saim topic exists with the partitions saim sends to (a SaimError that says how to fix
+    it otherwise). A broker that cannot be reached is not this check's concern: the consumer keeps reconnecting."""
+    try:
+        admin = _admin(bootstrap, timeout_s)
+    except Unavailable as exc:
+        log.warning("topics not checked: %s", exc)
+        return
+    try:
+        _check_partitions(admin)
+    finally:
+        admin.close()
+
+
+def _check_partitions(admin: KafkaAdminClient) -> None:
+    existing = set(admin.list_topics())
+    named = [t.name for t in TOPICS if t.name in existing]
+    found = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(named)} if named else {}
+    problems = [topic_problem(t, found.get(t.name)) for t in TOPICS]
+    if any(problems):
+        raise SaimError("; ".join(p for p in problems if p))
+
+
+def topic_problem(spec: TopicSpec, partitions: int | None) -> str | None:
+    """What is wrong with a topic as the broker has it (None: nothing). Fewer partitions than saim's would leave the
+    sharded scoring's parts unsent (the selector sends part k to partition k) or serialise what should not be."""
+    if not partitions:
+        return f"topic {spec.name} does not exist: run `saim bootstrap` (or apply deploy/k8s's KafkaTopic resources)"
+    if partitions < spec.partitions:
+        return (
+            f"topic {spec.name} has {partitions} partitions, saim needs {spec.partitions} "
+            f"(kafka-topics.sh --alter --topic {spec.name} --partitions {spec.partitions})"
+        )
+    return None
 
 
 class EventPublisher:
@@ -125,7 +167,7 @@ class EventConsumer:
     def __init__(
         self,
         bootstrap: str,
-        group_id: str,
+        group_id: str | None,
         topics: list[TopicSpec],
         handler: Handler,
         dead_letter: EventPublisher | None = None,
@@ -139,7 +181,8 @@ class EventConsumer:
         self._dedup_size, self.max_poll_records = dedup_size, max_poll_records
         self.assignment: frozenset[tuple[str, int]] = frozenset()  # (topic, partition) held after the last poll
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"consumer-{group_id}", daemon=True)
+        self.name = group_id or "broadcast"  # group_id None: a broadcast reader, no group, no commits
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{self.name}", daemon=True)
 
     def start(self) -> EventConsumer:
         self._thread.start()
@@ -154,9 +197,9 @@ class EventConsumer:
             *[t.name for t in self.topics],
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
-            auto_offset_reset="earliest",
+            auto_offset_reset="earliest" if self.group_id else "latest",
             enable_auto_commit=False,
-            client_id=self.group_id,
+            client_id=self.name,
             max_poll_records=self.max_poll_records,
             **CONSUMER_DEFAULTS,
             **KAFKA_CLIENT_DEFAULTS,
@@ -173,11 +216,11 @@ class EventConsumer:
                 for records in batch.values():
                     for record in records:
                         self._dispatch(record)
-                if batch:
+                if batch and self.group_id:
                     consumer.commit()
             except Exception:
                 self.assignment = frozenset()
-                log.exception("consumer %s failed; reconnecting", self.group_id)
+                log.exception("consumer %s failed; reconnecting", self.name)
                 if consumer is not None:
                     try:
                         consumer.close()

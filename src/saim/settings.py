@@ -74,6 +74,7 @@ class ServiceSettings(StorageSettings):
 
     # infrastructure (required) beside the object storage
     kafka_bootstrap: str
+    kafka_replication_factor: int = Field(3, ge=1)  # replicas of each topic `saim bootstrap` creates
 
     # this process
     grpc_host: str = "127.0.0.1"
@@ -81,7 +82,7 @@ class ServiceSettings(StorageSettings):
     metrics_port: int | None = None  # None: no Prometheus endpoint; 0: pick a free port
     torch_threads: int = 1
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]; resolved once at load (saim.model.device)
-    instance_id: str = ""  # distinguishes annotator replicas (broadcast consumer group); default: host+pid
+    instance_id: str = ""  # names a replica (a scorer's parts say who wrote them); default: host+pid
     ready_file: str | None = None  # written with "host:grpc_port metrics_port" once serving (used by `saim up`)
     log_level: str = "INFO"
     selector_target: str | None = None  # annotator -> selector (lease checks); None: leases are not checked

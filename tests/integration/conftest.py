@@ -10,7 +10,7 @@ import pytest
 
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
-from saim.events import GROUP_ANNOTATOR_PREFIX, GROUP_SELECTOR, MODEL_PUBLISHED, TOPICS
+from saim.events import GROUP_SELECTOR, MODEL_PUBLISHED, TOPICS
 from saim.stack.local import LocalStack
 from saim.stack.virtual import VirtualAnnotator
 from saim.v1 import selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -85,6 +85,15 @@ class Run:
         return selector_pb2_grpc.SelectorServiceStub(self.stack.channel("selector", token))
 
 
+def annotator_serves(stack: LocalStack, version_number: int) -> bool:
+    """The annotator reads model events without a consumer group: what it serves is what tells (its metrics)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{stack.ports['annotator_metrics']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return f'saim_model_version{{service="annotator"}} {float(version_number)}' in text
+
+
 def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
     """True once the consumer group has committed past every message of the topic (it has handled them all)."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -147,12 +156,12 @@ def completed_run(tmp_path_factory):
         for a in annotators:
             a.join(timeout=30)
         poll(lambda: len(observer.of("saim.model.published")) >= 3, 30, "the observer to see all model events")
-        for group in (GROUP_SELECTOR, GROUP_ANNOTATOR_PREFIX + "local-annotator"):
-            poll(
-                lambda group=group: committed_to_end(stack.kafka_bootstrap, group, MODEL_PUBLISHED.name),
-                60,
-                f"{group} to handle the last model event",
-            )
+        poll(
+            lambda: committed_to_end(stack.kafka_bootstrap, GROUP_SELECTOR, MODEL_PUBLISHED.name),
+            60,
+            f"{GROUP_SELECTOR} to handle the last model event",
+        )
+        poll(lambda: annotator_serves(stack, 2), 60, "the annotator to serve the last model version")
         observer.stop.set()  # freeze what was observed: later tests (replays) must not change it
         yield run
     finally:

@@ -16,7 +16,7 @@ from saim.stack.local import ACCESS_KEY, SECRET_KEY, SERVICES
 from saim.v1 import events_pb2, selector_pb2, trainer_pb2
 from tests.waiting import poll
 
-from .conftest import committed_to_end
+from .conftest import annotator_serves, committed_to_end
 
 
 def models(run):
@@ -211,23 +211,14 @@ def test_per_annotator_progress_is_visible(completed_run):
 
 
 def test_rollback_moves_current_and_the_services_follow(completed_run):
-    import urllib.request
-
-    from saim.events import GROUP_ANNOTATOR_PREFIX
-
     run = completed_run
     stack, trainer = run.stack, run.trainer()
-    metrics_url = f"http://127.0.0.1:{stack.ports['annotator_metrics']}/metrics"
-
-    def annotator_serves(version_number: float) -> bool:
-        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-        return f'saim_model_version{{service="annotator"}} {version_number}' in text
 
     try:
         reply = trainer.Rollback(trainer_pb2.RollbackRequest(version="v0001"), timeout=10)
         assert (reply.previous_version, reply.current_version) == ("v0002", "v0001")
         assert stack.store().get_json("models/CURRENT")["version"] == "v0001"
-        poll(lambda: annotator_serves(1.0), 60, "the annotator to load v0001")
+        poll(lambda: annotator_serves(stack, 1), 60, "the annotator to load v0001")
         listed = {m.version: m for m in models(run)}
         assert listed["v0001"].current and not listed["v0002"].current
         try:
@@ -238,13 +229,12 @@ def test_rollback_moves_current_and_the_services_follow(completed_run):
             raise AssertionError("rolling back to an unknown version must fail")
     finally:
         trainer.Rollback(trainer_pb2.RollbackRequest(version="v0002"), timeout=10)
-        poll(lambda: annotator_serves(2.0), 60, "the annotator to load v0002 again")
-        for group in (GROUP_SELECTOR, GROUP_ANNOTATOR_PREFIX + "local-annotator"):
-            poll(
-                lambda g=group: committed_to_end(stack.kafka_bootstrap, g, "saim.model.published"),
-                60,
-                f"{group} to handle the roll-forward",
-            )
+        poll(lambda: annotator_serves(stack, 2), 60, "the annotator to load v0002 again")
+        poll(
+            lambda: committed_to_end(stack.kafka_bootstrap, GROUP_SELECTOR, "saim.model.published"),
+            60,
+            f"{GROUP_SELECTOR} to handle the roll-forward",
+        )
 
 
 def test_malformed_events_go_to_the_dead_letter_topic_and_consumers_carry_on(completed_run):

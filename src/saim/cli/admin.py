@@ -215,7 +215,7 @@ def _cmd_bootstrap(args) -> int:
     store.ensure_bucket(versioning=True)
     print(f"bucket {settings.s3_bucket}: ready, versioning enabled")
     if not args.no_topics:
-        ensure_topics(settings.kafka_bootstrap)
+        ensure_topics(settings.kafka_bootstrap, settings.kafka_replication_factor)
         print(f"topics on {settings.kafka_bootstrap}: ready")
     if store.exists(DATASET_JSON) and not args.force:
         print("dataset already imported; kept (use --force to re-import)")

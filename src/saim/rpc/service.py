@@ -30,7 +30,8 @@ class ServiceApp:
     TOPICS: ClassVar[tuple[TopicSpec, ...]]  # the topics its consumer group follows
     MAX_POLL_RECORDS: ClassVar[int] = 500  # 1 for work queues: each record is committed once handled
 
-    def __init__(self, settings, publisher: EventPublisher, health: Health, group: str):
+    def __init__(self, settings, publisher: EventPublisher, health: Health, group: str | None):
+        """`group`: the role's consumer group, or None for a broadcast reader (every replica sees every event)."""
         self.settings, self.publisher, self.health = settings, publisher, health
         self.consumer = EventConsumer(
             settings.kafka_bootstrap,

@@ -161,7 +161,7 @@ class LocalStack:
             ],
         )
         wait_port(port, 30, proc.popen)
-        ensure_topics(self.kafka_bootstrap)
+        ensure_topics(self.kafka_bootstrap, replication_factor=1)  # one embedded broker
 
     def start_s3(self) -> None:
         port = self.ports.setdefault("s3", free_port())
