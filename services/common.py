@@ -59,7 +59,7 @@ class Infra:
         return PoolStore(self.store, s.model.image_size, None, s.series_cache_mb)
 
     def live_model(self, compute: Compute | None = None) -> LiveModel:
-        return LiveModel(self.registry, self.settings.device, compute=compute)
+        return LiveModel(self.registry, self.settings.device, compute=compute, serving=self.settings.serving)
 
     def tensor_thread(self) -> TensorThread:
         """The one thread for all tensor work of a process that serves requests on many (saim.model.compute)."""

@@ -22,7 +22,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saim.errors import SaimError
-from saim.model.config import ModelConfig
+from saim.model.config import ModelConfig, ServingConfig
 from saim.model.device import resolve_device
 from saim.storage.objects import S3Config
 from saim.storage.pool import DECODE_WORKERS, SERIES_CACHE_MB
@@ -90,6 +90,7 @@ class ServiceSettings(StorageSettings):
     # the SAIM loop
     model: ModelConfig = ModelConfig()  # classes come from the imported dataset
     train: TrainConfig = TrainConfig()  # seed and device are set per run (seed + iteration, device)
+    serving: ServingConfig = ServingConfig()  # how this replica serves a model version (annotator, selector, scorer)
     max_slices: int | None = Field(
         None,
         ge=1,

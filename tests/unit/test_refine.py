@@ -1,5 +1,6 @@
 """Test-time refinement of answers that ignore clicks (saim.model.refine)."""
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -98,3 +99,46 @@ def test_models_saved_before_refinement_load_with_it_off(tiny_model_config):
     config = ModelConfig.from_dict(old)
     assert (config.refine_steps, config.refine_radius) == (0, 0.0)
     assert ModelConfig.from_dict(tiny_model_config.to_dict()).refine_steps == ModelConfig().refine_steps == 20
+
+
+def test_a_clicks_refinement_stops_at_the_replicas_time_cap(tiny_model_config):
+    """One person's refined click never holds the tensor thread (and so the next person's click) past the cap."""
+    from saim.model.config import ServingConfig
+
+    plain, _ = _predictors(tiny_model_config, steps=0)
+    calls = []
+
+    class SlowHead(torch.nn.Module):  # the decoder's output head, slowed down: one refinement step takes 50 ms
+        def __init__(self, head):
+            super().__init__()
+            self.head = head
+
+        def forward(self, x):
+            calls.append(None)
+            time.sleep(0.05)
+            return self.head(x) * 0.0  # a network that never follows a click: every step is needed
+
+    plain.network.segmentation_head = SlowHead(plain.network.segmentation_head)
+    served = plain.serving(ServingConfig(refine_steps=200, click_time_cap_s=0.3))
+    image = np.random.default_rng(3).random((1, 32, 32)).astype(np.float32)
+    served.predict(image, [[Click(1, 16, 16, True)]])
+    assert served.config.refine_steps == 200 and len(calls) < 20  # stopped by the cap (0.3 s), not by the steps
+
+
+def test_the_replicas_serving_settings_win_over_the_versions_recommendation(tiny_model_config):
+    from saim.model.config import ServingConfig
+    from saim.registry.live import LiveModel
+    from saim.registry.versions import ModelRegistry
+    from tests.unit.fakes import MemoryStore
+
+    registry = ModelRegistry(MemoryStore())
+    recommended = replace(tiny_model_config, refine_steps=0, refine_radius=0.0)  # what the trainer's run stored
+    registry.publish(InteractivePredictor(recommended), iteration=0)
+    as_stored = LiveModel(registry, serving=ServingConfig())
+    as_stored.load_current()
+    assert as_stored.current.predictor.config.refine_steps == 0  # nothing set on the replica: the recommendation
+    own = LiveModel(registry, serving=ServingConfig(refine_steps=12, refine_radius=3.0, click_time_cap_s=0.5))
+    own.load_current()
+    served = own.current.predictor
+    assert (served.config.refine_steps, served.config.refine_radius, served.refine_time_cap_s) == (12, 3.0, 0.5)
+    assert registry.metadata("v0000").raw["model_config"]["refine_steps"] == 0  # the version is not rewritten

@@ -7,7 +7,7 @@ metadata."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from saim.options import option
@@ -66,3 +66,26 @@ class ModelConfig:
         d["classes"] = tuple(d["classes"])
         d.setdefault("refine_steps", 0)  # a model saved before refinement existed answers as it did
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How a replica serves a model: its own settings (SAIM_SERVING__*), not the model's. A version's ModelConfig
+    carries a refinement recommendation; a replica that sets its own wins, one that does not follows the version."""
+
+    refine_steps: int | None = option(
+        None, "test-time refinement steps per click on this replica (unset: the model version's recommendation)"
+    )
+    refine_radius: float | None = option(
+        None, "the refinement loss's radius on this replica (unset: the model version's recommendation)"
+    )
+    click_time_cap_s: float = option(
+        1.0,
+        "a click's refinement stops once it has run this long (seconds), so it never holds the next person's click "
+        "on the replica's tensor thread for longer; the click itself is still honoured at its pixel",
+    )
+
+    def applied_to(self, config: ModelConfig) -> ModelConfig:
+        steps = config.refine_steps if self.refine_steps is None else self.refine_steps
+        radius = config.refine_radius if self.refine_radius is None else self.refine_radius
+        return replace(config, refine_steps=steps, refine_radius=radius)

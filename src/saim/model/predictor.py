@@ -17,7 +17,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from saim.errors import InvalidInput
-from saim.model.config import ModelConfig
+from saim.model.config import ModelConfig, ServingConfig
 from saim.model.device import autocast, is_cuda, memory_format
 from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
 from saim.model.refine import refine
@@ -72,6 +72,15 @@ class InteractivePredictor:
             self.network = self.network.to(memory_format=torch.channels_last)
         self.network.eval()
         self.metadata: dict = {}
+        self.refine_time_cap_s: float | None = None  # a replica's cap on one click's refinement (ServingConfig)
+
+    def serving(self, serving: ServingConfig) -> InteractivePredictor:
+        """This predictor as a replica serves it: the replica's refinement settings over the version's
+        recommendation, and its time cap. The network and the stored metadata are shared, not copied."""
+        served = InteractivePredictor.__new__(InteractivePredictor)
+        served.config, served.device, served.network = serving.applied_to(self.config), self.device, self.network
+        served.metadata, served.refine_time_cap_s = self.metadata, serving.click_time_cap_s
+        return served
 
     # ---- inference -------------------------------------------------------------------------------------------
     def click_tensors(self, clicks: list[list[Click]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +123,9 @@ class InteractivePredictor:
             x = encode(img, pos, neg, prev).contiguous(memory_format=memory_format(self.device))
             if clicks is not None and self.config.refine_steps > 0:
                 cfg = self.config
-                probs = refine(self.network, x, k, clicks[start:stop], cfg.refine_steps, cfg.refine_radius)
+                probs = refine(
+                    self.network, x, k, clicks[start:stop], cfg.refine_steps, cfg.refine_radius, self.refine_time_cap_s
+                )
             else:
                 with autocast(self.device):
                     logits = self.network(x)

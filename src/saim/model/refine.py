@@ -15,6 +15,7 @@ with their backward; a click it follows costs nothing more.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -71,10 +72,13 @@ def refine(
     clicks: list[list[Click]],
     steps: int,
     radius: float = 0.0,
+    time_cap_s: float | None = None,
 ) -> torch.Tensor:
     """Probabilities (B, K+1, H, W) for the encoded input x (B, 1 + 3K, H, W): the network's own where they follow
     every click, refined where they do not, with the loss on the pixels within `radius` of each click. The network is
-    in eval mode; its weights do not change."""
+    in eval mode; its weights do not change. With `time_cap_s` the steps stop once the call has run that long (the
+    answer is the last step's)."""
+    started = time.perf_counter()
     k = num_classes
     with torch.inference_mode(False), torch.enable_grad():
         x = x.clone()  # a normal tensor: inference-mode tensors cannot enter autograd
@@ -102,7 +106,7 @@ def refine(
         for _ in range(steps):
             out = forward()
             active = ignored(out.detach().argmax(1), index)
-            if not active.any():
+            if not active.any() or (time_cap_s is not None and time.perf_counter() - started >= time_cap_s):
                 break
             kept_scale, kept_bias = scale.detach().clone(), bias.detach().clone()
             regulariser = REGULARISATION * (((scale - 1) ** 2).sum() + (bias**2).sum())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from saim.errors import FailedPrecondition
 from saim.model.compute import Compute, Inline
+from saim.model.config import ServingConfig
 from saim.model.predictor import InteractivePredictor
 from saim.registry.versions import ModelRegistry
 
@@ -33,8 +34,10 @@ class LiveModel:
         device: str = "cpu",
         on_change: Callable[[ServedModel], None] | None = None,
         compute: Compute | None = None,
+        serving: ServingConfig | None = None,
     ):
-        self.registry, self.device, self.on_change = registry, device, on_change
+        """`serving`: the replica's own serving settings, applied to every version it loads (None: as stored)."""
+        self.registry, self.device, self.on_change, self.serving = registry, device, on_change, serving
         self.compute = compute or Inline()  # where the network is built (the process's tensor thread, if it has one)
         self._current: ServedModel | None = None
         self._load_lock = threading.Lock()
@@ -56,6 +59,8 @@ class LiveModel:
                 return False
             weights, meta = self.registry.fetch(version)  # downloaded on this thread, built on the tensor thread
             predictor = self.compute.run(InteractivePredictor.from_bytes, weights, meta, self.device, background=True)
+            if self.serving is not None:
+                predictor = predictor.serving(self.serving)
             served = ServedModel(version, predictor, predictor.metadata)
             self._current = served
         log.info("serving model %s", version)
