@@ -9,9 +9,10 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.json_format import MessageToDict, ParseDict
 
 from saim.annotation import AnnotationSession, DraftStore, SessionStore, SliceState
-from saim.errors import InvalidInput, SaimError
+from saim.errors import InvalidInput, NotFound, SaimError
 from saim.events import (
     ANNOTATION_SUBMITTED,
     MODEL_PUBLISHED,
@@ -28,7 +29,7 @@ from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
 from saim.rpc.wire import decode_mask, encode_image, encode_mask, image_dtype
 from saim.settings import ServiceSettings
-from saim.storage.pool import PoolStore
+from saim.storage.pool import PoolStore, submission_key
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
@@ -210,23 +211,36 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def Submit(
         self, request: annotator_pb2.SubmitRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.SubmitResponse:
+        key = submission_key(request.submission_id) if request.submission_id else None
+        if (first := self._first_answer(key)) is not None:  # a retry, here or on another replica
+            return first
         session = self._session(request.session_id)
         self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
         with session.lock:
+            if (first := self._first_answer(key)) is not None:  # a concurrent retry: the first one finished meanwhile
+                return first
             labels = session.labels(self.d.model.current)
             provenance = session.provenance(request.seconds_spent or None)
             ann_key, prov_key = self.d.pool.store_submission(
                 session.case, session.annotator, labels, session.affine, provenance, self.d.overlap
             )
-        event = events_pb2.AnnotationSubmitted(
-            meta=new_meta("annotator"),
-            case_id=session.case,
-            iteration=session.iteration,
-            annotation_key=ann_key,
-            provenance_key=prov_key,
-            annotator_id=session.annotator,
-            model_version=session.opened_version,
-        )
+            event = events_pb2.AnnotationSubmitted(
+                meta=new_meta("annotator"),
+                case_id=session.case,
+                iteration=session.iteration,
+                annotation_key=ann_key,
+                provenance_key=prov_key,
+                annotator_id=session.annotator,
+                model_version=session.opened_version,
+            )
+            reply = annotator_pb2.SubmitResponse(
+                annotation_key=ann_key,
+                provenance_key=prov_key,
+                model_version=session.opened_version,
+                event_id=event.meta.event_id,
+            )
+            if key is not None:  # stored with the annotation, before anything announces it
+                self.d.pool.store.put_json(key, {"annotator": session.annotator, **MessageToDict(reply)})
         try:
             self.d.publisher.publish(ANNOTATION_SUBMITTED, event, key=session.case)
         except Exception as exc:  # stored first: the selector reconciles it from the bucket (at-least-once)
@@ -238,12 +252,21 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             except SaimError as exc:  # stored and announced: a stale draft is only resumed if the case comes back
                 log.warning("draft of %s by %s not discarded (%s)", session.case, session.annotator, exc)
         m.ANNOTATOR_DONE.labels(session.annotator).inc()
-        return annotator_pb2.SubmitResponse(
-            annotation_key=ann_key,
-            provenance_key=prov_key,
-            model_version=session.opened_version,
-            event_id=event.meta.event_id,
-        )
+        return reply
+
+    def _first_answer(self, key: str | None) -> annotator_pb2.SubmitResponse | None:
+        """The answer to the first submission of this id, if there was one (for the same annotator only)."""
+        if key is None:
+            return None
+        try:
+            record = self.d.pool.store.get_json(key)
+        except NotFound:
+            return None
+        require_actor(record.pop("annotator", ""))
+        reply = annotator_pb2.SubmitResponse()
+        ParseDict(record, reply, ignore_unknown_fields=True)
+        reply.replayed = True
+        return reply
 
 
 class AnnotatorApp(ServiceApp):

@@ -139,6 +139,7 @@ class UndoBody(Strict):
 
 class SubmitBody(Strict):
     seconds_spent: float = Field(0.0, ge=0)
+    submission_id: str = Field("", pattern=r"^([A-Za-z0-9_-]{8,128})?$")  # a retry sends the same: one submission
 
 
 class RollbackBody(Strict):
@@ -324,7 +325,9 @@ def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
 
 @api.post("/sessions/{session_id}/submit")
 def submit(session_id: str, body: SubmitBody, c: AsCaller, gw: AsGateway) -> dict:
-    request = annotator_pb2.SubmitRequest(session_id=session_id, seconds_spent=body.seconds_spent)
+    request = annotator_pb2.SubmitRequest(
+        session_id=session_id, seconds_spent=body.seconds_spent, submission_id=body.submission_id
+    )
     reply = c.call(c.b.annotator.Submit, request)
     gw.forget(session_id)
     return as_dict(reply)

@@ -79,3 +79,30 @@ def test_a_draft_that_does_not_fit_the_scan_is_refused():
         decode_slice(encode_slice(state), (5, 4))
     with pytest.raises(SaimError, match="not a saim draft"):
         decode_slice(b"garbage", (4, 5))
+
+
+def test_a_submit_retried_with_its_id_returns_the_first_result_and_stores_nothing_again(dataset):  # noqa: F811
+    """A browser that got no answer sends Submit again with the same submission id: one annotation version, one
+    event, the first answer; also when the retry races the first submission, or arrives after its session is gone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=2))
+    with annotator_stub(store, echo, 32, publish=False) as (stub, deps):
+        published = []
+        deps.publisher.publish = lambda topic, event, key=None, **kw: published.append(event.meta.event_id)
+        session = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann"))
+        _click(stub, session.session_id, (20, 20, 3), cls=1)
+        request = annotator_pb2.SubmitRequest(session_id=session.session_id, submission_id="retry-test-0001")
+        with ThreadPoolExecutor(2) as pool:  # the retry races the first one on the same session
+            answers = list(pool.map(stub.Submit, [request, request]))
+        again = stub.Submit(request)  # and once more, after the session is gone
+        assert len({(a.annotation_key, a.event_id) for a in [*answers, again]}) == 1
+        assert sorted(a.replayed for a in answers) == [False, True] and again.replayed
+        assert published == [answers[0].event_id] and store.stored_versions("annotations/u6.json") == 1
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.Submit(annotator_pb2.SubmitRequest(session_id=session.session_id, submission_id="../../x"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -464,9 +464,29 @@ async function openCase(resume = false) {
   );
 }
 
+// A submit that got no answer (the network, a restarting replica: status 0 or 5xx) is sent again with the same
+// submission id; the annotator answers a retry with the first submission's result and stores nothing twice.
+const SUBMIT_ATTEMPTS = 4;
+
+function submissionId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context; this does not
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 async function submit() {
   const seconds = (performance.now() - state.openedAt) / 1000;
-  const reply = await sessionCall("POST", "/submit", { seconds_spent: seconds });
+  const body = { seconds_spent: seconds, submission_id: submissionId() };
+  let reply;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      reply = await sessionCall("POST", "/submit", body);
+      break;
+    } catch (err) {
+      if ((err.status !== 0 && err.status < 500) || attempt >= SUBMIT_ATTEMPTS) throw err;
+      setMessage(`submit got no answer (${err.message}): sending it again ...`, true);
+      await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+    }
+  }
   setMessage(`submitted ${state.session.case_id} (${reply.annotation_key}); take the next case`);
   state.session = null;
   sessionStorage.removeItem("saim.case");

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -59,6 +60,14 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
 
 
 DRAFTS = "drafts/"
+SUBMISSION_ID = re.compile(r"[A-Za-z0-9_-]{8,128}")
+
+
+def submission_key(submission_id: str) -> str:
+    """The record of a client's submission (what Submit answered), so that a retry of it is answered the same."""
+    if not SUBMISSION_ID.fullmatch(submission_id):
+        raise InvalidInput("submission_id must be 8-128 characters of A-Z a-z 0-9 _ -")
+    return f"submissions/{submission_id}.json"
 
 
 def draft_prefix(case: str, annotator: str | None = None) -> str:

@@ -177,21 +177,25 @@ class MaskResponse(_message.Message):
     def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., clicks_on_slice: _Optional[int] = ..., inference_ms: _Optional[float] = ..., edits_on_slice: _Optional[int] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("session_id", "seconds_spent")
+    __slots__ = ("session_id", "seconds_spent", "submission_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SECONDS_SPENT_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     seconds_spent: float
-    def __init__(self, session_id: _Optional[str] = ..., seconds_spent: _Optional[float] = ...) -> None: ...
+    submission_id: str
+    def __init__(self, session_id: _Optional[str] = ..., seconds_spent: _Optional[float] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("annotation_key", "provenance_key", "model_version", "event_id")
+    __slots__ = ("annotation_key", "provenance_key", "model_version", "event_id", "replayed")
     ANNOTATION_KEY_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     annotation_key: str
     provenance_key: str
     model_version: str
     event_id: str
-    def __init__(self, annotation_key: _Optional[str] = ..., provenance_key: _Optional[str] = ..., model_version: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, annotation_key: _Optional[str] = ..., provenance_key: _Optional[str] = ..., model_version: _Optional[str] = ..., event_id: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
