@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from saim.annotation import AnnotationSession, DraftStore, SessionStore, SliceState
+from saim.annotation import AnnotationSession, DraftStore, LeaseKeeper, SessionStore, SliceState
 from saim.errors import InvalidInput, NotFound, SaimError
 from saim.events import (
     ANNOTATION_SUBMITTED,
@@ -59,6 +59,7 @@ class AnnotatorDeps:
     leases: LeaseChecker
     compute: Compute = field(default_factory=Inline)  # the process's tensor thread (saim.model.compute)
     renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
+    submit_wait_s: float = 20.0  # Submit waits this long for an unreachable selector's answer on the lease
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
     drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.annotation.drafts)
 
@@ -66,6 +67,7 @@ class AnnotatorDeps:
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def __init__(self, deps: AnnotatorDeps):
         self.d = deps
+        self.leases = LeaseKeeper(deps.leases, deps.renew_every_s, deps.submit_wait_s)  # clicks never wait for it
 
     def OpenSession(
         self, request: annotator_pb2.OpenSessionRequest, context: grpc.ServicerContext
@@ -86,6 +88,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         )
         draft = self.d.drafts.load(case, annotator, session.geometry) if self.d.drafts else {}
         session.restore(draft)
+        self.leases.opened(session, lease_info.expires_at)
         self.d.sessions.add(session)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         reply = self._describe(session)
@@ -135,10 +138,8 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         )
 
     def _renew(self, session: AnnotationSession) -> None:
-        """Annotator activity renews the case's lease (at most every renew_every_s per session)."""
-        if time.monotonic() - session.lease_renewed >= self.d.renew_every_s:
-            self.d.leases.check(session.case, session.lease_id, session.annotator)
-            session.lease_renewed = time.monotonic()
+        """Activity on the case: refused if its lease is lost or expired, renewed in the background when due."""
+        self.leases.activity(session)
 
     def _session(self, session_id: str) -> AnnotationSession:
         """The caller's own session: an annotator cannot click on or submit another annotator's case."""
@@ -215,7 +216,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         if (first := self._first_answer(key)) is not None:  # a retry, here or on another replica
             return first
         session = self._session(request.session_id)
-        self.d.leases.check(session.case, session.lease_id, session.annotator)  # still ours: store it
+        self.leases.confirm(session)  # still ours (waits out a restarting selector): store it
         with session.lock:
             if (first := self._first_answer(key)) is not None:  # a concurrent retry: the first one finished meanwhile
                 return first
@@ -246,6 +247,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         except Exception as exc:  # stored first: the selector reconciles it from the bucket (at-least-once)
             log.warning("AnnotationSubmitted for %s not sent (%s); the selector finds it in storage", session.case, exc)
         self.d.sessions.remove(session.session_id)
+        self.leases.closed(session)
         if self.d.drafts is not None:
             try:
                 self.d.drafts.discard(session.case, session.annotator)

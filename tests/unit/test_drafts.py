@@ -106,3 +106,54 @@ def test_a_submit_retried_with_its_id_returns_the_first_result_and_stores_nothin
         with pytest.raises(grpc.RpcError) as bad:
             stub.Submit(annotator_pb2.SubmitRequest(session_id=session.session_id, submission_id="../../x"))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_clicks_never_wait_for_the_selector_and_submit_waits_out_its_restart(dataset):  # noqa: F811
+    import threading
+    import time
+
+    import grpc
+
+    from saim.errors import PermissionDenied, Unavailable
+    from saim.rpc.peers import Lease
+    from tests.waiting import poll
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=2))
+    selector = {"state": "up", "asked": 0, "expires_at": time.time() + 60}
+
+    def check(case, lease_id, annotator):  # the selector as the annotator's lease checks reach it
+        selector["asked"] += 1
+        if selector["state"] == "down":
+            raise Unavailable("selector could not check the lease: UNAVAILABLE")
+        if selector["state"] == "taken":
+            raise PermissionDenied(f"case {case} is leased to another annotator")
+        return Lease(1, "v0000", selector["expires_at"])
+
+    with annotator_stub(store, echo, 32, publish=False) as (stub, deps):
+        deps.leases.check = check
+        sid = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
+        session = deps.sessions.get(sid)
+        selector["state"] = "down"
+        for i in range(3):
+            session.lease_renewed = 0.0  # a renewal is due at every click
+            assert _click(stub, sid, (20, 20 + i, 3)).clicks_on_slice == i + 1  # answered without the selector
+        poll(lambda: selector["asked"] >= 2, 10, "the renewals to be tried in the background")
+        threading.Timer(1.0, lambda: selector.update(state="up")).start()  # the selector is back in a second
+        reply = stub.Submit(annotator_pb2.SubmitRequest(session_id=sid))
+        assert reply.annotation_key == "annotations/u6.nii.gz"
+
+        sid = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u7", annotator_id="ann")).session_id
+        selector["state"] = "taken"  # the lease went to someone else: the next renewal says so
+        deps.sessions.get(sid).lease_renewed = 0.0
+        _click(stub, sid, (20, 20, 3))
+        with pytest.raises(grpc.RpcError) as lost:
+            poll(lambda: _click(stub, sid, (21, 20, 3)) and False, 10, "the refusal to reach the session")
+        assert lost.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        selector.update(state="up", expires_at=time.time() - 1)  # renewed once more, to an expiry already past
+        sid = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u7", annotator_id="ann")).session_id
+        with pytest.raises(grpc.RpcError) as expired:
+            _click(stub, sid, (20, 20, 3))
+        assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in expired.value.details()

@@ -2,6 +2,7 @@
 and its drafts in object storage, from which any annotator replica restores it. Services use these names only."""
 
 from saim.annotation.drafts import DraftStore
+from saim.annotation.leases import LeaseKeeper
 from saim.annotation.session import AnnotationSession, SessionStore, SliceState
 
-__all__ = ["AnnotationSession", "DraftStore", "SessionStore", "SliceState"]
+__all__ = ["AnnotationSession", "DraftStore", "LeaseKeeper", "SessionStore", "SliceState"]
