@@ -3,7 +3,8 @@
 1. Scan space at deployment size: a 512 x 512 x 200 synthetic CT series (int16 HU, 0.7 x 0.7 x 1.5 mm) is opened,
    fetched, clicked, edited and submitted through a real annotator servicer over loopback gRPC, running in its own
    (spawned) process so its peak RSS is the annotator's. Reports click p50/p95 against the bare forward at the model
-   size, the largest gRPC message, the annotator's peak RSS and the submit time.
+   size, the largest gRPC message, the annotator's peak RSS, and Submit: right after the clicks, and p50/p95 over
+   sessions submitted once the annotator's background prefill has predicted the untouched slices.
 2. The browser: the same annotator servicer behind the real HTTP gateway, the annotator page in Debian's chromium
    (Playwright); a click -> the overlay painted, as the page times it (tools/bench_browser.py). --no-browser skips it.
 3. Test-time click refinement (saim.model.refine, --refine-steps): a predictor call with one positive click on a
@@ -139,7 +140,35 @@ def session_bench(stub, case: str, clicks: int, fetches: int, warmup: int = 3) -
     }
 
 
-def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
+def submit_bench(stub, case: str, sessions: int, prefilled, wait_s: float = 900.0) -> dict:
+    """Submit as a person meets it: open the case, fetch a slice and click, let the annotator predict the untouched
+    slices in the background (the prefill; a person works for minutes), then Submit. Over `sessions` sessions."""
+    submit_s, prefill_s = [], []
+    for _ in range(sessions):
+        t0 = time.perf_counter()
+        opened = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id=case, annotator_id="b"))
+        g, sid = opened.geometry, opened.session_id
+        k = g.num_slices // 2
+        stub.GetSlice(annotator_pb2.GetSliceRequest(session_id=sid, slice=k, include_image=True))
+        voxel = annotator_pb2.Voxel(i=g.shape[0] // 2, j=g.shape[1] // 2, k=k)
+        stub.AddClick(annotator_pb2.AddClickRequest(session_id=sid, class_index=1, positive=True, voxel=voxel))
+        while not prefilled(sid):
+            if time.perf_counter() - t0 > wait_s:
+                raise TimeoutError(f"the prefill of {g.num_slices} slices took more than {wait_s} s")
+            time.sleep(0.1)
+        prefill_s.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        stub.Submit(annotator_pb2.SubmitRequest(session_id=sid))
+        submit_s.append(time.perf_counter() - t1)
+    return {
+        "submit_p50_s": statistics.median(submit_s),
+        "submit_p95_s": float(np.percentile(submit_s, 95)),
+        "prefill_p50_s": statistics.median(prefill_s),
+        "sessions": sessions,
+    }
+
+
+def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches, sessions):
     """The child process: the annotator servicer and the gRPC client; then it keeps serving for the browser bench
     (the parent's) until told, and reports the measures and its own peak RSS."""
     try:
@@ -158,7 +187,15 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches):
             deps.drafts = DraftStore(store)  # as the service: each click's slice saved (an in-memory store here)
             opts = [("grpc.max_receive_message_length", 64 * 2**20)]
             with grpc.insecure_channel(f"127.0.0.1:{port}", options=opts) as channel:
-                out = session_bench(annotator_pb2_grpc.AnnotatorServiceStub(channel), case, clicks, fetches)
+                stub = annotator_pb2_grpc.AnnotatorServiceStub(channel)
+                out = session_bench(stub, case, clicks, fetches)
+
+                def prefilled(sid: str) -> bool:
+                    session = deps.sessions.get(sid)
+                    with session.lock:
+                        return all(session._state(i).auto is not None for i in range(session.geometry.num_slices))
+
+                out.update(submit_bench(stub, case, sessions, prefilled))
             conn.send({"port": port})
             conn.recv()  # the browser bench is done
         out["bare_ms"] = bare
@@ -195,6 +232,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the model and of the annotator")
     ap.add_argument("--clicks", type=int, default=30)
     ap.add_argument("--fetches", type=int, default=10, help="GetSlice calls (image + mask)")
+    ap.add_argument("--submits", type=int, default=5, help="sessions submitted after the background prefill")
     ap.add_argument("--ct-shape", type=int, nargs=3, default=list(CT_SHAPE))
     ap.add_argument("--browser-clicks", type=int, default=15, help="clicks in the page (chromium)")
     ap.add_argument("--no-browser", action="store_true", help="skip the browser bench")
@@ -214,7 +252,8 @@ def main() -> None:
     ctx = mp.get_context("spawn")  # not fork: OpenMP's thread pool does not survive a fork
     parent, child = ctx.Pipe()
     proc = ctx.Process(
-        target=_serve_and_measure, args=(child, store, case, mc, args.threads, args.clicks, args.fetches)
+        target=_serve_and_measure,
+        args=(child, store, case, mc, args.threads, args.clicks, args.fetches, args.submits),
     )
     proc.start()
     first = parent.recv()
@@ -296,7 +335,12 @@ def main() -> None:
             "software WebGL (SwiftShader) on the same 2 cores as the annotator"
         )
     print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")
-    print(f"Submit of {args.ct_shape[2]} slices (every untouched slice predicted): {session['submit_s']:.1f} s")
+    print(
+        f"Submit of {args.ct_shape[2]} slices after the background prefill, {session['sessions']} sessions: "
+        f"p50 {session['submit_p50_s']:.2f} s, p95 {session['submit_p95_s']:.2f} s (the prefill was done "
+        f"{session['prefill_p50_s']:.0f} s after OpenSession, p50)"
+    )
+    print(f"Submit right after the session's clicks (the prefill still running): {session['submit_s']:.1f} s")
     lm = session["largest_message"]
     print(
         f"largest gRPC message: {lm['name']}, {lm['bytes'] / 1024:.0f} KiB; "

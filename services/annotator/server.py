@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class AnnotatorDeps:
     compute: Compute = field(default_factory=Inline)  # the process's tensor thread (saim.model.compute)
     renew_every_s: float = 30.0  # activity renews the lease at most this often (a third of the lease TTL)
     submit_wait_s: float = 20.0  # Submit waits this long for an unreachable selector's answer on the lease
+    prefill: bool = True  # predict untouched slices in the background while the person works (Submit is quick)
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
     drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.annotation.drafts)
 
@@ -68,6 +70,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def __init__(self, deps: AnnotatorDeps):
         self.d = deps
         self.leases = LeaseKeeper(deps.leases, deps.renew_every_s, deps.submit_wait_s)  # clicks never wait for it
+        self._prefills = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill")  # one session after another
 
     def OpenSession(
         self, request: annotator_pb2.OpenSessionRequest, context: grpc.ServicerContext
@@ -90,6 +93,8 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         session.restore(draft)
         self.leases.opened(session, lease_info.expires_at)
         self.d.sessions.add(session)
+        if self.d.prefill:
+            self._prefills.submit(self._prefill, session, model)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         reply = self._describe(session)
         reply.draft_slices.extend(sorted(draft))
@@ -97,6 +102,12 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         reply.draft_edits = sum(state.count("edit") for state in draft.values())
         reply.lease_expires_at = lease_info.expires_at
         return reply
+
+    def _prefill(self, session: AnnotationSession, model: ServedModel) -> None:
+        try:
+            session.prefill(model, lambda: not self.d.sessions.open(session.session_id))
+        except Exception:  # background work: Submit predicts whatever is left
+            log.exception("prefill of %s stopped", session.case)
 
     def _describe(self, session: AnnotationSession) -> annotator_pb2.OpenSessionResponse:
         return annotator_pb2.OpenSessionResponse(

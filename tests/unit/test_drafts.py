@@ -157,3 +157,26 @@ def test_clicks_never_wait_for_the_selector_and_submit_waits_out_its_restart(dat
         with pytest.raises(grpc.RpcError) as expired:
             _click(stub, sid, (20, 20, 3))
         assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in expired.value.details()
+
+
+def test_untouched_slices_are_predicted_while_the_person_works_so_submit_predicts_nothing(dataset):  # noqa: F811
+    from tests.waiting import poll
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=2))
+    with annotator_stub(store, echo, 32, publish=False) as (stub, deps):
+        sid = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
+        _click(stub, sid, (20, 20, 3), cls=1)
+        session = deps.sessions.get(sid)
+        num_slices = session.geometry.num_slices
+        poll(lambda: all(session._state(i).auto is not None for i in range(num_slices)), 30, "the prefill")
+
+        def nothing_left(*args):
+            raise AssertionError("Submit predicted a slice")
+
+        session._predict_auto = nothing_left
+        reply = stub.Submit(annotator_pb2.SubmitRequest(session_id=sid))
+        provenance = store.get_json(reply.provenance_key)
+        assert provenance["slices_edited"] == [3]
+        assert len(provenance["slices_accepted_unedited"]) == num_slices - 1

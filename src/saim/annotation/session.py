@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,6 +158,27 @@ class AnnotationSession:
             for index, mask in zip(chunk, labels, strict=True):
                 self.slices[index].auto, self.slices[index].auto_version = mask, model.version
             self.versions_used.add(model.version)
+
+    def prefill(self, model: ServedModel, closed: Callable[[], bool]) -> int:
+        """Predict, in the background, the automatic mask of every slice that has none yet, one slice per piece of
+        tensor work (a click waits for at most one slice's forward), while the person works: Submit then has
+        nothing left to predict. The session's lock is held only to store each answer. Stops once `closed()`.
+        Returns how many slices it predicted."""
+        predicted = 0
+        for index in range(self.geometry.num_slices):
+            if closed():
+                break
+            with self.lock:
+                if self._state(index).auto is not None:
+                    continue
+            (mask,) = self.compute.run(self._predict_auto, model, [index], background=True)
+            with self.lock:
+                state = self.slices[index]
+                if state.auto is None:  # a fetch or a click may have predicted it meanwhile
+                    state.auto, state.auto_version = mask, model.version
+                    self.versions_used.add(model.version)
+                    predicted += 1
+        return predicted
 
     def mask(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
         """The slice's current mask (the automatic prediction until it is clicked or edited)."""
@@ -314,6 +336,10 @@ class SessionStore:
         if session is None:
             raise NotFound(f"unknown or expired session {session_id!r}")
         return session
+
+    def open(self, session_id: str) -> bool:
+        with self._lock:
+            return session_id in self._sessions
 
     def remove(self, session_id: str) -> None:
         with self._lock:
