@@ -48,3 +48,18 @@ def test_results_and_errors_come_back_to_the_caller_and_nested_work_runs_in_plac
     assert compute.run(lambda: "still serving") == "still serving"
     compute.close()
     assert Inline().run(lambda: threading.current_thread().name) == threading.current_thread().name
+
+
+def test_work_that_can_wait_runs_once_the_clicks_pause():
+    compute = TensorThread(1)
+    try:
+        compute.run(lambda: None)  # a click
+        clicked = time.monotonic()
+        compute.wait_quiet(0.3, stop=lambda: False)
+        assert time.monotonic() - clicked >= 0.3  # never under the burst: only after the pause
+        compute.run(lambda: None)
+        started = time.monotonic()
+        compute.wait_quiet(60.0, stop=lambda: time.monotonic() - started > 0.1)  # a closed session stops waiting
+        assert time.monotonic() - started < 5.0
+    finally:
+        compute.close()

@@ -24,6 +24,7 @@ from saim.model.clicks import Click
 from saim.model.compute import Compute, Inline
 from saim.registry.live import ServedModel
 
+PREFILL_QUIET_S = 0.5  # the prefill's next slice waits until the replica's clicks have paused this long
 AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a click waits for at most one such pass)
 
 RESAMPLING = "model probabilities resampled bilinearly to the source grid, then argmax"
@@ -161,9 +162,10 @@ class AnnotationSession:
 
     def prefill(self, model: ServedModel, closed: Callable[[], bool]) -> int:
         """Predict, in the background, the automatic mask of every slice that has none yet, one slice per piece of
-        tensor work (a click waits for at most one slice's forward), while the person works: Submit then has
-        nothing left to predict. The session's lock is held only to store each answer. Stops once `closed()`.
-        Returns how many slices it predicted."""
+        tensor work, while the person works: Submit then has nothing left to predict. A piece starts only once the
+        replica's interactive work has paused for PREFILL_QUIET_S, so a burst of clicks never waits for one (a
+        click that comes while a piece runs waits for at most that one slice's forward). The session's lock is held
+        only to store each answer. Stops once `closed()`. Returns how many slices it predicted."""
         predicted = 0
         for index in range(self.geometry.num_slices):
             if closed():
@@ -171,6 +173,7 @@ class AnnotationSession:
             with self.lock:
                 if self._state(index).auto is not None:
                     continue
+            self.compute.wait_quiet(PREFILL_QUIET_S, closed)  # in the person's pauses, not under a burst of clicks
             (mask,) = self.compute.run(self._predict_auto, model, [index], background=True)
             with self.lock:
                 state = self.slices[index]

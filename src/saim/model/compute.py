@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
@@ -30,12 +31,17 @@ INTERACTIVE, BACKGROUND = 0, 1
 class Compute(Protocol):
     def run(self, fn: Callable[..., T], *args, background: bool = False) -> T: ...
 
+    def wait_quiet(self, quiet_s: float, stop: Callable[[], bool]) -> None: ...
+
 
 class Inline:
     """Runs the work on the caller's thread (one-thread programs: the emulation, the tests, the CLI)."""
 
     def run(self, fn: Callable[..., T], *args, background: bool = False) -> T:
         return fn(*args)
+
+    def wait_quiet(self, quiet_s: float, stop: Callable[[], bool]) -> None:
+        return None
 
 
 class TensorThread:
@@ -47,14 +53,31 @@ class TensorThread:
         self._order = itertools.count()
         self._torch_threads = torch_threads
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._last_interactive = 0.0  # monotonic time interactive work last came in or finished
         self._thread.start()
 
     def run(self, fn: Callable[..., T], *args, background: bool = False) -> T:
         if threading.current_thread() is self._thread:  # work that hands over more work runs it in place
             return fn(*args)
         future: Future = Future()
+        if not background:
+            self._last_interactive = time.monotonic()
         self._queue.put((BACKGROUND if background else INTERACTIVE, next(self._order), fn, args, future))
-        return future.result()
+        try:
+            return future.result()
+        finally:
+            if not background:
+                self._last_interactive = time.monotonic()
+
+    def wait_quiet(self, quiet_s: float, stop: Callable[[], bool]) -> None:
+        """Wait until no interactive work has come in for `quiet_s` (or `stop()`): work that can wait, such as
+        predicting slices ahead, then runs in a person's pauses instead of under their clicks (a piece in flight is
+        not interrupted: a click that arrives meanwhile waits for it)."""
+        while not stop():
+            idle = time.monotonic() - self._last_interactive
+            if idle >= quiet_s:
+                return
+            time.sleep(min(quiet_s - idle, 0.05))  # short steps: stop() is asked again
 
     def close(self) -> None:
         self._queue.put((BACKGROUND + 1, next(self._order), None, (), None))
