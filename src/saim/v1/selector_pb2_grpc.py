@@ -277,7 +277,7 @@ class SelectorService:
 
 
 class ScorerServiceStub:
-    """A scorer worker (the selector image in scorer mode, `python -m services.selector.scorer`): what it holds and did.
+    """A scorer worker (`python -m services.scorer`, the selector's image): what it holds and did.
     """
 
     def __init__(self, channel):
@@ -294,7 +294,7 @@ class ScorerServiceStub:
 
 
 class ScorerServiceServicer:
-    """A scorer worker (the selector image in scorer mode, `python -m services.selector.scorer`): what it holds and did.
+    """A scorer worker (`python -m services.scorer`, the selector's image): what it holds and did.
     """
 
     def GetStatus(self, request, context):
@@ -320,7 +320,7 @@ def add_ScorerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ScorerService:
-    """A scorer worker (the selector image in scorer mode, `python -m services.selector.scorer`): what it holds and did.
+    """A scorer worker (`python -m services.scorer`, the selector's image): what it holds and did.
     """
 
     @staticmethod
