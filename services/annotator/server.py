@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +70,6 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def __init__(self, deps: AnnotatorDeps):
         self.d = deps
         self.leases = LeaseKeeper(deps.leases, deps.renew_every_s, deps.submit_wait_s)  # clicks never wait for it
-        self._prefills = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill")  # one session after another
 
     def OpenSession(
         self, request: annotator_pb2.OpenSessionRequest, context: grpc.ServicerContext
@@ -93,8 +92,8 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         session.restore(draft)
         self.leases.opened(session, lease_info.expires_at)
         self.d.sessions.add(session)
-        if self.d.prefill:
-            self._prefills.submit(self._prefill, session, model)
+        if self.d.prefill:  # a daemon thread: a prefill never holds up the process's exit
+            threading.Thread(target=self._prefill, args=(session, model), name="prefill", daemon=True).start()
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         reply = self._describe(session)
         reply.draft_slices.extend(sorted(draft))

@@ -63,3 +63,10 @@ def test_work_that_can_wait_runs_once_the_clicks_pause():
         assert time.monotonic() - started < 5.0
     finally:
         compute.close()
+
+
+def test_work_handed_to_a_stopped_tensor_thread_fails_instead_of_waiting_forever():
+    compute = TensorThread(1)
+    compute.close()
+    with pytest.raises(RuntimeError, match="tensor thread has stopped"):
+        compute.run(lambda: 1)

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from saim.annotation.session import AnnotationSession
@@ -37,7 +36,6 @@ class LeaseKeeper:
         clock: Callable[[], float] = time.time,
     ):
         self.checks, self.renew_every_s, self.submit_wait_s, self.clock = checks, renew_every_s, submit_wait_s, clock
-        self._renewals = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease-renewal")
         self._lock = threading.Lock()
         self._state: dict[str, _Held] = {}  # session id -> what this replica knows of its lease
 
@@ -58,8 +56,8 @@ class LeaseKeeper:
         with self._lock:
             due = not held.renewing and time.monotonic() - session.lease_renewed >= self.renew_every_s
             held.renewing = held.renewing or due
-        if due:
-            self._renewals.submit(self._renew, session, held)
+        if due:  # one renewal per session at a time, on a daemon thread (never holds up the process's exit)
+            threading.Thread(target=self._renew, args=(session, held), name="lease-renewal", daemon=True).start()
 
     def confirm(self, session: AnnotationSession) -> None:
         """Submit's check: the selector's answer, waited for up to `submit_wait_s` while it cannot be reached."""

@@ -64,7 +64,12 @@ class TensorThread:
             self._last_interactive = time.monotonic()
         self._queue.put((BACKGROUND if background else INTERACTIVE, next(self._order), fn, args, future))
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=1.0)
+                except TimeoutError:  # still running, or handed to a thread that has stopped: then it never will
+                    if not self._thread.is_alive() and not future.done():
+                        raise RuntimeError("the tensor thread has stopped: the work was not run") from None
         finally:
             if not background:
                 self._last_interactive = time.monotonic()
