@@ -153,6 +153,11 @@ class SelectorApp(ServiceApp):
         self.health.set(True)
 
     def on_event(self, topic: TopicSpec, event: Any) -> None:
+        self._apply(topic, event)
+        if topic is ANNOTATION_SUBMITTED:
+            self.deps.loop.collect_drafts()  # housekeeping, outside the service's lock
+
+    def _apply(self, topic: TopicSpec, event: Any) -> None:
         with self._lock:
             if topic is MODEL_PUBLISHED:
                 self._on_model(event.iteration, event.promoted)

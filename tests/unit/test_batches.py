@@ -340,10 +340,11 @@ def test_a_restarted_selector_reuses_the_stored_scores_of_its_model(pool, model)
 def test_the_loops_documents_keep_one_version_and_annotated_cases_leave_no_draft(pool, model):
     """Storage hygiene in a versioned bucket: the loop state and the score table are rewritten in place, and the
     drafts of an annotated case go with every version, a lease's that went to someone else included."""
+    from saim.selection.loop import DRAFT_SWEEP_S
     from saim.storage.pool import draft_slice_key
 
-    store = pool.store
-    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    store, now = pool.store, [time.time()]
+    loop = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2, clock=lambda: now[0])
     loop.on_model(model, 0)
     a, b = loop.next_case("alice"), loop.next_case("bob")
     for who, case in (("carol", a[0]), ("alice", a[0]), ("bob", b[0])):  # carol's lease expired, alice got it
@@ -351,10 +352,15 @@ def test_the_loops_documents_keep_one_version_and_annotated_cases_leave_no_draft
             store.put_bytes(draft_slice_key(case, who, 0), b"a click's slice")
     store.delete(draft_slice_key(b[0], "bob", 0))  # bob's own Submit discarded his draft before the change
     loop.on_annotation(a[0], 1, "alice")
+    loop.collect_drafts()  # what the selector does after the annotation event, outside the loop's lock
     assert store.stored_versions(f"drafts/{a[0]}/") == 0  # alice's and carol's: versions and markers
     loop.on_annotation(b[0], 1, "bob")
+    loop.collect_drafts()
     assert store.stored_versions(f"drafts/{b[0]}/") == 0
     store.put_bytes(draft_slice_key(a[0], "carol", 1), b"a click after the collection")
-    loop.collect_drafts()  # the selector's reconcile
+    loop.collect_drafts()  # a reconcile before the next sweep: nothing listed
+    assert store.stored_versions("drafts/") == 1
+    now[0] += DRAFT_SWEEP_S
+    loop.collect_drafts()  # the sweep finds it
     assert store.stored_versions("drafts/") == 0
     assert store.stored_versions("state/selector.json") == 1 and store.stored_versions("scores/") == 1

@@ -6,6 +6,7 @@ previous mask) and returns per-class logits; probabilities are a softmax over ba
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,9 +78,8 @@ class InteractivePredictor:
     def serving(self, serving: ServingConfig) -> InteractivePredictor:
         """This predictor as a replica serves it: the replica's refinement settings over the version's
         recommendation, and its time cap. The network and the stored metadata are shared, not copied."""
-        served = InteractivePredictor.__new__(InteractivePredictor)
-        served.config, served.device, served.network = serving.applied_to(self.config), self.device, self.network
-        served.metadata, served.refine_time_cap_s = self.metadata, serving.click_time_cap_s
+        served = copy.copy(self)
+        served.config, served.refine_time_cap_s = serving.applied_to(self.config), serving.click_time_cap_s
         return served
 
     # ---- inference -------------------------------------------------------------------------------------------

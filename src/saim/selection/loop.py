@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batches()
 NEXT_BATCH = ("after_model", "immediate")
+DRAFT_SWEEP_S = 600.0  # how often collect_drafts lists every draft (annotated cases' drafts go at once, unlisted)
 
 
 @dataclass
@@ -111,6 +112,8 @@ class SelectionLoop:
         self.annotated: set[str] = set(pool.annotated_cases())
         self._lock = threading.RLock()
         self._dirty = False
+        self._uncollected: set[str] = set()  # annotated cases whose drafts collect_drafts removes
+        self._swept_at: float | None = None
         self._restore()
 
     # ---- persistence -----------------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ class SelectionLoop:
             if not completing:
                 return None
             self.annotated.add(case)
-            self._collect_drafts([case])
+            self._uncollected.add(case)
             if not batch.complete:
                 return None
             if self.next_batch == "immediate":
@@ -270,18 +273,28 @@ class SelectionLoop:
             return batch
 
     def collect_drafts(self) -> None:
-        """Drafts of annotated cases still in the bucket (written after their case was collected, or before a
-        restart) are removed: the selector's reconcile runs this."""
+        """Remove the drafts of annotated cases, with all their versions: those annotated since the last call, and
+        every DRAFT_SWEEP_S those any listing of drafts/ finds (written after their case was collected, or before a
+        restart). Storage is called outside the loop's lock: NextCase and CheckLease never wait for it. The selector
+        runs this after an annotation event and at each reconcile."""
+        now = self.clock()
         with self._lock:
-            done = set(self.annotated)
-        self._collect_drafts(sorted(set(self.pool.drafted_cases()) & done))
-
-    def _collect_drafts(self, cases: list[str]) -> None:
-        for case in cases:
+            cases, self._uncollected = self._uncollected, set()
+            sweep = self._swept_at is None or now - self._swept_at >= DRAFT_SWEEP_S
+            done = set(self.annotated) if sweep else set()
+        try:
+            if sweep:
+                cases |= set(self.pool.drafted_cases()) & done
+                self._swept_at = now
+        except SaimError as exc:
+            log.warning("drafts not listed (%s)", exc)
+        for case in sorted(cases):
             try:
                 self.pool.collect_drafts(case)
-            except SaimError as exc:  # housekeeping: the next reconcile tries again
+            except SaimError as exc:  # housekeeping: the next call tries again
                 log.warning("drafts of %s not collected (%s)", case, exc)
+                with self._lock:
+                    self._uncollected.add(case)
 
     def _open_immediately(self, completed: Batch) -> None:
         """SAIM_NEXT_BATCH=immediate: the next batch opens now, from the current scores, while `completed` trains.
