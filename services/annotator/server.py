@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +15,7 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from saim.annotation import AnnotationSession, DraftStore, LeaseKeeper, SessionStore, SliceState
-from saim.errors import InvalidInput, NotFound, SaimError
+from saim.errors import Conflict, InvalidInput, NotFound, SaimError, Unavailable
 from saim.events import (
     ANNOTATION_SUBMITTED,
     MODEL_PUBLISHED,
@@ -30,10 +32,14 @@ from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
 from saim.rpc.wire import decode_mask, encode_image, encode_mask, image_dtype
 from saim.settings import ServiceSettings
-from saim.storage.pool import PoolStore, submission_key
+from saim.storage.pool import PoolStore, check_request_id, submission_key
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 3  # an operation that lost a draft write to another replica is applied again on its state
+CLAIM_STALE_S = 30.0  # a submission claimed this long ago and never finished: its replica died, take it over
+VOLUME_CHUNK_BYTES = 8 << 20  # GetVolume: about this much raw image per streamed message
 
 
 def geometry_message(session: AnnotationSession) -> annotator_pb2.Geometry:
@@ -69,7 +75,14 @@ class AnnotatorDeps:
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def __init__(self, deps: AnnotatorDeps):
         self.d = deps
-        self.leases = LeaseKeeper(deps.leases, deps.renew_every_s, deps.submit_wait_s)  # clicks never wait for it
+        self.leases = LeaseKeeper(  # clicks never wait for the selector
+            deps.leases, deps.renew_every_s, deps.submit_wait_s, on_renewed=self._renewed
+        )
+        self._rebuilding = threading.Lock()  # one rebuild at a time: a second request for the session finds it built
+
+    def _renewed(self, session: AnnotationSession, expires_at: float) -> None:
+        if self.d.drafts is not None:
+            self.d.drafts.write_record(session, expires_at)
 
     def OpenSession(
         self, request: annotator_pb2.OpenSessionRequest, context: grpc.ServicerContext
@@ -80,20 +93,12 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             raise InvalidInput("case_id and annotator_id are required")
         require_actor(annotator)
         lease_info = self.d.leases.check(case, lease, annotator)
-        image, affine = self.d.pool.load_volume(case)
-        series = self.d.compute.run(self.d.pool.load_series, case, False, (image, affine), background=True)
-        if version_number(self.d.model.version()) < version_number(lease_info.model_version):
-            self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
-        model, compute = self.d.model.current, self.d.compute
-        session = AnnotationSession.open(
-            case, annotator, lease_info.iteration, lease, series, image, affine, model, compute
-        )
-        draft = self.d.drafts.load(case, annotator, session.geometry) if self.d.drafts else {}
-        session.restore(draft)
+        session, model = self._load(case, annotator, lease_info.iteration, lease, lease_info.model_version)
+        draft = {i: s for i, s in session.slices.items() if s.ops}
+        if self.d.drafts is not None:  # before the answer: any replica can rebuild the session from here on
+            self.d.drafts.write_record(session, lease_info.expires_at)
         self.leases.opened(session, lease_info.expires_at)
-        self.d.sessions.add(session)
-        if self.d.prefill:  # a daemon thread: a prefill never holds up the process's exit
-            threading.Thread(target=self._prefill, args=(session, model), name="prefill", daemon=True).start()
+        self._start(session, model)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)
         reply = self._describe(session)
         reply.draft_slices.extend(sorted(draft))
@@ -101,6 +106,45 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         reply.draft_edits = sum(state.count("edit") for state in draft.values())
         reply.lease_expires_at = lease_info.expires_at
         return reply
+
+    def _load(
+        self, case: str, annotator: str, iteration: int, lease: str, at_least: str
+    ) -> tuple[AnnotationSession, ServedModel]:
+        """A session on the case, its scan loaded and the annotator's draft restored; not yet served."""
+        image, affine = self.d.pool.load_volume(case)
+        series = self.d.compute.run(self.d.pool.load_series, case, False, (image, affine), background=True)
+        if version_number(self.d.model.version()) < version_number(at_least):
+            self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
+        model, compute = self.d.model.current, self.d.compute
+        session = AnnotationSession.open(case, annotator, iteration, lease, series, image, affine, model, compute)
+        if self.d.drafts is not None:
+            session.restore(self.d.drafts.load(case, annotator, session.geometry))
+        return session, model
+
+    def _start(self, session: AnnotationSession, model: ServedModel) -> None:
+        self.d.sessions.add(session)
+        if self.d.prefill:  # a daemon thread: a prefill never holds up the process's exit
+            threading.Thread(target=self._prefill, args=(session, model), name="prefill", daemon=True).start()
+
+    def _rebuild(self, session_id: str) -> AnnotationSession:
+        """A session another replica opened (or this one, before a restart or its idle expiry), rebuilt from its
+        record and the drafts: the scan, every slice's operations and masks, the lease as last renewed."""
+        with self._rebuilding:
+            if self.d.sessions.open(session_id):
+                return self.d.sessions.get(session_id)
+            assert self.d.drafts is not None
+            record = self.d.drafts.read_record(session_id)
+            require_actor(record["annotator"])  # before anything is loaded for the caller
+            session, model = self._load(
+                record["case"], record["annotator"], record["iteration"], record["lease_id"], ""
+            )
+            session.session_id, session.started_at = session_id, float(record["started_at"])
+            session.opened_version = record["model_version_opened"]
+            self.leases.adopted(session, float(record["lease_expires_at"]))
+            self._start(session, model)
+        m.SESSIONS_REBUILT.inc()
+        log.info("session %s on %s rebuilt from storage", session_id, session.case)
+        return session
 
     def _prefill(self, session: AnnotationSession, model: ServedModel) -> None:
         try:
@@ -123,37 +167,87 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     ) -> annotator_pb2.OpenSessionResponse:
         return self._describe(self._session(request.session_id))
 
+    @staticmethod
     def _mask_reply(
-        self,
-        session: AnnotationSession,
-        index: int,
-        mask: np.ndarray,
-        state: SliceState,
-        model: ServedModel,
-        started: float,
+        index: int, mask: np.ndarray, state: SliceState, started: float, replayed: bool = False
     ) -> annotator_pb2.MaskResponse:
-        if self.d.drafts is not None:
-            saving = time.perf_counter()
-            if not self.d.drafts.save(session, index):
-                m.DRAFT_FAILURES.inc()
-            m.DRAFT_SAVE.observe(time.perf_counter() - saving)
         elapsed = time.perf_counter() - started
-        m.CLICK_LATENCY.observe(elapsed)
+        if not replayed:
+            m.CLICK_LATENCY.observe(elapsed)
         return annotator_pb2.MaskResponse(
             mask=encode_mask(index, mask),
-            model_version=model.version,
+            model_version=state.ops[-1].model_version if state.ops else (state.auto_version or ""),
             clicks_on_slice=state.count("click"),
             edits_on_slice=state.count("edit"),
             inference_ms=elapsed * 1000,
+            replayed=replayed,
         )
+
+    def _operate(
+        self,
+        session: AnnotationSession,
+        index: int,
+        request_id: str,
+        apply: Callable[[ServedModel], tuple[np.ndarray, SliceState]],
+    ) -> annotator_pb2.MaskResponse:
+        """A click, an edit or an undo on one slice, as every replica sees it: the slice is read again if another
+        replica changed it, a retried request is answered rather than applied again, and the new state is stored
+        before the answer only if nobody wrote the slice meanwhile (else it is read again and applied on top)."""
+        started = time.perf_counter()
+        check_request_id(request_id)
+        self._renew(session)
+        with session.ops_lock:
+            for _ in range(CONFLICT_RETRIES):
+                if self.d.drafts is not None:
+                    self.d.drafts.refresh(session, index)
+                with session.lock:
+                    known = session.slices.get(index)
+                    if known is not None and known.applied(request_id):
+                        return self._mask_reply(index, known.mask, known, started, replayed=True)
+                mask, state = apply(self.d.model.current)
+                with session.lock:
+                    state.record_request(request_id)
+                try:
+                    self._save(session, index)
+                except Conflict:
+                    m.DRAFT_CONFLICTS.inc()
+                    self._still_open(session)  # a draft that vanished: the session may be submitted elsewhere
+                    continue
+                return self._mask_reply(index, mask, state, started)
+        raise Conflict(f"slice {index} of {session.case} keeps changing on other replicas; try again")
+
+    def _still_open(self, session: AnnotationSession) -> None:
+        """NotFound (and the copy dropped) if another replica submitted the session: its record is gone."""
+        if self.d.drafts is None:
+            return
+        try:
+            self.d.drafts.read_record(session.session_id)
+        except NotFound:
+            self.d.sessions.remove(session.session_id)
+            self.leases.closed(session)
+            raise NotFound(f"session {session.session_id} was submitted") from None
+
+    def _save(self, session: AnnotationSession, index: int) -> None:
+        if self.d.drafts is None:
+            return
+        saving = time.perf_counter()
+        if not self.d.drafts.save(session, index):
+            m.DRAFT_FAILURES.inc()
+        m.DRAFT_SAVE.observe(time.perf_counter() - saving)
 
     def _renew(self, session: AnnotationSession) -> None:
         """Activity on the case: refused if its lease is lost or expired, renewed in the background when due."""
         self.leases.activity(session)
 
     def _session(self, session_id: str) -> AnnotationSession:
-        """The caller's own session: an annotator cannot click on or submit another annotator's case."""
-        session = self.d.sessions.get(session_id)
+        """The caller's own session: an annotator cannot click on or submit another annotator's case. A session
+        this replica does not hold is rebuilt from storage."""
+        try:
+            session = self.d.sessions.get(session_id)
+        except NotFound:
+            if self.d.drafts is None:
+                raise
+            session = self._rebuild(session_id)
         require_actor(session.annotator)
         return session
 
@@ -162,21 +256,47 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     ) -> annotator_pb2.SliceResponse:
         session = self._session(request.session_id)
         self._renew(session)
+        index = int(request.slice)
         if request.image_only:
             reply = annotator_pb2.SliceResponse()
-            self._add_image(session, int(request.slice), reply)
+            self._add_image(session, index, reply)
             return reply
-        model = self.d.model.current
-        mask, state = session.mask(model, int(request.slice))
+        session.geometry.check_slice(index)
+        with session.ops_lock:  # as stored: another replica may have changed the slice
+            if self.d.drafts is not None:
+                self.d.drafts.refresh(session, index)
+            mask, state = session.mask(self.d.model.current, index)
         reply = annotator_pb2.SliceResponse(
-            mask=encode_mask(request.slice, mask),
+            mask=encode_mask(index, mask),
             model_version=state.auto_version if not state.ops else state.ops[-1].model_version,
             clicks_on_slice=state.count("click"),
             edits_on_slice=state.count("edit"),
         )
         if request.include_image:
-            self._add_image(session, int(request.slice), reply)
+            self._add_image(session, index, reply)
         return reply
+
+    def GetVolume(
+        self, request: annotator_pb2.GetVolumeRequest, context: grpc.ServicerContext
+    ) -> Iterator[annotator_pb2.VolumeChunk]:
+        session = self._session(request.session_id)
+        self._renew(session)
+        if session.image_wire_dtype is None:
+            session.image_wire_dtype = image_dtype(session.image)
+        rows, cols = session.geometry.slice_shape
+        per_slice = rows * cols * session.image_wire_dtype.itemsize
+        step = int(request.slices_per_chunk) or max(1, VOLUME_CHUNK_BYTES // per_slice)
+        slices = session.geometry.slices(session.image)
+        for first in range(0, session.geometry.num_slices, step):
+            chunk = slices[first : first + step]
+            data, dtype = encode_image(chunk, session.image_wire_dtype)
+            yield annotator_pb2.VolumeChunk(
+                first_slice=first,
+                num_slices=len(chunk),
+                image_dtype=dtype,
+                encoding=annotator_pb2.ENCODING_ZLIB,
+                data=data,
+            )
 
     @staticmethod
     def _add_image(session: AnnotationSession, index: int, reply: annotator_pb2.SliceResponse) -> None:
@@ -188,70 +308,63 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def AddClick(
         self, request: annotator_pb2.AddClickRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.MaskResponse:
-        started = time.perf_counter()
         session = self._session(request.session_id)
         if not request.HasField("voxel"):
             raise InvalidInput("a click needs its voxel (i, j, k) in the scan's grid")
-        self._renew(session)
-        model = self.d.model.current
-        v = request.voxel
-        index, mask, state = session.add_click(model, (v.i, v.j, v.k), request.class_index, request.positive)
-        return self._mask_reply(session, index, mask, state, model, started)
+        voxel = (request.voxel.i, request.voxel.j, request.voxel.k)
+        index = session.geometry.split_voxel(voxel)[0]
+
+        def click(model: ServedModel) -> tuple[np.ndarray, SliceState]:
+            _, mask, state = session.add_click(model, voxel, request.class_index, request.positive)
+            return mask, state
+
+        return self._operate(session, index, request.request_id, click)
 
     def EditSlice(
         self, request: annotator_pb2.EditSliceRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.MaskResponse:
-        started = time.perf_counter()
         session = self._session(request.session_id)
         if not request.HasField("painted"):
             raise InvalidInput("an edit needs its painted pixels")
-        self._renew(session)
-        model = self.d.model.current
         painted = decode_mask(request.painted, session.geometry.slice_shape)
-        mask, state = session.edit(model, int(request.slice), int(request.class_index), painted)
-        return self._mask_reply(session, request.slice, mask, state, model, started)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        return self._operate(
+            session,
+            index,
+            request.request_id,
+            lambda model: session.edit(model, index, int(request.class_index), painted),
+        )
 
     def Undo(self, request: annotator_pb2.UndoRequest, context: grpc.ServicerContext) -> annotator_pb2.MaskResponse:
-        started = time.perf_counter()
         session = self._session(request.session_id)
-        self._renew(session)
-        model = self.d.model.current
-        mask, state = session.undo(model, int(request.slice))
-        return self._mask_reply(session, request.slice, mask, state, model, started)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        return self._operate(session, index, request.request_id, lambda model: session.undo(model, index))
 
     def Submit(
         self, request: annotator_pb2.SubmitRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.SubmitResponse:
-        key = submission_key(request.submission_id) if request.submission_id else None
-        if (first := self._first_answer(key)) is not None:  # a retry, here or on another replica
+        # a retry of a submission, here or on another replica, is answered with the first one's result; without an
+        # id the session is the submission (it can be submitted once)
+        key = submission_key(request.submission_id or f"session-{request.session_id}")
+        if (first := self._first_answer(key)) is not None:
             return first
         session = self._session(request.session_id)
         self.leases.confirm(session)  # still ours (waits out a restarting selector): store it
-        with session.lock:
-            if (first := self._first_answer(key)) is not None:  # a concurrent retry: the first one finished meanwhile
-                return first
-            labels = session.labels(self.d.model.current)
-            provenance = session.provenance(request.seconds_spent or None)
-            ann_key, prov_key = self.d.pool.store_submission(
-                session.case, session.annotator, labels, session.affine, provenance, self.d.overlap
-            )
-            event = events_pb2.AnnotationSubmitted(
-                meta=new_meta("annotator"),
-                case_id=session.case,
-                iteration=session.iteration,
-                annotation_key=ann_key,
-                provenance_key=prov_key,
-                annotator_id=session.annotator,
-                model_version=session.opened_version,
-            )
-            reply = annotator_pb2.SubmitResponse(
-                annotation_key=ann_key,
-                provenance_key=prov_key,
-                model_version=session.opened_version,
-                event_id=event.meta.event_id,
-            )
-            if key is not None:  # stored with the annotation, before anything announces it
-                self.d.pool.store.put_json(key, {"annotator": session.annotator, **MessageToDict(reply)})
+        if (first := self._claim(key, session)) is not None:  # another replica stored it meanwhile
+            return first
+        try:
+            self._still_open(session)  # not submitted by another replica under another id
+        except NotFound:
+            self._release(key)
+            raise
+        try:
+            reply, event = self._store(session, request.seconds_spent or None)
+            self.d.pool.store.put_json(key, {"state": "done", "annotator": session.annotator, **MessageToDict(reply)})
+        except BaseException:
+            self._release(key)
+            raise
         try:
             self.d.publisher.publish(ANNOTATION_SUBMITTED, event, key=session.case)
         except Exception as exc:  # stored first: the selector reconciles it from the bucket (at-least-once)
@@ -261,20 +374,97 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         if self.d.drafts is not None:
             try:
                 self.d.drafts.discard(session.case, session.annotator)
+                self.d.drafts.forget_record(session.session_id)
             except SaimError as exc:  # stored and announced: a stale draft is only resumed if the case comes back
                 log.warning("draft of %s by %s not discarded (%s)", session.case, session.annotator, exc)
         m.ANNOTATOR_DONE.labels(session.annotator).inc()
         return reply
 
-    def _first_answer(self, key: str | None) -> annotator_pb2.SubmitResponse | None:
-        """The answer to the first submission of this id, if there was one (for the same annotator only)."""
-        if key is None:
-            return None
+    def _store(
+        self, session: AnnotationSession, seconds_client: float | None
+    ) -> tuple[annotator_pb2.SubmitResponse, events_pb2.AnnotationSubmitted]:
+        """The annotation as every replica's drafts have it, stored (unless the claim's first holder stored it
+        before its replica died: then that one is answered)."""
+        with session.ops_lock:
+            if self.d.drafts is not None:
+                self.d.drafts.refresh_all(session)
+            with session.lock:
+                stored = self.d.pool.stored_by_session(session.case, session.annotator, session.session_id)
+                if stored is None:
+                    labels = session.labels(self.d.model.current)
+                    provenance = session.provenance(seconds_client)
+                    stored = self.d.pool.store_submission(
+                        session.case, session.annotator, labels, session.affine, provenance, self.d.overlap
+                    )
+        event = events_pb2.AnnotationSubmitted(
+            meta=new_meta("annotator"),
+            case_id=session.case,
+            iteration=session.iteration,
+            annotation_key=stored[0],
+            provenance_key=stored[1],
+            annotator_id=session.annotator,
+            model_version=session.opened_version,
+        )
+        reply = annotator_pb2.SubmitResponse(
+            annotation_key=stored[0],
+            provenance_key=stored[1],
+            model_version=session.opened_version,
+            event_id=event.meta.event_id,
+        )
+        return reply, event
+
+    def _claim(self, key: str, session: AnnotationSession) -> annotator_pb2.SubmitResponse | None:
+        """Claim the submission (a conditional write of a pending record), so that of two replicas that receive it
+        at once only one stores it. None: ours to store; else the first one's answer, waited for up to
+        submit_wait_s. A claim left pending by a replica that died is taken over after CLAIM_STALE_S."""
+        store = self.d.pool.store
+        pending = json.dumps(
+            {"state": "pending", "annotator": session.annotator, "session_id": session.session_id, "at": time.time()}
+        ).encode()
+        deadline = time.monotonic() + self.d.submit_wait_s
+        while True:
+            try:
+                store.put_if(key, pending, None, "application/json")
+                return None
+            except Conflict:
+                pass
+            try:
+                data, etag = store.get_tagged(key)
+            except NotFound:  # released meanwhile: claim it again
+                continue
+            record = json.loads(data)
+            if record.get("state", "done") == "done":
+                return self._answer(record)
+            if time.time() - float(record.get("at", 0)) > CLAIM_STALE_S:
+                try:
+                    store.put_if(key, pending, etag, "application/json")
+                    return None
+                except Conflict:
+                    continue
+            if time.monotonic() > deadline:
+                raise Unavailable("the first submission of this id is still being stored; try again")
+            time.sleep(0.25)
+
+    def _release(self, key: str) -> None:
+        try:
+            self.d.pool.store.purge(key)
+        except SaimError as exc:  # the claim goes stale and is taken over
+            log.warning("claim %s not released (%s)", key, exc)
+
+    def _first_answer(self, key: str) -> annotator_pb2.SubmitResponse | None:
+        """The answer to the first submission of this id, if it finished (for the same annotator only)."""
         try:
             record = self.d.pool.store.get_json(key)
         except NotFound:
             return None
+        if record.get("state", "done") != "done":
+            return None
+        return self._answer(record)
+
+    @staticmethod
+    def _answer(record: dict) -> annotator_pb2.SubmitResponse:
         require_actor(record.pop("annotator", ""))
+        record.pop("state", None)
         reply = annotator_pb2.SubmitResponse()
         ParseDict(record, reply, ignore_unknown_fields=True)
         reply.replayed = True

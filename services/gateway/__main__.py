@@ -25,8 +25,12 @@ def main() -> None:
         print(f"saim gateway: {exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
+    # round robin over every address a target resolves to (dns:///annotator-pods:50051: each annotator pod), so
+    # requests spread over the replicas and one that is gone is skipped; any replica serves any session
+    balanced = [("grpc.lb_policy_name", "round_robin")]
     selector, annotator, trainer = (
-        channel(t, None, ca, s.tls_server_name) for t in (s.selector_target, s.annotator_target, s.trainer_target)
+        channel(t, None, ca, s.tls_server_name, balanced)
+        for t in (s.selector_target, s.annotator_target, s.trainer_target)
     )
     backends = Backends.over(selector, annotator, trainer, timeout_s=s.rpc_timeout_s)
     app = create_app(backends, s.web_root, s.max_body_kb)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from cachetools import TTLCache
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -39,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saim.rpc.tokens import ADMIN
-from saim.rpc.wire import decode_image
+from saim.rpc.wire import WIRE_DTYPES
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 HTTP_OF = {
@@ -49,6 +50,7 @@ HTTP_OF = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
     grpc.StatusCode.UNAVAILABLE: 503,
@@ -62,6 +64,8 @@ LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 JSON = "application/json"
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)  # a replica gone, or a write another one won
+REQUEST_ID = r"^([A-Za-z0-9_-]{8,128})?$"
 
 
 class ApiError(Exception):
@@ -100,12 +104,38 @@ class Caller:
         self.b, self.metadata = backends, (("authorization", f"Bearer {token}"),)
 
     def call(self, method: Callable[..., Any], request: Message) -> Any:
+        """One gRPC call, tried again on another replica while the deadline lasts when a replica is gone
+        (UNAVAILABLE) or lost a draft write (ABORTED): every call the page makes is safe to repeat (clicks, edits
+        and undo carry request ids, Submit its submission id)."""
+        deadline = time.monotonic() + self.b.timeout_s
+        pause = 0.1
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # wait_for_ready: a restarting replica (or a reconnecting channel) is waited for up to the deadline
+                return method(request, metadata=self.metadata, timeout=max(left, 0.01), wait_for_ready=True)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRIED or deadline - time.monotonic() <= pause:
+                    raise ApiError(HTTP_OF.get(exc.code(), 502), exc.details() or exc.code().name) from None
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
+    def stream(self, method: Callable[..., Any], request: Message) -> Iterator[Any]:
+        """A streamed reply's messages; a failure before the first one is an ApiError (the HTTP status is still
+        free), later ones end the stream."""
         try:
-            # wait_for_ready: a restarting replica (or a reconnecting channel) is waited for up to the deadline
-            return method(request, metadata=self.metadata, timeout=self.b.timeout_s, wait_for_ready=True)
+            replies = method(request, metadata=self.metadata, timeout=self.b.timeout_s * 4, wait_for_ready=True)
+            first = next(replies)
+        except StopIteration:
+            return iter(())
         except grpc.RpcError as exc:
-            status = HTTP_OF.get(exc.code(), 502)
-            raise ApiError(status, exc.details() or exc.code().name) from None
+            raise ApiError(HTTP_OF.get(exc.code(), 502), exc.details() or exc.code().name) from None
+
+        def rest() -> Iterator[Any]:
+            yield first
+            yield from replies
+
+        return rest()
 
     def who(self) -> selector_pb2.WhoAmIResponse:
         return self.call(self.b.selector.WhoAmI, selector_pb2.WhoAmIRequest())
@@ -125,16 +155,19 @@ class ClickBody(Strict):
     voxel: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt]
     class_index: int = Field(ge=1)
     positive: bool = True
+    request_id: str = Field("", pattern=REQUEST_ID)  # a retry sends the same: applied once
 
 
 class EditBody(Strict):
     slice: int = Field(ge=0)
     class_index: int = Field(ge=0)
     painted: str = Field(description="base64 of zlib(rows*cols uint8): nonzero pixels are the stroke")
+    request_id: str = Field("", pattern=REQUEST_ID)
 
 
 class UndoBody(Strict):
     slice: int = Field(ge=0)
+    request_id: str = Field("", pattern=REQUEST_ID)
 
 
 class SubmitBody(Strict):
@@ -173,21 +206,55 @@ def as_dict(message: Message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
-def volume_nifti(caller: Caller, session_id: str, geometry: dict) -> bytes:
-    """The scan as NIfTI (source voxels, source affine), slice by slice through the annotator's GetSlice."""
-    shape, axis = tuple(geometry["shape"]), geometry["slice_axis"]
-    rows, cols = geometry["rows"], geometry["cols"]
-    slices = []
-    for index in range(geometry["num_slices"]):
-        request = annotator_pb2.GetSliceRequest(session_id=session_id, slice=index, image_only=True)
-        slices.append(decode_image(caller.call(caller.b.annotator.GetSlice, request), (rows, cols)))
-    volume = np.ascontiguousarray(np.moveaxis(np.stack(slices), 0, axis))
-    if volume.shape != shape:
-        raise ApiError(502, f"slices assemble to {volume.shape}, the scan is {shape}")
+def request_id(sent: str) -> str:
+    """The page's id of the request, or one of ours: the gateway's own retries are then applied once too."""
+    return sent or uuid.uuid4().hex
+
+
+def nifti_header(geometry: dict, dtype: np.dtype) -> bytes:
+    """A NIfTI-1 header (and an empty extension block) for the scan's shape, affine and the wire's dtype: what
+    nibabel writes for the same volume."""
     affine = np.array(geometry["affine"], float).reshape(4, 4)
-    img = nib.Nifti1Image(volume, affine)
-    img.header.set_xyzt_units("mm")
-    return gzip.compress(img.to_bytes(), compresslevel=1)
+    img = nib.Nifti1Image(np.zeros((1, 1, 1), dtype), affine)
+    img.update_header()
+    header = img.header.copy()
+    header.set_data_shape(tuple(geometry["shape"]))
+    header.set_xyzt_units("mm")
+    header["vox_offset"] = 352
+    header.set_slope_inter(1.0, 0.0)  # the voxels are the intensities (as nibabel writes integer data)
+    return header.binaryblock + b"\0\0\0\0"
+
+
+def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict) -> Iterator[bytes]:
+    """The scan as gzip NIfTI (source voxels, source affine), streamed from GetVolume's chunks. NIfTI stores i
+    fastest, so with the slices along k (axial scans, the usual case) each slice is written as it arrives and the
+    gateway holds one chunk; along i or j the voxels of one slice are spread over the file, and the volume is
+    gathered once before it is written."""
+    shape, axis, rows, cols = tuple(geometry["shape"]), geometry["slice_axis"], geometry["rows"], geometry["cols"]
+    gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    gathered: np.ndarray | None = None
+    started = False
+    for chunk in chunks:
+        dtype = WIRE_DTYPES.get(chunk.image_dtype)
+        if dtype is None or chunk.encoding != annotator_pb2.ENCODING_ZLIB:
+            raise ApiError(502, f"annotator sent a volume chunk as {chunk.image_dtype!r}, encoding {chunk.encoding}")
+        planes = np.frombuffer(zlib.decompress(chunk.data), dtype).reshape(chunk.num_slices, rows, cols)
+        if not started:
+            yield gz.compress(nifti_header(geometry, dtype))
+            started = True
+        if axis == 2:
+            for plane in planes:
+                yield gz.compress(plane.T.tobytes())  # (i, j) with i fastest
+            continue
+        if gathered is None:
+            gathered = np.empty(shape, dtype)
+        index = [slice(None)] * 3
+        index[axis] = slice(chunk.first_slice, chunk.first_slice + chunk.num_slices)
+        gathered[tuple(index)] = np.moveaxis(planes, 0, axis)
+    if gathered is not None:
+        for k in range(shape[2]):
+            yield gz.compress(gathered[:, :, k].T.tobytes())
+    yield gz.flush()
 
 
 class Gateway:
@@ -276,9 +343,12 @@ def open_session(body: OpenBody, c: AsCaller, gw: AsGateway) -> dict:
 
 
 @api.get("/sessions/{session_id}/volume.nii.gz")
-def volume(session_id: str, c: AsCaller, gw: AsGateway) -> Response:
-    data = volume_nifti(c, session_id, gw.geometry_of(c, session_id))
-    return Response(data, media_type="application/gzip", headers={"Cache-Control": "no-store"})
+def volume(session_id: str, c: AsCaller, gw: AsGateway) -> StreamingResponse:
+    geometry = gw.geometry_of(c, session_id)
+    chunks = c.stream(c.b.annotator.GetVolume, annotator_pb2.GetVolumeRequest(session_id=session_id))
+    return StreamingResponse(
+        volume_nifti(chunks, geometry), media_type="application/gzip", headers={"Cache-Control": "no-store"}
+    )
 
 
 @api.get("/sessions/{session_id}/slices/{index}")
@@ -297,6 +367,7 @@ def click(session_id: str, body: ClickBody, c: AsCaller) -> dict:
         class_index=body.class_index,
         positive=body.positive,
         voxel=annotator_pb2.Voxel(i=i, j=j, k=k),
+        request_id=request_id(body.request_id),
     )
     return reply_json(c.call(c.b.annotator.AddClick, request))
 
@@ -312,14 +383,18 @@ def edit(session_id: str, body: EditBody, c: AsCaller, gw: AsGateway) -> dict:
         slice=body.slice, rows=g["rows"], cols=g["cols"], encoding=annotator_pb2.ENCODING_ZLIB, data=data
     )
     request = annotator_pb2.EditSliceRequest(
-        session_id=session_id, slice=body.slice, class_index=body.class_index, painted=painted
+        session_id=session_id,
+        slice=body.slice,
+        class_index=body.class_index,
+        painted=painted,
+        request_id=request_id(body.request_id),
     )
     return reply_json(c.call(c.b.annotator.EditSlice, request))
 
 
 @api.post("/sessions/{session_id}/undo")
 def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
-    request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice)
+    request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice, request_id=request_id(body.request_id))
     return reply_json(c.call(c.b.annotator.Undo, request))
 
 

@@ -33,5 +33,9 @@ class PermissionDenied(SaimError):
     """Valid credentials, but not allowed to do this."""
 
 
+class Conflict(SaimError):
+    """Someone else changed the object first (a conditional write lost): read it again, then retry."""
+
+
 class Unavailable(SaimError):
     """A dependency (storage, broker, another service) cannot be reached right now; retry later."""

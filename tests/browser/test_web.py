@@ -296,6 +296,21 @@ def test_a_killed_annotator_loses_no_click_of_an_open_page(web, page):
     second = (first[0] + 2, first[1] + 1, k)
     click_voxel(page, first, 0)
     click_voxel(page, second, 1, button="right")  # a negative click
+
+    # the answer to a click is lost on its way back (the click was applied): the page sends it again, same id
+    lost = []
+
+    def lose_first_answer(route):
+        if lost:
+            return route.continue_()
+        lost.append(route.fetch().status)  # the gateway answered; the browser never sees it
+        route.abort("connectionreset")
+
+    page.route("**/clicks", lose_first_answer)
+    retried = (first[0], first[1] + 2, k)
+    click_voxel(page, retried, 2)
+    page.unroute("**/clicks")
+    assert lost == [200] and page.evaluate(f"saim.state.info.get({k}).clicks") == 3  # applied once, not twice
     shown = page_mask(page, k, (g["rows"], g["cols"]))
 
     web.stack.kill("annotator")  # kill -9: no shutdown code runs
@@ -303,18 +318,19 @@ def test_a_killed_annotator_loses_no_click_of_an_open_page(web, page):
     web.stack.wait_serving(["annotator"], timeout_s=300)
 
     third = (first[0] - 2, first[1], k)
-    click_voxel(page, third, 2)  # the session is gone: the page reopens the case, the draft comes back, the click lands
-    assert page.evaluate("saim.state.resumed") == {"slices": [k], "clicks": 2, "edits": 0}
-    assert page.evaluate(f"saim.state.info.get({k}).clicks") == 3
+    opened = page.evaluate("saim.state.session.session_id")
+    click_voxel(page, third, 3)  # the restarted replica rebuilds the session from storage: the click lands on it
+    assert page.evaluate("saim.state.session.session_id") == opened  # the page did not even have to reopen the case
+    assert page.evaluate(f"saim.state.info.get({k}).clicks") == 4
     assert page_mask(page, k, (g["rows"], g["cols"]))[third[0], third[1]] == 1
     page.keyboard.press("u")  # undo reaches back across the restart: the mask as it was shown before the kill
-    page.wait_for_function(f"saim.state.info.get({k}).clicks === 2", timeout=60_000)
+    page.wait_for_function(f"saim.state.info.get({k}).clicks === 3", timeout=60_000)
     np.testing.assert_array_equal(page_mask(page, k, (g["rows"], g["cols"])), shown)
     page.click("#submit")
     page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
     prov = web.stack.store().get_json(provenance_key(case))
-    assert [c["voxel"] for c in prov["clicks"]] == [list(first), list(second)]
-    assert [c["positive"] for c in prov["clicks"]] == [True, False]
+    assert [c["voxel"] for c in prov["clicks"]] == [list(first), list(second), list(retried)]
+    assert [c["positive"] for c in prov["clicks"]] == [True, False, True]
 
 
 # ---- the operator's dashboard -------------------------------------------------------------------------------------

@@ -267,19 +267,41 @@ def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
     for svc in ("annotator", "selector", "trainer"):
         env = compose["services"][svc]["environment"]
         assert int(env["SAIM_GRPC_PORT"]) == grpc_port and int(env["SAIM_METRICS_PORT"]) == metrics_port
-        assert all(p.endswith(f":{grpc_port}") for p in compose["services"][svc]["ports"])
+        assert all(p.endswith(f":{grpc_port}") for p in compose["services"][svc].get("ports", []))
+    # production's shape: replicated annotators and gateways (no host port: the edge is the way in), three brokers
+    for svc in ("annotator", "gateway", "scorer"):
+        assert "ports" not in compose["services"][svc] and compose["services"][svc]["deploy"]["replicas"] >= 2
     gateway = compose["services"]["gateway"]
-    assert gateway["ports"] == [
-        f"{gateway['environment']['SAIM_HTTP_PORT']}:{gateway['environment']['SAIM_HTTP_PORT']}"
-    ]
+    assert gateway["environment"]["SAIM_ANNOTATOR_TARGET"] == f"dns:///annotator:{grpc_port}"
+    http_port = gateway["environment"]["SAIM_HTTP_PORT"]
+    assert compose["services"]["edge"]["ports"] == [f"{http_port}:{http_port}"]
+    edge = (DEPLOY / "compose" / "nginx.conf").read_text()
+    assert f"listen {http_port};" in edge and f"server gateway:{http_port} resolve;" in edge
+    brokers = [name for name in compose["services"] if name.startswith("kafka-")]
+    saim_env = compose["services"]["selector"]["environment"]
+    assert len(brokers) == 3 and saim_env["SAIM_KAFKA_REPLICATION_FACTOR"] == "3"
+    assert saim_env["SAIM_KAFKA_BOOTSTRAP"] == ",".join(f"{b}:9092" for b in brokers)
     assert f"SAIM_HTTP_PORT={gw['SAIM_HTTP_PORT']}" in dockerfile
     prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
-        f"{s}:{metrics_port}" for s in ("annotator", "selector", "trainer", "gateway")
+        f"{s}:{metrics_port}" for s in ("selector", "trainer")
     }
-    scorers = prom["scrape_configs"][1]["dns_sd_configs"][0]  # every replica of the scaled scorer service
-    assert scorers == {"names": ["scorer"], "type": "A", "port": metrics_port}
-    assert "ports" not in compose["services"]["scorer"] and compose["services"]["scorer"]["deploy"]["replicas"] >= 2
+    replicas = prom["scrape_configs"][1]["dns_sd_configs"][0]  # every replica of the scaled services
+    assert replicas == {"names": ["scorer", "annotator", "gateway"], "type": "A", "port": metrics_port}
+    # Kubernetes: the gateways balance over every annotator pod (a headless Service), 2 of each in every overlay
+    pods = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "saim-annotator-pods")
+    assert pods["spec"]["clusterIP"] == "None"
+    assert gw["SAIM_ANNOTATOR_TARGET"] == f"dns:///saim-annotator-pods:{grpc_port}"
+
+
+def test_every_overlay_runs_two_annotators_and_two_gateways():
+    for overlay in OVERLAYS:
+        docs = render(overlay)
+        for name in ("saim-annotator", "saim-gateway"):
+            deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+            assert deployment["spec"]["replicas"] >= 2, (overlay, name)
+        hpa = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and "annotator" in d["metadata"]["name"]]
+        assert all(h["spec"]["minReplicas"] >= 2 for h in hpa), overlay
 
 
 def test_kafka_topics_match_the_code(rendered):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
-from saim.errors import NotFound
+from saim.errors import Conflict, NotFound
 
 
 class MemoryStore:
@@ -65,3 +66,19 @@ class MemoryStore:
 
     def list(self, prefix):
         return sorted(k for k in self.objects if k.startswith(prefix))
+
+    # conditional writes, as S3's If-Match / If-None-Match (the ETag of a plain upload is the MD5 of its bytes)
+    def etag(self, key):
+        return hashlib.md5(self.objects[key]).hexdigest() if key in self.objects else None
+
+    def etags(self, prefix):
+        return {k: self.etag(k) for k in self.list(prefix)}
+
+    def get_tagged(self, key):
+        return self.get_bytes(key), self.etag(key)
+
+    def put_if(self, key, data, etag, content_type="application/octet-stream"):
+        if self.etag(key) != etag:
+            raise Conflict(f"{key} was changed by another writer")
+        self.put_bytes(key, data, content_type)
+        return self.etag(key)

@@ -10,7 +10,7 @@ from saim.rpc import auth, tokens
 from saim.rpc.channel import channel
 from saim.rpc.server import Health, Security, create_server
 from saim.stack.certs import self_signed
-from saim.v1 import selector_pb2, selector_pb2_grpc
+from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc
 from tests.unit.fakes import MemoryStore
 
 
@@ -100,8 +100,8 @@ def test_every_rpc_of_every_service_has_a_policy():
         for m in svc.methods
     ]
     assert {f"/{m.containing_service.full_name}/{m.name}" for m in methods} == set(auth.POLICY)
-    # the interceptor guards unary calls; a streaming method would need its own wrapper before it is added
-    assert not [m.name for m in methods if m.client_streaming or m.server_streaming]
+    # the interceptors guard unary calls and streamed replies; a streamed request would need its own wrapper
+    assert not [m.name for m in methods if m.client_streaming]
 
 
 class _Echo(selector_pb2_grpc.SelectorServiceServicer):
@@ -181,3 +181,41 @@ def test_health_is_open_without_a_token(secured):
     with channel(secured.target, None, secured.ca) as ch:
         reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class _Volume(annotator_pb2_grpc.AnnotatorServiceServicer):
+    def GetVolume(self, request, context):
+        yield annotator_pb2.VolumeChunk(first_slice=0, num_slices=1, image_dtype=auth.current_principal().name)
+        raise errors.NotFound(f"unknown or expired session {request.session_id!r}")
+
+
+def test_a_streamed_reply_is_authorised_before_its_first_message_and_its_errors_mapped(tmp_path):
+    registry = tokens.TokenRegistry(MemoryStore())
+    _, carol = registry.issue("carol")
+    security = Security(auth.Authenticator(registry, admin_token="adm", service_token="svc"))
+    server, port = create_server(
+        "annotator",
+        "saim.v1.AnnotatorService",
+        lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(_Volume(), s),
+        Health("saim.v1.AnnotatorService"),
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=4),
+        security,
+    )
+    server.start()
+    try:
+
+        def read(token):
+            with channel(f"127.0.0.1:{port}", token) as ch:
+                stream = annotator_pb2_grpc.AnnotatorServiceStub(ch).GetVolume(
+                    annotator_pb2.GetVolumeRequest(session_id="s1"), timeout=5
+                )
+                got = []
+                with pytest.raises(grpc.RpcError) as info:
+                    got.extend(stream)
+                return [c.image_dtype for c in got], info.value.code()
+
+        assert read(None) == ([], grpc.StatusCode.UNAUTHENTICATED)
+        assert read("svc") == ([], grpc.StatusCode.PERMISSION_DENIED)  # the services' token may not read scans
+        assert read(carol) == (["carol"], grpc.StatusCode.NOT_FOUND)  # the caller, then the domain error's status
+    finally:
+        server.stop(0)

@@ -180,3 +180,125 @@ def test_untouched_slices_are_predicted_while_the_person_works_so_submit_predict
         provenance = store.get_json(reply.provenance_key)
         assert provenance["slices_edited"] == [3]
         assert len(provenance["slices_accepted_unedited"]) == num_slices - 1
+
+
+def _two_replicas(store):
+    """Two annotator replicas over one bucket, as deployed: each with its own sessions in memory."""
+    import contextlib
+
+    echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=2))
+    stack = contextlib.ExitStack()
+    replicas = [stack.enter_context(annotator_stub(store, echo, 32, publish=False)) for _ in range(2)]
+    for _, deps in replicas:
+        deps.drafts = DraftStore(store)
+    return stack, [stub for stub, _ in replicas], [deps for _, deps in replicas]
+
+
+def test_any_replica_serves_any_session_and_the_replicas_never_diverge(dataset):  # noqa: F811
+    """Requests of one session alternate between two replicas (a non-sticky load balancer): the second rebuilds the
+    session from storage, every operation applies on top of the other replica's, a retried request is applied once,
+    and the stored annotation has every click exactly once."""
+    import grpc
+
+    from saim.rpc import telemetry
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    rebuilt = telemetry.SESSIONS_REBUILT._value.get()
+    stack, (a, b), (deps_a, deps_b) = _two_replicas(store)
+    with stack:
+        sid = a.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
+        assert _click(a, sid, (20, 20, 3)).clicks_on_slice == 1
+        assert _click(b, sid, (22, 20, 3)).clicks_on_slice == 2  # B never saw the session: rebuilt from storage
+        assert telemetry.SESSIONS_REBUILT._value.get() == rebuilt + 1
+        assert _click(a, sid, (24, 20, 3)).clicks_on_slice == 3  # A's copy was stale: it read B's click first
+        undone = b.Undo(annotator_pb2.UndoRequest(session_id=sid, slice=3))
+        assert undone.clicks_on_slice == 2
+        shown = a.GetSlice(annotator_pb2.GetSliceRequest(session_id=sid, slice=3))
+        assert shown.clicks_on_slice == 2  # A shows what B left, not its own memory
+        np.testing.assert_array_equal(decode_mask(shown.mask), decode_mask(undone.mask))
+
+        # a click whose answer was lost is sent again, to the other replica: applied once
+        request = annotator_pb2.AddClickRequest(
+            session_id=sid, class_index=2, voxel=annotator_pb2.Voxel(i=41, j=7, k=3), request_id="click-000001"
+        )
+        first, retried = a.AddClick(request), b.AddClick(request)
+        assert (first.clicks_on_slice, first.replayed) == (3, False)
+        assert (retried.clicks_on_slice, retried.replayed) == (3, True)
+        np.testing.assert_array_equal(decode_mask(first.mask), decode_mask(retried.mask))
+
+        reply = b.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="two-replicas-01"))
+        provenance = store.get_json(reply.provenance_key)
+        assert provenance["num_clicks"] == 3 and provenance["session_id"] == sid
+        assert sorted(tuple(c["voxel"]) for c in provenance["clicks"]) == [(20, 20, 3), (22, 20, 3), (41, 7, 3)]
+        assert a.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="two-replicas-01")).replayed
+        assert store.stored_versions("annotations/u6.json") == 1
+        assert not store.list(draft_prefix("u6")) and not store.list("sessions/")  # nothing left behind
+        for stub in (a, b):  # submitted: A drops its stale copy, and no replica rebuilds it
+            with pytest.raises(grpc.RpcError) as gone:
+                _click(stub, sid, (20, 20, 3))
+            assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+        assert not deps_a.sessions.open(sid) and not deps_b.sessions.open(sid)
+        with pytest.raises(grpc.RpcError) as again:  # nor submits it again under another id
+            a.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="two-replicas-02"))
+        assert again.value.code() == grpc.StatusCode.NOT_FOUND and store.stored_versions("annotations/u6.json") == 1
+
+
+def test_a_draft_write_loses_to_the_other_replicas_newer_write():
+    """The conditional write: a state read before the other replica's write cannot overwrite it."""
+    from saim.annotation.session import AnnotationSession
+    from saim.errors import Conflict
+
+    store = MemoryStore()
+    drafts = DraftStore(store)
+    geometry = type("G", (), {"slice_shape": (4, 4), "check_slice": staticmethod(lambda i: None)})()
+    copies = []
+    for _ in range(2):
+        session = AnnotationSession.__new__(AnnotationSession)
+        session.case, session.annotator, session.series = "c", "ann", type("S", (), {"geometry": geometry})()
+        session.lock = __import__("threading").Lock()
+        session.slices = {0: SliceState(auto=np.zeros((4, 4), np.uint8), auto_version="v1")}
+        session.versions_used = set()
+        copies.append(session)
+    first, second = copies
+    first.slices[0].ops.append(Op("edit", 1, "v1", painted=np.ones((4, 4), bool)))
+    first.slices[0].history.append(np.ones((4, 4), np.uint8))
+    assert drafts.save(first, 0)
+    second.slices[0].ops.append(Op("edit", 2, "v1", painted=np.ones((4, 4), bool)))
+    second.slices[0].history.append(np.full((4, 4), 2, np.uint8))
+    with pytest.raises(Conflict):
+        drafts.save(second, 0)  # written from a state that never saw the first replica's edit
+    assert drafts.refresh(second, 0)  # read again: the first replica's edit, on which the operation is applied anew
+    assert second.slices[0].count("edit") == 1 and second.slices[0].mask.max() == 1
+    assert drafts.save(second, 0)
+
+
+def test_concurrent_and_orphaned_submissions_store_one_annotation(dataset):  # noqa: F811
+    """The same submission reaches both replicas at once: one stores, the other answers its result. A claim whose
+    replica died before it stored anything is taken over; one that died after storing is answered from storage."""
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from saim.storage.pool import submission_key
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    stack, (a, b), _ = _two_replicas(store)
+    with stack:
+        sid = a.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
+        _click(a, sid, (20, 20, 3))
+        request = annotator_pb2.SubmitRequest(session_id=sid, submission_id="both-at-once-1")
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda stub: stub.Submit(request), [a, b]))
+        assert sorted(x.replayed for x in answers) == [False, True]
+        assert len({x.provenance_key for x in answers}) == 1 and store.stored_versions("annotations/u6.json") == 1
+
+        # a replica claimed u7's submission and died before storing: the retry, a minute later, stores it
+        sid = a.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u7", annotator_id="ann")).session_id
+        _click(a, sid, (20, 20, 3))
+        orphan = {"state": "pending", "annotator": "ann", "session_id": sid, "at": time.time() - 60}
+        store.put_json(submission_key("orphaned-claim-1"), orphan)
+        reply = b.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="orphaned-claim-1"))
+        assert not reply.replayed and store.stored_versions("annotations/u7.json") == 1
+        assert json.loads(store.objects[submission_key("orphaned-claim-1")])["state"] == "done"

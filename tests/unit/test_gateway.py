@@ -56,3 +56,90 @@ def test_a_second_replica_serves_the_volume_and_edits_of_a_session_it_did_not_op
         assert two.get("/api/sessions/nope/volume.nii.gz", headers=AUTH).status_code == 404
         for ch in channels:
             ch.close()
+
+
+def test_the_streamed_volume_is_the_scan_along_any_slice_axis():
+    """NIfTI keeps i fastest: slices along k are written as they arrive, along i or j gathered first; either way the
+    file is the scan, with the header nibabel writes."""
+    from saim.v1 import annotator_pb2
+    from services.gateway.server import volume_nifti
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(-1000, 1000, (5, 6, 7)).astype(np.int16)
+    affine = oblique_affine()
+    for axis in (0, 1, 2):
+        planes = np.moveaxis(volume, axis, 0)  # (slices, rows, cols): the other axes in increasing order
+        chunks = [
+            annotator_pb2.VolumeChunk(
+                first_slice=first,
+                num_slices=len(planes[first : first + 2]),
+                image_dtype="int16",
+                encoding=annotator_pb2.ENCODING_ZLIB,
+                data=zlib.compress(np.ascontiguousarray(planes[first : first + 2]).tobytes()),
+            )
+            for first in range(0, len(planes), 2)
+        ]
+        rows, cols = planes.shape[1:]
+        geometry = {"shape": volume.shape, "slice_axis": axis, "rows": rows, "cols": cols, "affine": affine.ravel()}
+        data = gzip.decompress(b"".join(volume_nifti(iter(chunks), geometry)))
+        img = nib.Nifti1Image.from_bytes(data)
+        np.testing.assert_array_equal(np.asanyarray(img.dataobj), volume)
+        np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+        expected = nib.Nifti1Image(volume, affine)
+        expected.header.set_xyzt_units("mm")
+        assert data[:352] == expected.to_bytes()[:352]  # the header nibabel writes for the same volume
+
+
+def test_clicks_go_on_when_an_annotator_replica_dies(dataset, tmp_path):  # noqa: F811
+    """One gateway over two annotator replicas (round robin, as with the pods' DNS): one replica stores a click and
+    dies before it answers; the gateway tries again on the other, which rebuilds the session and answers the stored
+    click without applying it twice; every click is answered exactly once."""
+    import threading
+    import time
+
+    from saim.annotation.drafts import DraftStore
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=1))
+    with (
+        serve_annotator(store, echo, 32, publish=False) as (port_a, deps_a),
+        serve_annotator(store, echo, 32, publish=False) as (port_b, deps_b),
+        serve_selector(OneCaseSelector("u6")) as sel,
+    ):
+        dying = threading.Event()
+
+        class DiesAfterStoring(DraftStore):
+            """Replica A stores a click, then dies before it answers."""
+
+            def save(self, session, index):
+                saved = super().save(session, index)
+                if dying.is_set():
+                    threading.Thread(target=deps_a.stop_server).start()
+                    time.sleep(3)
+                return saved
+
+        deps_a.drafts, deps_b.drafts = DiesAfterStoring(store), DraftStore(store)
+        balanced = grpc.insecure_channel(
+            f"ipv4:127.0.0.1:{port_a},127.0.0.1:{port_b}", options=[("grpc.lb_policy_name", "round_robin")]
+        )
+        selector = grpc.insecure_channel(f"127.0.0.1:{sel}")
+        client = TestClient(create_app(Backends.over(selector, balanced, selector, timeout_s=20), tmp_path))
+        opened = client.post("/api/sessions", headers=AUTH, json={"case_id": "u6", "lease_id": "x"}).json()
+        sid = opened["session_id"]
+        answers = []
+        for n in range(12):
+            if n == 6:  # the next click that reaches A is stored there, and A dies before answering it
+                dying.set()
+            reply = client.post(
+                f"/api/sessions/{sid}/clicks", headers=AUTH, json={"voxel": [10 + n, 20, 3], "class_index": 1}
+            )
+            assert reply.status_code == 200, reply.text
+            answers.append(reply.json()["clicks"])
+        assert answers == list(range(1, 13))  # each click once, none lost, none twice
+        assert deps_b.sessions.open(sid)  # B rebuilt the session A had
+        submitted = client.post(f"/api/sessions/{sid}/submit", headers=AUTH, json={"submission_id": "after-failover"})
+        assert submitted.status_code == 200, submitted.text
+        assert store.get_json(submitted.json()["provenance_key"])["num_clicks"] == 12
+        balanced.close()
+        selector.close()

@@ -226,6 +226,28 @@ async function sessionCall(method, path, body) {
   }
 }
 
+// A call that got no answer (the network, a replica that went away: status 0 or 5xx) is sent again, the same body
+// with the same id: the annotator applies a click, an edit or an undo once however often it arrives, and answers a
+// submission's retry with the first one's result.
+const ATTEMPTS = 4;
+
+function newId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context; this does not
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function retried(method, path, body, what) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await sessionCall(method, path, body);
+    } catch (err) {
+      if ((err.status !== 0 && err.status < 500) || attempt >= ATTEMPTS) throw err;
+      setMessage(`${what} got no answer (${err.message}): sending it again ...`, true);
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    }
+  }
+}
+
 function enqueue(fn) {
   queue = queue.then(fn).catch((err) => setMessage(err.message, true));
   return queue;
@@ -234,7 +256,8 @@ function enqueue(fn) {
 function click(v, positive) {
   return enqueue(async () => {
     const t0 = performance.now();
-    const reply = await sessionCall("POST", "/clicks", { voxel: v, class_index: state.active, positive });
+    const body = { voxel: v, class_index: state.active, positive, request_id: newId() };
+    const reply = await retried("POST", "/clicks", body, "the click");
     const answered = performance.now();
     await applyMask(reply);
     await painted();
@@ -249,7 +272,7 @@ function click(v, positive) {
 function undo() {
   const k = state.slice;
   return enqueue(async () => {
-    const reply = await sessionCall("POST", "/undo", { slice: k });
+    const reply = await retried("POST", "/undo", { slice: k, request_id: newId() }, "undo");
     await applyMask(reply);
     setMessage(`undone on slice ${k}`);
   });
@@ -288,11 +311,8 @@ function endStroke() {
   if (!done || !done.pixels.some((x) => x)) return;
   const cls = done.tool === "eraser" ? 0 : state.active;
   enqueue(async () => {
-    const reply = await sessionCall("POST", "/edits", {
-      slice: done.slice,
-      class_index: cls,
-      painted: await deflate(done.pixels),
-    });
+    const body = { slice: done.slice, class_index: cls, painted: await deflate(done.pixels), request_id: newId() };
+    const reply = await retried("POST", "/edits", body, `the ${done.tool} edit`);
     await applyMask(reply);
     setMessage(`${done.tool} edit on slice ${done.slice}`);
   });
@@ -464,29 +484,9 @@ async function openCase(resume = false) {
   );
 }
 
-// A submit that got no answer (the network, a restarting replica: status 0 or 5xx) is sent again with the same
-// submission id; the annotator answers a retry with the first submission's result and stores nothing twice.
-const SUBMIT_ATTEMPTS = 4;
-
-function submissionId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context; this does not
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 async function submit() {
   const seconds = (performance.now() - state.openedAt) / 1000;
-  const body = { seconds_spent: seconds, submission_id: submissionId() };
-  let reply;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      reply = await sessionCall("POST", "/submit", body);
-      break;
-    } catch (err) {
-      if ((err.status !== 0 && err.status < 500) || attempt >= SUBMIT_ATTEMPTS) throw err;
-      setMessage(`submit got no answer (${err.message}): sending it again ...`, true);
-      await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
-    }
-  }
+  const reply = await retried("POST", "/submit", { seconds_spent: seconds, submission_id: newId() }, "submit");
   setMessage(`submitted ${state.session.case_id} (${reply.annotation_key}); take the next case`);
   state.session = null;
   sessionStorage.removeItem("saim.case");

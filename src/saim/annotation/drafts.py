@@ -5,6 +5,16 @@ the mask after each one — to `drafts/{case}/{annotator}/slice-{index}.draft` b
 a lost connection or a killed replica therefore loses nothing the person was shown: OpenSession on the same case by
 the same annotator restores the slices exactly (the masks are stored, not recomputed, so a newer model version
 does not change what was on the screen; later clicks use the version current then). Submit discards the draft.
+
+Several replicas serve one session (saim.annotation's package notes): each slice's state carries the ETag of the
+draft it was read from or written as; an operation first reads the slice again if the stored draft changed, and
+writes only if it is still the one it read (a conditional write). Two replicas therefore never keep diverging
+copies: the loser of a race reads the winner's state and applies its operation on top. The draft also remembers the
+latest request ids applied to the slice, so a retried request is answered instead of applied twice.
+
+The session itself (case, annotator, lease, model version opened) is a small record, `sessions/{id}.json`, written
+at OpenSession: a replica that receives a request for a session it does not hold rebuilds it from the record and the
+drafts.
 """
 
 from __future__ import annotations
@@ -17,14 +27,15 @@ import numpy as np
 
 from saim.annotation.session import AnnotationSession, Op, SliceState
 from saim.data.geometry import ScanGeometry
-from saim.errors import SaimError
+from saim.errors import Conflict, NotFound, SaimError
 from saim.model.clicks import Click
 from saim.storage.objects import ObjectStore
-from saim.storage.pool import draft_prefix, draft_slice_key
+from saim.storage.pool import draft_prefix, draft_slice_key, session_key
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3  # 3: request ids; format 2 drafts (before them) are still read
+READABLE = (2, 3)
 MAGIC = b"SAIMDRAFT"
 ZLIB_LEVEL = 1
 
@@ -48,6 +59,7 @@ def encode_slice(state: SliceState) -> bytes:
         "shape": list(shape),
         "auto_version": state.auto_version,
         "ops": [_op_json(op) for op in state.ops],
+        "request_ids": state.request_ids,
     }
     raw = b"".join(np.ascontiguousarray(a, np.uint8).tobytes() for a in (auto, *state.history, *strokes))
     header = json.dumps(meta).encode()
@@ -60,7 +72,7 @@ def decode_slice(data: bytes, slice_shape: tuple[int, int]) -> SliceState:
     n = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "little")
     start = len(MAGIC) + 4
     meta = json.loads(data[start : start + n])
-    if meta.get("format") != FORMAT or tuple(meta["shape"]) != tuple(slice_shape):
+    if meta.get("format") not in READABLE or tuple(meta["shape"]) != tuple(slice_shape):
         raise SaimError(
             f"draft of format {meta.get('format')} and shape {meta.get('shape')} does not fit {slice_shape}"
         )
@@ -85,42 +97,117 @@ def decode_slice(data: bytes, slice_shape: tuple[int, int]) -> SliceState:
             )
         else:
             ops.append(Op("edit", o["cls"], o["model_version"], painted=next(strokes).astype(bool)))
-    return SliceState(auto=auto.copy(), auto_version=meta["auto_version"], ops=ops, history=[h.copy() for h in history])
+    return SliceState(
+        auto=auto.copy(),
+        auto_version=meta["auto_version"],
+        ops=ops,
+        history=[h.copy() for h in history],
+        request_ids=list(meta.get("request_ids", [])),
+    )
 
 
 class DraftStore:
-    """Drafts in the bucket, one object per touched slice (a click writes only its slice)."""
+    """Drafts in the bucket, one object per touched slice (a click writes only its slice), and the session records."""
 
     def __init__(self, store: ObjectStore):
         self.store = store
 
     def save(self, session: AnnotationSession, index: int) -> bool:
-        """Write the slice's state now; False (logged) when storage failed: the next operation writes it again."""
+        """Write the slice's state now, if the stored draft is still the one this state was read from or written as.
+        False (logged) when storage failed: the next operation writes it again. Conflict when another replica wrote
+        the slice meanwhile (the caller reads it again and applies its operation on top)."""
         with session.lock:  # ordered with the session's operations: an older state never overwrites a newer one
-            data = encode_slice(session.slices[index])
+            state = session.slices[index]
+            data = encode_slice(state)
             try:
-                self.store.put_bytes(draft_slice_key(session.case, session.annotator, index), data)
+                key = draft_slice_key(session.case, session.annotator, index)
+                state.etag = self.store.put_if(key, data, state.etag)
                 return True
+            except Conflict:
+                raise
             except SaimError as exc:
                 log.warning("draft of %s slice %d not saved (%s)", session.case, index, exc)
                 return False
+
+    def _read(self, key: str, geometry: ScanGeometry) -> tuple[int, SliceState] | None:
+        try:
+            index = int(key.rsplit("slice-", 1)[1].removesuffix(".draft"))
+            geometry.check_slice(index)
+            data, etag = self.store.get_tagged(key)
+            state = decode_slice(data, geometry.slice_shape)
+        except NotFound:  # discarded meanwhile
+            return None
+        except (SaimError, ValueError, KeyError, IndexError) as exc:
+            log.warning("draft %s ignored (%s)", key, exc)
+            return None
+        state.etag = etag
+        return index, state
 
     def load(self, case: str, annotator: str, geometry: ScanGeometry) -> dict[int, SliceState]:
         """The slices of the annotator's draft of `case` that hold clicks or edits (none: an empty dict); a slice that
         does not fit the scan's geometry is logged and left out."""
         out = {}
         for key in self.store.list(draft_prefix(case, annotator)):
+            if (found := self._read(key, geometry)) is not None and found[1].ops:
+                out[found[0]] = found[1]
+        return out
+
+    def refresh(self, session: AnnotationSession, index: int) -> bool:
+        """Make the slice's state the stored one if another replica changed it since this one read or wrote it.
+        True when it was read again."""
+        key = draft_slice_key(session.case, session.annotator, index)
+        with session.lock:
+            known = session.slices[index].etag if index in session.slices else None
+        if self.store.etag(key) in (known, None):
+            return False
+        found = self._read(key, session.geometry)
+        if found is None:
+            return False
+        session.restore({index: found[1]})
+        return True
+
+    def refresh_all(self, session: AnnotationSession) -> int:
+        """Every slice another replica changed, read again (one listing): before Submit. Returns how many."""
+        with session.lock:
+            known = {i: s.etag for i, s in session.slices.items()}
+        changed = 0
+        for key, etag in self.store.etags(draft_prefix(session.case, session.annotator)).items():
+            found = None
             try:
                 index = int(key.rsplit("slice-", 1)[1].removesuffix(".draft"))
-                geometry.check_slice(index)
-                state = decode_slice(self.store.get_bytes(key), geometry.slice_shape)
-            except (SaimError, ValueError, KeyError, IndexError) as exc:
-                log.warning("draft %s ignored (%s)", key, exc)
+            except (IndexError, ValueError):
                 continue
-            if state.ops:
-                out[index] = state
-        return out
+            if known.get(index) != etag and (found := self._read(key, session.geometry)) is not None:
+                session.restore({found[0]: found[1]})
+                changed += 1
+        return changed
 
     def discard(self, case: str, annotator: str) -> None:
         """The annotator's draft of the case, gone with every version (a delete would keep them under a marker)."""
         self.store.purge_prefix(draft_prefix(case, annotator))
+
+    # ---- session records: what a replica needs to rebuild a session it did not open --------------------------------
+    def write_record(self, session: AnnotationSession, lease_expires_at: float) -> None:
+        self.store.rewrite_json(
+            session_key(session.session_id),
+            {
+                "session_id": session.session_id,
+                "case": session.case,
+                "annotator": session.annotator,
+                "iteration": session.iteration,
+                "lease_id": session.lease_id,
+                "model_version_opened": session.opened_version,
+                "started_at": session.started_at,
+                "lease_expires_at": lease_expires_at,
+            },
+        )
+
+    def read_record(self, session_id: str) -> dict:
+        """NotFound: no such session (never opened, submitted, or collected)."""
+        try:
+            return self.store.get_json(session_key(session_id))
+        except NotFound:
+            raise NotFound(f"unknown or expired session {session_id!r}") from None
+
+    def forget_record(self, session_id: str) -> None:
+        self.store.purge(session_key(session_id))

@@ -34,8 +34,10 @@ class LeaseKeeper:
         renew_every_s: float = 30.0,
         submit_wait_s: float = 20.0,
         clock: Callable[[], float] = time.time,
+        on_renewed: Callable[[AnnotationSession, float], None] | None = None,
     ):
         self.checks, self.renew_every_s, self.submit_wait_s, self.clock = checks, renew_every_s, submit_wait_s, clock
+        self.on_renewed = on_renewed  # (session, new expiry): the annotator keeps its session record current
         self._lock = threading.Lock()
         self._state: dict[str, _Held] = {}  # session id -> what this replica knows of its lease
 
@@ -43,6 +45,12 @@ class LeaseKeeper:
         """The lease as OpenSession's check found it (expires_at 0: no selector, no expiry)."""
         with self._lock:
             self._state[session.session_id] = _Held(expires_at)
+
+    def adopted(self, session: AnnotationSession, expires_at: float) -> None:
+        """A session rebuilt by this replica (another one opened it): the expiry its record carries, renewed at the
+        first activity."""
+        self.opened(session, expires_at)
+        session.lease_renewed = time.monotonic() - self.renew_every_s
 
     def activity(self, session: AnnotationSession) -> None:
         """Before a click, an edit, an undo or a slice: refuse a lost or expired lease; renew in the background."""
@@ -94,10 +102,14 @@ class LeaseKeeper:
         finally:
             held.renewing = False
 
-    @staticmethod
-    def _record(session: AnnotationSession, held: _Held, lease: Any) -> None:
+    def _record(self, session: AnnotationSession, held: _Held, lease: Any) -> None:
         held.expires_at = float(lease.expires_at)
         session.lease_renewed = time.monotonic()
+        if self.on_renewed is not None:
+            try:
+                self.on_renewed(session, held.expires_at)
+            except SaimError as exc:  # the record's older expiry still lets another replica rebuild the session
+                log.warning("record of session %s not updated (%s)", session.session_id, exc)
 
 
 class _Held:

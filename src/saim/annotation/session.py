@@ -27,6 +27,8 @@ from saim.registry.live import ServedModel
 PREFILL_QUIET_S = 0.5  # the prefill's next slice waits until the replica's clicks have paused this long
 AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a click waits for at most one such pass)
 
+REQUESTS_KEPT = 32  # request ids a slice remembers: a retry arrives within seconds, not 32 operations later
+
 RESAMPLING = "model probabilities resampled bilinearly to the source grid, then argmax"
 
 
@@ -57,6 +59,16 @@ class SliceState:
     auto_version: str | None = None
     ops: list[Op] = field(default_factory=list)
     history: list[np.ndarray] = field(default_factory=list)  # the mask after each op (for undo)
+    # the latest requests applied (a retry: answered)
+    request_ids: list[str] = field(default_factory=list)
+    etag: str | None = None  # the stored draft this state was read from or written as (saim.annotation.drafts)
+
+    def applied(self, request_id: str) -> bool:
+        return bool(request_id) and request_id in self.request_ids
+
+    def record_request(self, request_id: str) -> None:
+        if request_id:
+            self.request_ids = [*self.request_ids, request_id][-REQUESTS_KEPT:]
 
     @property
     def mask(self) -> np.ndarray:
@@ -90,6 +102,7 @@ class AnnotationSession:
     versions_used: set[str] = field(default_factory=set)
     lease_renewed: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ops_lock: threading.Lock = field(default_factory=threading.Lock)  # one operation at a time (read, apply, store)
     compute: Compute = field(default_factory=Inline)  # where the tensor work runs (saim.model.compute)
 
     @classmethod

@@ -5,13 +5,18 @@ from __future__ import annotations
 import grpc
 
 
-class _Metadata(grpc.UnaryUnaryClientInterceptor):
+class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     def __init__(self, token: str):
         self._pair = ("authorization", f"Bearer {token}")
 
+    def _with_token(self, details):
+        return details._replace(metadata=list(details.metadata or []) + [self._pair])
+
     def intercept_unary_unary(self, continuation, client_call_details, request):
-        metadata = list(client_call_details.metadata or []) + [self._pair]
-        return continuation(client_call_details._replace(metadata=metadata), request)
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
 
 
 def channel(

@@ -17,6 +17,7 @@ STATUS_OF: dict[type[errors.SaimError], grpc.StatusCode] = {
     errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Conflict: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -46,32 +47,34 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Catches domain errors in unary handlers and aborts with the mapped status and the error's message.
-    Unexpected exceptions become INTERNAL with a generic message (details go to the log, not the client)."""
+    """Catches domain errors in unary handlers (and streamed replies) and aborts with the mapped status and the error's
+    message. Unexpected exceptions become INTERNAL with a generic message (details go to the log, not the client)."""
 
     def __init__(self, observe=None):
         self.observe = observe  # optional callback(method, code_name)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner, method = handler.unary_unary, handler_call_details.method
+        method = handler_call_details.method
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streamed(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
 
         def wrapper(request, context):
             code = grpc.StatusCode.OK
             try:
                 return inner(request, context)
-            except errors.SaimError as exc:
-                code = status_of(exc)
-                context.abort(code, str(exc))
-            except Exception:
-                if context.code() not in (None, grpc.StatusCode.OK):  # already aborted by the handler itself
-                    code = context.code()
-                    raise
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error in %s", method)
-                context.abort(code, f"internal error in {method}")
+            except Exception as exc:
+                code = self._code(exc, context)
+                self._abort(exc, code, context, method)
             finally:
                 if self.observe is not None:
                     self.observe(method, code.name)
@@ -79,3 +82,35 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(
             wrapper, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
+
+    def _streamed(self, inner, method: str):
+        def wrapper(request, context):
+            code = grpc.StatusCode.OK
+            try:
+                yield from inner(request, context)
+            except Exception as exc:
+                code = self._code(exc, context)
+                self._abort(exc, code, context, method)
+            finally:
+                if self.observe is not None:
+                    self.observe(method, code.name)
+
+        return wrapper
+
+    @staticmethod
+    def _code(exc: Exception, context) -> grpc.StatusCode:
+        if isinstance(exc, errors.SaimError):
+            return status_of(exc)
+        if context.code() not in (None, grpc.StatusCode.OK):  # already aborted by the handler itself
+            return context.code()
+        return grpc.StatusCode.INTERNAL
+
+    @staticmethod
+    def _abort(exc: Exception, code: grpc.StatusCode, context, method: str) -> None:
+        """End the call with `code` (context.abort raises); an unexpected error's details go to the log only."""
+        if isinstance(exc, errors.SaimError):
+            context.abort(code, str(exc))
+        if code != grpc.StatusCode.INTERNAL or context.code() not in (None, grpc.StatusCode.OK):
+            raise exc
+        log.exception("unhandled error in %s", method)
+        context.abort(code, f"internal error in {method}")

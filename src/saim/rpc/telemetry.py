@@ -15,6 +15,10 @@ DRAFT_SAVE = Histogram(
     "Writing a slice's draft to object storage (part of each click's latency)",
     buckets=LATENCY_BUCKETS,
 )
+DRAFT_CONFLICTS = Counter(
+    "saim_draft_conflicts_total", "Draft writes another replica came first to (the operation was applied again)"
+)
+SESSIONS_REBUILT = Counter("saim_sessions_rebuilt_total", "Sessions a replica rebuilt from storage (opened elsewhere)")
 DRAFT_FAILURES = Counter("saim_draft_save_failures_total", "Draft writes that failed (the next operation retries)")
 OPEN_LATENCY = Histogram("saim_open_session_seconds", "OpenSession latency (automatic prediction of a series)")
 MODEL_VERSION = Gauge("saim_model_version", "Numeric part of the model version this process serves", ["service"])

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SELECTOR_STATE = "state/selector.json"  # this module's format; other services read it through stored_batches()
 NEXT_BATCH = ("after_model", "immediate")
+SESSION_RECORD_KEEP_S = 86400.0  # an abandoned session's record outlives its lease by this long
 DRAFT_SWEEP_S = 600.0  # how often collect_drafts lists every draft (annotated cases' drafts go at once, unlisted)
 
 
@@ -275,8 +276,9 @@ class SelectionLoop:
     def collect_drafts(self) -> None:
         """Remove the drafts of annotated cases, with all their versions: those annotated since the last call, and
         every DRAFT_SWEEP_S those any listing of drafts/ finds (written after their case was collected, or before a
-        restart). Storage is called outside the loop's lock: NextCase and CheckLease never wait for it. The selector
-        runs this after an annotation event and at each reconcile."""
+        restart), with the session records of annotated cases and of leases expired a day ago. Storage is called
+        outside the loop's lock: NextCase and CheckLease never wait for it. The selector runs this after an annotation
+        event and at each reconcile."""
         now = self.clock()
         with self._lock:
             cases, self._uncollected = self._uncollected, set()
@@ -285,6 +287,7 @@ class SelectionLoop:
         try:
             if sweep:
                 cases |= set(self.pool.drafted_cases()) & done
+                self.pool.collect_sessions(done, now - SESSION_RECORD_KEEP_S)
                 self._swept_at = now
         except SaimError as exc:
             log.warning("drafts not listed (%s)", exc)

@@ -24,7 +24,7 @@ from minio.commonconfig import ENABLED
 from minio.error import S3Error
 from minio.versioningconfig import VersioningConfig
 
-from saim.errors import NotFound, Unavailable
+from saim.errors import Conflict, NotFound, Unavailable
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class S3Config:
     bucket: str = "saim"
     secure: bool = False
     region: str | None = None
+
+
+def _unquoted(etag: str | None) -> str:
+    return (etag or "").strip('"')
 
 
 @contextlib.contextmanager
@@ -160,6 +164,54 @@ class ObjectStore:
         ones are purged, so a crash in between leaves the new one and the bucket keeps one version, not every one."""
         self.put_json(key, value)
         self.purge(key, keep_latest=True)
+
+    # ---- conditional writes: several writers of one key (annotator replicas, selector candidates) -------------------
+    def etag(self, key: str) -> str | None:
+        """The key's current ETag (None: absent): what `put_if` compares against."""
+        with _reachable(f"stat {key}"):
+            try:
+                return _unquoted(self.client.stat_object(self.bucket, key).etag)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return None
+                raise
+
+    def etags(self, prefix: str) -> dict[str, str]:
+        """Every key under `prefix` with its current ETag (one listing)."""
+        with _reachable(f"list {prefix}"):
+            found = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return {o.object_name: _unquoted(o.etag) for o in found}
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The key's bytes and the ETag of exactly those bytes."""
+        with _reachable(f"get {key}"):
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject"):
+                    raise NotFound(f"object {key!r} not found in bucket {self.bucket!r}") from exc
+                raise
+            try:
+                return response.read(), _unquoted(response.headers.get("etag"))
+            finally:
+                response.close()
+                response.release_conn()
+
+    def put_if(self, key: str, data: bytes, etag: str | None, content_type: str = "application/octet-stream") -> str:
+        """Write `key` only if it is still what the caller last saw: its ETag is `etag`, or (None) it does not exist
+        (S3 conditional writes, If-Match / If-None-Match; MinIO and AWS both honour them). Returns the new ETag;
+        Conflict when another writer came first."""
+        condition = {"If-Match": f'"{etag}"'} if etag else {"If-None-Match": "*"}
+        with _reachable(f"put {key}"):
+            try:
+                result = self.client._put_object(  # the public put_object turns extra headers into user metadata
+                    self.bucket, key, data, headers={"Content-Type": content_type, **condition}
+                )
+            except S3Error as exc:  # 412; an If-Match on a key deleted meanwhile is NoSuchKey
+                if exc.code in ("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"):
+                    raise Conflict(f"{key} was changed by another writer") from None
+                raise
+            return _unquoted(result.etag)
 
     def get_version(self, key: str, version_id: str) -> bytes:
         with _reachable(f"get {key}@{version_id}"):

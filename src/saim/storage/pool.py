@@ -61,6 +61,7 @@ def rater_key(case: str, annotator: str, ext: str) -> str:
 
 DRAFTS = "drafts/"
 SUBMISSION_ID = re.compile(r"[A-Za-z0-9_-]{8,128}")
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def submission_key(submission_id: str) -> str:
@@ -68,6 +69,22 @@ def submission_key(submission_id: str) -> str:
     if not SUBMISSION_ID.fullmatch(submission_id):
         raise InvalidInput("submission_id must be 8-128 characters of A-Z a-z 0-9 _ -")
     return f"submissions/{submission_id}.json"
+
+
+SESSIONS = "sessions/"
+
+
+def check_request_id(request_id: str) -> None:
+    """A client's id of one request (a click, an edit, an undo): empty, or like a submission id."""
+    if request_id and not SUBMISSION_ID.fullmatch(request_id):
+        raise InvalidInput("request_id must be 8-128 characters of A-Z a-z 0-9 _ -")
+
+
+def session_key(session_id: str) -> str:
+    """An annotation session's record (saim.annotation.drafts): any annotator replica rebuilds the session from it."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise NotFound(f"unknown or expired session {session_id!r}")
+    return f"{SESSIONS}{session_id}.json"
 
 
 def draft_prefix(case: str, annotator: str | None = None) -> str:
@@ -306,6 +323,17 @@ class PoolStore:
                 return annotation_key(case), provenance_key(case)
         return self.write_annotation(case, labels, affine, provenance)
 
+    def stored_by_session(self, case: str, annotator: str, session_id: str) -> tuple[str, str] | None:
+        """The (annotation, provenance) keys if this session's annotation is stored already (a replica that died
+        between storing it and recording its answer), else None."""
+        for key in (rater_key(case, annotator, "json"), provenance_key(case)):
+            try:
+                if self.store.get_json(key).get("session_id") == session_id:
+                    return annotation_key(case), provenance_key(case)
+            except NotFound:
+                continue
+        return None
+
     def raters(self, case: str) -> set[str]:
         """Annotators with a stored annotation of the case: the rater copies, and the primary's annotator."""
         found = {k.split("/")[-1][: -len(".json")] for k in self.store.list(f"raters/{case}/") if k.endswith(".json")}
@@ -321,6 +349,21 @@ class PoolStore:
         """Remove every annotator's draft of an annotated case, with all their versions (a lease that went to someone
         else leaves its draft behind; the case is done, so none of them is resumed)."""
         self.store.purge_prefix(draft_prefix(case))
+
+    def collect_sessions(self, annotated: set[str], stale_before: float) -> int:
+        """Remove the records of sessions whose case is annotated, or whose lease expired before `stale_before` (unix
+        time): a reloaded page leaves its old session's record behind. Returns how many went."""
+        removed = 0
+        for key in self.store.list(SESSIONS):
+            try:
+                record = self.store.get_json(key)
+            except NotFound:
+                continue
+            expires = float(record.get("lease_expires_at") or 0)
+            if record.get("case") in annotated or 0 < expires < stale_before:
+                self.store.purge(key)
+                removed += 1
+        return removed
 
     def annotated_cases(self) -> list[str]:
         """Cases whose annotation is complete (the provenance, written last, exists)."""

@@ -120,6 +120,28 @@ class SliceResponse(_message.Message):
     edits_on_slice: int
     def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., image: _Optional[bytes] = ..., image_dtype: _Optional[str] = ..., image_encoding: _Optional[_Union[Encoding, str]] = ..., clicks_on_slice: _Optional[int] = ..., edits_on_slice: _Optional[int] = ...) -> None: ...
 
+class GetVolumeRequest(_message.Message):
+    __slots__ = ("session_id", "slices_per_chunk")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICES_PER_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    slices_per_chunk: int
+    def __init__(self, session_id: _Optional[str] = ..., slices_per_chunk: _Optional[int] = ...) -> None: ...
+
+class VolumeChunk(_message.Message):
+    __slots__ = ("first_slice", "num_slices", "image_dtype", "encoding", "data")
+    FIRST_SLICE_FIELD_NUMBER: _ClassVar[int]
+    NUM_SLICES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    first_slice: int
+    num_slices: int
+    image_dtype: str
+    encoding: Encoding
+    data: bytes
+    def __init__(self, first_slice: _Optional[int] = ..., num_slices: _Optional[int] = ..., image_dtype: _Optional[str] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class Voxel(_message.Message):
     __slots__ = ("i", "j", "k")
     I_FIELD_NUMBER: _ClassVar[int]
@@ -131,50 +153,58 @@ class Voxel(_message.Message):
     def __init__(self, i: _Optional[int] = ..., j: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
 
 class AddClickRequest(_message.Message):
-    __slots__ = ("session_id", "class_index", "positive", "voxel")
+    __slots__ = ("session_id", "class_index", "positive", "voxel", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
     POSITIVE_FIELD_NUMBER: _ClassVar[int]
     VOXEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     class_index: int
     positive: bool
     voxel: Voxel
-    def __init__(self, session_id: _Optional[str] = ..., class_index: _Optional[int] = ..., positive: _Optional[bool] = ..., voxel: _Optional[_Union[Voxel, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., class_index: _Optional[int] = ..., positive: _Optional[bool] = ..., voxel: _Optional[_Union[Voxel, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class EditSliceRequest(_message.Message):
-    __slots__ = ("session_id", "slice", "class_index", "painted")
+    __slots__ = ("session_id", "slice", "class_index", "painted", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_FIELD_NUMBER: _ClassVar[int]
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
     PAINTED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     slice: int
     class_index: int
     painted: SliceMask
-    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., painted: _Optional[_Union[SliceMask, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., painted: _Optional[_Union[SliceMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UndoRequest(_message.Message):
-    __slots__ = ("session_id", "slice")
+    __slots__ = ("session_id", "slice", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     slice: int
-    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class MaskResponse(_message.Message):
-    __slots__ = ("mask", "model_version", "clicks_on_slice", "inference_ms", "edits_on_slice")
+    __slots__ = ("mask", "model_version", "clicks_on_slice", "inference_ms", "edits_on_slice", "replayed")
     MASK_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLICKS_ON_SLICE_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     EDITS_ON_SLICE_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     mask: SliceMask
     model_version: str
     clicks_on_slice: int
     inference_ms: float
     edits_on_slice: int
-    def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., clicks_on_slice: _Optional[int] = ..., inference_ms: _Optional[float] = ..., edits_on_slice: _Optional[int] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., clicks_on_slice: _Optional[int] = ..., inference_ms: _Optional[float] = ..., edits_on_slice: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("session_id", "seconds_spent", "submission_id")

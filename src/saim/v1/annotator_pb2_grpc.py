@@ -64,6 +64,11 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.EditSliceRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
                 _registered_method=True)
+        self.GetVolume = channel.unary_stream(
+                '/saim.v1.AnnotatorService/GetVolume',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.GetVolumeRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.VolumeChunk.FromString,
+                _registered_method=True)
         self.Undo = channel.unary_unary(
                 '/saim.v1.AnnotatorService/Undo',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
@@ -121,6 +126,14 @@ class AnnotatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVolume(self, request, context):
+        """The scan's image, streamed in chunks of whole slices (source intensities): how a viewer loads the volume
+        without one call per slice, and without a server holding more than a chunk of the reply at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Undo(self, request, context):
         """Remove the last click or edit on a slice; returns that slice's mask as it was before it.
         """
@@ -163,6 +176,11 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
                     servicer.EditSlice,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.EditSliceRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
+            ),
+            'GetVolume': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetVolume,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.GetVolumeRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.VolumeChunk.SerializeToString,
             ),
             'Undo': grpc.unary_unary_rpc_method_handler(
                     servicer.Undo,
@@ -315,6 +333,33 @@ class AnnotatorService:
             '/saim.v1.AnnotatorService/EditSlice',
             saim_dot_v1_dot_annotator__pb2.EditSliceRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/GetVolume',
+            saim_dot_v1_dot_annotator__pb2.GetVolumeRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.VolumeChunk.FromString,
             options,
             channel_credentials,
             insecure,
