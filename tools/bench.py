@@ -6,7 +6,9 @@
    size, the largest gRPC message, the annotator's peak RSS, and Submit: right after the clicks, and p50/p95 over
    sessions submitted once the annotator's background prefill has predicted the untouched slices.
 2. The browser: the same annotator servicer behind the real HTTP gateway, the annotator page in Debian's chromium
-   (Playwright); a click -> the overlay painted, as the page times it (tools/bench_browser.py). --no-browser skips it.
+   (Playwright); a click -> the overlay painted, as the page times it, and the case opened in the page (p50 over
+   3 opens) (tools/bench_browser.py). --no-browser skips it. The gateway's own memory while it streams a
+   512 x 512 x 600 CT (tools/bench_gateway.py).
 3. Test-time click refinement (saim.model.refine, --refine-steps): a predictor call with one positive click on a
    pixel the randomly initialised network's automatic answer gives another class, with and without refinement (it
    runs only if the network's answer ignores the click, until it follows it, at most that many steps).
@@ -32,6 +34,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tools.bench_gateway import gateway_memory  # noqa: E402
 
 from saim.annotation.drafts import DraftStore  # noqa: E402
 from saim.data import phantom  # noqa: E402
@@ -236,6 +240,7 @@ def main() -> None:
     ap.add_argument("--ct-shape", type=int, nargs=3, default=list(CT_SHAPE))
     ap.add_argument("--browser-clicks", type=int, default=15, help="clicks in the page (chromium)")
     ap.add_argument("--no-browser", action="store_true", help="skip the browser bench")
+    ap.add_argument("--gateway-slices", type=int, default=600, help="slices of the CT the gateway streams")
     ap.add_argument("--refine-steps", type=int, default=20, help="at most this many click-refinement steps")
     ap.add_argument(
         "--refine-radius", type=float, default=0.0, help="the refinement loss's radius (0: the clicked pixel)"
@@ -334,6 +339,17 @@ def main() -> None:
             f"{browser['page_viewer_s']:.1f} s; "
             "software WebGL (SwiftShader) on the same 2 cores as the annotator"
         )
+    if browser is not None:
+        print(
+            f"case open in the page ({args.ct_shape[2]} slices: volume + first mask), p50 over {browser['opens']} "
+            f"opens: {browser['open_p50_s']:.1f} s"
+        )
+    memory = gateway_memory(args.gateway_slices)
+    print(
+        f"gateway streaming a 512x512x{memory['slices']} int16 CT ({memory['raw_mib']:.0f} MiB raw, "
+        f"{memory['gzip_mib']:.0f} MiB gzip NIfTI) in {memory['seconds']:.1f} s: peak RSS {memory['peak_mib']:.0f} "
+        f"MiB, {memory['above_idle_mib']:.0f} MiB above idle"
+    )
     print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")
     print(
         f"Submit of {args.ct_shape[2]} slices after the background prefill, {session['sessions']} sessions: "

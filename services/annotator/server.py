@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 3  # an operation that lost a draft write to another replica is applied again on its state
 CLAIM_STALE_S = 30.0  # a submission claimed this long ago and never finished: its replica died, take it over
-VOLUME_CHUNK_BYTES = 8 << 20  # GetVolume: about this much raw image per streamed message
+VOLUME_CHUNK_BYTES = 2 << 20  # GetVolume: at most this much raw image per message (under gRPC's 4 MiB default)
 
 
 def geometry_message(session: AnnotationSession) -> annotator_pb2.Geometry:

@@ -232,7 +232,7 @@ class LocalStack:
             "SAIM_INSTANCE_ID": f"local-{service}",
             "PYTHONUNBUFFERED": "1",
         }
-        if service == "annotator" and "selector" in self.ports:
+        if service.startswith("annotator") and "selector" in self.ports:  # annotator, annotator-2, ...: replicas
             env["SAIM_SELECTOR_TARGET"] = self.target("selector")
         return self._spawn(service, [sys.executable, "-m", module or f"services.{service}"], env)
 
@@ -243,25 +243,34 @@ class LocalStack:
     def scorers(self) -> list[str]:
         return sorted(name for name in self.procs if name.startswith("scorer-"))
 
-    def start_gateway(self, timeout_s: float = 60.0) -> Proc:
-        """The HTTP gateway (web app + JSON API). It gets the services' addresses and nothing secret: the bearer
-        token of each browser request is what the services check."""
-        port = self.ports.setdefault("gateway", free_port())
+    def annotator_replicas(self) -> list[str]:
+        """The annotator replicas started: annotator, then annotator-2, annotator-3, ..."""
+        return sorted((n for n in self.ports if n.startswith("annotator") and not n.endswith("_metrics")), key=len)
+
+    def start_gateway(self, timeout_s: float = 60.0, name: str = "gateway") -> Proc:
+        """An HTTP gateway (web app + JSON API), balancing over every annotator replica started. It gets the
+        services' addresses and nothing secret: the bearer token of each browser request is what the services
+        check. Several gateways: name them gateway, gateway-2, ..."""
+        port = self.ports.setdefault(name, free_port())
+        replicas = ",".join(self.target(a) for a in self.annotator_replicas())
         env = {
             "SAIM_SELECTOR_TARGET": self.target("selector"),
-            "SAIM_ANNOTATOR_TARGET": self.target("annotator"),
+            "SAIM_ANNOTATOR_TARGET": f"ipv4:{replicas}",  # each replica: the gateway's round robin spreads calls
             "SAIM_TRAINER_TARGET": self.target("trainer"),
             "SAIM_HTTP_PORT": str(port),
-            "SAIM_METRICS_PORT": str(self.ports.setdefault("gateway_metrics", free_port())),
+            "SAIM_METRICS_PORT": str(self.ports.setdefault(f"{name}_metrics", free_port())),
             "PYTHONUNBUFFERED": "1",
         }
         if self.certs:
             env["SAIM_TLS_CA_FILE"] = str(self.certs["cert"])
         secret = ("SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY", "SAIM_ADMIN_TOKEN", "SAIM_SERVICE_TOKEN")
         clean = {k: v for k, v in os.environ.items() if k not in secret}
-        proc = self._spawn("gateway", [sys.executable, "-m", "services.gateway"], env, base=clean)
+        proc = self._spawn(name, [sys.executable, "-m", "services.gateway"], env, base=clean)
         wait_port(port, timeout_s, proc.popen)
         return proc
+
+    def url_of(self, gateway: str) -> str:
+        return f"http://127.0.0.1:{self.ports[gateway]}"
 
     def write_secret(self, name: str, value: str) -> Path:
         """A secret for the person at the keyboard (a token to paste into the web app), readable by its owner only."""
@@ -306,7 +315,9 @@ class LocalStack:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the services together (each drains in-flight calls and closes its consumers), then the broker and
         S3 they were using; anything still running after `timeout_s` per stage is killed."""
-        for stage in (("gateway", *SERVICES, *self.scorers()), ("broker", "s3")):
+        infrastructure = ("broker", "s3")
+        services = tuple(name for name in self.procs if name not in infrastructure)  # replicas and gateways too
+        for stage in (services, infrastructure):
             procs = [self.procs[name] for name in stage if name in self.procs]
             for proc in procs:
                 proc.terminate()
