@@ -352,15 +352,12 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             return first
         session = self._session(request.session_id)
         self.leases.confirm(session)  # still ours (waits out a restarting selector): store it
-        if (first := self._claim(key, session)) is not None:  # another replica stored it meanwhile
+        first, took_over = self._claim(key, session)
+        if first is not None:  # another replica stored it meanwhile
             return first
         try:
             self._still_open(session)  # not submitted by another replica under another id
-        except NotFound:
-            self._release(key)
-            raise
-        try:
-            reply, event = self._store(session, request.seconds_spent or None)
+            reply, event = self._store(session, request.seconds_spent or None, took_over)
             self.d.pool.store.put_json(key, {"state": "done", "annotator": session.annotator, **MessageToDict(reply)})
         except BaseException:
             self._release(key)
@@ -381,15 +378,17 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         return reply
 
     def _store(
-        self, session: AnnotationSession, seconds_client: float | None
+        self, session: AnnotationSession, seconds_client: float | None, took_over: bool
     ) -> tuple[annotator_pb2.SubmitResponse, events_pb2.AnnotationSubmitted]:
-        """The annotation as every replica's drafts have it, stored (unless the claim's first holder stored it
-        before its replica died: then that one is answered)."""
+        """The annotation as every replica's drafts have it, stored (unless the claim was taken over from a replica
+        that died after it had stored the annotation: then that one is answered)."""
         with session.ops_lock:
             if self.d.drafts is not None:
                 self.d.drafts.refresh_all(session)
             with session.lock:
-                stored = self.d.pool.stored_by_session(session.case, session.annotator, session.session_id)
+                stored = None
+                if took_over:
+                    stored = self.d.pool.stored_by_session(session.case, session.annotator, session.session_id)
                 if stored is None:
                     labels = session.labels(self.d.model.current)
                     provenance = session.provenance(seconds_client)
@@ -413,10 +412,11 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         )
         return reply, event
 
-    def _claim(self, key: str, session: AnnotationSession) -> annotator_pb2.SubmitResponse | None:
+    def _claim(self, key: str, session: AnnotationSession) -> tuple[annotator_pb2.SubmitResponse | None, bool]:
         """Claim the submission (a conditional write of a pending record), so that of two replicas that receive it
-        at once only one stores it. None: ours to store; else the first one's answer, waited for up to
-        submit_wait_s. A claim left pending by a replica that died is taken over after CLAIM_STALE_S."""
+        at once only one stores it: (None, whether the claim was taken over) when it is ours to store, else (the
+        first one's answer, waited for up to submit_wait_s, False). A claim left pending by a replica that died is
+        taken over after CLAIM_STALE_S."""
         store = self.d.pool.store
         pending = json.dumps(
             {"state": "pending", "annotator": session.annotator, "session_id": session.session_id, "at": time.time()}
@@ -425,7 +425,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         while True:
             try:
                 store.put_if(key, pending, None, "application/json")
-                return None
+                return None, False
             except Conflict:
                 pass
             try:
@@ -434,11 +434,11 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
                 continue
             record = json.loads(data)
             if record.get("state", "done") == "done":
-                return self._answer(record)
+                return self._answer(record), False
             if time.time() - float(record.get("at", 0)) > CLAIM_STALE_S:
                 try:
                     store.put_if(key, pending, etag, "application/json")
-                    return None
+                    return None, True
                 except Conflict:
                     continue
             if time.monotonic() > deadline:

@@ -65,6 +65,7 @@ LATENCY = Histogram(
 )
 JSON = "application/json"
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)  # a replica gone, or a write another one won
+STREAM_CALLS = 4  # a streamed reply (the volume) may take as long as this many calls
 REQUEST_ID = r"^([A-Za-z0-9_-]{8,128})?$"
 
 
@@ -124,7 +125,8 @@ class Caller:
         """A streamed reply's messages; a failure before the first one is an ApiError (the HTTP status is still
         free), later ones end the stream."""
         try:
-            replies = method(request, metadata=self.metadata, timeout=self.b.timeout_s * 4, wait_for_ready=True)
+            timeout = self.b.timeout_s * STREAM_CALLS  # the whole stream's deadline
+            replies = method(request, metadata=self.metadata, timeout=timeout, wait_for_ready=True)
             first = next(replies)
         except StopIteration:
             return iter(())
@@ -233,12 +235,15 @@ def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict) ->
     shape, axis, rows, cols = tuple(geometry["shape"]), geometry["slice_axis"], geometry["rows"], geometry["cols"]
     gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: the gzip container
     gathered: np.ndarray | None = None
-    started = False
+    started, received = False, 0
     for chunk in chunks:
         dtype = WIRE_DTYPES.get(chunk.image_dtype)
         if dtype is None or chunk.encoding != annotator_pb2.ENCODING_ZLIB:
             raise ApiError(502, f"annotator sent a volume chunk as {chunk.image_dtype!r}, encoding {chunk.encoding}")
+        if chunk.first_slice != received:
+            raise ApiError(502, f"annotator sent slice {chunk.first_slice} where {received} was next")
         planes = np.frombuffer(zlib.decompress(chunk.data), dtype).reshape(chunk.num_slices, rows, cols)
+        received += chunk.num_slices
         if not started:
             yield gz.compress(nifti_header(geometry, dtype))
             started = True
@@ -251,6 +256,8 @@ def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict) ->
         index = [slice(None)] * 3
         index[axis] = slice(chunk.first_slice, chunk.first_slice + chunk.num_slices)
         gathered[tuple(index)] = np.moveaxis(planes, 0, axis)
+    if received != geometry["num_slices"]:  # the response ends without its gzip trailer: the client sees it broken
+        raise ApiError(502, f"annotator sent {received} slices, the scan has {geometry['num_slices']}")
     if gathered is not None:
         for k in range(shape[2]):
             yield gz.compress(gathered[:, :, k].T.tobytes())

@@ -9,6 +9,7 @@ into $SAIM_CHAOS_REPORT (merged with the storm's summary when that ran first).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import threading
@@ -19,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -26,6 +28,7 @@ from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.stack.local import LocalStack
 from saim.storage.pool import provenance_key
+from saim.v1 import selector_pb2, selector_pb2_grpc
 from tests.stack_settings import stack_settings
 from tests.waiting import poll
 
@@ -62,7 +65,7 @@ class Client:
     failed: list[str] = field(default_factory=list)  # requests that never got an answer
     retries: int = 0
     submitted: dict = field(default_factory=dict)
-    volume_bytes: int = 0
+    volume_ok: bool = False  # the scan came as NIfTI in its own geometry
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
         self.turn += 1
@@ -101,8 +104,11 @@ class Client:
             opened = self.call("POST", "/api/sessions", {"case_id": lease["case_id"], "lease_id": lease["lease_id"]})
             self.case, self.session = opened["case_id"], opened["session_id"]
             self.slice_axis = opened["geometry"]["slice_axis"]
-            self.volume_bytes = len(self.fetch("GET", f"/api/sessions/{self.session}/volume.nii.gz"))
             shape = opened["geometry"]["shape"]
+            volume = self.fetch("GET", f"/api/sessions/{self.session}/volume.nii.gz")
+            image = nib.Nifti1Image.from_bytes(gzip.decompress(volume))
+            affine = np.array(opened["geometry"]["affine"]).reshape(4, 4)
+            self.volume_ok = list(image.shape) == shape and np.allclose(image.affine, affine, atol=1e-4)
             rng = np.random.default_rng(self.seed)
             voxels = {tuple(int(rng.integers(0, n)) for n in shape) for _ in range(4 * CLICKS)}
             for voxel in list(voxels)[:CLICKS]:
@@ -146,8 +152,6 @@ def replicas_run(tmp_path_factory):
             stack.start_gateway(name=name)
         urls = [stack.url_of(g) for g in gateways]
         selector = stack.channel("selector")
-        from saim.v1 import selector_pb2, selector_pb2_grpc
-
         status = selector_pb2_grpc.SelectorServiceStub(selector)
         poll(
             lambda: status.GetStatus(selector_pb2.GetStatusRequest(), timeout=5).iteration == 1,
@@ -239,7 +243,7 @@ def test_replicas_summary(replicas_run):
         report.write_text(json.dumps({**merged, **summary}, indent=2) + "\n")
     print(json.dumps(summary, indent=1))
     assert clicks_failed == 0, [f for c in run["clients"] for f in c.failed]
-    assert summary["sessions_submitted"] == CLIENTS
+    assert summary["sessions_submitted"] == CLIENTS and all(c.volume_ok for c in run["clients"])
     assert not lost and not diverged and not duplicates, (lost, diverged, duplicates)
     assert summary["sessions_rebuilt"] >= 1  # sessions did move between replicas
     assert summary["selector_outage_s"] >= SELECTOR_OUTAGE_S

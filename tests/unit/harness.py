@@ -68,7 +68,7 @@ def serve_annotator(
         SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=max_message_mb),
     )
     server.start()
-    deps.stop_server = lambda: server.stop(0).wait()  # type: ignore[attr-defined]  # a replica that dies
+    deps.stop_server = lambda: server.stop(0)  # type: ignore[attr-defined]  # a replica that dies: its Event
     try:
         yield port, deps
     finally:

@@ -114,6 +114,21 @@ class _Echo(selector_pb2_grpc.SelectorServiceServicer):
         return selector_pb2.CheckLeaseResponse(model_version=auth.current_principal().role)
 
 
+def _serve(name: str, add, servicer, security: Security):
+    """A started server of the saim.v1 service `name` with `security`: (server, port)."""
+    service = f"saim.v1.{name.capitalize()}Service"
+    server, port = create_server(
+        name,
+        service,
+        lambda s: add(servicer, s),
+        Health(service),
+        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=4),
+        security,
+    )
+    server.start()
+    return server, port
+
+
 @pytest.fixture
 def secured(tmp_path):
     """A selector-shaped server with auth and TLS (self-signed certificate for 127.0.0.1)."""
@@ -122,15 +137,7 @@ def secured(tmp_path):
     registry = tokens.TokenRegistry(store)
     authenticator = auth.Authenticator(registry, admin_token="adm-secret", service_token="svc-secret")
     security = Security(authenticator, (certs["key"].read_bytes(), certs["cert"].read_bytes()))
-    server, port = create_server(
-        "selector",
-        "saim.v1.SelectorService",
-        lambda s: selector_pb2_grpc.add_SelectorServiceServicer_to_server(_Echo(), s),
-        Health("saim.v1.SelectorService"),
-        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=4),
-        security,
-    )
-    server.start()
+    server, port = _serve("selector", selector_pb2_grpc.add_SelectorServiceServicer_to_server, _Echo(), security)
     yield SimpleNamespace(target=f"127.0.0.1:{port}", ca=certs["cert"].read_bytes(), registry=registry)
     server.stop(0)
 
@@ -189,19 +196,11 @@ class _Volume(annotator_pb2_grpc.AnnotatorServiceServicer):
         raise errors.NotFound(f"unknown or expired session {request.session_id!r}")
 
 
-def test_a_streamed_reply_is_authorised_before_its_first_message_and_its_errors_mapped(tmp_path):
+def test_a_streamed_reply_is_authorised_before_its_first_message_and_its_errors_mapped():
     registry = tokens.TokenRegistry(MemoryStore())
     _, carol = registry.issue("carol")
     security = Security(auth.Authenticator(registry, admin_token="adm", service_token="svc"))
-    server, port = create_server(
-        "annotator",
-        "saim.v1.AnnotatorService",
-        lambda s: annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server(_Volume(), s),
-        Health("saim.v1.AnnotatorService"),
-        SimpleNamespace(grpc_host="127.0.0.1", grpc_port=0, max_message_mb=4),
-        security,
-    )
-    server.start()
+    server, port = _serve("annotator", annotator_pb2_grpc.add_AnnotatorServiceServicer_to_server, _Volume(), security)
     try:
 
         def read(token):

@@ -246,21 +246,24 @@ def test_any_replica_serves_any_session_and_the_replicas_never_diverge(dataset):
 
 def test_a_draft_write_loses_to_the_other_replicas_newer_write():
     """The conditional write: a state read before the other replica's write cannot overwrite it."""
+    import threading
+    from types import SimpleNamespace
+
     from saim.annotation.session import AnnotationSession
     from saim.errors import Conflict
 
     store = MemoryStore()
     drafts = DraftStore(store)
-    geometry = type("G", (), {"slice_shape": (4, 4), "check_slice": staticmethod(lambda i: None)})()
-    copies = []
-    for _ in range(2):
+    geometry = SimpleNamespace(slice_shape=(4, 4), check_slice=lambda index: None)
+
+    def replica_copy() -> AnnotationSession:  # one session's copy on a replica: only what drafts touch
         session = AnnotationSession.__new__(AnnotationSession)
-        session.case, session.annotator, session.series = "c", "ann", type("S", (), {"geometry": geometry})()
-        session.lock = __import__("threading").Lock()
+        session.case, session.annotator, session.series = "c", "ann", SimpleNamespace(geometry=geometry)
+        session.lock, session.versions_used = threading.Lock(), set()
         session.slices = {0: SliceState(auto=np.zeros((4, 4), np.uint8), auto_version="v1")}
-        session.versions_used = set()
-        copies.append(session)
-    first, second = copies
+        return session
+
+    first, second = replica_copy(), replica_copy()
     first.slices[0].ops.append(Op("edit", 1, "v1", painted=np.ones((4, 4), bool)))
     first.slices[0].history.append(np.ones((4, 4), np.uint8))
     assert drafts.save(first, 0)
@@ -284,7 +287,7 @@ def test_concurrent_and_orphaned_submissions_store_one_annotation(dataset):  # n
 
     store = MemoryStore()
     import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
-    stack, (a, b), _ = _two_replicas(store)
+    stack, (a, b), (deps_a, _) = _two_replicas(store)
     with stack:
         sid = a.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
         _click(a, sid, (20, 20, 3))
@@ -302,3 +305,14 @@ def test_concurrent_and_orphaned_submissions_store_one_annotation(dataset):  # n
         reply = b.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="orphaned-claim-1"))
         assert not reply.replayed and store.stored_versions("annotations/u7.json") == 1
         assert json.loads(store.objects[submission_key("orphaned-claim-1")])["state"] == "done"
+
+        # a replica claimed c5's submission, stored the annotation and died before recording its answer
+        sid = a.OpenSession(annotator_pb2.OpenSessionRequest(case_id="c5", annotator_id="ann")).session_id
+        _click(a, sid, (20, 20, 3))
+        session = deps_a.sessions.get(sid)
+        labels = session.labels(deps_a.model.current)
+        deps_a.pool.store_submission("c5", "ann", labels, session.affine, session.provenance(None))
+        store.put_json(submission_key("stored-then-died"), {**orphan, "session_id": sid})
+        reply = b.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="stored-then-died"))
+        assert reply.provenance_key == "annotations/c5.json"
+        assert store.stored_versions("annotations/c5.json") == 1  # answered from storage, not stored again

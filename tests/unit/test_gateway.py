@@ -8,6 +8,7 @@ import zlib
 import grpc
 import nibabel as nib
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from saim.data.splits import make_splits
@@ -62,7 +63,7 @@ def test_the_streamed_volume_is_the_scan_along_any_slice_axis():
     """NIfTI keeps i fastest: slices along k are written as they arrive, along i or j gathered first; either way the
     file is the scan, with the header nibabel writes."""
     from saim.v1 import annotator_pb2
-    from services.gateway.server import volume_nifti
+    from services.gateway.server import ApiError, volume_nifti
 
     rng = np.random.default_rng(0)
     volume = rng.integers(-1000, 1000, (5, 6, 7)).astype(np.int16)
@@ -80,7 +81,14 @@ def test_the_streamed_volume_is_the_scan_along_any_slice_axis():
             for first in range(0, len(planes), 2)
         ]
         rows, cols = planes.shape[1:]
-        geometry = {"shape": volume.shape, "slice_axis": axis, "rows": rows, "cols": cols, "affine": affine.ravel()}
+        geometry = {
+            "shape": volume.shape,
+            "slice_axis": axis,
+            "rows": rows,
+            "cols": cols,
+            "num_slices": len(planes),
+            "affine": affine.ravel(),
+        }
         data = gzip.decompress(b"".join(volume_nifti(iter(chunks), geometry)))
         img = nib.Nifti1Image.from_bytes(data)
         np.testing.assert_array_equal(np.asanyarray(img.dataobj), volume)
@@ -88,6 +96,8 @@ def test_the_streamed_volume_is_the_scan_along_any_slice_axis():
         expected = nib.Nifti1Image(volume, affine)
         expected.header.set_xyzt_units("mm")
         assert data[:352] == expected.to_bytes()[:352]  # the header nibabel writes for the same volume
+        with pytest.raises(ApiError, match="sent 4 slices"):  # a stream that ends early is not a scan
+            b"".join(volume_nifti(iter(chunks[:2]), geometry))
 
 
 def test_clicks_go_on_when_an_annotator_replica_dies(dataset, tmp_path):  # noqa: F811
@@ -95,7 +105,6 @@ def test_clicks_go_on_when_an_annotator_replica_dies(dataset, tmp_path):  # noqa
     dies before it answers; the gateway tries again on the other, which rebuilds the session and answers the stored
     click without applying it twice; every click is answered exactly once."""
     import threading
-    import time
 
     from saim.annotation.drafts import DraftStore
 
@@ -114,9 +123,8 @@ def test_clicks_go_on_when_an_annotator_replica_dies(dataset, tmp_path):  # noqa
 
             def save(self, session, index):
                 saved = super().save(session, index)
-                if dying.is_set():
-                    threading.Thread(target=deps_a.stop_server).start()
-                    time.sleep(3)
+                if dying.is_set():  # the answer is returned only once the server is gone: it never arrives
+                    assert deps_a.stop_server().wait(10)
                 return saved
 
         deps_a.drafts, deps_b.drafts = DiesAfterStoring(store), DraftStore(store)

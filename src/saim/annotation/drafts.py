@@ -129,9 +129,20 @@ class DraftStore:
                 log.warning("draft of %s slice %d not saved (%s)", session.case, index, exc)
                 return False
 
-    def _read(self, key: str, geometry: ScanGeometry) -> tuple[int, SliceState] | None:
+    @staticmethod
+    def _index(key: str) -> int | None:
+        """The slice index a draft key names (drafts/{case}/{annotator}/slice-NNNNN.draft), or None."""
         try:
-            index = int(key.rsplit("slice-", 1)[1].removesuffix(".draft"))
+            return int(key.rsplit("slice-", 1)[1].removesuffix(".draft"))
+        except (IndexError, ValueError):
+            return None
+
+    def _read(self, key: str, geometry: ScanGeometry) -> tuple[int, SliceState] | None:
+        """The slice's stored state with the ETag it was read at; None (logged) when it does not fit the scan."""
+        index = self._index(key)
+        try:
+            if index is None:
+                raise ValueError("not a slice's draft")
             geometry.check_slice(index)
             data, etag = self.store.get_tagged(key)
             state = decode_slice(data, geometry.slice_shape)
@@ -169,15 +180,12 @@ class DraftStore:
     def refresh_all(self, session: AnnotationSession) -> int:
         """Every slice another replica changed, read again (one listing): before Submit. Returns how many."""
         with session.lock:
-            known = {i: s.etag for i, s in session.slices.items()}
+            known: dict[int | None, str | None] = {i: s.etag for i, s in session.slices.items()}
         changed = 0
         for key, etag in self.store.etags(draft_prefix(session.case, session.annotator)).items():
-            found = None
-            try:
-                index = int(key.rsplit("slice-", 1)[1].removesuffix(".draft"))
-            except (IndexError, ValueError):
+            if known.get(self._index(key)) == etag:
                 continue
-            if known.get(index) != etag and (found := self._read(key, session.geometry)) is not None:
+            if (found := self._read(key, session.geometry)) is not None:
                 session.restore({found[0]: found[1]})
                 changed += 1
         return changed

@@ -8,12 +8,14 @@ about leases). A call carries `authorization: Bearer <token>` metadata. Health c
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hmac
 
 import grpc
 
 from saim.errors import PermissionDenied, Unauthenticated
+from saim.rpc.errors import around_calls
 from saim.rpc.tokens import ADMIN, ANNOTATOR, SERVICE, Principal, TokenRegistry, token_hash
 
 _ALL = frozenset({ANNOTATOR, ADMIN, SERVICE})
@@ -99,39 +101,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
+        return around_calls(handler, lambda context: self._as_caller(method, context))  # checked before any reply
 
-            def wrapper(request, context):
-                principal = self.check(method, context.invocation_metadata())
-                reset = _current.set(principal)
-                try:
-                    return unary(request, context)
-                finally:
-                    _current.reset(reset)
-
-            return grpc.unary_unary_rpc_method_handler(
-                wrapper,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:  # a streamed reply: checked before its first message
-            streamed = handler.unary_stream
-
-            def stream_wrapper(request, context):
-                principal = self.check(method, context.invocation_metadata())
-                reset = _current.set(principal)
-                try:
-                    yield from streamed(request, context)
-                finally:
-                    _current.reset(reset)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream_wrapper,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        raise TypeError(f"{method}: streamed requests are not served by saim")  # deny rather than pass unchecked
+    @contextlib.contextmanager
+    def _as_caller(self, method: str, context):
+        reset = _current.set(self.check(method, context.invocation_metadata()))
+        try:
+            yield
+        finally:
+            _current.reset(reset)
 
     def check(self, method: str, metadata) -> Principal:
         token = bearer(metadata)

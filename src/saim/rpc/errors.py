@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import grpc
 
@@ -46,6 +49,32 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def around_calls(handler, around: Callable[[grpc.ServicerContext], AbstractContextManager]):
+    """`handler` with each call run inside `around(context)`: a unary call, or a streamed reply consumed inside it.
+    None for a handler of streamed requests (saim serves none): the server then answers UNIMPLEMENTED."""
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        def call(request, context):
+            with around(context):
+                return unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        streamed = handler.unary_stream
+
+        def stream(request, context):
+            with around(context):
+                yield from streamed(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    return None
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
     """Catches domain errors in unary handlers (and streamed replies) and aborts with the mapped status and the error's
     message. Unexpected exceptions become INTERNAL with a generic message (details go to the log, not the client)."""
@@ -58,44 +87,19 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streamed(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
+        return around_calls(handler, lambda context: self._mapped(method, context)) or handler
 
-        def wrapper(request, context):
-            code = grpc.StatusCode.OK
-            try:
-                return inner(request, context)
-            except Exception as exc:
-                code = self._code(exc, context)
-                self._abort(exc, code, context, method)
-            finally:
-                if self.observe is not None:
-                    self.observe(method, code.name)
-
-        return grpc.unary_unary_rpc_method_handler(
-            wrapper, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-
-    def _streamed(self, inner, method: str):
-        def wrapper(request, context):
-            code = grpc.StatusCode.OK
-            try:
-                yield from inner(request, context)
-            except Exception as exc:
-                code = self._code(exc, context)
-                self._abort(exc, code, context, method)
-            finally:
-                if self.observe is not None:
-                    self.observe(method, code.name)
-
-        return wrapper
+    @contextlib.contextmanager
+    def _mapped(self, method: str, context):
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except Exception as exc:
+            code = self._code(exc, context)
+            self._abort(exc, code, context, method)
+        finally:
+            if self.observe is not None:
+                self.observe(method, code.name)
 
     @staticmethod
     def _code(exc: Exception, context) -> grpc.StatusCode:

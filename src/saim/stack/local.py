@@ -281,7 +281,7 @@ class LocalStack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['gateway']}"
+        return self.url_of("gateway")
 
     def start_services(self, services=SERVICES) -> None:
         for service in services:

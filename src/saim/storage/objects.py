@@ -97,18 +97,7 @@ class ObjectStore:
             self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
-        with _reachable(f"get {key}"):
-            try:
-                response = self.client.get_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject"):
-                    raise NotFound(f"object {key!r} not found in bucket {self.bucket!r}") from exc
-                raise
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
+        return self.get_tagged(key)[0]
 
     def put_json(self, key: str, value) -> None:
         self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
