@@ -32,7 +32,7 @@ from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
 from saim.rpc.wire import decode_mask, encode_image, encode_mask, image_dtype
 from saim.settings import ServiceSettings
-from saim.storage.pool import PoolStore, check_request_id, submission_key
+from saim.storage.pool import PoolStore, check_request_id, check_session_id, submission_key
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,13 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             raise InvalidInput("case_id and annotator_id are required")
         require_actor(annotator)
         lease_info = self.d.leases.check(case, lease, annotator)
+        if request.session_id:  # the gateway's: its later calls come to this replica
+            check_session_id(request.session_id)
         session, model = self._load(case, annotator, lease_info.iteration, lease, lease_info.model_version)
+        session.session_id = request.session_id or session.session_id
         draft = {i: s for i, s in session.slices.items() if s.ops}
         if self.d.drafts is not None:  # before the answer: any replica can rebuild the session from here on
-            self.d.drafts.write_record(session, lease_info.expires_at)
+            self.d.drafts.write_record(session, lease_info.expires_at, new=True)
         self.leases.opened(session, lease_info.expires_at)
         self._start(session, model)
         m.OPEN_LATENCY.observe(time.perf_counter() - started)

@@ -10,6 +10,7 @@ import uvicorn
 
 from saim.errors import SaimError
 from saim.rpc.channel import channel
+from saim.rpc.replicas import Replicas
 from saim.rpc.server import write_ready_file
 from saim.rpc.telemetry import serve_metrics
 from saim.settings import load_gateway_settings
@@ -25,13 +26,11 @@ def main() -> None:
         print(f"saim gateway: {exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s gateway %(levelname)s %(name)s: %(message)s")
-    # round robin over every address a target resolves to (dns:///annotator-pods:50051: each annotator pod), so
-    # requests spread over the replicas and one that is gone is skipped; any replica serves any session
-    balanced = [("grpc.lb_policy_name", "round_robin")]
-    selector, annotator, trainer = (
-        channel(t, None, ca, s.tls_server_name, balanced)
-        for t in (s.selector_target, s.annotator_target, s.trainer_target)
-    )
+    selector, trainer = (channel(t, None, ca, s.tls_server_name) for t in (s.selector_target, s.trainer_target))
+    # every annotator replica the target resolves to (dns:///saim-annotator-pods:50051: each pod), a session's calls
+    # to its own (saim.rpc.replicas); a replica that comes back is reconnected within seconds, not minutes
+    backoff = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5000)]
+    annotator = Replicas(s.annotator_target, lambda address: channel(address, None, ca, s.tls_server_name, backoff))
     backends = Backends.over(selector, annotator, trainer, timeout_s=s.rpc_timeout_s)
     app = create_app(backends, s.web_root, s.max_body_kb)
     sock = socket.socket(socket.AF_INET6 if ":" in s.http_host else socket.AF_INET)

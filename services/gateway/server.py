@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from saim.rpc.replicas import Replicas
 from saim.rpc.tokens import ADMIN
 from saim.rpc.wire import WIRE_DTYPES
 from saim.v1 import annotator_pb2, annotator_pb2_grpc, selector_pb2, selector_pb2_grpc, trainer_pb2, trainer_pb2_grpc
@@ -77,25 +79,42 @@ class ApiError(Exception):
 
 @dataclass
 class Backends:
-    """Stubs of the three services over channels without credentials: the caller's token is added per call."""
+    """Stubs of the services over channels without credentials: the caller's token is added per call. The
+    annotator is every replica of it (saim.rpc.replicas): a session's calls go to its replica."""
 
     selector: selector_pb2_grpc.SelectorServiceStub
-    annotator: annotator_pb2_grpc.AnnotatorServiceStub
+    annotators: Replicas
     trainer: trainer_pb2_grpc.TrainerServiceStub
-    health: health_pb2_grpc.HealthStub  # the annotator's: readiness
     timeout_s: float = 30.0
+    _stubs: dict = field(default_factory=dict)  # channel -> (annotator stub, health stub)
 
     @classmethod
     def over(
-        cls, selector: grpc.Channel, annotator: grpc.Channel, trainer: grpc.Channel, timeout_s: float = 30.0
+        cls,
+        selector: grpc.Channel,
+        annotator: grpc.Channel | Replicas,
+        trainer: grpc.Channel,
+        timeout_s: float = 30.0,
     ) -> Backends:
+        annotators = annotator if isinstance(annotator, Replicas) else Replicas.single(annotator)
         return cls(
             selector_pb2_grpc.SelectorServiceStub(selector),
-            annotator_pb2_grpc.AnnotatorServiceStub(annotator),
+            annotators,
             trainer_pb2_grpc.TrainerServiceStub(trainer),
-            health_pb2_grpc.HealthStub(annotator),
             timeout_s,
         )
+
+    def annotator(self, key: str) -> list[tuple[annotator_pb2_grpc.AnnotatorServiceStub, health_pb2_grpc.HealthStub]]:
+        """The annotator replicas in the order `key` (a session or case id) tries them."""
+        out = []
+        for channel in self.annotators.ranked(key):
+            if channel not in self._stubs:
+                self._stubs[channel] = (
+                    annotator_pb2_grpc.AnnotatorServiceStub(channel),
+                    health_pb2_grpc.HealthStub(channel),
+                )
+            out.append(self._stubs[channel])
+        return out
 
 
 class Caller:
@@ -105,39 +124,51 @@ class Caller:
         self.b, self.metadata = backends, (("authorization", f"Bearer {token}"),)
 
     def call(self, method: Callable[..., Any], request: Message) -> Any:
-        """One gRPC call, tried again on another replica while the deadline lasts when a replica is gone
-        (UNAVAILABLE) or lost a draft write (ABORTED): every call the page makes is safe to repeat (clicks, edits
-        and undo carry request ids, Submit its submission id)."""
+        """A selector or trainer call (one replica: a restarting one is waited for up to the deadline)."""
+        return self._tried([method], request, wait_for_ready=True)
+
+    def annotator(self, key: str, name: str, request: Message) -> Any:
+        """An annotator call for the session or case `key`: to its replica, or the next-ranked one while that one is
+        gone (it rebuilds the session from storage)."""
+        return self._tried([getattr(stub, name) for stub, _ in self.b.annotator(key)], request, wait_for_ready=False)
+
+    def _tried(self, methods: list[Callable[..., Any]], request: Message, wait_for_ready: bool) -> Any:
+        """The call on the first of `methods` (replicas) that answers, all of them tried again while the deadline
+        lasts when each was gone (UNAVAILABLE) or a draft write was lost (ABORTED): every call the page makes is safe
+        to repeat (clicks, edits and undo carry request ids, Submit its submission id)."""
         deadline = time.monotonic() + self.b.timeout_s
         pause = 0.1
         while True:
-            left = deadline - time.monotonic()
-            try:
-                # wait_for_ready: a restarting replica (or a reconnecting channel) is waited for up to the deadline
-                return method(request, metadata=self.metadata, timeout=max(left, 0.01), wait_for_ready=True)
-            except grpc.RpcError as exc:
-                if exc.code() not in RETRIED or deadline - time.monotonic() <= pause:
-                    raise ApiError(HTTP_OF.get(exc.code(), 502), exc.details() or exc.code().name) from None
+            for method in methods:
+                try:
+                    left = max(deadline - time.monotonic(), 0.01)
+                    return method(request, metadata=self.metadata, timeout=left, wait_for_ready=wait_for_ready)
+                except grpc.RpcError as exc:
+                    error = exc
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:  # an answer: not the next replica's to give
+                        break
+            if error.code() not in RETRIED or deadline - time.monotonic() <= pause:
+                raise ApiError(HTTP_OF.get(error.code(), 502), error.details() or error.code().name) from None
             time.sleep(pause)
             pause = min(2 * pause, 1.0)
 
-    def stream(self, method: Callable[..., Any], request: Message) -> Iterator[Any]:
-        """A streamed reply's messages; a failure before the first one is an ApiError (the HTTP status is still
-        free), later ones end the stream."""
-        try:
-            timeout = self.b.timeout_s * STREAM_CALLS  # the whole stream's deadline
-            replies = method(request, metadata=self.metadata, timeout=timeout, wait_for_ready=True)
-            first = next(replies)
-        except StopIteration:
-            return iter(())
-        except grpc.RpcError as exc:
-            raise ApiError(HTTP_OF.get(exc.code(), 502), exc.details() or exc.code().name) from None
-
-        def rest() -> Iterator[Any]:
-            yield first
-            yield from replies
-
-        return rest()
+    def annotator_stream(self, key: str, name: str, request: Message) -> Iterator[Any]:
+        """A streamed reply's messages from the key's replica (the next-ranked while it is gone); a failure before
+        the first message is an ApiError (the HTTP status is still free), later ones end the stream."""
+        timeout = self.b.timeout_s * STREAM_CALLS  # the whole stream's deadline
+        for stub, _ in self.b.annotator(key):
+            try:
+                replies = getattr(stub, name)(request, metadata=self.metadata, timeout=timeout)
+                first = next(replies)
+            except StopIteration:
+                return iter(())
+            except grpc.RpcError as exc:
+                error = exc
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    continue
+                break
+            return itertools.chain([first], replies)
+        raise ApiError(HTTP_OF.get(error.code(), 502), error.details() or error.code().name)
 
     def who(self) -> selector_pb2.WhoAmIResponse:
         return self.call(self.b.selector.WhoAmI, selector_pb2.WhoAmIRequest())
@@ -285,7 +316,7 @@ class Gateway:
         with self._lock:
             g = self._geometries.get(session_id)
         if g is None:
-            reply = c.call(self.backends.annotator.GetSession, annotator_pb2.GetSessionRequest(session_id=session_id))
+            reply = c.annotator(session_id, "GetSession", annotator_pb2.GetSessionRequest(session_id=session_id))
             g = as_dict(reply)["geometry"]
             self.remember(session_id, g)
         return g
@@ -342,8 +373,13 @@ def next_case(c: AsCaller) -> dict:
 
 @api.post("/sessions")
 def open_session(body: OpenBody, c: AsCaller, gw: AsGateway) -> dict:
-    request = annotator_pb2.OpenSessionRequest(case_id=body.case_id, annotator_id=c.who().name, lease_id=body.lease_id)
-    reply = c.call(c.b.annotator.OpenSession, request)
+    request = annotator_pb2.OpenSessionRequest(
+        case_id=body.case_id,
+        annotator_id=c.who().name,
+        lease_id=body.lease_id,
+        session_id=uuid.uuid4().hex,  # ours: the session is opened on the replica its later calls go to
+    )
+    reply = c.annotator(request.session_id, "OpenSession", request)
     out = as_dict(reply)
     gw.remember(reply.session_id, out["geometry"])
     return out
@@ -352,7 +388,7 @@ def open_session(body: OpenBody, c: AsCaller, gw: AsGateway) -> dict:
 @api.get("/sessions/{session_id}/volume.nii.gz")
 def volume(session_id: str, c: AsCaller, gw: AsGateway) -> StreamingResponse:
     geometry = gw.geometry_of(c, session_id)
-    chunks = c.stream(c.b.annotator.GetVolume, annotator_pb2.GetVolumeRequest(session_id=session_id))
+    chunks = c.annotator_stream(session_id, "GetVolume", annotator_pb2.GetVolumeRequest(session_id=session_id))
     return StreamingResponse(
         volume_nifti(chunks, geometry), media_type="application/gzip", headers={"Cache-Control": "no-store"}
     )
@@ -360,7 +396,7 @@ def volume(session_id: str, c: AsCaller, gw: AsGateway) -> StreamingResponse:
 
 @api.get("/sessions/{session_id}/slices/{index}")
 def get_slice(session_id: str, index: Annotated[int, PathParam(ge=0)], c: AsCaller) -> dict:
-    reply = c.call(c.b.annotator.GetSlice, annotator_pb2.GetSliceRequest(session_id=session_id, slice=index))
+    reply = c.annotator(session_id, "GetSlice", annotator_pb2.GetSliceRequest(session_id=session_id, slice=index))
     return mask_json(
         reply.mask, model_version=reply.model_version, clicks=reply.clicks_on_slice, edits=reply.edits_on_slice
     )
@@ -376,7 +412,7 @@ def click(session_id: str, body: ClickBody, c: AsCaller) -> dict:
         voxel=annotator_pb2.Voxel(i=i, j=j, k=k),
         request_id=request_id(body.request_id),
     )
-    return reply_json(c.call(c.b.annotator.AddClick, request))
+    return reply_json(c.annotator(session_id, "AddClick", request))
 
 
 @api.post("/sessions/{session_id}/edits")
@@ -396,13 +432,13 @@ def edit(session_id: str, body: EditBody, c: AsCaller, gw: AsGateway) -> dict:
         painted=painted,
         request_id=request_id(body.request_id),
     )
-    return reply_json(c.call(c.b.annotator.EditSlice, request))
+    return reply_json(c.annotator(session_id, "EditSlice", request))
 
 
 @api.post("/sessions/{session_id}/undo")
 def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
     request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice, request_id=request_id(body.request_id))
-    return reply_json(c.call(c.b.annotator.Undo, request))
+    return reply_json(c.annotator(session_id, "Undo", request))
 
 
 @api.post("/sessions/{session_id}/submit")
@@ -410,7 +446,7 @@ def submit(session_id: str, body: SubmitBody, c: AsCaller, gw: AsGateway) -> dic
     request = annotator_pb2.SubmitRequest(
         session_id=session_id, seconds_spent=body.seconds_spent, submission_id=body.submission_id
     )
-    reply = c.call(c.b.annotator.Submit, request)
+    reply = c.annotator(session_id, "Submit", request)
     gw.forget(session_id)
     return as_dict(reply)
 
@@ -444,10 +480,15 @@ def healthz() -> dict:
 def readyz(gw: AsGateway) -> dict:
     if not (gw.web_root / "index.html").is_file():
         raise ApiError(503, f"the web app is not built ({gw.web_root}/index.html missing: make web)")
-    try:
-        gw.backends.health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-    except grpc.RpcError as exc:
-        raise ApiError(503, f"annotator not reachable: {exc.code().name}") from None
+    error = "no annotator replica"
+    for _, health in gw.backends.annotator("readyz"):  # ready while any replica serves
+        try:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            break
+        except grpc.RpcError as exc:
+            error = exc.code().name
+    else:
+        raise ApiError(503, f"annotator not reachable: {error}")
     return {"status": "ready"}
 
 

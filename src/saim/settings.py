@@ -174,7 +174,10 @@ class GatewaySettings(BaseSettings):
     model_config = ENV
 
     selector_target: str
-    annotator_target: str
+    annotator_target: str = Field(
+        description="every annotator replica: a DNS name resolving to each (dns:///HOST:PORT, a headless Service) "
+        "or ipv4:HOST:PORT,HOST:PORT; a session's calls go to one of them (saim.rpc.replicas)"
+    )
     trainer_target: str
     http_host: str = "127.0.0.1"
     http_port: int = 8080  # 0: pick a free port (tests)

@@ -316,3 +316,26 @@ def test_concurrent_and_orphaned_submissions_store_one_annotation(dataset):  # n
         reply = b.Submit(annotator_pb2.SubmitRequest(session_id=sid, submission_id="stored-then-died"))
         assert reply.provenance_key == "annotations/c5.json"
         assert store.stored_versions("annotations/c5.json") == 1  # answered from storage, not stored again
+
+
+def test_a_session_id_chosen_by_the_client_is_checked_and_never_given_twice(dataset):  # noqa: F811
+    import grpc
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    stack, (a, b), _ = _two_replicas(store)
+    with stack:
+        chosen = "ab" * 16
+        request = annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann", session_id=chosen)
+        assert a.OpenSession(request).session_id == chosen
+        assert _click(b, chosen, (20, 20, 3)).clicks_on_slice == 1  # the id is the session, on any replica
+        for stub, session_id, code in (
+            (b, chosen, grpc.StatusCode.ABORTED),  # taken (on another replica too): the record exists
+            (a, "../sessions/x", grpc.StatusCode.INVALID_ARGUMENT),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.OpenSession(
+                    annotator_pb2.OpenSessionRequest(case_id="u7", annotator_id="ann", session_id=session_id)
+                )
+            assert refused.value.code() == code
+        assert store.get_json(f"sessions/{chosen}.json")["case"] == "u6"  # the first session's record stands

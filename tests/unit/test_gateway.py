@@ -100,13 +100,16 @@ def test_the_streamed_volume_is_the_scan_along_any_slice_axis():
             b"".join(volume_nifti(iter(chunks[:2]), geometry))
 
 
-def test_clicks_go_on_when_an_annotator_replica_dies(dataset, tmp_path):  # noqa: F811
-    """One gateway over two annotator replicas (round robin, as with the pods' DNS): one replica stores a click and
-    dies before it answers; the gateway tries again on the other, which rebuilds the session and answers the stored
-    click without applying it twice; every click is answered exactly once."""
+def test_a_sessions_calls_stay_on_one_replica_and_move_when_it_dies(dataset, tmp_path):  # noqa: F811
+    """Two gateways over two annotator replicas (as the pods' DNS names them): every call of a session reaches the
+    replica it was opened on, from either gateway (no rebuild, one copy in memory). Then that replica stores a click
+    and dies before it answers; the gateway tries the other, which rebuilds the session and answers the stored click
+    without applying it twice: every click is answered exactly once."""
     import threading
 
     from saim.annotation.drafts import DraftStore
+    from saim.rpc import telemetry
+    from saim.rpc.replicas import Replicas
 
     store = MemoryStore()
     import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
@@ -119,35 +122,48 @@ def test_clicks_go_on_when_an_annotator_replica_dies(dataset, tmp_path):  # noqa
         dying = threading.Event()
 
         class DiesAfterStoring(DraftStore):
-            """Replica A stores a click, then dies before it answers."""
+            """The first replica to store a click once `dying` is set dies before it answers."""
+
+            def __init__(self, deps):
+                super().__init__(store)
+                self.deps = deps
 
             def save(self, session, index):
                 saved = super().save(session, index)
                 if dying.is_set():  # the answer is returned only once the server is gone: it never arrives
-                    assert deps_a.stop_server().wait(10)
+                    dying.clear()
+                    assert self.deps.stop_server().wait(10)
                 return saved
 
-        deps_a.drafts, deps_b.drafts = DiesAfterStoring(store), DraftStore(store)
-        balanced = grpc.insecure_channel(
-            f"ipv4:127.0.0.1:{port_a},127.0.0.1:{port_b}", options=[("grpc.lb_policy_name", "round_robin")]
-        )
+        for deps in (deps_a, deps_b):
+            deps.drafts = DiesAfterStoring(deps)
+        target = f"ipv4:127.0.0.1:{port_a},127.0.0.1:{port_b}"
         selector = grpc.insecure_channel(f"127.0.0.1:{sel}")
-        client = TestClient(create_app(Backends.over(selector, balanced, selector, timeout_s=20), tmp_path))
-        opened = client.post("/api/sessions", headers=AUTH, json={"case_id": "u6", "lease_id": "x"}).json()
+        gateways = [
+            TestClient(
+                create_app(Backends.over(selector, Replicas(target, grpc.insecure_channel), selector, 20), tmp_path)
+            )
+            for _ in range(2)
+        ]
+        opened = gateways[0].post("/api/sessions", headers=AUTH, json={"case_id": "u6", "lease_id": "x"}).json()
         sid = opened["session_id"]
+        other = deps_b if deps_a.sessions.open(sid) else deps_a  # the replica the session is not on
+        rebuilt = telemetry.SESSIONS_REBUILT._value.get()
         answers = []
         for n in range(12):
-            if n == 6:  # the next click that reaches A is stored there, and A dies before answering it
+            if n == 6:  # the next click is stored by the session's replica, which dies before answering it
+                assert not other.sessions.open(sid) and telemetry.SESSIONS_REBUILT._value.get() == rebuilt
                 dying.set()
-            reply = client.post(
+            reply = gateways[n % 2].post(
                 f"/api/sessions/{sid}/clicks", headers=AUTH, json={"voxel": [10 + n, 20, 3], "class_index": 1}
             )
             assert reply.status_code == 200, reply.text
             answers.append(reply.json()["clicks"])
         assert answers == list(range(1, 13))  # each click once, none lost, none twice
-        assert deps_b.sessions.open(sid)  # B rebuilt the session A had
-        submitted = client.post(f"/api/sessions/{sid}/submit", headers=AUTH, json={"submission_id": "after-failover"})
+        assert other.sessions.open(sid) and telemetry.SESSIONS_REBUILT._value.get() == rebuilt + 1
+        submitted = gateways[1].post(
+            f"/api/sessions/{sid}/submit", headers=AUTH, json={"submission_id": "after-failover"}
+        )
         assert submitted.status_code == 200, submitted.text
         assert store.get_json(submitted.json()["provenance_key"])["num_clicks"] == 12
-        balanced.close()
         selector.close()

@@ -195,20 +195,23 @@ class DraftStore:
         self.store.purge_prefix(draft_prefix(case, annotator))
 
     # ---- session records: what a replica needs to rebuild a session it did not open --------------------------------
-    def write_record(self, session: AnnotationSession, lease_expires_at: float) -> None:
-        self.store.rewrite_json(
-            session_key(session.session_id),
-            {
-                "session_id": session.session_id,
-                "case": session.case,
-                "annotator": session.annotator,
-                "iteration": session.iteration,
-                "lease_id": session.lease_id,
-                "model_version_opened": session.opened_version,
-                "started_at": session.started_at,
-                "lease_expires_at": lease_expires_at,
-            },
-        )
+    def write_record(self, session: AnnotationSession, lease_expires_at: float, new: bool = False) -> None:
+        """The session's record; `new`: only if no session has this id (Conflict otherwise), as at OpenSession."""
+        record = {
+            "session_id": session.session_id,
+            "case": session.case,
+            "annotator": session.annotator,
+            "iteration": session.iteration,
+            "lease_id": session.lease_id,
+            "model_version_opened": session.opened_version,
+            "started_at": session.started_at,
+            "lease_expires_at": lease_expires_at,
+        }
+        key = session_key(session.session_id)
+        if new:
+            self.store.put_if(key, json.dumps(record).encode(), None, "application/json")
+        else:
+            self.store.rewrite_json(key, record)
 
     def read_record(self, session_id: str) -> dict:
         """NotFound: no such session (never opened, submitted, or collected)."""

@@ -255,7 +255,7 @@ class LocalStack:
         replicas = ",".join(self.target(a) for a in self.annotator_replicas())
         env = {
             "SAIM_SELECTOR_TARGET": self.target("selector"),
-            "SAIM_ANNOTATOR_TARGET": f"ipv4:{replicas}",  # each replica: the gateway's round robin spreads calls
+            "SAIM_ANNOTATOR_TARGET": f"ipv4:{replicas}",  # every replica (saim.rpc.replicas picks per session)
             "SAIM_TRAINER_TARGET": self.target("trainer"),
             "SAIM_HTTP_PORT": str(port),
             "SAIM_METRICS_PORT": str(self.ports.setdefault(f"{name}_metrics", free_port())),

@@ -74,6 +74,12 @@ def submission_key(submission_id: str) -> str:
 SESSIONS = "sessions/"
 
 
+def check_session_id(session_id: str) -> None:
+    """A client's id for a new session (OpenSessionRequest.session_id)."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise InvalidInput("session_id must be 32 lowercase hex digits")
+
+
 def check_request_id(request_id: str) -> None:
     """A client's id of one request (a click, an edit, an undo): empty, or like a submission id."""
     if request_id and not SUBMISSION_ID.fullmatch(request_id):

@@ -24,47 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17saim/v1/annotator.proto\x12\x07saim.v1\"M\n\x12OpenSessionRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\"\x93\x01\n\x08Geometry\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x0f\n\x07spacing\x18\x02 \x03(\x01\x12\x0e\n\x06\x61\x66\x66ine\x18\x03 \x03(\x01\x12\x13\n\x0borientation\x18\x04 \x01(\t\x12\x12\n\nslice_axis\x18\x05 \x01(\r\x12\x12\n\nnum_slices\x18\x06 \x01(\r\x12\x0c\n\x04rows\x18\x07 \x01(\r\x12\x0c\n\x04\x63ols\x18\x08 \x01(\r\"o\n\tSliceMask\x12\r\n\x05slice\x18\x01 \x01(\r\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0c\n\x04\x63ols\x18\x04 \x01(\r\x12#\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x11.saim.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0cJ\x04\x08\x02\x10\x03\"\x99\x02\n\x13OpenSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x11\n\titeration\x18\x0b \x01(\x05\x12#\n\x08geometry\x18\x0c \x01(\x0b\x32\x11.saim.v1.Geometry\x12\x14\n\x0c\x64raft_slices\x18\r \x03(\r\x12\x14\n\x0c\x64raft_clicks\x18\x0e \x01(\r\x12\x13\n\x0b\x64raft_edits\x18\x0f \x01(\r\x12\x18\n\x10lease_expires_at\x18\x10 \x01(\x01J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\n\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"_\n\x0fGetSliceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05slice\x18\x02 \x01(\r\x12\x15\n\rinclude_image\x18\x03 \x01(\x08\x12\x12\n\nimage_only\x18\x04 \x01(\x08\"\xc8\x01\n\rSliceResponse\x12 \n\x04mask\x18\x01 \x01(\x0b\x32\x12.saim.v1.SliceMask\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x13\n\x0bimage_dtype\x18\x04 \x01(\t\x12)\n\x0eimage_encoding\x18\x05 \x01(\x0e\x32\x11.saim.v1.Encoding\x12\x17\n\x0f\x63licks_on_slice\x18\x06 \x01(\r\x12\x16\n\x0e\x65\x64its_on_slice\x18\x07 \x01(\r\"@\n\x10GetVolumeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10slices_per_chunk\x18\x02 \x01(\r\"~\n\x0bVolumeChunk\x12\x13\n\x0b\x66irst_slice\x18\x01 \x01(\r\x12\x12\n\nnum_slices\x18\x02 \x01(\r\x12\x13\n\x0bimage_dtype\x18\x03 \x01(\t\x12#\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x11.saim.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"(\n\x05Voxel\x12\t\n\x01i\x18\x01 \x01(\r\x12\t\n\x01j\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\r\"\x91\x01\n\x0f\x41\x64\x64\x43lickRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\x12\x10\n\x08positive\x18\x06 \x01(\x08\x12\x1d\n\x05voxel\x18\x07 \x01(\x0b\x32\x0e.saim.v1.Voxel\x12\x12\n\nrequest_id\x18\x08 \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"\x83\x01\n\x10\x45\x64itSliceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05slice\x18\x02 \x01(\r\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\x12#\n\x07painted\x18\x04 \x01(\x0b\x32\x12.saim.v1.SliceMask\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"D\n\x0bUndoRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05slice\x18\x02 \x01(\r\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xa0\x01\n\x0cMaskResponse\x12 \n\x04mask\x18\x01 \x01(\x0b\x32\x12.saim.v1.SliceMask\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63licks_on_slice\x18\x03 \x01(\r\x12\x14\n\x0cinference_ms\x18\x04 \x01(\x01\x12\x16\n\x0e\x65\x64its_on_slice\x18\x05 \x01(\r\x12\x10\n\x08replayed\x18\x06 \x01(\x08\"Q\n\rSubmitRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rseconds_spent\x18\x02 \x01(\x01\x12\x15\n\rsubmission_id\x18\x03 \x01(\t\"{\n\x0eSubmitResponse\x12\x16\n\x0e\x61nnotation_key\x18\x01 \x01(\t\x12\x16\n\x0eprovenance_key\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x10\n\x08replayed\x18\x05 \x01(\x08*I\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45NCODING_RAW\x10\x01\x12\x11\n\rENCODING_ZLIB\x10\x02\x32\x8e\x04\n\x10\x41nnotatorService\x12H\n\x0bOpenSession\x12\x1b.saim.v1.OpenSessionRequest\x1a\x1c.saim.v1.OpenSessionResponse\x12\x46\n\nGetSession\x12\x1a.saim.v1.GetSessionRequest\x1a\x1c.saim.v1.OpenSessionResponse\x12<\n\x08GetSlice\x12\x18.saim.v1.GetSliceRequest\x1a\x16.saim.v1.SliceResponse\x12;\n\x08\x41\x64\x64\x43lick\x12\x18.saim.v1.AddClickRequest\x1a\x15.saim.v1.MaskResponse\x12=\n\tEditSlice\x12\x19.saim.v1.EditSliceRequest\x1a\x15.saim.v1.MaskResponse\x12>\n\tGetVolume\x12\x19.saim.v1.GetVolumeRequest\x1a\x14.saim.v1.VolumeChunk0\x01\x12\x33\n\x04Undo\x12\x14.saim.v1.UndoRequest\x1a\x15.saim.v1.MaskResponse\x12\x39\n\x06Submit\x12\x16.saim.v1.SubmitRequest\x1a\x17.saim.v1.SubmitResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17saim/v1/annotator.proto\x12\x07saim.v1\"a\n\x12OpenSessionRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61nnotator_id\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\x93\x01\n\x08Geometry\x12\r\n\x05shape\x18\x01 \x03(\r\x12\x0f\n\x07spacing\x18\x02 \x03(\x01\x12\x0e\n\x06\x61\x66\x66ine\x18\x03 \x03(\x01\x12\x13\n\x0borientation\x18\x04 \x01(\t\x12\x12\n\nslice_axis\x18\x05 \x01(\r\x12\x12\n\nnum_slices\x18\x06 \x01(\r\x12\x0c\n\x04rows\x18\x07 \x01(\r\x12\x0c\n\x04\x63ols\x18\x08 \x01(\r\"o\n\tSliceMask\x12\r\n\x05slice\x18\x01 \x01(\r\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0c\n\x04\x63ols\x18\x04 \x01(\r\x12#\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x11.saim.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0cJ\x04\x08\x02\x10\x03\"\x99\x02\n\x13OpenSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x11\n\titeration\x18\x0b \x01(\x05\x12#\n\x08geometry\x18\x0c \x01(\x0b\x32\x11.saim.v1.Geometry\x12\x14\n\x0c\x64raft_slices\x18\r \x03(\r\x12\x14\n\x0c\x64raft_clicks\x18\x0e \x01(\r\x12\x13\n\x0b\x64raft_edits\x18\x0f \x01(\r\x12\x18\n\x10lease_expires_at\x18\x10 \x01(\x01J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\n\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"_\n\x0fGetSliceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05slice\x18\x02 \x01(\r\x12\x15\n\rinclude_image\x18\x03 \x01(\x08\x12\x12\n\nimage_only\x18\x04 \x01(\x08\"\xc8\x01\n\rSliceResponse\x12 \n\x04mask\x18\x01 \x01(\x0b\x32\x12.saim.v1.SliceMask\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x13\n\x0bimage_dtype\x18\x04 \x01(\t\x12)\n\x0eimage_encoding\x18\x05 \x01(\x0e\x32\x11.saim.v1.Encoding\x12\x17\n\x0f\x63licks_on_slice\x18\x06 \x01(\r\x12\x16\n\x0e\x65\x64its_on_slice\x18\x07 \x01(\r\"@\n\x10GetVolumeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10slices_per_chunk\x18\x02 \x01(\r\"~\n\x0bVolumeChunk\x12\x13\n\x0b\x66irst_slice\x18\x01 \x01(\r\x12\x12\n\nnum_slices\x18\x02 \x01(\r\x12\x13\n\x0bimage_dtype\x18\x03 \x01(\t\x12#\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x11.saim.v1.Encoding\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"(\n\x05Voxel\x12\t\n\x01i\x18\x01 \x01(\r\x12\t\n\x01j\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\r\"\x91\x01\n\x0f\x41\x64\x64\x43lickRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\x12\x10\n\x08positive\x18\x06 \x01(\x08\x12\x1d\n\x05voxel\x18\x07 \x01(\x0b\x32\x0e.saim.v1.Voxel\x12\x12\n\nrequest_id\x18\x08 \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"\x83\x01\n\x10\x45\x64itSliceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05slice\x18\x02 \x01(\r\x12\x13\n\x0b\x63lass_index\x18\x03 \x01(\r\x12#\n\x07painted\x18\x04 \x01(\x0b\x32\x12.saim.v1.SliceMask\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"D\n\x0bUndoRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05slice\x18\x02 \x01(\r\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xa0\x01\n\x0cMaskResponse\x12 \n\x04mask\x18\x01 \x01(\x0b\x32\x12.saim.v1.SliceMask\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63licks_on_slice\x18\x03 \x01(\r\x12\x14\n\x0cinference_ms\x18\x04 \x01(\x01\x12\x16\n\x0e\x65\x64its_on_slice\x18\x05 \x01(\r\x12\x10\n\x08replayed\x18\x06 \x01(\x08\"Q\n\rSubmitRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rseconds_spent\x18\x02 \x01(\x01\x12\x15\n\rsubmission_id\x18\x03 \x01(\t\"{\n\x0eSubmitResponse\x12\x16\n\x0e\x61nnotation_key\x18\x01 \x01(\t\x12\x16\n\x0eprovenance_key\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x10\n\x08replayed\x18\x05 \x01(\x08*I\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45NCODING_RAW\x10\x01\x12\x11\n\rENCODING_ZLIB\x10\x02\x32\x8e\x04\n\x10\x41nnotatorService\x12H\n\x0bOpenSession\x12\x1b.saim.v1.OpenSessionRequest\x1a\x1c.saim.v1.OpenSessionResponse\x12\x46\n\nGetSession\x12\x1a.saim.v1.GetSessionRequest\x1a\x1c.saim.v1.OpenSessionResponse\x12<\n\x08GetSlice\x12\x18.saim.v1.GetSliceRequest\x1a\x16.saim.v1.SliceResponse\x12;\n\x08\x41\x64\x64\x43lick\x12\x18.saim.v1.AddClickRequest\x1a\x15.saim.v1.MaskResponse\x12=\n\tEditSlice\x12\x19.saim.v1.EditSliceRequest\x1a\x15.saim.v1.MaskResponse\x12>\n\tGetVolume\x12\x19.saim.v1.GetVolumeRequest\x1a\x14.saim.v1.VolumeChunk0\x01\x12\x33\n\x04Undo\x12\x14.saim.v1.UndoRequest\x1a\x15.saim.v1.MaskResponse\x12\x39\n\x06Submit\x12\x16.saim.v1.SubmitRequest\x1a\x17.saim.v1.SubmitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'saim.v1.annotator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODING']._serialized_start=1962
-  _globals['_ENCODING']._serialized_end=2035
+  _globals['_ENCODING']._serialized_start=1982
+  _globals['_ENCODING']._serialized_end=2055
   _globals['_OPENSESSIONREQUEST']._serialized_start=36
-  _globals['_OPENSESSIONREQUEST']._serialized_end=113
-  _globals['_GEOMETRY']._serialized_start=116
-  _globals['_GEOMETRY']._serialized_end=263
-  _globals['_SLICEMASK']._serialized_start=265
-  _globals['_SLICEMASK']._serialized_end=376
-  _globals['_OPENSESSIONRESPONSE']._serialized_start=379
-  _globals['_OPENSESSIONRESPONSE']._serialized_end=660
-  _globals['_GETSESSIONREQUEST']._serialized_start=662
-  _globals['_GETSESSIONREQUEST']._serialized_end=701
-  _globals['_GETSLICEREQUEST']._serialized_start=703
-  _globals['_GETSLICEREQUEST']._serialized_end=798
-  _globals['_SLICERESPONSE']._serialized_start=801
-  _globals['_SLICERESPONSE']._serialized_end=1001
-  _globals['_GETVOLUMEREQUEST']._serialized_start=1003
-  _globals['_GETVOLUMEREQUEST']._serialized_end=1067
-  _globals['_VOLUMECHUNK']._serialized_start=1069
-  _globals['_VOLUMECHUNK']._serialized_end=1195
-  _globals['_VOXEL']._serialized_start=1197
-  _globals['_VOXEL']._serialized_end=1237
-  _globals['_ADDCLICKREQUEST']._serialized_start=1240
-  _globals['_ADDCLICKREQUEST']._serialized_end=1385
-  _globals['_EDITSLICEREQUEST']._serialized_start=1388
-  _globals['_EDITSLICEREQUEST']._serialized_end=1519
-  _globals['_UNDOREQUEST']._serialized_start=1521
-  _globals['_UNDOREQUEST']._serialized_end=1589
-  _globals['_MASKRESPONSE']._serialized_start=1592
-  _globals['_MASKRESPONSE']._serialized_end=1752
-  _globals['_SUBMITREQUEST']._serialized_start=1754
-  _globals['_SUBMITREQUEST']._serialized_end=1835
-  _globals['_SUBMITRESPONSE']._serialized_start=1837
-  _globals['_SUBMITRESPONSE']._serialized_end=1960
-  _globals['_ANNOTATORSERVICE']._serialized_start=2038
-  _globals['_ANNOTATORSERVICE']._serialized_end=2564
+  _globals['_OPENSESSIONREQUEST']._serialized_end=133
+  _globals['_GEOMETRY']._serialized_start=136
+  _globals['_GEOMETRY']._serialized_end=283
+  _globals['_SLICEMASK']._serialized_start=285
+  _globals['_SLICEMASK']._serialized_end=396
+  _globals['_OPENSESSIONRESPONSE']._serialized_start=399
+  _globals['_OPENSESSIONRESPONSE']._serialized_end=680
+  _globals['_GETSESSIONREQUEST']._serialized_start=682
+  _globals['_GETSESSIONREQUEST']._serialized_end=721
+  _globals['_GETSLICEREQUEST']._serialized_start=723
+  _globals['_GETSLICEREQUEST']._serialized_end=818
+  _globals['_SLICERESPONSE']._serialized_start=821
+  _globals['_SLICERESPONSE']._serialized_end=1021
+  _globals['_GETVOLUMEREQUEST']._serialized_start=1023
+  _globals['_GETVOLUMEREQUEST']._serialized_end=1087
+  _globals['_VOLUMECHUNK']._serialized_start=1089
+  _globals['_VOLUMECHUNK']._serialized_end=1215
+  _globals['_VOXEL']._serialized_start=1217
+  _globals['_VOXEL']._serialized_end=1257
+  _globals['_ADDCLICKREQUEST']._serialized_start=1260
+  _globals['_ADDCLICKREQUEST']._serialized_end=1405
+  _globals['_EDITSLICEREQUEST']._serialized_start=1408
+  _globals['_EDITSLICEREQUEST']._serialized_end=1539
+  _globals['_UNDOREQUEST']._serialized_start=1541
+  _globals['_UNDOREQUEST']._serialized_end=1609
+  _globals['_MASKRESPONSE']._serialized_start=1612
+  _globals['_MASKRESPONSE']._serialized_end=1772
+  _globals['_SUBMITREQUEST']._serialized_start=1774
+  _globals['_SUBMITREQUEST']._serialized_end=1855
+  _globals['_SUBMITRESPONSE']._serialized_start=1857
+  _globals['_SUBMITRESPONSE']._serialized_end=1980
+  _globals['_ANNOTATORSERVICE']._serialized_start=2058
+  _globals['_ANNOTATORSERVICE']._serialized_end=2584
 # @@protoc_insertion_point(module_scope)

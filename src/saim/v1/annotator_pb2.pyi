@@ -17,14 +17,16 @@ ENCODING_RAW: Encoding
 ENCODING_ZLIB: Encoding
 
 class OpenSessionRequest(_message.Message):
-    __slots__ = ("case_id", "annotator_id", "lease_id")
+    __slots__ = ("case_id", "annotator_id", "lease_id", "session_id")
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     case_id: str
     annotator_id: str
     lease_id: str
-    def __init__(self, case_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, case_id: _Optional[str] = ..., annotator_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class Geometry(_message.Message):
     __slots__ = ("shape", "spacing", "affine", "orientation", "slice_axis", "num_slices", "rows", "cols")
