@@ -175,6 +175,7 @@ def submit_bench(stub, case: str, sessions: int, prefilled, wait_s: float = 900.
 def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches, sessions):
     """The child process: the annotator servicer and the gRPC client; then it keeps serving for the browser bench
     (the parent's) until told, and reports the measures and its own peak RSS."""
+    compute = None
     try:
         torch.set_num_threads(threads)
         compute = TensorThread(threads)  # as the service: all tensor work of the process on one thread
@@ -209,6 +210,8 @@ def _serve_and_measure(conn, store, case, mc, threads, clicks, fetches, sessions
         out = {"error": f"{type(exc).__name__}: {exc}"}
     conn.send(out)
     conn.close()
+    if compute is not None:
+        compute.close()  # the tensor thread ends before the interpreter does (else: "terminate called" at exit)
 
 
 def refine_bench(
@@ -334,21 +337,24 @@ def main() -> None:
         print(
             f"browser: {browser['clicks']} clicks through the gateway, {browser['pause_s']:.1f} s apart; the page "
             f"opened the case (volume of {args.ct_shape[2]} slices + first mask) in {browser['open_s']:.1f} s, of "
-            f"which loading the volume {browser['page_volume_s']:.1f} s (the gateway's volume route alone "
-            f"{browser['volume_s']:.1f} s, {browser['volume_mib']:.0f} MiB gzip), the mask layer "
+            f"which loading the volume {browser['page_volume_s']:.1f} s (its download into the page alone "
+            f"{browser['page_fetch_s']:.1f} s, the gateway's volume route alone {browser['volume_s']:.1f} s, "
+            f"{browser['volume_mib']:.0f} MiB gzip on the wire), the mask layer "
             f"{browser['page_viewer_s']:.1f} s; "
             "software WebGL (SwiftShader) on the same 2 cores as the annotator"
         )
     if browser is not None:
         print(
             f"case open in the page ({args.ct_shape[2]} slices: volume + first mask), p50 over {browser['opens']} "
-            f"opens: {browser['open_p50_s']:.1f} s"
+            f"opens: {browser['open_p50_s']:.1f} s ("
+            + ", ".join(f"{k.removesuffix('_ms')} {v:.1f} s" for k, v in browser["open_parts_s"].items())
+            + "; the rest is the page's own start)"
         )
     memory = gateway_memory(args.gateway_slices)
     print(
         f"gateway streaming a 512x512x{memory['slices']} int16 CT ({memory['raw_mib']:.0f} MiB raw, "
-        f"{memory['gzip_mib']:.0f} MiB gzip NIfTI) in {memory['seconds']:.1f} s: peak RSS {memory['peak_mib']:.0f} "
-        f"MiB, {memory['above_idle_mib']:.0f} MiB above idle"
+        f"{memory['gzip_mib']:.0f} MiB gzip on the wire) in {memory['seconds']:.1f} s: peak RSS "
+        f"{memory['peak_mib']:.0f} MiB, {memory['above_idle_mib']:.0f} MiB above idle"
     )
     print(f"click adds {session['click_p50_ms'] - bare:+.1f} ms at p50 over the bare forward")
     print(

@@ -1,8 +1,8 @@
 """The gateway's memory while it streams a large scan, for `make bench`: the real gateway (uvicorn, in its own spawned
-process, so that its resident memory is its own) streams a 512 x 512 x N int16 CT as gzip NIfTI from an annotator
-stand-in's GetVolume (in this process, generating each chunk as it is asked for: no volume is held anywhere). The
-client reads the response as it comes. Reported: the gateway's RSS when idle, its peak during the download, and the
-download's time and size.
+process, so that its resident memory is its own) streams a 512 x 512 x N int16 CT as NIfTI (gzip on the wire) from
+an annotator stand-in's GetVolume (in this process, generating each chunk as it is asked for: no volume is held
+anywhere). The client reads the response as it comes. Reported: the gateway's RSS when idle, its peak during the
+download, and the download's time and size.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def gateway_memory(slices: int = 600) -> dict:
     proc.start()
     try:
         ready = parent.recv()
-        url = f"http://127.0.0.1:{ready['port']}/api/sessions/bench/volume.nii.gz"
+        url = f"http://127.0.0.1:{ready['port']}/api/sessions/bench/volume.nii"  # gzip on the wire
         size = 0
         t0 = time.perf_counter()
         with httpx.stream("GET", url, headers={"Authorization": "Bearer x"}, timeout=300) as reply:

@@ -139,6 +139,7 @@ class Caller:
         deadline = time.monotonic() + self.b.timeout_s
         pause = 0.1
         while True:
+            error = None
             for method in methods:
                 try:
                     left = max(deadline - time.monotonic(), 0.01)
@@ -147,6 +148,8 @@ class Caller:
                     error = exc
                     if exc.code() != grpc.StatusCode.UNAVAILABLE:  # an answer: not the next replica's to give
                         break
+            if error is None:
+                raise ApiError(503, "no replica to call")
             if error.code() not in RETRIED or deadline - time.monotonic() <= pause:
                 raise ApiError(HTTP_OF.get(error.code(), 502), error.details() or error.code().name) from None
             time.sleep(pause)
@@ -156,6 +159,7 @@ class Caller:
         """A streamed reply's messages from the key's replica (the next-ranked while it is gone); a failure before
         the first message is an ApiError (the HTTP status is still free), later ones end the stream."""
         timeout = self.b.timeout_s * STREAM_CALLS  # the whole stream's deadline
+        error = None
         for stub, _ in self.b.annotator(key):
             try:
                 replies = getattr(stub, name)(request, metadata=self.metadata, timeout=timeout)
@@ -168,6 +172,8 @@ class Caller:
                     continue
                 break
             return itertools.chain([first], replies)
+        if error is None:
+            raise ApiError(503, "no replica to call")
         raise ApiError(HTTP_OF.get(error.code(), 502), error.details() or error.code().name)
 
     def who(self) -> selector_pb2.WhoAmIResponse:
@@ -258,13 +264,14 @@ def nifti_header(geometry: dict, dtype: np.dtype) -> bytes:
     return header.binaryblock + b"\0\0\0\0"
 
 
-def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict) -> Iterator[bytes]:
-    """The scan as gzip NIfTI (source voxels, source affine), streamed from GetVolume's chunks. NIfTI stores i
-    fastest, so with the slices along k (axial scans, the usual case) each slice is written as it arrives and the
-    gateway holds one chunk; along i or j the voxels of one slice are spread over the file, and the volume is
-    gathered once before it is written."""
+def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict, gzip: bool = True) -> Iterator[bytes]:
+    """The scan as NIfTI (source voxels, source affine), gzip-compressed or not, streamed from GetVolume's chunks.
+    NIfTI stores i fastest, so with the slices along k (axial scans, the usual case) each slice is written as it
+    arrives and the gateway holds one chunk; along i or j the voxels of one slice are spread over the file, and the
+    volume is gathered once before it is written."""
     shape, axis, rows, cols = tuple(geometry["shape"]), geometry["slice_axis"], geometry["rows"], geometry["cols"]
-    gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    gz = zlib.compressobj(1, zlib.DEFLATED, 31) if gzip else None  # wbits 31: the gzip container
+    out: Callable[[bytes], bytes] = gz.compress if gz is not None else bytes
     gathered: np.ndarray | None = None
     started, received = False, 0
     for chunk in chunks:
@@ -276,11 +283,11 @@ def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict) ->
         planes = np.frombuffer(zlib.decompress(chunk.data), dtype).reshape(chunk.num_slices, rows, cols)
         received += chunk.num_slices
         if not started:
-            yield gz.compress(nifti_header(geometry, dtype))
+            yield out(nifti_header(geometry, dtype))
             started = True
         if axis == 2:
             for plane in planes:
-                yield gz.compress(plane.T.tobytes())  # (i, j) with i fastest
+                yield out(plane.T.tobytes())  # (i, j) with i fastest
             continue
         if gathered is None:
             gathered = np.empty(shape, dtype)
@@ -291,8 +298,9 @@ def volume_nifti(chunks: Iterator[annotator_pb2.VolumeChunk], geometry: dict) ->
         raise ApiError(502, f"annotator sent {received} slices, the scan has {geometry['num_slices']}")
     if gathered is not None:
         for k in range(shape[2]):
-            yield gz.compress(gathered[:, :, k].T.tobytes())
-    yield gz.flush()
+            yield out(gathered[:, :, k].T.tobytes())
+    if gz is not None:
+        yield gz.flush()
 
 
 class Gateway:
@@ -385,12 +393,16 @@ def open_session(body: OpenBody, c: AsCaller, gw: AsGateway) -> dict:
     return out
 
 
-@api.get("/sessions/{session_id}/volume.nii.gz")
-def volume(session_id: str, c: AsCaller, gw: AsGateway) -> StreamingResponse:
+@api.get("/sessions/{session_id}/volume.nii")
+def volume(session_id: str, request: Request, c: AsCaller, gw: AsGateway) -> StreamingResponse:
+    """The scan as NIfTI; gzip on the wire when the client accepts it (Content-Encoding: a browser inflates it
+    natively as it arrives, where a .nii.gz would be inflated again by the viewer's script)."""
     geometry = gw.geometry_of(c, session_id)
     chunks = c.annotator_stream(session_id, "GetVolume", annotator_pb2.GetVolumeRequest(session_id=session_id))
+    gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+    headers = {"Cache-Control": "no-store", **({"Content-Encoding": "gzip"} if gzip else {})}
     return StreamingResponse(
-        volume_nifti(chunks, geometry), media_type="application/gzip", headers={"Cache-Control": "no-store"}
+        volume_nifti(chunks, geometry, gzip), media_type="application/octet-stream", headers=headers
     )
 
 

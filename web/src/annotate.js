@@ -436,8 +436,10 @@ function setLease(expiresAt) {
 }
 
 async function openCase(resume = false) {
+  const started = performance.now();
   const next = await api("POST", "/api/next");
   const s = await api("POST", "/api/sessions", { case_id: next.case_id, lease_id: next.lease_id });
+  const opened = performance.now();
   const sameCase = resume && state.session && state.session.case_id === s.case_id;
   state.session = s;
   state.g = s.geometry;
@@ -455,7 +457,8 @@ async function openCase(resume = false) {
   if (!sameCase) {
     layout = null;
     const t0 = performance.now();
-    await nv.loadVolumes([{ url: `/api/sessions/${s.session_id}/volume.nii.gz`, headers: authHeaders(), name: `${s.case_id}.nii.gz` }]);
+    // plain NIfTI, gzip on the wire (Content-Encoding): the browser inflates it as it arrives
+    await nv.loadVolumes([{ url: `/api/sessions/${s.session_id}/volume.nii`, headers: authHeaders(), name: `${s.case_id}.nii` }]);
     const t1 = performance.now();
     const back = nv.volumes[0];
     autoWindow = [back.cal_min, back.cal_max];
@@ -465,15 +468,23 @@ async function openCase(resume = false) {
     nv.drawLut = cmapper.makeDrawLut(drawColormap());
     nv.refreshColormaps();
     nv.setDrawOpacity(Number($("opacity").value) / 100);
-    state.timings = { volume_ms: t1 - t0, viewer_ms: performance.now() - t1 };
+    const t2 = performance.now();
     nv.setSliceType(sliceType());
     renderClasses();
     goToSlice(s.draft_slices.length ? s.draft_slices[0] : Math.floor(state.g.num_slices / 2));
+    state.timings = {
+      open_ms: opened - started,
+      volume_ms: t1 - t0,
+      viewer_ms: t2 - t1,
+      slice_ms: performance.now() - t2,
+    };
   } else {
     nv.drawBitmap.fill(0); // the same case reopened: masks come again from the restored draft
     repaint();
   }
+  const masks = performance.now();
   for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
+  if (state.timings) state.timings.mask_ms = performance.now() - masks;
   $("submit").disabled = $("undo").disabled = $("accept").disabled = false;
   const n = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
   setMessage(

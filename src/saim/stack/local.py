@@ -248,7 +248,7 @@ class LocalStack:
         return sorted((n for n in self.ports if n.startswith("annotator") and not n.endswith("_metrics")), key=len)
 
     def start_gateway(self, timeout_s: float = 60.0, name: str = "gateway") -> Proc:
-        """An HTTP gateway (web app + JSON API), balancing over every annotator replica started. It gets the
+        """An HTTP gateway (web app + JSON API) over every annotator replica started (saim.rpc.replicas). It gets the
         services' addresses and nothing secret: the bearer token of each browser request is what the services
         check. Several gateways: name them gateway, gateway-2, ..."""
         port = self.ports.setdefault(name, free_port())
