@@ -104,13 +104,15 @@ lint: setup
 bench: setup
 	$(BIN)/python tools/bench.py
 
-# AMOS size on this CPU: a 1,200-series pool through the selector (rescoring with NextCase calls, peak RSS), the
-# bare model, and sharded scoring with 1 and 2 scorer workers; writes $(OUT)/bench-scale.json (about 9 minutes).
+# AMOS size on this CPU: a 1,200-series pool through the selector (cold rescoring from the preprocessed slice store
+# with NextCase calls, peak RSS), the bare model, and sharded scoring with 1 and 2 scorer workers; writes
+# $(OUT)/bench-scale.json (about 9 minutes).
 bench-scale: setup
 	$(BIN)/python tools/bench_scale.py --out $(OUT)/bench-scale.json
 
-# One GPU: rescoring, a click and training at 256 and 512 px against the bare model, and the projected time to
-# rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's requirements, without .venv).
+# One GPU: rescoring, a click and training (with its profile) at 256 and 512 px against the bare model, and the
+# projected time to rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's
+# requirements, without .venv; `tools/gpu_bench.sh --experiment` adds the 256 px experiment over 3 seeds).
 gpu-bench: setup
 	PYTHON=$(BIN)/python tools/gpu_bench.sh --out $(OUT)/gpu-bench.json
 

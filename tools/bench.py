@@ -12,7 +12,8 @@
 3. Test-time click refinement (saim.model.refine, --refine-steps): a predictor call with one positive click on a
    pixel the randomly initialised network's automatic answer gives another class, with and without refinement (it
    runs only if the network's answer ignores the click, until it follows it, at most that many steps).
-4. The training step: saim's train_step against a bare forward+backward.
+4. The training step at 512² (--train-size): saim's train_step against a bare forward+backward with the same
+   optimizer, and a profile of saim's step (tools/step_profile.py).
 
 Prints absolute medians and ratios to the bare smp Unet forward (batch 1). Never run by the tests; no thresholds.
 """
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tools.bench_gateway import gateway_memory  # noqa: E402
+from tools.step_profile import print_profile, step_profile  # noqa: E402
 
 from saim.annotation.drafts import DraftStore  # noqa: E402
 from saim.data import phantom  # noqa: E402
@@ -44,12 +46,10 @@ from saim.data.nifti import volume_to_bytes  # noqa: E402
 from saim.data.splits import Splits  # noqa: E402
 from saim.model.compute import TensorThread  # noqa: E402
 from saim.model.config import ModelConfig  # noqa: E402
-from saim.model.encoding import Click, encode  # noqa: E402
+from saim.model.encoding import Click  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.rpc.wire import decode_mask, encode_mask  # noqa: E402
 from saim.storage.pool import DATASET_JSON, PREPROCESSING_JSON, SPLITS_JSON, image_key  # noqa: E402
-from saim.training.config import TrainConfig  # noqa: E402
-from saim.training.recipe import train_step  # noqa: E402
 from saim.v1 import annotator_pb2, annotator_pb2_grpc  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
 from tests.unit.harness import serve_annotator  # noqa: E402
@@ -244,6 +244,10 @@ def main() -> None:
     ap.add_argument("--browser-clicks", type=int, default=15, help="clicks in the page (chromium)")
     ap.add_argument("--no-browser", action="store_true", help="skip the browser bench")
     ap.add_argument("--gateway-slices", type=int, default=600, help="slices of the CT the gateway streams")
+    ap.add_argument("--train-size", type=int, default=512, help="model size of the training-step profile")
+    ap.add_argument("--train-batch", type=int, default=8, help="slices per training step (TrainConfig's default)")
+    ap.add_argument("--train-steps", type=int, default=6, help="timed training steps, bare and saim's each")
+    ap.add_argument("--only-train", action="store_true", help="the training-step profile alone")
     ap.add_argument("--refine-steps", type=int, default=20, help="at most this many click-refinement steps")
     ap.add_argument(
         "--refine-radius", type=float, default=0.0, help="the refinement loss's radius (0: the clicked pixel)"
@@ -254,7 +258,14 @@ def main() -> None:
     # service rows would time the optimiser; refine_bench below gives its cost
     mc = ModelConfig(classes=phantom.CLASSES, image_size=args.size, encoder=args.encoder, refine_steps=0)
     net = InteractivePredictor(mc).network
-    s, k = args.size, mc.num_classes
+    s = args.size
+    train_mc = replace(mc, image_size=args.train_size)
+    if args.only_train:
+        print_profile(
+            step_profile(InteractivePredictor(train_mc).network, train_mc, args.train_batch, args.train_steps, "cpu"),
+            args.train_size,
+        )
+        return
 
     store, case = ct_store(tuple(args.ct_shape))
     ctx = mp.get_context("spawn")  # not fork: OpenMP's thread pool does not survive a fork
@@ -284,26 +295,9 @@ def main() -> None:
 
     plain_click, refined_click = refine_bench(mc, net, args.refine_steps, args.refine_radius)
 
-    # training step: bare forward+backward vs saim's (train_step: augmentation, simulated click rounds, focal + Dice)
-    b = 8
-    images = torch.randn(b, 1, s, s)
-    labels = torch.randint(0, k + 1, (b, s, s))
-    weights = torch.ones(k + 1)
-    gen = torch.Generator().manual_seed(0)
-    net.train()
-    opt = torch.optim.AdamW(net.parameters(), 1e-4)
-
-    def bare_step():
-        loss = torch.nn.functional.cross_entropy(net(encode(images, *(torch.zeros(b, k, s, s),) * 3)), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def saim_step():
-        train_step(net, opt, images, labels, weights, mc, TrainConfig(), gen, hflip=False)
-
-    bare_train = timed(bare_step, 5, 1)
-    saim_train = timed(saim_step, 5, 1)
+    # the training step at --train-size: bare forward+backward vs saim's, and where saim's spends its time
+    train_net = net if args.train_size == s else InteractivePredictor(train_mc).network
+    train = step_profile(train_net, train_mc, args.train_batch, args.train_steps, "cpu")
     params = sum(p.numel() for p in net.parameters()) * 4 / 2**20
     print(
         f"saim bench: {args.encoder} Unet, model {s}x{s}, {mc.in_channels} input channels, torch threads {args.threads}"
@@ -319,8 +313,6 @@ def main() -> None:
         ("gRPC OpenSession (no prediction up front)", session["open_ms"]),
         ("predictor call with a correcting click (main process)", plain_click),
         (f"  the same with refinement (<= {args.refine_steps} steps, radius {args.refine_radius:g})", refined_click),
-        ("bare train step (batch 8, CE)", bare_train),
-        ("saim train step (train_step)", saim_train),
     ]
     if browser is not None:
         rows[3:3] = [
@@ -331,8 +323,7 @@ def main() -> None:
             ("  of which page: inflate, mask layer, paint p50", browser["page_p50_ms"]),
         ]
     for name, ms in rows:
-        ref = bare_train if "train" in name else bare
-        print(f"{name:52s} {ms:10.1f} {ms / ref:8.2f}")
+        print(f"{name:52s} {ms:10.1f} {ms / bare:8.2f}")
     if browser is not None:
         print(
             f"browser: {browser['clicks']} clicks through the gateway, {browser['pause_s']:.1f} s apart; the page "
@@ -373,6 +364,7 @@ def main() -> None:
         "MiB, the CT in the in-memory store included)"
     )
     print(f"weights {params:.1f} MiB")
+    print_profile(train, args.train_size)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 1. The pool: 1,200 phantom series at the demo's size (96 x 96 x 12, every slice, model 64 px), plus 30 labelled ones
    for the initial, validation and test splits, generated lazily (saim.data.phantom.iter_series) into an nnU-Net
-   folder and imported into the embedded stack's S3 (moto) one case at a time.
-2. The selector process (local scoring, its own torch thread budget) scores the pool under v0000 at start and opens
+   folder and imported into the embedded stack's S3 (moto) one case at a time, each series' preprocessed slices too
+   (saim.storage.preprocessed).
+2. The selector process (local scoring, its own torch thread budget, no series cache: every scoring is cold and reads
+   the pool from the preprocessed slice store) scores the pool under v0000 at start and opens
    batch 1; then v0001 is published with its ModelPublished event and the selector rescores the whole pool while this
    process calls NextCase (an annotator renewing its lease: the state write to S3 included) every 100 ms over gRPC.
    Reported: the selector's own scoring rate (GetStatus), NextCase p50/p95/p99 during that rescoring, and the
@@ -207,6 +209,9 @@ def main() -> None:
     ap.add_argument("--nextcase-interval", type=float, default=0.1, help="seconds between NextCase calls")
     ap.add_argument("--scorer-threads", type=int, default=1, help="torch threads of each scorer worker")
     ap.add_argument("--shard-series", type=int, default=None, help="series of the sharded runs (default: the pool)")
+    ap.add_argument(
+        "--series-cache-mb", type=int, default=0, help="the selector's series cache (0: every rescoring is cold)"
+    )
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-scale.json")
@@ -229,6 +234,8 @@ def main() -> None:
         "SAIM_BATCH_SIZE": "3",
         "SAIM_MAX_ITERATIONS": "10",
         "SAIM_RECONCILE_S": "3600",  # the rescoring under test is the event's, not a reconciliation's
+        # cold: no series kept in the selector, every scoring reads the pool from the preprocessed slice store
+        "SAIM_SERIES_CACHE_MB": str(args.series_cache_mb),
     }
     threads = {"selector": args.threads, **{f"scorer-{i}": args.scorer_threads for i in range(2)}}
     stack = LocalStack(args.workdir / "stack", settings=settings, threads=threads)
@@ -239,7 +246,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ds = NnUNetDataset(dataset)  # 10 initial, 10 validation, 10 test series; the rest is the pool
         labelled = [tuple(ds.cases[i : i + LABELLED]) for i in range(0, 3 * LABELLED, LABELLED)]
-        import_dataset(stack.store(), ds, Splits(*labelled, tuple(ds.cases[3 * LABELLED :])))
+        import_dataset(stack.store(), ds, Splits(*labelled, tuple(ds.cases[3 * LABELLED :])), args.image_size)
         report["import_s"] = time.perf_counter() - t0
         pool = PoolStore(stack.store(), args.image_size, cache_mb=0)
         cases = list(pool.splits.pool)
@@ -263,6 +270,7 @@ def main() -> None:
             shard_speedup_2=two["slices_per_s"] / one["slices_per_s"],
         )
     report.update(
+        selector_series_cache_mb=args.series_cache_mb,
         selector_threads=args.threads,
         decode_workers=args.decode_workers,
         cpu_count=os.cpu_count(),

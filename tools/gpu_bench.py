@@ -3,14 +3,15 @@
 Per size (default 256 and 512), with saim's own device and precision (saim.model.device: bf16 autocast + channels_last
 on CUDA, fp32 on the CPU) for the bare model too:
 - scoring: the bare smp Unet (batched forward + softmax + entropy on the device) against the selector's rescoring
-  path (saim.selection.scoring.score_pool: series read from an object store, decoded by saim.storage.pool.PoolStore
-  ahead of the model, scored by EntropyStrategy): cold with serial decoding, cold with the decoding threads, and warm
-  (series cached); the projected time to rescore 120k slices (AMOS size);
+  path (saim.selection.scoring.score_pool: series read from an object store by saim.storage.pool.PoolStore ahead of
+  the model, scored by EntropyStrategy): decoding every NIfTI (serially, then with the decoding threads), cold from
+  the preprocessed slice store (saim.storage.preprocessed, written first as the import does), and warm (series
+  cached); the projected time to rescore 120k slices (AMOS size);
 - a click: gRPC AddClick round trip to a real annotator servicer on loopback, p50/p95, against the bare forward of
   one slice (refinement off: the randomly initialised network ignores every click), and a predictor call with a
   correcting click with test-time refinement (at most ModelConfig's default steps) against the same call without;
 - training: bare forward+backward steps (cross-entropy) against saim's step (augmentation, simulated click rounds,
-  focal + Dice loss), in slices per second.
+  focal + Dice loss), in slices per second, with the profile of saim's step (tools/step_profile.py).
 
 The object store is in memory (the S3 API's latency is not measured here). The pool is one phantom series stored
 under many case names: every case is downloaded and decoded on its own, without paying for generating each one.
@@ -20,10 +21,8 @@ Prints a table and writes JSON (--out). `--tiny` is a seconds-long CPU run of th
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import platform
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -35,21 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ct_store, refine_bench, session_bench, timed  # noqa: E402
+from step_profile import print_profile, step_profile  # noqa: E402
 
 from saim.data import phantom  # noqa: E402
 from saim.data.nifti import volume_to_bytes  # noqa: E402
 from saim.data.splits import Splits  # noqa: E402
 from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.device import autocast, is_cuda, memory_format, precision, resolve_device  # noqa: E402
-from saim.model.encoding import encode  # noqa: E402
 from saim.model.predictor import InteractivePredictor, pixel_entropy  # noqa: E402
 from saim.registry.live import ServedModel  # noqa: E402
 from saim.selection.scoring import score_pool  # noqa: E402
 from saim.selection.strategies import EntropyStrategy  # noqa: E402
 from saim.settings import ServiceSettings  # noqa: E402
 from saim.storage.pool import DATASET_JSON, SPLITS_JSON, PoolStore, image_key  # noqa: E402
-from saim.training.config import TrainConfig  # noqa: E402
-from saim.training.recipe import train_step  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
 from tests.unit.harness import annotator_stub  # noqa: E402
 
@@ -95,18 +92,28 @@ def bare_scoring(net, mc: ModelConfig, slices: int, batch: int, device: str) -> 
 
 
 def saim_scoring(predictor, store, pool: list[str], size: int, workers: int) -> dict:
-    """Slices per second of the selector's rescoring path (saim.selection.scoring.score_pool): serial decoding with no
-    cache (how it was), then `workers` decoding threads ahead of the model, cold and then warm (all series cached)."""
+    """Slices per second of the selector's rescoring path (saim.selection.scoring.score_pool). Before the
+    preprocessed slice store: decoding every NIfTI, serially and with `workers` decoding threads. Then the pool's
+    preprocessed slices are written (as the import does; timed), and the rescoring reads them: cold (nothing
+    cached in the process: every rescoring after the first) and warm (all series cached)."""
     model, strategy = ServedModel("bench", predictor, {}), EntropyStrategy()
-    serial = score_pool(PoolStore(store, size, None, cache_mb=0), strategy, model, pool, workers=1)
+    decoding = PoolStore(store, size, None, cache_mb=0, preprocessed=False)
+    serial = score_pool(decoding, strategy, model, pool, workers=0)  # in the model's thread
+    nifti = score_pool(decoding, strategy, model, pool, workers)
+    started = time.perf_counter()
+    written = PoolStore(store, size, None, cache_mb=0).preprocess(pool)
+    preprocess_s = time.perf_counter() - started
+    cold = score_pool(PoolStore(store, size, None, cache_mb=0), strategy, model, pool, workers)
     cached = PoolStore(store, size, None, cache_mb=64 * 1024)  # room for the whole test pool, for the warm pass
-    cold = score_pool(cached, strategy, model, pool, workers)
+    score_pool(cached, strategy, model, pool, workers)
     warm = score_pool(cached, strategy, model, pool, workers)
     return {
         "serial": serial.slices / serial.seconds,
+        "nifti": nifti.slices / nifti.seconds,
         "cold": cold.slices / cold.seconds,
         "warm": warm.slices / warm.seconds,
         "slices": cold.slices,
+        "preprocess_ms_per_slice": 1000 * preprocess_s / max(cold.slices, 1) if written else float("nan"),
     }
 
 
@@ -129,40 +136,6 @@ def bare_click(net, mc: ModelConfig, repeat: int, device: str) -> float:
     return timed(run, repeat)
 
 
-def training(net, mc: ModelConfig, batch: int, steps: int, device: str, profile: bool = False) -> tuple[float, float]:
-    """(bare, saim) training slices per second at `batch` slices a step: one forward+backward with cross-entropy
-    against saim's step (saim.training.recipe.train_step, as train_predictor runs it)."""
-    s, k = mc.image_size, mc.num_classes
-    images = torch.rand(batch, 1, s, s, device=device)
-    labels = torch.randint(0, k + 1, (batch, s, s), device=device)
-    weights = torch.ones(k + 1, device=device)
-    tc, gen = TrainConfig(), torch.Generator().manual_seed(0)
-    net.train()
-    opt = torch.optim.AdamW(net.parameters(), 1e-4)
-    zeros = torch.zeros(batch, k, s, s, device=device)
-
-    def bare() -> None:
-        with autocast(device):
-            logits = net(encode(images, zeros, zeros, zeros).contiguous(memory_format=memory_format(device))).float()
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync(device)
-
-    def saim() -> None:
-        train_step(net, opt, images, labels, weights, mc, tc, gen, hflip=False)
-        sync(device)
-
-    rates = [batch / (timed(fn, steps, 2) / 1000) for fn in (bare, saim)]
-    if profile:  # where saim's step spends its time (cumulative, top functions)
-        profiler = cProfile.Profile()
-        profiler.runcall(lambda: [saim() for _ in range(3)])
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(18)
-    net.eval()
-    return rates[0], rates[1]
-
-
 def device_name(device: str) -> str:
     if is_cuda(device):
         return torch.cuda.get_device_name(device)
@@ -180,14 +153,18 @@ def run_size(size: int, args, device: str) -> dict:
     click = click_latency(predictor, size, args.clicks, tuple(args.ct_shape))
     bare_one = bare_click(net, mc, args.clicks, device)
     plain_click, refined_click = refine_bench(mc, net, ModelConfig().refine_steps, 0.0, args.refine_repeat, device)
-    bare_train, saim_train = training(net, mc, args.train_batch, args.train_steps, device, args.profile_train)
+    train = step_profile(net, mc, args.train_batch, args.train_steps, device, warmup=2)
+    print_profile(train, size)
+    bare_train, saim_train = args.train_batch / train["bare_s"], args.train_batch / train["saim_s"]
     return {
         "size": size,
         "pool_slices": scoring["slices"],
         "decode_workers": args.decode_workers,
         "bare_scoring_slices_per_s": bare,
         "scoring_cold_serial_slices_per_s": scoring["serial"],
-        "prefetch_speedup": cold / scoring["serial"],
+        "scoring_cold_nifti_slices_per_s": scoring["nifti"],
+        "prefetch_speedup": scoring["nifti"] / scoring["serial"],
+        "preprocess_ms_per_slice": scoring["preprocess_ms_per_slice"],
         "scoring_cold_slices_per_s": cold,
         "scoring_warm_slices_per_s": warm,
         "scoring_cold_ratio_vs_bare": cold / bare,
@@ -207,6 +184,11 @@ def run_size(size: int, args, device: str) -> dict:
         "bare_train_slices_per_s": bare_train,
         "saim_train_slices_per_s": saim_train,
         "train_ratio_vs_bare": saim_train / bare_train,
+        "train_step_parts_s": train["parts_s"],
+        "click_simulation_share": (
+            train["parts_s"].get("virtual user clicks", 0.0) + train["parts_s"].get("random error clicks", 0.0)
+        )
+        / train["saim_s"],
     }
 
 
@@ -230,7 +212,6 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--train-steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--profile-train", action="store_true", help="print a cProfile of saim's training step")
     ap.add_argument("--tiny", action="store_true", help="seconds on a CPU: the tests' mode")
     ap.add_argument("--out", type=Path, default=Path("out/gpu-bench.json"))
     args = ap.parse_args()
@@ -260,8 +241,13 @@ def main() -> None:
     for r in report["sizes"]:
         bare_scoring, workers = r["bare_scoring_slices_per_s"], r["decode_workers"]
         rows = [
-            ("scoring, cold, serial decoding, slices/s", r["scoring_cold_serial_slices_per_s"], bare_scoring),
-            (f"scoring, cold, {workers} decoding threads, slices/s", r["scoring_cold_slices_per_s"], bare_scoring),
+            ("scoring, NIfTI decoded, serially, slices/s", r["scoring_cold_serial_slices_per_s"], bare_scoring),
+            (
+                f"scoring, NIfTI, {workers} decoding threads, slices/s",
+                r["scoring_cold_nifti_slices_per_s"],
+                bare_scoring,
+            ),
+            ("scoring, cold, preprocessed store, slices/s", r["scoring_cold_slices_per_s"], bare_scoring),
             ("scoring, warm (series cached), slices/s", r["scoring_warm_slices_per_s"], bare_scoring),
             ("click: gRPC AddClick p50 / bare forward, ms", r["click_grpc_p50_ms"], r["bare_forward_1_slice_ms"]),
             ("click: gRPC AddClick p95, ms", r["click_grpc_p95_ms"], r["bare_forward_1_slice_ms"]),

@@ -34,6 +34,8 @@ def test_gpu_bench_runs_in_tiny_cpu_mode(tmp_path):
     for key in (
         "bare_scoring_slices_per_s",
         "scoring_cold_slices_per_s",
+        "scoring_cold_nifti_slices_per_s",
+        "preprocess_ms_per_slice",
         "scoring_warm_slices_per_s",
         "rescore_120k_cold_s",
         "bare_forward_1_slice_ms",
@@ -52,4 +54,8 @@ def test_gpu_bench_runs_in_tiny_cpu_mode(tmp_path):
     assert math.isclose(size["rescore_120k_cold_s"], 120_000 / size["scoring_cold_slices_per_s"])
     assert size["click_grpc_p95_ms"] >= size["click_grpc_p50_ms"]
     assert 0 < size["click_reply_bytes"] <= size["largest_message_bytes"]  # a compressed source-resolution mask
-    assert "rescore 120k slices" in run.stdout and "click: refined / plain predictor call" in run.stdout
+    parts = size["train_step_parts_s"]
+    assert {"augmentation", "virtual user clicks", "optimizer step", "forward, loss, backward"} <= set(parts)
+    assert 0 <= size["click_simulation_share"] < 1
+    assert "rescore 120k slices" in run.stdout and "part of saim step" in run.stdout
+    assert "click: refined / plain predictor call" in run.stdout

@@ -41,7 +41,8 @@ def test_the_slice_cache_serves_what_was_written_memory_mapped(tmp_path):
     assert len(again) == 7 and again.names == ["a", "b"]
     for i in (0, 2, 3, 6):
         image, label = again[i]
-        np.testing.assert_array_equal(image.numpy()[0], images[i])
+        assert image.dtype == torch.float32  # stored as float16: half the disk and page cache
+        np.testing.assert_array_equal(image.numpy()[0], images[i].astype(np.float16).astype(np.float32))
         np.testing.assert_array_equal(label.numpy(), labels[i])
     np.testing.assert_array_equal(cache.label_counts(3), ArraySlices(images, labels).label_counts(3))
     np.testing.assert_array_equal(cache.arrays()[1], labels)

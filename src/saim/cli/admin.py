@@ -165,12 +165,13 @@ def _images_to_add(directory: Path) -> dict[str, Path]:
 
 
 def _cmd_import(args) -> int:
-    from saim.settings import load_storage_settings
+    from saim.settings import load_settings
     from saim.storage.objects import ObjectStore
     from saim.storage.pool import add_to_pool
 
     images = _images_to_add(args.dir)  # a bad directory is named before any connection
-    added = add_to_pool(ObjectStore.connect(load_storage_settings().s3()), images)
+    settings = load_settings()  # the services' model size: the series' preprocessed slices are written at import
+    added = add_to_pool(ObjectStore.connect(settings.s3()), images, settings.model.image_size)
     print(f"added {len(added)} series to the pool: {', '.join(added)}")
     return 0
 
@@ -225,7 +226,7 @@ def _cmd_bootstrap(args) -> int:
         splits = read_splits(args.splits, ds)
     else:
         splits = make_splits(ds.cases, args.seed, rule, ds.unlabelled)
-    intensity = import_dataset(store, ds, splits)
+    intensity = import_dataset(store, ds, splits, settings.model.image_size)
     print(
         f"imported {len(ds.cases) + len(ds.unlabelled)} cases ({len(ds.unlabelled)} unlabelled): "
         f"{len(splits.initial)} initial, {len(splits.val)} val, {len(splits.test)} test, {len(splits.pool)} pool; "

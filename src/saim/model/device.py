@@ -2,7 +2,9 @@
 `saim emulate --device`): `auto` (the default: CUDA when present), `cpu`, or `cuda[:N]`.
 
 On CUDA the network runs under bf16 autocast with channels_last tensors (tensor cores; bf16 needs no loss scaling),
-softmax and losses in fp32; on the CPU everything stays fp32. Inference runs in `torch.inference_mode`.
+softmax and losses in fp32; on the CPU everything stays fp32. Inference runs in `torch.inference_mode`. Answers of
+which only the argmax is used (the training step's simulated click rounds) run in bf16 wherever the hardware has it
+(`argmax_autocast`).
 """
 
 from __future__ import annotations
@@ -50,3 +52,18 @@ def autocast(device: torch.device | str):
 def memory_format(device: torch.device | str) -> torch.memory_format:
     """channels_last on CUDA (what cuDNN's tensor-core convolutions want), the default layout elsewhere."""
     return torch.channels_last if is_cuda(device) else torch.contiguous_format
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so that oneDNN's bf16 convolutions are fast."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def argmax_autocast(device: torch.device | str) -> tuple[contextlib.AbstractContextManager, torch.memory_format]:
+    """(autocast, memory format) for a forward of which only the argmax is used: bf16 with channels_last on CUDA and
+    on CPUs with native bf16 (4.3 x faster than fp32 at 512² on this machine's CPU, which has AMX); else `autocast`."""
+    if is_cuda(device):
+        return autocast(device), torch.channels_last
+    if native_bf16_cpu():
+        return torch.autocast("cpu", dtype=torch.bfloat16), torch.channels_last
+    return contextlib.nullcontext(), torch.contiguous_format

@@ -23,6 +23,7 @@ from saim.data.dataset import NnUNetDataset
 from saim.data.splits import SplitRule, make_splits
 from saim.errors import SaimError
 from saim.events import ensure_topics
+from saim.model.config import ModelConfig
 from saim.rpc.channel import channel as open_channel
 from saim.rpc.server import wait_serving
 from saim.rpc.tokens import ANNOTATOR, TokenRegistry, new_token
@@ -185,7 +186,8 @@ class LocalStack:
 
     def import_dataset(self, dataset_dir: Path, seed: int = 0, split: SplitRule = STACK_SPLIT) -> None:
         ds = NnUNetDataset(dataset_dir)
-        import_dataset(self.store(), ds, make_splits(ds.cases, seed, split, ds.unlabelled))
+        size = int(self.settings.get("SAIM_MODEL__IMAGE_SIZE", ModelConfig().image_size))  # what the services run
+        import_dataset(self.store(), ds, make_splits(ds.cases, seed, split, ds.unlabelled), size)
 
     # ---- access control ----------------------------------------------------------------------------------
     def issue_token(self, name: str, role: str = ANNOTATOR) -> str:

@@ -28,6 +28,7 @@ from saim.data.slices import Series, check_max_slices, series_from_volume
 from saim.data.splits import Splits
 from saim.errors import DatasetError, FailedPrecondition, InvalidInput, NotFound, SaimError, TooLarge
 from saim.storage.objects import ObjectStore
+from saim.storage.preprocessed import SliceStore, as_stored, fingerprint, slices_key
 
 DATASET_JSON = "dataset/dataset.json"
 
@@ -111,10 +112,14 @@ def _image_bytes(path: Path) -> bytes:
     return gzipped(path.read_bytes())
 
 
-def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -> Intensity:
+def import_dataset(
+    store: ObjectStore, dataset: NnUNetDataset, splits: Splits, image_size: int | None = None
+) -> Intensity:
     """Upload images of every case, labels of initial/val/test only, the intensity preprocessing, then splits and
     dataset.json (written last: their presence marks a complete import). Every case is read and validated first: a
-    bad file is a DatasetError naming it, and nothing in the bucket is touched. Returns the preprocessing."""
+    bad file is a DatasetError naming it, and nothing in the bucket is touched. With `image_size` (the services'
+    model size), every series' preprocessed slices are written too (saim.storage.preprocessed); a series without
+    them gets them when a service first reads it. Returns the preprocessing."""
     missing = sorted(set(splits.labelled) - set(dataset.cases))
     if missing:
         raise DatasetError(f"cases {missing} are in the initial, validation or test split but have no label")
@@ -134,13 +139,16 @@ def import_dataset(store: ObjectStore, dataset: NnUNetDataset, splits: Splits) -
     store.put_json(PREPROCESSING_JSON, intensity.to_json())
     store.put_json(SPLITS_JSON, splits.to_json())
     store.put_json(DATASET_JSON, {**dataset.info.to_json(), "numTraining": len(dataset.cases)})
+    if image_size is not None:
+        PoolStore(store, image_size, cache_mb=0).preprocess(sorted(splits.all()))
     return intensity
 
 
-def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
+def add_to_pool(store: ObjectStore, images: dict[str, Path], image_size: int | None = None) -> list[str]:
     """`saim admin import`: add series ({case: image file}) to an imported dataset's pool. Each file is read and
     validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
-    rewritten with the new pool (the selector scores them after its next reconcile). Returns the added cases."""
+    rewritten with the new pool (the selector scores them after its next reconcile), then with `image_size` their
+    preprocessed slices are written. Returns the added cases."""
     try:
         splits = Splits.from_json(store.get_json(SPLITS_JSON))
     except NotFound as exc:
@@ -158,6 +166,8 @@ def add_to_pool(store: ObjectStore, images: dict[str, Path]) -> list[str]:
         store.put_bytes(image_key(case), _image_bytes(path))
     pool = splits.pool + tuple(sorted(images))
     store.put_json(SPLITS_JSON, Splits(splits.initial, splits.val, splits.test, pool).to_json())
+    if image_size is not None:
+        PoolStore(store, image_size, cache_mb=0).preprocess(sorted(images))
     return sorted(images)
 
 
@@ -178,7 +188,12 @@ class PoolStore:
     unless `max_slices` sets a budget."""
 
     def __init__(
-        self, store: ObjectStore, image_size: int, max_slices: int | None = None, cache_mb: float = SERIES_CACHE_MB
+        self,
+        store: ObjectStore,
+        image_size: int,
+        max_slices: int | None = None,
+        cache_mb: float = SERIES_CACHE_MB,
+        preprocessed: bool = True,
     ):
         self.store, self.image_size, self.max_slices = store, image_size, check_max_slices(max_slices)
         self._cache: LRUCache[tuple[str, bool], Series] = LRUCache(
@@ -200,6 +215,8 @@ class PoolStore:
             meta.get("channel_names", {"0": "image"}),
         )
         self.intensity = self._intensity()
+        fp = fingerprint(image_size, self.intensity, self.max_slices)
+        self.slices = SliceStore(store, fp) if preprocessed else None  # saim.storage.preprocessed
 
     def _intensity(self) -> Intensity:
         try:
@@ -242,12 +259,13 @@ class PoolStore:
     def iter_series(
         self, cases: list[str], workers: int = DECODE_WORKERS, skip: Callable[[str, SaimError], None] | None = None
     ) -> Iterator[Series]:
-        """The series of `cases` in order, downloaded and decoded by `workers` threads ahead of the consumer, with at
-        most 2 x workers decoded and not yet consumed. Decoding is mostly outside the GIL (gzip, NIfTI, numpy,
-        torch resampling), so threads multiply cold rescoring on a host with the cores (docs/benchmarks.md).
+        """The series of `cases` in order, read (from the preprocessed slice store, else decoded) by `workers`
+        threads ahead of the consumer, with at most 2 x workers read and not yet consumed; 0 reads them in the
+        consumer's thread. Reading is mostly waiting on storage and decoding mostly outside the GIL (gzip, NIfTI,
+        numpy, torch resampling), so threads keep the model fed (docs/benchmarks.md).
         With `skip`, a series that fails to decode (a broken file, a geometry the model grid cannot take) is handed
         to skip(case, error) and left out; without it the error is raised. Storage outages always raise."""
-        if workers <= 1:
+        if workers <= 0:
             for case in cases:
                 series = self._decoded(case, functools.partial(self.load_series, case), skip)
                 if series is not None:
@@ -291,12 +309,33 @@ class PoolStore:
         return image, affine
 
     def _load_series(self, case: str, with_label: bool, volume: tuple[np.ndarray, np.ndarray] | None) -> Series:
-        image, affine = volume if volume is not None else self.load_volume(case)
-        label = None
+        """From the preprocessed slice store when the series is there, else decoded from its NIfTI and written there
+        (once per series and preprocessing); the images rounded as the store keeps them either way."""
+        if volume is not None:
+            series = self._model_slices(case, volume)
+        elif (series := self.slices.get(case) if self.slices is not None else None) is None:
+            series = self._model_slices(case, self.load_volume(case))
+            if self.slices is not None:
+                self.slices.put(series)
         if with_label:
             raw, _ = volume_from_bytes(self.store.get_bytes(label_key(case)), label_key(case))
-            label = self._check_label(raw, image.shape, label_key(case))
-        return series_from_volume(case, image, affine, label, self.image_size, self.intensity, self.max_slices)
+            series = series.with_labels(self._check_label(raw, series.volume_shape, label_key(case)))
+        return series
+
+    def preprocess(self, cases: list[str]) -> int:
+        """Write the preprocessed slices of `cases` that the store lacks (at import). Returns how many were written."""
+        if self.slices is None:
+            return 0
+        missing = [c for c in cases if not self.store.exists(slices_key(self.slices.fp, c))]
+        for case in missing:
+            self.slices.put(self._model_slices(case, self.load_volume(case)))
+        return len(missing)
+
+    def _model_slices(self, case: str, volume: tuple[np.ndarray, np.ndarray]) -> Series:
+        image, affine = volume
+        series = series_from_volume(case, image, affine, None, self.image_size, self.intensity, self.max_slices)
+        series.images = as_stored(series.images)
+        return series
 
     def _check_label(self, raw: np.ndarray, shape: tuple, name: str) -> np.ndarray:
         if raw.shape != shape:

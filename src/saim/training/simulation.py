@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from saim.model.clicks import largest_error
 from saim.model.config import ModelConfig
-from saim.model.device import autocast, memory_format
+from saim.model.device import argmax_autocast
 from saim.model.encoding import encode, one_hot_foreground, paint_clicks
 from saim.training.config import TrainConfig
+from saim.training.device_clicks import largest_error_clicks
 
 
 def _erode(mask: torch.Tensor, r: int) -> torch.Tensor:
@@ -40,10 +41,16 @@ def sample_error_clicks(
 
 
 def virtual_user_clicks(
-    labels: torch.Tensor, pred_labels: torch.Tensor, allow: torch.Tensor
+    labels: torch.Tensor, pred_labels: torch.Tensor, allow: torch.Tensor, batched: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The test-time virtual user's click for every (b, k): distance-transform peak of the largest error region of
-    class k+1 (Mahadevan et al. place iterative-training clicks the way the evaluation does)."""
+    class k+1 (Mahadevan et al. place iterative-training clicks the way the evaluation does).
+
+    `batched` (default: off the CPU) computes them for the whole batch on its device (saim.training.device_clicks);
+    otherwise scipy does it per sample and class, which is faster on a CPU (docs/benchmarks.md). Both give the same
+    clicks."""
+    if batched if batched is not None else labels.device.type != "cpu":
+        return largest_error_clicks(labels, pred_labels, allow)
     b, k = allow.shape
     y = torch.zeros(b, k, dtype=torch.long)
     x = torch.zeros(b, k, dtype=torch.long)
@@ -61,11 +68,13 @@ def virtual_user_clicks(
 
 @torch.no_grad()
 def _forward_labels(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Label map (B, H, W) of the network's current answer, in eval mode."""
+    """Label map (B, H, W) of the network's current answer, in eval mode (bf16 where the hardware has it: only the
+    argmax is used)."""
     was_training = net.training
     net.eval()
-    with autocast(x.device):
-        pred = net(x.contiguous(memory_format=memory_format(x.device))).argmax(1)
+    precision, layout = argmax_autocast(x.device)
+    with precision:
+        pred = net(x.contiguous(memory_format=layout)).argmax(1)
     net.train(was_training)
     return pred
 
@@ -93,9 +102,16 @@ def simulate_interaction(
     interactive = (torch.rand(b, generator=gen) >= tc.p_no_clicks).to(dev)
     if not interactive.any():
         return encode(images, pos, neg, prev)
+    shown = interactive.nonzero().squeeze(1)  # the automatic samples' answers are never used: not computed
+
+    def answer() -> torch.Tensor:
+        out = torch.zeros_like(labels)
+        out[shown] = _forward_labels(net, encode(images[shown], pos[shown], neg[shown], prev[shown]))
+        return out
+
     pred_labels = torch.zeros_like(labels)
     if torch.rand(1, generator=gen).item() < 0.5:  # start from the automatic prediction, as at annotation time
-        pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
+        pred_labels = answer()
         prev = one_hot_foreground(pred_labels, k)
     extra_rounds = int(torch.randint(0, tc.click_rounds + 1, (1,), generator=gen))
     for r in range(extra_rounds + 1):
@@ -108,7 +124,7 @@ def simulate_interaction(
         pos = paint_clicks(pos, y, x, valid & positive, mc.radius, mc.click_encoding)
         neg = paint_clicks(neg, y, x, valid & ~positive, mc.radius, mc.click_encoding)
         if r < extra_rounds:
-            pred_labels = _forward_labels(net, encode(images, pos, neg, prev))
+            pred_labels = answer()
             prev = one_hot_foreground(pred_labels, k)
     keep = interactive.view(b, 1, 1, 1).float()
     return encode(images, pos * keep, neg * keep, prev * keep)
