@@ -311,11 +311,12 @@ class PoolStore:
     def _load_series(self, case: str, with_label: bool, volume: tuple[np.ndarray, np.ndarray] | None) -> Series:
         """From the preprocessed slice store when the series is there, else decoded from its NIfTI and written there
         (once per series and preprocessing); the images rounded as the store keeps them either way."""
-        if volume is not None:
-            series = self._model_slices(case, volume)
-        elif (series := self.slices.get(case) if self.slices is not None else None) is None:
-            series = self._model_slices(case, self.load_volume(case))
-            if self.slices is not None:
+        stored = self.slices.get(case) if self.slices is not None and volume is None else None
+        if stored is not None:
+            series = stored
+        else:
+            series = self._model_slices(case, volume if volume is not None else self.load_volume(case))
+            if self.slices is not None and volume is None:
                 self.slices.put(series)
         if with_label:
             raw, _ = volume_from_bytes(self.store.get_bytes(label_key(case)), label_key(case))
