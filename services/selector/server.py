@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 
-from saim.errors import FailedPrecondition, InvalidInput
+from saim.errors import Conflict, FailedPrecondition, InvalidInput, Unavailable
 from saim.events import (
     ANNOTATION_SUBMITTED,
     BATCH_COMPLETED,
@@ -22,10 +27,12 @@ from saim.events import (
 from saim.registry import LiveModel
 from saim.rpc import telemetry as m
 from saim.rpc.auth import current_principal, require_actor
+from saim.rpc.errors import error_of
+from saim.rpc.periodic import Periodic
 from saim.rpc.server import Health
 from saim.rpc.service import ServiceApp
 from saim.rpc.tokens import ADMIN
-from saim.selection import SelectionLoop
+from saim.selection import Leader, LeaderLease, SelectionLoop
 from saim.settings import ServiceSettings
 from saim.storage.pool import provenance_key
 from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
@@ -33,18 +40,74 @@ from saim.v1 import events_pb2, selector_pb2, selector_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class Leadership:
+    """This replica's part in the selectors' leader lease (saim.selection.leader): `leading` while it holds the
+    lease; otherwise it forwards every call to the leader, with the caller's own credentials."""
+
+    def __init__(self, lease: LeaderLease, channel_to: Callable[[str], grpc.Channel]):
+        self.lease, self.channel_to = lease, channel_to
+        self.leading = threading.Event()
+        self._stubs: dict[str, selector_pb2_grpc.SelectorServiceStub] = {}
+        self._known: Leader | None = None
+        self._read_at = 0.0
+
+    def _leader(self) -> Leader | None:
+        """The lease's holder, read at most once a second (every forwarded call would read the bucket)."""
+        if time.monotonic() - self._read_at > 1.0:
+            self._known, self._read_at = self.lease.leader(), time.monotonic()
+        return self._known
+
+    def forward(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        leader = self._leader()
+        if leader is None or leader.holder == self.lease.holder or not leader.address:
+            raise Unavailable("no selector leads at the moment (a standby takes over within SAIM_SELECTOR_LEASE_S)")
+        if leader.address not in self._stubs:
+            self._stubs[leader.address] = selector_pb2_grpc.SelectorServiceStub(self.channel_to(leader.address))
+        credentials = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+        remaining = context.time_remaining()
+        try:
+            return getattr(self._stubs[leader.address], method)(
+                request, metadata=credentials, timeout=remaining if remaining is not None else 30.0
+            )
+        except grpc.RpcError as exc:
+            m.FORWARDED_FAILED.inc()
+            self._read_at = 0.0  # the leader may have changed: read the lease again on the next call
+            if exc.code() == grpc.StatusCode.ABORTED:
+                raise Conflict(exc.details()) from exc
+            raise error_of(exc, f"the selector leader at {leader.address}") from exc
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def leader_or_forward(method: Method) -> Method:
+    """A SelectorService method that the leader answers itself and a standby forwards to the leader."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self: SelectorServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        if self.leadership is None or self.leadership.leading.is_set():
+            return method(self, request, context)
+        return self.leadership.forward(name, request, context)
+
+    return cast(Method, call)
+
+
 @dataclass
 class SelectorDeps:
     loop: SelectionLoop
     model: LiveModel
     publisher: EventPublisher
+    leadership: Leadership | None = None  # None: this selector always leads (one replica, the tests)
 
 
 class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
     def __init__(self, deps: SelectorDeps, event_lag: dict[str, float] | None = None):
         self.d = deps
+        self.leadership = deps.leadership
         self.event_lag = event_lag if event_lag is not None else {}
 
+    @leader_or_forward
     def GetStatus(
         self, request: selector_pb2.GetStatusRequest, context: grpc.ServicerContext
     ) -> selector_pb2.SelectorStatus:
@@ -69,6 +132,7 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             event_lag_s=dict(self.event_lag),
         )
 
+    @leader_or_forward
     def NextCase(
         self, request: selector_pb2.NextCaseRequest, context: grpc.ServicerContext
     ) -> selector_pb2.NextCaseResponse:
@@ -84,6 +148,7 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             lease_expires_at=self.d.loop.lease_expiry(case),
         )
 
+    @leader_or_forward
     def GetScores(
         self, request: selector_pb2.GetScoresRequest, context: grpc.ServicerContext
     ) -> selector_pb2.GetScoresResponse:
@@ -98,6 +163,7 @@ class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
             strategy=self.d.loop.strategy.name,
         )
 
+    @leader_or_forward
     def CheckLease(
         self, request: selector_pb2.CheckLeaseRequest, context: grpc.ServicerContext
     ) -> selector_pb2.CheckLeaseResponse:
@@ -123,6 +189,63 @@ class SelectorApp(ServiceApp):
         self.deps = deps
         self._lock = threading.Lock()  # events and reconciliation are handled one at a time
         self.report_model_version(deps.model)
+        self.leadership = deps.leadership
+        self._campaign: Periodic | None = None
+        self._leading_since: threading.Thread | None = None  # the thread that started the leader's work
+        deps.loop.on_fenced = self._deposed
+
+    # ---- leadership (saim.selection.leader) ------------------------------------------------------------------
+    def start(self) -> None:
+        """Lead when this replica holds the lease (or when there is no lease: one replica); else stand by, forwarding
+        calls to the leader, and try for the lease every third of its term."""
+        if self.leadership is None:
+            super().start()
+            return
+        m.SELECTOR_LEADING.set(0)
+        self._campaign = Periodic("selector-lease", self.leadership.lease.term_s / 3, self._campaign_round)
+        self._campaign_round()
+        self._campaign.start()
+
+    def _campaign_round(self) -> None:
+        assert self.leadership is not None
+        lease = self.leadership.lease
+        if self.leadership.leading.is_set():
+            if not lease.renew():
+                self._deposed()
+            return
+        if not lease.acquire():
+            self.health.set(lease.leader() is not None)  # a standby answers by forwarding while a leader lives
+            return
+        self.health.set(False)  # until this replica's own scores are loaded (on_start -> _on_model)
+        self.deps.loop.reload()  # the previous leader moved the state on since this replica read it
+        self.leadership.leading.set()
+        m.SELECTOR_LEADING.set(1)
+        # the leader's work starts beside the lease's renewals (loading the scores may take long)
+        self._leading_since = threading.Thread(target=super().start, name="selector-lead", daemon=True)
+        self._leading_since.start()
+
+    def _deposed(self) -> None:
+        """Another selector holds the lease now: this replica's memory is stale. It stops (its orchestrator restarts
+        it as a standby), and answers nothing meanwhile."""
+        if self.leadership is None:
+            return
+        log.error("this selector no longer leads (another replica took the lease); stopping")
+        self.leadership.leading.clear()
+        m.SELECTOR_LEADING.set(0)
+        self.health.set(False)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self._campaign is not None:
+            self._campaign.stop()
+        if self.leadership is None or self._leading_since is not None:
+            if self._leading_since is not None:
+                self._leading_since.join(timeout=30)
+            super().stop()
+        else:
+            self.publisher.close()
+        if self.leadership is not None and self.leadership.leading.is_set():
+            self.leadership.lease.release()  # a standby takes over at its next round, not after the term
 
     def add_servicer(self, server: grpc.Server) -> None:
         selector_pb2_grpc.add_SelectorServiceServicer_to_server(SelectorServicer(self.deps, self.event_lag), server)

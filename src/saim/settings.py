@@ -86,6 +86,11 @@ class ServiceSettings(StorageSettings):
     ready_file: str | None = None  # written with "host:grpc_port metrics_port" once serving (used by `saim up`)
     log_level: str = "INFO"
     selector_target: str | None = None  # annotator -> selector (lease checks); None: leases are not checked
+    selector_advertise: str | None = None  # host:port other selectors forward to while this one leads (default:
+    # this host's name and the gRPC port)
+    selector_lease_s: float = Field(
+        15.0, gt=0, description="the selector leader's lease term: a standby takes over within it when the leader dies"
+    )
 
     # the SAIM loop
     model: ModelConfig = ModelConfig()  # classes come from the imported dataset

@@ -30,6 +30,7 @@ OPTIONAL_SETTINGS = {
     "SAIM_TLS_CA_FILE",
     "SAIM_TLS_SERVER_NAME",
     "SAIM_MAX_SLICES",
+    "SAIM_SELECTOR_ADVERTISE",  # unset: the host's name; set per selector (test_selectors_lead_and_stand_by)
 }
 SECRETS = {"SAIM_S3_ACCESS_KEY", "SAIM_S3_SECRET_KEY", "SAIM_ADMIN_TOKEN", "SAIM_SERVICE_TOKEN"}
 GATEWAY = "saim-gateway"
@@ -284,7 +285,7 @@ def test_ports_and_probes_match_what_the_servers_listen_on(rendered):
     assert f"SAIM_HTTP_PORT={gw['SAIM_HTTP_PORT']}" in dockerfile
     prom = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     assert set(prom["scrape_configs"][0]["static_configs"][0]["targets"]) == {
-        f"{s}:{metrics_port}" for s in ("selector", "trainer")
+        f"{s}:{metrics_port}" for s in ("selector-1", "selector-2", "trainer")
     }
     replicas = prom["scrape_configs"][1]["dns_sd_configs"][0]  # every replica of the scaled services
     assert replicas == {"names": ["scorer", "annotator", "gateway"], "type": "A", "port": metrics_port}
@@ -302,6 +303,33 @@ def test_every_overlay_runs_two_annotators_and_two_gateways():
             assert deployment["spec"]["replicas"] >= 2, (overlay, name)
         hpa = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and "annotator" in d["metadata"]["name"]]
         assert all(h["spec"]["minReplicas"] >= 2 for h in hpa), overlay
+
+
+def test_selectors_lead_and_stand_by(rendered):
+    """Two selectors, replaced one at a time, each advertising an address the other reaches (its pod IP), and
+    allowed to reach each other; compose runs two, each with its own name, both answering to `selector`."""
+    _, docs, _ = rendered
+    selector = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "saim-selector")
+    assert selector["spec"]["replicas"] >= 2
+    assert selector["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    env = {e["name"]: e for e in selector["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["SAIM_SELECTOR_ADVERTISE"]["value"] == "$(POD_IP):50051"
+    assert "SAIM_INSTANCE_ID" in env
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    egress = policies["selector-to-selector"]["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]
+    assert egress == {"app.kubernetes.io/name": "saim-selector"}
+    ingress = policies["grpc-ingress"]["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "saim-selector"}}} in ingress
+    compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())["services"]
+    names = {}
+    for svc in ("selector", "selector-2"):
+        env = compose[svc]["environment"]
+        host = env["SAIM_SELECTOR_ADVERTISE"].split(":")[0]
+        aliases = compose[svc]["networks"]["default"]["aliases"]
+        assert host in [svc, *aliases] and env["SAIM_INSTANCE_ID"] == host  # a name only this selector answers to
+        names[svc] = host
+    assert len(set(names.values())) == 2 and "selector" in compose["selector-2"]["networks"]["default"]["aliases"]
 
 
 def test_kafka_topics_match_the_code(rendered):

@@ -7,10 +7,10 @@ import pytest
 from saim.data import phantom
 from saim.data.dataset import NnUNetDataset
 from saim.data.splits import Splits
-from saim.errors import FailedPrecondition, PermissionDenied, Unavailable
+from saim.errors import Conflict, FailedPrecondition, PermissionDenied, Unavailable
 from saim.model.predictor import InteractivePredictor
 from saim.registry.live import ServedModel
-from saim.selection.loop import SelectionLoop
+from saim.selection.loop import SELECTOR_STATE, SelectionLoop
 from saim.selection.strategies import EntropyStrategy
 from saim.storage.pool import PoolStore, import_dataset, series_bytes
 from tests.unit.fakes import MemoryStore
@@ -364,3 +364,22 @@ def test_the_loops_documents_keep_one_version_and_annotated_cases_leave_no_draft
     loop.collect_drafts()  # the sweep finds it
     assert store.stored_versions("drafts/") == 0
     assert store.stored_versions("state/selector.json") == 1 and store.stored_versions("scores/") == 1
+
+
+def test_a_deposed_selector_cannot_overwrite_its_successors_state(pool, model):
+    """Two selector processes over one bucket (a leader that has not noticed it was deposed, and its successor):
+    the state is written only over the state the writer read or wrote last (saim.selection.leader)."""
+    old = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)
+    old.on_model(model, 0)
+    new = SelectionLoop(pool, EntropyStrategy(), batch_size=2, max_iterations=2)  # reads the state old wrote
+    fenced: list[bool] = []
+    old.on_fenced = lambda: fenced.append(True)
+    first = new.next_case("alice")  # the successor moves the state on
+    before = pool.store.get_bytes(SELECTOR_STATE)
+    with pytest.raises(Conflict):
+        old.next_case("bob")  # the deposed one still believes it leads
+    assert fenced == [True] and pool.store.get_bytes(SELECTOR_STATE) == before
+    old.reload()  # what a standby does when it takes over: start from the stored state
+    second = old.next_case("bob")
+    assert second[0] != first[0]
+    assert pool.store.get_json(SELECTOR_STATE)["batch"]["assigned"] == {first[0]: "alice", second[0]: "bob"}

@@ -44,6 +44,10 @@ EVENT_LAG = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 EVENTS_HANDLED = Counter("saim_events_handled_total", "Events handled by topic", ["topic"])
+SELECTOR_LEADING = Gauge("saim_selector_leading", "1 while this selector replica holds the leader lease, else 0")
+FORWARDED_FAILED = Counter(
+    "saim_selector_forward_failures_total", "Calls a standby selector forwarded that the leader did not answer"
+)
 
 
 def serve_metrics(port: int | None, host: str = "0.0.0.0") -> int | None:

@@ -1,6 +1,8 @@
 """Selection: scoring the unannotated pool (locally or sharded over scorer workers), the strategies that score, and
-the selector's loop (batches, leases, the state it keeps in object storage). Services use these names only."""
+the selector's loop (batches, leases, the state it keeps in object storage), and the selectors' leader lease.
+Services use these names only."""
 
+from saim.selection.leader import Leader, LeaderLease
 from saim.selection.loop import SelectionLoop, stored_batches
 from saim.selection.scoring import (
     LocalScoring,
@@ -15,6 +17,8 @@ from saim.selection.scoring import (
 from saim.selection.strategies import SelectionStrategy, make_strategy, top_n
 
 __all__ = [
+    "Leader",
+    "LeaderLease",
     "LocalScoring",
     "SelectionLoop",
     "Scoring",

@@ -10,13 +10,15 @@ time per case, and a case is never handed to an annotator who already annotated 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from saim.errors import FailedPrecondition, NotFound, PermissionDenied, SaimError
+from saim.errors import Conflict, FailedPrecondition, NotFound, PermissionDenied, SaimError
 from saim.registry.live import ServedModel
 from saim.selection.scoring import LocalScoring, ScoreTable, Scoring, scores_key
 from saim.selection.strategies import SelectionStrategy, top_n
@@ -75,12 +77,19 @@ def stored_batches(store) -> tuple[Batch | None, Batch | None]:
     """The selector's stored (open batch, previous batch), each None when absent (the trainer asks this after lost
     events). `previous` is the completed batch before the open one, when that was opened without waiting for the
     previous one's model (SAIM_NEXT_BATCH=immediate)."""
-    try:
-        state = store.get_json(SELECTOR_STATE)
-    except NotFound:
-        return None, None
-    batch, previous = (Batch.from_json(state[k]) if state.get(k) else None for k in ("batch", "previous"))
+    batch, previous, _ = _stored_state(store)
     return batch, previous
+
+
+def _stored_state(store) -> tuple[Batch | None, Batch | None, str | None]:
+    """(open batch, previous batch, the state's ETag); (None, None, None) when no state is stored."""
+    try:
+        blob, etag = store.get_tagged(SELECTOR_STATE)
+    except NotFound:
+        return None, None, None
+    state = json.loads(blob)
+    batch, previous = (Batch.from_json(state[k]) if state.get(k) else None for k in ("batch", "previous"))
+    return batch, previous, etag
 
 
 class SelectionLoop:
@@ -115,11 +124,13 @@ class SelectionLoop:
         self._dirty = False
         self._uncollected: set[str] = set()  # annotated cases whose drafts collect_drafts removes
         self._swept_at: float | None = None
+        self._state_etag: str | None = None  # of state/selector.json as this loop read or wrote it (fencing)
+        self.on_fenced: Callable[[], None] | None = None  # told when a state write finds another selector's state
         self._restore()
 
     # ---- persistence -----------------------------------------------------------------------------------------
     def _restore(self) -> None:
-        self.batch, self.previous = stored_batches(self.pool.store)
+        self.batch, self.previous, self._state_etag = _stored_state(self.pool.store)
         if self.batch is not None:
             stored = self.annotated & set(self.batch.cases)
             if self.overlap > 1:  # a primary annotation exists after the first rater: count the raters
@@ -133,11 +144,27 @@ class SelectionLoop:
             state = {"batch": self.batch.to_json() if self.batch else None, "updated_at": time.time()}
             if self.previous is not None:
                 state["previous"] = self.previous.to_json()
-            self.pool.store.rewrite_json(SELECTOR_STATE, state)
+            store = self.pool.store
+            # fenced: written only over the state this loop read or wrote last (saim.selection.leader)
+            self._state_etag = store.put_if(SELECTOR_STATE, json.dumps(state).encode(), self._state_etag)
+            store.purge(SELECTOR_STATE, keep_latest=True)
+        except Conflict:
+            self._dirty = False  # another selector leads now: nothing of this loop's memory may be written
+            if self.on_fenced is not None:
+                self.on_fenced()
+            raise
         except Exception:
             self._dirty = True  # memory is ahead of the bucket: flush() retries
             raise
         self._dirty = False
+
+    def reload(self) -> None:
+        """Start over from the stored state (a standby that became the leader: the old leader moved it on)."""
+        with self._lock:
+            self.annotated = set(self.pool.annotated_cases())
+            self._uncollected = set()
+            self._dirty = False
+            self._restore()
 
     def flush(self) -> None:
         """Persist state that a failed save left only in memory (leases, renewals). Called periodically."""

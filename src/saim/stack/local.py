@@ -235,8 +235,16 @@ class LocalStack:
             "PYTHONUNBUFFERED": "1",
         }
         if service.startswith("annotator") and "selector" in self.ports:  # annotator, annotator-2, ...: replicas
-            env["SAIM_SELECTOR_TARGET"] = self.target("selector")
+            env["SAIM_SELECTOR_TARGET"] = self.selector_target()
         return self._spawn(service, [sys.executable, "-m", module or f"services.{service}"], env)
+
+    def selector_target(self) -> str:
+        """Every selector replica known (selector, selector-2, ...; saim.selection.leader): a client tries them in
+        order, and a standby forwards to the leader."""
+        names = sorted((n for n in self.ports if n.startswith("selector") and not n.endswith("_metrics")), key=len)
+        if len(names) == 1:
+            return self.target(names[0])
+        return "ipv4:" + ",".join(self.target(n) for n in names)
 
     def start_scorer(self, index: int = 0) -> Proc:
         """A scorer worker for sharded scoring (SAIM_SCORING=sharded on the selector), named scorer-{index}."""
@@ -256,7 +264,7 @@ class LocalStack:
         port = self.ports.setdefault(name, free_port())
         replicas = ",".join(self.target(a) for a in self.annotator_replicas())
         env = {
-            "SAIM_SELECTOR_TARGET": self.target("selector"),
+            "SAIM_SELECTOR_TARGET": self.selector_target(),
             "SAIM_ANNOTATOR_TARGET": f"ipv4:{replicas}",  # every replica (saim.rpc.replicas picks per session)
             "SAIM_TRAINER_TARGET": self.target("trainer"),
             "SAIM_HTTP_PORT": str(port),
