@@ -151,7 +151,7 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
 
     def _prefill(self, session: AnnotationSession, model: ServedModel) -> None:
         try:
-            session.prefill(model, lambda: not self.d.sessions.open(session.session_id))
+            session.prefill(model, lambda: not self.d.sessions.open(session.session_id), self.d.sessions.opening)
         except Exception:  # background work: Submit predicts whatever is left
             log.exception("prefill of %s stopped", session.case)
 
@@ -290,16 +290,17 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         per_slice = rows * cols * session.image_wire_dtype.itemsize
         step = int(request.slices_per_chunk) or max(1, VOLUME_CHUNK_BYTES // per_slice)
         slices = session.geometry.slices(session.image)
-        for first in range(0, session.geometry.num_slices, step):
-            chunk = slices[first : first + step]
-            data, dtype = encode_image(chunk, session.image_wire_dtype)
-            yield annotator_pb2.VolumeChunk(
-                first_slice=first,
-                num_slices=len(chunk),
-                image_dtype=dtype,
-                encoding=annotator_pb2.ENCODING_ZLIB,
-                data=data,
-            )
+        with self.d.compute.interactive():  # the replica's background work waits while a page opens its case
+            for first in range(0, session.geometry.num_slices, step):
+                chunk = slices[first : first + step]
+                data, dtype = encode_image(chunk, session.image_wire_dtype)
+                yield annotator_pb2.VolumeChunk(
+                    first_slice=first,
+                    num_slices=len(chunk),
+                    image_dtype=dtype,
+                    encoding=annotator_pb2.ENCODING_ZLIB,
+                    data=data,
+                )
 
     @staticmethod
     def _add_image(session: AnnotationSession, index: int, reply: annotator_pb2.SliceResponse) -> None:

@@ -65,6 +65,25 @@ def test_work_that_can_wait_runs_once_the_clicks_pause():
         compute.close()
 
 
+def test_work_that_can_wait_waits_while_a_scan_is_streamed_and_a_pause_after():
+    compute = TensorThread(1)
+    waited: list[float] = []
+    try:
+        with compute.interactive():  # a page's case opening: no tensor work, the replica busy all the same
+            started = time.monotonic()
+            waiter = threading.Thread(target=lambda: waited.append(compute.wait_quiet(0.2, lambda: False) or 0.0))
+            waiter.start()
+            time.sleep(0.5)
+            assert not waited  # still streaming: the background work has not begun
+            streamed = time.monotonic()
+        waiter.join(10)
+        assert waited and time.monotonic() - streamed >= 0.2 and streamed - started >= 0.5
+    finally:
+        compute.close()
+    with Inline().interactive():
+        Inline().wait_quiet(60.0, lambda: False)  # one-thread programs never wait
+
+
 def test_work_handed_to_a_stopped_tensor_thread_fails_instead_of_waiting_forever():
     compute = TensorThread(1)
     compute.close()

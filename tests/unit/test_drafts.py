@@ -1,6 +1,8 @@
 """Drafts survive: every click, edit and undo is in the bucket before its answer, and a new session on the same case
 by the same annotator (a reload, a restarted replica) resumes exactly what was shown."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -159,7 +161,7 @@ def test_clicks_never_wait_for_the_selector_and_submit_waits_out_its_restart(dat
         assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in expired.value.details()
 
 
-def test_untouched_slices_are_predicted_while_the_person_works_so_submit_predicts_nothing(dataset):  # noqa: F811
+def test_untouched_slices_are_predicted_once_the_case_is_on_screen_so_submit_predicts_nothing(dataset):  # noqa: F811
     from tests.waiting import poll
 
     store = MemoryStore()
@@ -167,8 +169,12 @@ def test_untouched_slices_are_predicted_while_the_person_works_so_submit_predict
     echo = echo_predictor(ModelConfig(classes=INFO.classes, image_size=32, click_radius=2))
     with annotator_stub(store, echo, 32, publish=False) as (stub, deps):
         sid = stub.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
-        _click(stub, sid, (20, 20, 3), cls=1)
         session = deps.sessions.get(sid)
+        for _chunk in stub.GetVolume(annotator_pb2.GetVolumeRequest(session_id=sid)):
+            pass
+        time.sleep(0.5)  # the page still loading the scan: nothing competes with it
+        assert all(state.auto is None for state in session.slices.values())
+        _click(stub, sid, (20, 20, 3), cls=1)  # the case is on screen
         num_slices = session.geometry.num_slices
         poll(lambda: all(session._state(i).auto is not None for i in range(num_slices)), 30, "the prefill")
 

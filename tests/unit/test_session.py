@@ -1,5 +1,6 @@
 """Annotation sessions in scan space: a click at a source voxel lands at that voxel; edits, undo, provenance."""
 
+import threading
 import time
 
 import numpy as np
@@ -101,6 +102,32 @@ def test_session_store_expires_idle_sessions(echo):
     s.last_active = time.monotonic() - 1
     with pytest.raises(NotFound, match="unknown or expired session"):
         store.get(s.session_id)
+
+
+def test_the_prefill_waits_for_its_case_on_screen_and_for_other_cases_opening():
+    predictor = echo_predictor(ModelConfig(classes=("a", "b"), image_size=32, click_radius=2))
+    (mine, model), (theirs, _) = _session(predictor), _session(predictor)
+    store = SessionStore(ttl_s=3600)
+    store.add(mine)
+    store.add(theirs)
+    done: list[int] = []
+
+    def untouched() -> int:
+        return sum(mine._state(i).auto is None for i in range(mine.geometry.num_slices))
+
+    thread = threading.Thread(target=lambda: done.append(mine.prefill(model, lambda: False, store.opening)))
+    thread.start()
+    time.sleep(0.3)
+    assert untouched() == SHAPE[2] and store.opening()  # the page still loading this case: nothing predicted
+    mine.mask(model, 0)  # the case on screen (its first slice asked for)
+    time.sleep(0.3)
+    assert untouched() == SHAPE[2] - 1 and store.opening()  # another person's case is opening on the replica
+    theirs.add_click(model, (10, 10, 1), 1, True)
+    thread.join(10)
+    assert done == [SHAPE[2] - 1] and untouched() == 0 and not store.opening()
+    theirs.on_screen.clear()
+    theirs.opened_at -= 3600  # a client that never asked for a slice holds the prefills for a minute at most
+    assert not store.opening()
 
 
 class _Stubborn(torch.nn.Module):

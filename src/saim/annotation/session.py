@@ -25,6 +25,7 @@ from saim.model.compute import Compute, Inline
 from saim.registry.live import ServedModel
 
 PREFILL_QUIET_S = 0.5  # the prefill's next slice waits until the replica's clicks have paused this long
+OPENING_S = 60.0  # a session not yet on screen this long after it opened no longer holds the replica's prefills
 AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a click waits for at most one such pass)
 
 REQUESTS_KEPT = 32  # request ids a slice remembers: a retry arrives within seconds, not 32 operations later
@@ -98,10 +99,13 @@ class AnnotationSession:
     slices: dict[int, SliceState] = field(default_factory=dict)
     image_wire_dtype: np.dtype | None = None  # how GetSlice sends the image (set once by the service)
     started_at: float = field(default_factory=time.time)
+    opened_at: float = field(default_factory=time.monotonic)  # on this replica
     last_active: float = field(default_factory=time.monotonic)
     versions_used: set[str] = field(default_factory=set)
     lease_renewed: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # set by the first request for a slice's mask or an operation: the person has the case on screen
+    on_screen: threading.Event = field(default_factory=threading.Event)
     ops_lock: threading.Lock = field(default_factory=threading.Lock)  # one operation at a time (read, apply, store)
     compute: Compute = field(default_factory=Inline)  # where the tensor work runs (saim.model.compute)
 
@@ -173,13 +177,19 @@ class AnnotationSession:
                 self.slices[index].auto, self.slices[index].auto_version = mask, model.version
             self.versions_used.add(model.version)
 
-    def prefill(self, model: ServedModel, closed: Callable[[], bool]) -> int:
+    def prefill(self, model: ServedModel, closed: Callable[[], bool], hold: Callable[[], bool] = lambda: False) -> int:
         """Predict, in the background, the automatic mask of every slice that has none yet, one slice per piece of
-        tensor work, while the person works: Submit then has nothing left to predict. A piece starts only once the
-        replica's interactive work has paused for PREFILL_QUIET_S, so a burst of clicks never waits for one (a
-        click that comes while a piece runs waits for at most that one slice's forward). The session's lock is held
-        only to store each answer. Stops once `closed()`. Returns how many slices it predicted."""
+        tensor work, while the person works: Submit then has nothing left to predict. It begins once the person has
+        the case on screen (`on_screen`): before, it would compete with the opening itself, the scan streamed to the
+        page and, where the page runs on the same cores, its load. A piece starts only once the replica's
+        interactive work has paused for PREFILL_QUIET_S, so a burst of clicks or a scan being streamed never waits
+        for one (a click that comes while a piece runs waits for at most that one slice's forward). The session's
+        lock is held only to store each answer. While `hold()` (another person's case opening on the replica) it
+        waits too. Stops once `closed()`. Returns how many slices it predicted."""
         predicted = 0
+        while not self.on_screen.wait(0.1):
+            if closed():
+                return predicted
         for index in range(self.geometry.num_slices):
             if closed():
                 break
@@ -187,6 +197,8 @@ class AnnotationSession:
                 if self._state(index).auto is not None:
                     continue
             self.compute.wait_quiet(PREFILL_QUIET_S, closed)  # in the person's pauses, not under a burst of clicks
+            while hold() and not closed():
+                time.sleep(0.05)
             (mask,) = self.compute.run(self._predict_auto, model, [index], background=True)
             with self.lock:
                 state = self.slices[index]
@@ -201,6 +213,7 @@ class AnnotationSession:
         with self.lock:
             self._ensure_auto(model, [index])
             self.last_active = time.monotonic()
+            self.on_screen.set()
             state = self.slices[index]
             return state.mask, state
 
@@ -243,6 +256,7 @@ class AnnotationSession:
             state.history.append(mask)
             self.versions_used.add(model.version)
             self.last_active = time.monotonic()
+            self.on_screen.set()
             return index, mask, state
 
     def _answer_click(self, model: ServedModel, index: int, clicks: list[Click], previous: np.ndarray) -> np.ndarray:
@@ -280,6 +294,7 @@ class AnnotationSession:
             state.ops.append(Op("edit", int(cls), model.version, painted=painted))
             state.history.append(mask)
             self.last_active = time.monotonic()
+            self.on_screen.set()
             return mask, state
 
     def undo(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
@@ -292,6 +307,7 @@ class AnnotationSession:
             state.ops.pop()
             state.history.pop()
             self.last_active = time.monotonic()
+            self.on_screen.set()
             return state.mask, state
 
     # ---- submission ------------------------------------------------------------------------------------------
@@ -360,6 +376,13 @@ class SessionStore:
     def remove(self, session_id: str) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)
+
+    def opening(self) -> bool:
+        """Whether a session is opening: opened (or rebuilt) less than OPENING_S ago and not yet on screen."""
+        now = time.monotonic()
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return any(not s.on_screen.is_set() and now - s.opened_at < OPENING_S for s in sessions)
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -3,10 +3,15 @@ model registry, pool import) and `saim export ...`. They read the SAIM_* environ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saim.cli.flags import add_fields, from_args
 from saim.data.splits import SplitRule
+
+if TYPE_CHECKING:
+    from saim.data.dicom import DicomSeries
 
 
 def add_commands(sub) -> None:
@@ -16,7 +21,12 @@ def add_commands(sub) -> None:
         description="Uses the SAIM_* environment (as the services do). Idempotent: an already "
         "imported dataset is kept unless --force.",
     )
-    boot.add_argument("--dataset", default="synthetic", help="'synthetic' or an nnU-Net raw directory")
+    boot.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="'synthetic' or an nnU-Net raw directory; an image entry may be a folder {case}_0000/ holding one "
+        "DICOM series (stored as NIfTI; its label in labelsTr/ is NIfTI in the series' geometry)",
+    )
     boot.add_argument("--series", type=int, default=24, help="synthetic series")
     boot.add_argument("--seed", type=int, default=0, help="phantom seed and split seed")
     boot.add_argument("--no-topics", action="store_true", help="topics are managed elsewhere (e.g. Strimzi)")
@@ -61,9 +71,11 @@ def add_commands(sub) -> None:
     imp = asub.add_parser(
         "import",
         help="add series to a running deployment's pool",
-        description="DIR is an nnU-Net raw directory (imagesTr/ and imagesTs/ entries {case}_0000.nii.gz) or a "
-        "folder of {case}.nii.gz files. Each image is validated, uploaded unchanged, and added to the pool in "
-        "dataset/splits.json; the selector scores the new series at its next reconcile (SAIM_RECONCILE_S).",
+        description="DIR is an nnU-Net raw directory (imagesTr/ and imagesTs/ entries {case}_0000.nii.gz), a "
+        "folder of {case}.nii.gz files, or a folder of DICOM series (searched recursively; each series is named "
+        "after its folder, with its series number where a folder holds several, and stored as NIfTI). Each image "
+        "is validated, uploaded, and added to the pool in dataset/splits.json; the selector scores the new series "
+        "at its next reconcile (SAIM_RECONCILE_S).",
     )
     imp.add_argument("dir", type=Path)
     imp.set_defaults(func=_cmd_import)
@@ -146,8 +158,10 @@ def _cmd_rollback(args) -> int:
     return 0
 
 
-def _images_to_add(directory: Path) -> dict[str, Path]:
-    """{case: image} of an nnU-Net raw directory's images, or of a folder of NIfTI files."""
+def _images_to_add(directory: Path) -> Mapping[str, Path | DicomSeries]:
+    """{case: image} of an nnU-Net raw directory's images, of a folder of NIfTI files, or of the DICOM series found
+    under a folder (each named after its folder, saim.data.dicom.case_names)."""
+    from saim.data.dicom import case_names, find_series
     from saim.errors import InvalidInput
 
     if not directory.is_dir():
@@ -160,7 +174,12 @@ def _images_to_add(directory: Path) -> dict[str, Path]:
         for path in sorted(directory.glob("*.nii*")):
             found[path.name.split(".nii")[0]] = path
     if not found:
-        raise InvalidInput(f"{directory}: no NIfTI images (imagesTr/*_0000.nii.gz, imagesTs/ or *.nii.gz)")
+        series = case_names(find_series(directory))
+        if series:
+            return series
+        raise InvalidInput(
+            f"{directory}: no NIfTI images (imagesTr/*_0000.nii.gz, imagesTs/ or *.nii.gz) and no DICOM series"
+        )
     return found
 
 

@@ -1,4 +1,5 @@
-"""nnU-Net raw layout: dataset.json, imagesTr/{case}_0000{ending}, labelsTr/{case}{ending}.
+"""nnU-Net raw layout: dataset.json, imagesTr/{case}_0000{ending}, labelsTr/{case}{ending}. An image may also be a
+folder imagesTr/{case}_0000/ holding one DICOM series (saim.data.dicom); the labels are NIfTI in its geometry.
 
 A dataset is validated when opened; errors name the offending file.
 """
@@ -103,7 +104,13 @@ class NnUNetDataset:
         directory = self.root / folder
         if not directory.is_dir():
             return {}
-        return {p.name[: -len(suffix)]: p for p in sorted(directory.iterdir()) if p.name.endswith(suffix)}
+        found = {p.name[: -len(suffix)]: p for p in sorted(directory.iterdir()) if p.name.endswith(suffix)}
+        for p in sorted(directory.iterdir()):  # a folder {case}_0000/ holds the case's image as one DICOM series
+            if p.is_dir() and p.name.endswith("_0000"):
+                if p.name[:-5] in found:
+                    raise DatasetError(f"{p}: case {p.name[:-5]!r} has both a NIfTI image and a DICOM folder")
+                found[p.name[:-5]] = p
+        return found
 
     def _discover(self) -> tuple[list[str], list[str]]:
         train, test = self._scan("imagesTr"), self._scan("imagesTs")

@@ -35,8 +35,19 @@ def _from_image(img: nib.spatialimages.SpatialImage, name: str, max_voxels: int)
 
 
 def load_volume(path: Path | str, max_voxels: int = MAX_VOXELS) -> tuple[np.ndarray, np.ndarray]:
-    """Read a 3D NIfTI volume; returns (data, affine)."""
+    """Read a 3D NIfTI volume, or the DICOM series of a folder (saim.data.dicom); returns (data, affine)."""
     path = Path(path)
+    if path.is_dir():
+        from saim.data.dicom import read_folder
+        from saim.errors import InvalidInput
+
+        try:
+            data, affine = read_folder(path)
+        except InvalidInput as exc:
+            raise DatasetError(str(exc)) from exc
+        if data.size > max_voxels:
+            raise TooLarge(f"{path}: {data.size} voxels exceeds the cap of {max_voxels}")
+        return data, affine
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:

@@ -15,12 +15,14 @@ enough that a click waits for at most one of them. A closure must not wait for a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +35,8 @@ class Compute(Protocol):
 
     def wait_quiet(self, quiet_s: float, stop: Callable[[], bool]) -> None: ...
 
+    def interactive(self) -> AbstractContextManager[None]: ...
+
 
 class Inline:
     """Runs the work on the caller's thread (one-thread programs: the emulation, the tests, the CLI)."""
@@ -42,6 +46,9 @@ class Inline:
 
     def wait_quiet(self, quiet_s: float, stop: Callable[[], bool]) -> None:
         return None
+
+    def interactive(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class TensorThread:
@@ -54,6 +61,8 @@ class TensorThread:
         self._torch_threads = torch_threads
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._last_interactive = 0.0  # monotonic time interactive work last came in or finished
+        self._serving = 0  # interactive work in progress that is not tensor work (interactive())
+        self._serving_lock = threading.Lock()
         self._thread.start()
 
     def run(self, fn: Callable[..., T], *args, background: bool = False) -> T:
@@ -75,14 +84,27 @@ class TensorThread:
                 self._last_interactive = time.monotonic()
 
     def wait_quiet(self, quiet_s: float, stop: Callable[[], bool]) -> None:
-        """Wait until no interactive work has come in for `quiet_s` (or `stop()`): work that can wait, such as
+        """Wait until no interactive work has come in or run for `quiet_s` (or `stop()`): work that can wait, such as
         predicting slices ahead, then runs in a person's pauses instead of under their clicks (a piece in flight is
         not interrupted: a click that arrives meanwhile waits for it)."""
         while not stop():
             idle = time.monotonic() - self._last_interactive
-            if idle >= quiet_s:
+            if idle >= quiet_s and not self._serving:
                 return
-            time.sleep(min(quiet_s - idle, 0.05))  # short steps: stop() is asked again
+            time.sleep(0.05 if self._serving else min(quiet_s - idle, 0.05))  # short steps: stop() is asked again
+
+    @contextlib.contextmanager
+    def interactive(self) -> Iterator[None]:
+        """Mark interactive work that is not tensor work (a scan streamed to a page: reading, compressing): work
+        that waits for quiet (`wait_quiet`) waits while it runs and `quiet_s` after it, as after a click."""
+        with self._serving_lock:
+            self._serving += 1
+        try:
+            yield
+        finally:
+            with self._serving_lock:
+                self._serving -= 1
+            self._last_interactive = time.monotonic()
 
     def close(self) -> None:
         self._queue.put((BACKGROUND + 1, next(self._order), None, (), None))

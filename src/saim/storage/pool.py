@@ -14,7 +14,7 @@ import gzip
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from saim.data.dataset import DatasetInfo, NnUNetDataset, check_geometry, remap_labels, to_file_values
+from saim.data.dicom import DicomSeries, read_series
 from saim.data.intensity import ZSCORE_SCHEME, Intensity, fit_intensity, is_ct
 from saim.data.nifti import check_finite, load_volume, volume_from_bytes, volume_to_bytes
 from saim.data.slices import Series, check_max_slices, series_from_volume
@@ -108,8 +109,24 @@ def gzipped(blob: bytes) -> bytes:
     return blob if blob[:2] == b"\x1f\x8b" else gzip.compress(blob, compresslevel=6)
 
 
-def _image_bytes(path: Path) -> bytes:
-    return gzipped(path.read_bytes())
+ImageSource = Path | DicomSeries  # a NIfTI file, a folder of one DICOM series, or a series found in a folder
+
+
+def read_image(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    """(data, affine) of an image source; a DatasetError names what is wrong with it."""
+    if isinstance(source, DicomSeries):
+        try:
+            return read_series(source)
+        except InvalidInput as exc:
+            raise DatasetError(str(exc)) from exc
+    return load_volume(source)
+
+
+def _image_bytes(source: ImageSource) -> bytes:
+    """A NIfTI file as stored (gzipped); DICOM written as NIfTI, which is what the bucket and the export hold."""
+    if isinstance(source, DicomSeries) or source.is_dir():
+        return volume_to_bytes(*read_image(source))
+    return gzipped(source.read_bytes())
 
 
 def import_dataset(
@@ -144,9 +161,9 @@ def import_dataset(
     return intensity
 
 
-def add_to_pool(store: ObjectStore, images: dict[str, Path], image_size: int | None = None) -> list[str]:
-    """`saim admin import`: add series ({case: image file}) to an imported dataset's pool. Each file is read and
-    validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
+def add_to_pool(store: ObjectStore, images: Mapping[str, ImageSource], image_size: int | None = None) -> list[str]:
+    """`saim admin import`: add series ({case: NIfTI file or DICOM series}) to an imported dataset's pool. Each is
+    read and validated first; names already in the dataset are refused. The images are uploaded, then splits.json is
     rewritten with the new pool (the selector scores them after its next reconcile), then with `image_size` their
     preprocessed slices are written. Returns the added cases."""
     try:
@@ -158,12 +175,13 @@ def add_to_pool(store: ObjectStore, images: dict[str, Path], image_size: int | N
         raise InvalidInput(f"cases {taken} are already in the dataset")
     if not images:
         raise InvalidInput("no images to import")
-    for path in images.values():
-        data, affine = load_volume(path)
-        check_finite(data, str(path))
-        check_geometry(data.shape, affine, str(path))
-    for case, path in sorted(images.items()):
-        store.put_bytes(image_key(case), _image_bytes(path))
+    for source in images.values():
+        data, affine = read_image(source)
+        where = source.name if isinstance(source, DicomSeries) else str(source)
+        check_finite(data, where)
+        check_geometry(data.shape, affine, where)
+    for case, source in sorted(images.items()):
+        store.put_bytes(image_key(case), _image_bytes(source))
     pool = splits.pool + tuple(sorted(images))
     store.put_json(SPLITS_JSON, Splits(splits.initial, splits.val, splits.test, pool).to_json())
     if image_size is not None:
