@@ -97,8 +97,10 @@ def step_profile(net: torch.nn.Module, mc: ModelConfig, batch: int, steps: int, 
         loss.backward()
         opt.step()
 
+    neighbours = labels.roll(1, dims=0)  # a neighbouring slice's label (the propagation samples): another sample's
+
     def saim() -> None:
-        recipe.train_step(net, opt, images, labels, weights, mc, tc, gen, hflip=False)
+        recipe.train_step(net, opt, images, labels, weights, mc, tc, gen, hflip=False, neighbours=neighbours)
 
     for _ in range(warmup):
         bare()

@@ -20,6 +20,7 @@ def build(settings: ServiceSettings, infra: Infra) -> AnnotatorDeps:
         renew_every_s=min(30.0, settings.lease_ttl_s / 3),
         overlap=settings.overlap,
         drafts=DraftStore(infra.store),
+        propagate_max_slices=settings.serving.propagate_max_slices,
     )
 
 

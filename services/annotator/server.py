@@ -70,6 +70,11 @@ class AnnotatorDeps:
     prefill: bool = True  # predict untouched slices in the background while the person works (Submit is quick)
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
     drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.annotation.drafts)
+    propagate_max_slices: int = 40  # a propagation's walk per direction unless the request says (ServingConfig)
+
+
+class _Vanished(Exception):
+    """A propagation's next slice has none of the carried classes: the walk ends there."""
 
 
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
@@ -345,6 +350,65 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         index = int(request.slice)
         session.geometry.check_slice(index)
         return self._operate(session, index, request.request_id, lambda model: session.undo(model, index))
+
+    def Propagate(
+        self, request: annotator_pb2.PropagateRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.PropagateResponse:
+        session = self._session(request.session_id)
+        start = int(request.slice)
+        session.geometry.check_slice(start)
+        check_request_id(request.request_id)
+        if request.direction not in (-1, 0, 1):
+            raise InvalidInput(f"direction {request.direction}: +1, -1 or 0 (both)")
+        limit = int(request.max_slices) or self.d.propagate_max_slices
+        self._renew(session)
+        if self.d.drafts is not None:
+            self.d.drafts.refresh(session, start)
+        classes = tuple(sorted(set(request.class_indices)))
+        if not classes:
+            source, _ = session.mask(self.d.model.current, start)
+            classes = tuple(int(c) for c in np.unique(source) if c)
+            if not classes:
+                raise InvalidInput(f"slice {start} shows no structure to propagate")
+        reply = annotator_pb2.PropagateResponse()
+        for step, name in ((1, "up"), (-1, "down")):
+            if request.direction not in (0, step):
+                continue
+            reply.stopped[name] = self._walk(session, start, step, limit, classes, request.request_id, reply)
+        m.PROPAGATED_SLICES.inc(len(reply.masks))
+        return reply
+
+    def _walk(
+        self,
+        session: AnnotationSession,
+        start: int,
+        step: int,
+        limit: int,
+        classes: tuple[int, ...],
+        request_id: str,
+        reply: annotator_pb2.PropagateResponse,
+    ) -> str:
+        """Propagate from `start` in one direction; each slice is an operation of its own (stored, retry-safe)."""
+        source = start
+        for index in range(start + step, start + step * (limit + 1), step):
+            if not 0 <= index < session.geometry.num_slices:
+                return "edge"
+            if session.touched_by_person(index):
+                return "edited"
+
+            def carry(model: ServedModel, source: int = source, index: int = index) -> tuple[np.ndarray, SliceState]:
+                mask, state, present = session.propagate(model, source, index, classes)
+                if not present:  # nothing applied, nothing stored: a retry asks the model again
+                    raise _Vanished
+                return mask, state
+
+            try:
+                answer = self._operate(session, index, f"{request_id[:120]}-{index}" if request_id else "", carry)
+            except _Vanished:
+                return "vanished"
+            reply.masks.append(answer)
+            source = index
+        return "limit"
 
     def Submit(
         self, request: annotator_pb2.SubmitRequest, context: grpc.ServicerContext

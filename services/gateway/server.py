@@ -209,6 +209,14 @@ class UndoBody(Strict):
     request_id: str = Field("", pattern=REQUEST_ID)
 
 
+class PropagateBody(Strict):
+    slice: int = Field(ge=0)
+    direction: int = Field(0, ge=-1, le=1)  # +1 up, -1 down, 0 both
+    max_slices: int = Field(0, ge=0, le=10_000)  # per direction; 0: the annotator's setting
+    class_indices: list[Annotated[int, Field(ge=1, le=255)]] = Field(default_factory=list, max_length=255)
+    request_id: str = Field("", pattern=REQUEST_ID)
+
+
 class SubmitBody(Strict):
     seconds_spent: float = Field(0.0, ge=0)
     submission_id: str = Field("", pattern=r"^([A-Za-z0-9_-]{8,128})?$")  # a retry sends the same: one submission
@@ -451,6 +459,21 @@ def edit(session_id: str, body: EditBody, c: AsCaller, gw: AsGateway) -> dict:
 def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
     request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice, request_id=request_id(body.request_id))
     return reply_json(c.annotator(session_id, "Undo", request))
+
+
+@api.post("/sessions/{session_id}/propagate")
+def propagate(session_id: str, body: PropagateBody, c: AsCaller) -> dict:
+    """The slice's mask carried to its neighbours by the model: every slice written, and why each direction stopped."""
+    request = annotator_pb2.PropagateRequest(
+        session_id=session_id,
+        slice=body.slice,
+        direction=body.direction,
+        max_slices=body.max_slices,
+        class_indices=body.class_indices,
+        request_id=request_id(body.request_id),
+    )
+    reply = c.annotator(session_id, "Propagate", request)
+    return {"masks": [reply_json(mask) for mask in reply.masks], "stopped": dict(reply.stopped)}
 
 
 @api.post("/sessions/{session_id}/submit")

@@ -268,6 +268,20 @@ def test_a_person_annotates_in_the_browser(web, page):
     page.wait_for_timeout(300)
     page.screenshot(path=str(SHOTS / "annotator.png"))
 
+    # propagate (P): slice k's liver and spleen carried by the model to the neighbouring slices, each one shown
+    page.keyboard.press("p")
+    page.wait_for_function("saim.state.propagated.length === 1", timeout=120_000)
+    carried = page.evaluate("saim.state.propagated[0]")
+    message = page.locator("#message").inner_text()
+    assert carried["from"] == k and carried["slices"], message  # the liver goes on above or below the slice
+    up = [x for x in carried["slices"] if x > k]
+    down = [x for x in carried["slices"] if x < k]
+    assert up == list(range(k + 1, k + 1 + len(up))) and down == list(range(k - 1, k - 1 - len(down), -1))
+    for x in carried["slices"]:
+        assert (page_mask(page, x, shape) == 1).any()  # the structure is there; the page holds what was answered
+        assert page.evaluate(f"saim.state.info.get({x}).clicks") == 0
+    assert message.startswith(f"propagated slice {k} to {len(carried['slices'])} slices")
+
     # submit: the annotation is in the bucket in the scan's geometry, with the clicks and the edit in its provenance
     page.click("#submit")
     page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
@@ -280,6 +294,10 @@ def test_a_person_annotates_in_the_browser(web, page):
     prov = store.get_json(provenance_key(case))
     assert prov["annotator"] == "alice" and prov["num_clicks"] == 1 and prov["num_edits"] == 1
     assert prov["clicks"][0]["voxel"] == list(voxel) and prov["edits"][0]["class"] == 2
+    assert prov["slices_propagated"] == sorted(carried["slices"]) and prov["slices_edited"] == [k]
+    assert prov["num_propagated"] == len(carried["slices"])
+    for x in carried["slices"]:
+        assert (labels[:, :, x] == liver).any()
     assert not store.list(f"drafts/{case}/")  # the draft went with the submission
 
 

@@ -111,7 +111,7 @@ def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
 
     calls = []
 
-    def fake_train(mc, images, labels, tc, parent=None, progress=None):
+    def fake_train(mc, images, labels, tc, parent=None, progress=None, series_counts=None):
         predictor = InteractivePredictor(mc)
         calls.append((parent, predictor))
         return TrainResult(predictor, {"seconds": 0.0})
@@ -135,7 +135,7 @@ def test_the_gate_keeps_a_worse_version_from_annotating_the_next_round(monkeypat
 
     qualities, parents = iter([0.60, 0.40, 0.59]), []  # pre-train, retrain 1 (rejected), retrain 2 (within 0.02)
 
-    def fake_train(mc, images, labels, tc, parent=None, progress=None):
+    def fake_train(mc, images, labels, tc, parent=None, progress=None, series_counts=None):
         predictor = InteractivePredictor(mc)
         predictor.quality = next(qualities)
         parents.append(parent)

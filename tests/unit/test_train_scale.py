@@ -13,7 +13,7 @@ from saim.training import distributed
 from saim.training import recipe as training
 from saim.training.checkpoint import Checkpoints, fingerprint
 from saim.training.config import TrainConfig
-from saim.training.data import ArraySlices, EpochSampler, SliceCache, steps_per_epoch
+from saim.training.data import NO_NEIGHBOUR, ArraySlices, EpochSampler, SliceCache, steps_per_epoch
 from saim.training.recipe import train
 from tests.unit.fakes import MemoryStore
 
@@ -39,11 +39,17 @@ def test_the_slice_cache_serves_what_was_written_memory_mapped(tmp_path):
     cache = SliceCache.write(tmp_path / "cache", series, num_outputs=3)
     again = SliceCache(tmp_path / "cache")  # another process opens the same files
     assert len(again) == 7 and again.names == ["a", "b"]
-    for i in (0, 2, 3, 6):
-        image, label = again[i]
+    in_memory = ArraySlices(images, labels, series_counts=[3, 4])
+    for i, near in ((0, 1), (2, 1), (3, 4), (6, 5)):  # the slice below, the first one's above; never across series
+        image, label, neighbour = again[i]
         assert image.dtype == torch.float32  # stored as float16: half the disk and page cache
         np.testing.assert_array_equal(image.numpy()[0], images[i].astype(np.float16).astype(np.float32))
         np.testing.assert_array_equal(label.numpy(), labels[i])
+        np.testing.assert_array_equal(neighbour.numpy(), labels[near])
+        np.testing.assert_array_equal(in_memory[i][2].numpy(), labels[near])
+    assert (ArraySlices(images, labels)[2][2] == NO_NEIGHBOUR).all()  # series unknown: no neighbour
+    single = SliceCache.write(tmp_path / "one", [("c", images[:1], labels[:1])], num_outputs=3)
+    assert (single[0][2] == NO_NEIGHBOUR).all()
     np.testing.assert_array_equal(cache.label_counts(3), ArraySlices(images, labels).label_counts(3))
     np.testing.assert_array_equal(cache.arrays()[1], labels)
 

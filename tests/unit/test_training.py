@@ -9,7 +9,7 @@ from saim.training.augment import augment
 from saim.training.config import TrainConfig
 from saim.training.losses import class_weights, correction_weights, dice_loss, focal_loss
 from saim.training.recipe import train_predictor
-from saim.training.simulation import sample_error_clicks
+from saim.training.simulation import sample_error_clicks, simulate_interaction
 
 
 def test_class_weights_median_frequency_balanced():
@@ -134,6 +134,41 @@ def test_spatial_augment_moves_image_and_label_together():
     flips = [labels, labels.flip(-1), labels.flip(-2), labels.flip(-1).flip(-2)]
     transformed = torch.stack([(aug_l != f).flatten(1).any(1) for f in flips]).all(0)
     assert transformed.sum() >= 8  # about half the samples get an affine: no flip of the input explains them
+
+
+def test_a_neighbours_label_is_augmented_with_its_slice():
+    gen = torch.Generator().manual_seed(0)
+    images, labels = _bright_square(32, 32, slice(6, 18), slice(8, 20), 2)
+    aug_i, aug_l = augment(images, torch.stack([labels, labels], 1), gen, hflip=True, spatial=True)
+    assert aug_l.shape == (labels.shape[0], 2, *labels.shape[1:])
+    assert torch.equal(aug_l[:, 0], aug_l[:, 1])  # the same flips and affine for both maps
+
+
+def test_propagation_samples_start_from_the_neighbours_ground_truth(tiny_model_config):
+    """With p_propagation 1, every interactive sample's previous mask is its neighbour's label; half of them get no
+    click (what Propagate asks of the model), the rest the click rounds that correct it."""
+    mc, b, s = tiny_model_config, 64, tiny_model_config.image_size
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.zeros(b, s, s, dtype=torch.long)
+    labels[:, 8:20, 8:20] = 1
+    neighbours = torch.zeros_like(labels)
+    neighbours[:, 10:22, 6:18] = 1  # the structure moved a little from one slice to the next
+    neighbours[:, 0:4, 0:4] = 2
+    images = torch.randn(b, 1, s, s, generator=gen)
+    tc = TrainConfig(p_no_clicks=0.0, p_propagation=1.0, click_rounds=0)
+    net = torch.nn.Conv2d(mc.in_channels, mc.num_classes + 1, 1)
+    has = torch.ones(b, dtype=torch.bool)
+    has[:8] = False  # slices without a known neighbour are never carried
+    x = simulate_interaction(net, images, labels, mc, tc, gen, neighbours, has)
+    k = mc.num_classes
+    clicks = x[:, 1 : 1 + 2 * k].flatten(1).abs().sum(1) > 0
+    prev = x[:, 1 + 2 * k :]
+    carried = (prev == one_hot_foreground(neighbours, k)).flatten(1).all(1)
+    assert carried[8:].all() and not carried[:8].any()
+    silent = int((~clicks[8:]).sum())
+    assert 10 <= silent <= 46  # about half of the 56 carried samples get no click at all; the rest are corrected
+    plain = simulate_interaction(net, images, labels, mc, TrainConfig(p_no_clicks=0.0, p_propagation=0.0), gen)
+    assert not (plain[:, 1 + 2 * k :] == one_hot_foreground(neighbours, k)).flatten(1).all(1).any()
 
 
 def test_sampled_clicks_fall_in_error_regions_with_the_right_sign():

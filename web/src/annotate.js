@@ -29,6 +29,7 @@ const state = {
   lease: { expires: 0, ttl: 0, renewing: false },
   resumed: null, // the draft found at the last open
   timings: null, // the last new case: loading the volume, setting up the mask layer (ms)
+  propagated: [], // per propagation: {from, slices written}
 };
 let layout = null; // the loaded volume's voxel mapping and mask-layer indexing (drawingLayout); null while loading
 let queue = Promise.resolve(); // operations apply in order
@@ -278,6 +279,28 @@ function undo() {
   });
 }
 
+// Propagation: the slice's mask carried by the model to the neighbouring slices, both ways, until the structure ends
+// or a slice the person clicked or edited; each slice it writes comes back and is shown (undo takes one back).
+function propagate() {
+  const k = state.slice;
+  return enqueue(async () => {
+    setMessage(`propagating slice ${k} ...`);
+    const body = { slice: k, direction: 0, request_id: newId() };
+    const reply = await retried("POST", "/propagate", body, "the propagation");
+    for (const mask of reply.masks) await applyMask(mask);
+    const why = Object.entries(reply.stopped)
+      .map(([way, reason]) => `${way}: ${reason}`)
+      .join(", ");
+    const slices = reply.masks.map((m) => m.slice);
+    state.propagated.push({ from: k, slices });
+    setMessage(
+      slices.length
+        ? `propagated slice ${k} to ${slices.length} slices (${Math.min(...slices)}–${Math.max(...slices)}; ${why})`
+        : `nothing to propagate from slice ${k} (${why})`,
+    );
+  });
+}
+
 // Brush and eraser: a stroke is painted locally (preview) and sent as one edit when the button is released.
 let stroke = null;
 
@@ -363,6 +386,7 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "ArrowUp" || e.key === "PageUp") moveSlices(1);
   else if (e.key === "ArrowDown" || e.key === "PageDown") moveSlices(-1);
   else if (e.key === "Enter") accept();
+  else if (e.key === "p") propagate();
   else if (e.key === "+" || e.key === "=") zoom(1.25);
   else if (e.key === "-") zoom(0.8);
   else return;
@@ -485,7 +509,7 @@ async function openCase(resume = false) {
   const masks = performance.now();
   for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
   if (state.timings) state.timings.mask_ms = performance.now() - masks;
-  $("submit").disabled = $("undo").disabled = $("accept").disabled = false;
+  $("submit").disabled = $("undo").disabled = $("accept").disabled = $("propagate").disabled = false;
   const n = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
   setMessage(
     s.draft_slices.length
@@ -502,7 +526,7 @@ async function submit() {
   state.session = null;
   sessionStorage.removeItem("saim.case");
   $("case").textContent = "–";
-  $("submit").disabled = $("undo").disabled = $("accept").disabled = true;
+  $("submit").disabled = $("undo").disabled = $("accept").disabled = $("propagate").disabled = true;
   return reply;
 }
 
@@ -542,6 +566,7 @@ $("next").onclick = () => enqueue(() => openCase());
 $("submit").onclick = () => enqueue(submit);
 $("undo").onclick = undo;
 $("accept").onclick = accept;
+$("propagate").onclick = propagate;
 $("radius").oninput = () => ($("radius-v").textContent = $("radius").value);
 $("opacity").oninput = () => nv.setDrawOpacity(Number($("opacity").value) / 100);
 $("window").onchange = () => setWindow($("window").value);

@@ -34,8 +34,8 @@ from saim.storage.pool import draft_prefix, draft_slice_key, session_key
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # 3: request ids; format 2 drafts (before them) are still read
-READABLE = (2, 3)
+FORMAT = 4  # 3: request ids, 4: propagations; format 2 and 3 drafts (before them) are still read
+READABLE = (2, 3, 4)
 MAGIC = b"SAIMDRAFT"
 ZLIB_LEVEL = 1
 
@@ -45,6 +45,8 @@ def _op_json(op: Op) -> dict:
     if op.voxel is not None and op.model_click is not None:  # a click
         c = op.model_click
         out.update(voxel=list(op.voxel), model_click=[c.cls, c.y, c.x, c.positive])
+    if op.source is not None:  # a propagation: its result is the mask after it
+        out.update(source=op.source, classes=list(op.classes))
     return out
 
 
@@ -95,6 +97,8 @@ def decode_slice(data: bytes, slice_shape: tuple[int, int]) -> SliceState:
             ops.append(
                 Op("click", o["cls"], o["model_version"], o["positive"], tuple(o["voxel"]), Click(cls, y, x, positive))
             )
+        elif o["kind"] == "propagate":
+            ops.append(Op("propagate", 0, o["model_version"], source=o["source"], classes=tuple(o["classes"])))
         else:
             ops.append(Op("edit", o["cls"], o["model_version"], painted=next(strokes).astype(bool)))
     return SliceState(

@@ -35,15 +35,18 @@ RESAMPLING = "model probabilities resampled bilinearly to the source grid, then 
 
 @dataclass(frozen=True)
 class Op:
-    """One interaction on a slice: a click (voxel, model-grid click) or a brush/eraser edit (painted pixels)."""
+    """One interaction on a slice: a click (voxel, model-grid click), a brush/eraser edit (painted pixels), or a
+    propagation (the model's answer with a neighbouring slice's mask as its previous mask; `source`)."""
 
-    kind: str  # "click" | "edit"
+    kind: str  # "click" | "edit" | "propagate"
     cls: int
     model_version: str
     positive: bool = True
     voxel: tuple[int, int, int] | None = None
     model_click: Click | None = None
     painted: np.ndarray | None = None  # bool (rows, cols), edits only
+    source: int | None = None  # the slice whose mask was carried here, propagations only
+    classes: tuple[int, ...] = ()  # the classes carried, propagations only
 
     def describe(self, index: int) -> dict:
         out = {"slice": index, "class": self.cls, "model_version": self.model_version}
@@ -51,6 +54,9 @@ class Op:
             out.update(voxel=list(self.voxel), positive=self.positive)
         if self.painted is not None:  # an edit
             out.update(pixels=int(self.painted.sum()))
+        if self.source is not None:  # a propagation
+            del out["class"]
+            out.update(source=self.source, classes=list(self.classes))
         return out
 
 
@@ -259,6 +265,40 @@ class AnnotationSession:
             self.on_screen.set()
             return index, mask, state
 
+    def touched_by_person(self, index: int) -> bool:
+        """Whether the slice has the person's own clicks or edits (a propagation never overwrites them)."""
+        with self.lock:
+            state = self.slices.get(index)
+            return state is not None and any(op.kind != "propagate" for op in state.ops)
+
+    def propagate(
+        self, model: ServedModel, source: int, index: int, classes: tuple[int, ...]
+    ) -> tuple[np.ndarray, SliceState, bool]:
+        """Slice `index` predicted with slice `source`'s mask of `classes` as the model's previous mask, no clicks:
+        where the answer has those classes they replace the slice's pixels of them; its other classes stay. Returns
+        (mask, state, whether any carried class is on it); nothing is applied when none is (the structure ended)."""
+        if not classes or not all(1 <= c <= self.num_classes for c in classes):
+            raise InvalidInput(f"propagated classes {list(classes)} are not foreground classes 1..{self.num_classes}")
+        with self.lock:
+            self._ensure_auto(model, [source, index])
+            carried = self.slices[source].mask
+            previous = np.where(np.isin(carried, classes), carried, 0).astype(np.uint8)
+            state = self.slices[index]
+            answer = self.compute.run(self._answer_click, model, index, [], previous)
+            found = np.isin(answer, classes)
+            if not found.any():
+                return state.mask, state, False
+            mask = state.mask.copy()
+            mask[np.isin(mask, classes)] = 0
+            mask[found] = answer[found]
+            mask = self._reapply_edits(state, mask)
+            state.ops.append(Op("propagate", 0, model.version, source=int(source), classes=tuple(classes)))
+            state.history.append(mask)
+            self.versions_used.add(model.version)
+            self.last_active = time.monotonic()
+            self.on_screen.set()
+            return mask, state, True
+
     def _answer_click(self, model: ServedModel, index: int, clicks: list[Click], previous: np.ndarray) -> np.ndarray:
         prev = self.geometry.to_model(previous[None], self.size, nearest=True)
         probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev)
@@ -322,7 +362,8 @@ class AnnotationSession:
         return self.geometry.volume(out)
 
     def provenance(self, seconds_client: float | None) -> dict:
-        edited = sorted(i for i, s in self.slices.items() if s.ops)
+        edited = sorted(i for i, s in self.slices.items() if any(op.kind != "propagate" for op in s.ops))
+        propagated = sorted(i for i, s in self.slices.items() if s.ops and i not in edited)
         ops = [(i, op) for i in sorted(self.slices) for op in self.slices[i].ops]
         auto_versions = sorted({s.auto_version for i, s in self.slices.items() if not s.ops and s.auto_version})
         return {
@@ -338,8 +379,11 @@ class AnnotationSession:
             "edits": [op.describe(i) for i, op in ops if op.kind == "edit"],
             "num_clicks": sum(op.kind == "click" for _, op in ops),
             "num_edits": sum(op.kind == "edit" for _, op in ops),
+            "propagations": [op.describe(i) for i, op in ops if op.kind == "propagate"],
+            "num_propagated": sum(op.kind == "propagate" for _, op in ops),
             "slices_edited": edited,
-            "slices_accepted_unedited": sorted(set(range(self.geometry.num_slices)) - set(edited)),
+            "slices_propagated": propagated,  # the model's answers carried from a neighbour, not edited after
+            "slices_accepted_unedited": sorted(set(range(self.geometry.num_slices)) - set(edited) - set(propagated)),
             "accepted_unedited_model_versions": auto_versions,
             "resampling": RESAMPLING,
             "seconds_spent_server": round(time.time() - self.started_at, 3),

@@ -84,6 +84,9 @@ class ServingConfig:
         "a click's refinement stops once it has run this long (seconds), so it never holds the next person's click "
         "on the replica's tensor thread for longer; the click itself is still honoured at its pixel",
     )
+    propagate_max_slices: int = option(
+        40, "a propagation walks at most this many slices in each direction unless the request says otherwise"
+    )
 
     def applied_to(self, config: ModelConfig) -> ModelConfig:
         steps = config.refine_steps if self.refine_steps is None else self.refine_steps

@@ -143,7 +143,8 @@ class Emulation:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
 
-        result = train_predictor(mc, images, labels, tc, parent=parent, progress=progress)
+        counts = [len(i) for i, _ in train]
+        result = train_predictor(mc, images, labels, tc, parent=parent, progress=progress, series_counts=counts)
         bar.close()
         return result
 

@@ -19,6 +19,9 @@ DRAFT_CONFLICTS = Counter(
     "saim_draft_conflicts_total", "Draft writes another replica came first to (the operation was applied again)"
 )
 SESSIONS_REBUILT = Counter("saim_sessions_rebuilt_total", "Sessions a replica rebuilt from storage (opened elsewhere)")
+PROPAGATED_SLICES = Counter(
+    "saim_propagated_slices_total", "Slices written by carrying a neighbouring slice's mask (Propagate)"
+)
 DRAFT_FAILURES = Counter("saim_draft_save_failures_total", "Draft writes that failed (the next operation retries)")
 OPEN_LATENCY = Histogram("saim_open_session_seconds", "OpenSession latency (automatic prediction of a series)")
 MODEL_VERSION = Gauge("saim_model_version", "Numeric part of the model version this process serves", ["service"])

@@ -30,8 +30,12 @@ def augment(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paper §4.1: flips, intensity shift, gamma, blur, unsharp masking; with `spatial`, also a random affine
     (rotation up to 15 degrees, scale 0.85-1.15, shift up to 5 %) on half of the images. images (B, 1, H, W),
-    preprocessed."""
+    preprocessed; labels (B, H, W), or (B, C, H, W): C label maps of each image, transformed alike."""
     b = images.shape[0]
+    stacked = labels.ndim == 4
+    if not stacked:
+        labels = labels[:, None]
+    per_label = (b, 1, 1, 1)
     dev = images.device
 
     def coin(p: float) -> torch.Tensor:
@@ -52,18 +56,16 @@ def augment(
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta.to(dev), list(images.shape), align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        labels = (
-            F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-            .squeeze(1)
-            .long()
-        )
+        labels = F.grid_sample(labels.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False).long()
     if hflip:
         m = coin(0.5)
         images = torch.where(per_image(m), images.flip(-1), images)
-        labels = torch.where(m.to(dev).view(b, 1, 1), labels.flip(-1), labels)
+        labels = torch.where(m.to(dev).view(per_label), labels.flip(-1), labels)
     m = coin(0.5)
     images = torch.where(per_image(m), images.flip(-2), images)
-    labels = torch.where(m.to(dev).view(b, 1, 1), labels.flip(-2), labels)
+    labels = torch.where(m.to(dev).view(per_label), labels.flip(-2), labels)
+    if not stacked:
+        labels = labels[:, 0]
     # Intensity shift and gamma act on each image rescaled to [0, 1] (as nnU-Net's gamma), then go back to the
     # preprocessed (z-scored) range, so the augmentation does not depend on the modality's scheme.
     lo = images.amin(dim=(1, 2, 3), keepdim=True)

@@ -31,6 +31,11 @@ class TrainConfig:
     )
     p_no_clicks: float = option(0.25, "share of samples trained in automatic mode (no clicks, no previous mask)")
     p_virtual_user_click: float = option(0.7, "share of rounds clicking like the test-time virtual user (else random)")
+    p_propagation: float = option(
+        0.2,
+        "share of the interactive samples whose previous mask is a neighbouring slice's ground truth (the "
+        "annotator's Propagate), half of them without clicks",
+    )
     correction_weight: float = option(0.0, "extra loss weight on the pixels an interactive input gets wrong (0: none)")
     click_weight: float = option(0.0, "extra loss weight on the pixels within the input's clicks (0: none)")
     augment: bool = option(True, "the paper's intensity and flip augmentations")

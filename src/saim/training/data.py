@@ -18,9 +18,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+NO_NEIGHBOUR = -1  # the neighbour label of a slice whose series neighbours are not known (every pixel)
+
+
+def neighbour_of(j: int, count: int) -> int | None:
+    """The slice of a series whose ground truth stands in for a person's corrected neighbouring mask when slice j is
+    trained as a propagation (saim.training.simulation): the one below, the first slice's the one above; None for
+    a series of one slice."""
+    if count < 2:
+        return None
+    return j - 1 if j > 0 else j + 1
+
 
 class SliceDataset(Dataset):
-    """(image (1, H, W) float32, label (H, W) int64) per index, and the label histogram for class weights."""
+    """(image (1, H, W) float32, label (H, W) int64, the label of a neighbouring slice of the same series (H, W)
+    int64, NO_NEIGHBOUR where none is known) per index, and the label histogram for class weights."""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -30,17 +42,36 @@ class SliceDataset(Dataset):
 
 
 class ArraySlices(SliceDataset):
-    """Slices held in memory: images (N, H, W) preprocessed, labels (N, H, W) in 0..K."""
+    """Slices held in memory: images (N, H, W) preprocessed, labels (N, H, W) in 0..K; `series_counts` (slices per
+    series, in order, summing to N) says which slices are neighbours (without it, none are known)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, series_counts: list[int] | None = None):
         self.images = np.asarray(images, np.float32)
         self.labels = np.asarray(labels)
+        self.neighbours = np.full(len(self.images), NO_NEIGHBOUR, np.int64)
+        if series_counts is not None:
+            if sum(series_counts) != len(self.images):
+                raise ValueError(f"series of {sum(series_counts)} slices in all, the array has {len(self.images)}")
+            start = 0
+            for count in series_counts:
+                for j in range(count):
+                    near = neighbour_of(j, count)
+                    self.neighbours[start + j] = NO_NEIGHBOUR if near is None else start + near
+                start += count
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.images[i][None].copy()), torch.from_numpy(self.labels[i].astype(np.int64))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        near = int(self.neighbours[i])
+        neighbour = (
+            np.full(self.labels.shape[1:], NO_NEIGHBOUR, np.int64) if near < 0 else self.labels[near].astype(np.int64)
+        )
+        return (
+            torch.from_numpy(self.images[i][None].copy()),
+            torch.from_numpy(self.labels[i].astype(np.int64)),
+            torch.from_numpy(neighbour),
+        )
 
     def label_counts(self, num_outputs: int) -> np.ndarray:
         return np.bincount(self.labels.astype(np.int64).ravel(), minlength=num_outputs)[:num_outputs]
@@ -93,11 +124,17 @@ class SliceCache(SliceDataset):
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k = int(np.searchsorted(self.starts, i, side="right") - 1)
         images, labels = self._series(k)
         j = i - int(self.starts[k])
-        return torch.from_numpy(images[j][None].astype(np.float32)), torch.from_numpy(labels[j].astype(np.int64))
+        near = neighbour_of(j, int(self.counts[k]))
+        neighbour = np.full(labels.shape[1:], NO_NEIGHBOUR, np.int64) if near is None else labels[near].astype(np.int64)
+        return (
+            torch.from_numpy(images[j][None].astype(np.float32)),
+            torch.from_numpy(labels[j].astype(np.int64)),
+            torch.from_numpy(neighbour),
+        )
 
     def label_counts(self, num_outputs: int) -> np.ndarray:
         return self.histogram[:num_outputs]

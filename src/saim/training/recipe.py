@@ -50,15 +50,26 @@ def train_step(
     gen: torch.Generator,
     hflip: bool,
     inner: torch.nn.Module | None = None,
+    neighbours: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimisation step of saim's recipe on a batch (images (B, 1, H, W), labels (B, H, W), on the network's
     device): augmentation, simulated click rounds, focal + Dice loss (bf16 forward on CUDA, losses in fp32).
     Returns the loss. `train` runs it, and the benchmarks time it. `inner`: the network itself when `net` is its
-    DistributedDataParallel wrapper (the click simulation's no-grad forwards bypass the gradient hooks)."""
+    DistributedDataParallel wrapper (the click simulation's no-grad forwards bypass the gradient hooks).
+    `neighbours` (B, H, W): a neighbouring slice's label per sample (NO_NEIGHBOUR where none), for the samples the
+    simulation trains as propagations; it is augmented with its slice."""
     dev = images.device
+    has_neighbour = None
+    if neighbours is not None:
+        has_neighbour = (neighbours >= 0).flatten(1).all(1)
+        labels = torch.stack([labels, neighbours.clamp_min(0)], 1)  # one spatial augmentation for both
     if tc.augment:
         images, labels = augment(images, labels, gen, hflip, tc.spatial_augment)
-    x = simulate_interaction(inner if inner is not None else net, images, labels, mc, tc, gen)
+    if neighbours is not None:
+        labels, neighbours = labels[:, 0], labels[:, 1]
+    x = simulate_interaction(
+        inner if inner is not None else net, images, labels, mc, tc, gen, neighbours, has_neighbour
+    )
     pixel_w = correction_weights(x, labels, mc.num_classes, tc.correction_weight) if tc.correction_weight > 0 else None
     if tc.click_weight > 0:
         near = click_weights(x, mc.num_classes, tc.click_weight)
@@ -87,13 +98,16 @@ def train_predictor(
     config: TrainConfig,
     parent: InteractivePredictor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    series_counts: list[int] | None = None,
     **kwargs,
 ) -> TrainResult:
-    """`train` on preprocessed slices in memory: images (N, H, W) with label maps (N, H, W) in 0..K."""
+    """`train` on preprocessed slices in memory: images (N, H, W) with label maps (N, H, W) in 0..K; `series_counts`
+    (slices per series, in order) tells neighbouring slices apart for the propagation samples."""
     if len(images) < 2 or labels.shape != images.shape:
         raise InvalidInput(f"need at least 2 labelled slices with matching shapes, got {images.shape} / {labels.shape}")
     in_process = replace(config, loader_workers=0)  # in memory already: worker processes would only copy it
-    return train(model_config, ArraySlices(images, labels), in_process, parent, progress, **kwargs)
+    data = ArraySlices(images, labels, series_counts)
+    return train(model_config, data, in_process, parent, progress, **kwargs)
 
 
 def _val_miou(net: torch.nn.Module, mc: ModelConfig, device: torch.device, val: tuple[np.ndarray, np.ndarray]) -> float:
@@ -153,9 +167,9 @@ def train(
     for epoch in range(run.start_epoch, epochs):
         sampler.set_epoch(epoch)
         epoch_loss = 0.0
-        for img, lab in loader:
-            img, lab = img.to(dev, non_blocking=True), lab.to(dev, non_blocking=True)
-            loss = train_step(model, opt, img, lab, weights, model_config, config, gen, hflip, inner=net)
+        for img, lab, near in loader:
+            img, lab, near = (t.to(dev, non_blocking=True) for t in (img, lab, near))
+            loss = train_step(model, opt, img, lab, weights, model_config, config, gen, hflip, net, near)
             sched.step()
             step += 1
             epoch_loss += loss.item()

@@ -86,6 +86,8 @@ def simulate_interaction(
     mc: ModelConfig,
     tc: TrainConfig,
     gen: torch.Generator,
+    neighbours: torch.Tensor | None = None,
+    has_neighbour: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Build the network input for a training batch with simulated clicks and interaction memory.
 
@@ -93,6 +95,11 @@ def simulate_interaction(
     network's automatic answer, then get up to `click_rounds` extra rounds in which the network's answer is fed
     back as the previous mask. Each round adds at most one click per class, either the virtual user's click
     (`p_virtual_user_click`) or a random point of the error region.
+
+    Propagation (with `neighbours`, (B, H, W) labels of a neighbouring slice, where `has_neighbour`): a share
+    `p_propagation` of the interactive samples starts instead from the neighbouring slice's ground truth as the
+    previous mask, as the annotator's Propagate carries a person's corrected slice to the next; half of those get
+    no clicks at all (the propagation's own answer), the others the click rounds that correct it.
     """
     b, k, s = images.shape[0], mc.num_classes, mc.image_size
     dev = images.device
@@ -113,9 +120,16 @@ def simulate_interaction(
     if torch.rand(1, generator=gen).item() < 0.5:  # start from the automatic prediction, as at annotation time
         pred_labels = answer()
         prev = one_hot_foreground(pred_labels, k)
+    silent = torch.zeros(b, dtype=torch.bool, device=dev)  # propagations trained without clicks
+    if neighbours is not None and has_neighbour is not None and tc.p_propagation > 0:
+        carried = interactive & has_neighbour & (torch.rand(b, generator=gen) < tc.p_propagation).to(dev)
+        if carried.any():
+            prev = torch.where(carried.view(b, 1, 1, 1), one_hot_foreground(neighbours, k), prev)
+            pred_labels = torch.where(carried.view(b, 1, 1), neighbours, pred_labels)
+            silent = carried & (torch.rand(b, generator=gen) < 0.5).to(dev)
     extra_rounds = int(torch.randint(0, tc.click_rounds + 1, (1,), generator=gen))
     for r in range(extra_rounds + 1):
-        allow = interactive[:, None] & (torch.rand(b, k, generator=gen) < 0.8).to(dev)
+        allow = (interactive & ~silent)[:, None] & (torch.rand(b, k, generator=gen) < 0.8).to(dev)
         if torch.rand(1, generator=gen).item() < tc.p_virtual_user_click:
             y, x, valid, positive = virtual_user_clicks(labels, pred_labels, allow)
         else:

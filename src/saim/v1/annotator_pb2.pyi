@@ -208,6 +208,37 @@ class MaskResponse(_message.Message):
     replayed: bool
     def __init__(self, mask: _Optional[_Union[SliceMask, _Mapping]] = ..., model_version: _Optional[str] = ..., clicks_on_slice: _Optional[int] = ..., inference_ms: _Optional[float] = ..., edits_on_slice: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
+class PropagateRequest(_message.Message):
+    __slots__ = ("session_id", "slice", "direction", "max_slices", "class_indices", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_SLICES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDICES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    slice: int
+    direction: int
+    max_slices: int
+    class_indices: _containers.RepeatedScalarFieldContainer[int]
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., direction: _Optional[int] = ..., max_slices: _Optional[int] = ..., class_indices: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class PropagateResponse(_message.Message):
+    __slots__ = ("masks", "stopped")
+    class StoppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    masks: _containers.RepeatedCompositeFieldContainer[MaskResponse]
+    stopped: _containers.ScalarMap[str, str]
+    def __init__(self, masks: _Optional[_Iterable[_Union[MaskResponse, _Mapping]]] = ..., stopped: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
     __slots__ = ("session_id", "seconds_spent", "submission_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -74,6 +74,11 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
                 _registered_method=True)
+        self.Propagate = channel.unary_unary(
+                '/saim.v1.AnnotatorService/Propagate',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.PropagateRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.PropagateResponse.FromString,
+                _registered_method=True)
         self.Submit = channel.unary_unary(
                 '/saim.v1.AnnotatorService/Submit',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.SubmitRequest.SerializeToString,
@@ -141,6 +146,16 @@ class AnnotatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Propagate(self, request, context):
+        """Carry a slice's mask to its neighbours with the model: each next slice is predicted with the mask of the one
+        before as the model's previous mask, slice after slice, until the carried classes vanish, a slice the person
+        clicked or edited is reached, the scan ends, or max_slices. Every slice it writes is an operation of its own
+        (undo takes it back) and is listed in the provenance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Submit(self, request, context):
         """Store the annotation (NIfTI label map in the scan's geometry + provenance), then emit AnnotationSubmitted.
         Slices never touched take the model's automatic prediction and are listed as accepted-unedited.
@@ -186,6 +201,11 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
                     servicer.Undo,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
+            ),
+            'Propagate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Propagate,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.PropagateRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.PropagateResponse.SerializeToString,
             ),
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
@@ -387,6 +407,33 @@ class AnnotatorService:
             '/saim.v1.AnnotatorService/Undo',
             saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Propagate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/Propagate',
+            saim_dot_v1_dot_annotator__pb2.PropagateRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.PropagateResponse.FromString,
             options,
             channel_credentials,
             insecure,
