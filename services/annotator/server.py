@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from saim.annotation import AnnotationSession, DraftStore, LeaseKeeper, SessionStore, SliceState
+from saim.annotation import AnnotationSession, DraftStore, LeaseKeeper, SessionStore, SliceState, interpolate_masks
 from saim.errors import Conflict, InvalidInput, NotFound, SaimError, Unavailable
 from saim.events import (
     ANNOTATION_SUBMITTED,
@@ -409,6 +409,53 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             reply.masks.append(answer)
             source = index
         return "limit"
+
+    def Interpolate(
+        self, request: annotator_pb2.InterpolateRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.InterpolateResponse:
+        session = self._session(request.session_id)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        check_request_id(request.request_id)
+        classes = tuple(sorted(set(request.class_indices))) or tuple(range(1, session.num_classes + 1))
+        if not all(1 <= c <= session.num_classes for c in classes):
+            raise InvalidInput(f"classes {list(classes)} are not foreground classes 1..{session.num_classes}")
+        self._renew(session)
+        if self.d.drafts is not None:
+            self.d.drafts.refresh_all(session)  # what the person annotated, as every replica saw it
+        annotated = session.annotated()
+        below, above = [i for i in annotated if i < index], [i for i in annotated if i > index]
+        if index in annotated:
+            gaps = [(below[-1], index)] if below else []
+            gaps += [(index, above[0])] if above else []
+        else:
+            gaps = [(below[-1], above[0])] if below and above else []
+        gaps = [(low, high) for low, high in gaps if high - low > 1]
+        if not gaps:
+            raise InvalidInput(
+                f"slice {index}: no gap between two slices you annotated (clicks or edits) next to it to fill"
+            )
+        p, q = session.geometry.inplane_axes
+        spacing = (session.geometry.spacing[p], session.geometry.spacing[q])
+        reply = annotator_pb2.InterpolateResponse()
+        model = self.d.model.current
+        for low, high in gaps:
+            bounds = [session.mask(model, i)[0] for i in (low, high)]
+            regions = interpolate_masks(bounds[0], bounds[1], high - low - 1, classes, spacing)
+            for index_between, found in zip(range(low + 1, high), regions, strict=True):
+                if not found:
+                    continue
+
+                def fill(
+                    model: ServedModel, at: int = index_between, found: dict = found, gap: tuple = (low, high)
+                ) -> tuple[np.ndarray, SliceState]:
+                    return session.interpolate(model, at, gap, found)
+
+                rid = f"{request.request_id[:120]}-{index_between}" if request.request_id else ""
+                reply.masks.append(self._operate(session, index_between, rid, fill))
+            reply.gaps.append(annotator_pb2.Gap(low=low, high=high))
+        m.INTERPOLATED_SLICES.inc(len(reply.masks))
+        return reply
 
     def Submit(
         self, request: annotator_pb2.SubmitRequest, context: grpc.ServicerContext

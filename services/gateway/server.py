@@ -217,6 +217,12 @@ class PropagateBody(Strict):
     request_id: str = Field("", pattern=REQUEST_ID)
 
 
+class InterpolateBody(Strict):
+    slice: int = Field(ge=0)
+    class_indices: list[Annotated[int, Field(ge=1, le=255)]] = Field(default_factory=list, max_length=255)
+    request_id: str = Field("", pattern=REQUEST_ID)
+
+
 class SubmitBody(Strict):
     seconds_spent: float = Field(0.0, ge=0)
     submission_id: str = Field("", pattern=r"^([A-Za-z0-9_-]{8,128})?$")  # a retry sends the same: one submission
@@ -474,6 +480,19 @@ def propagate(session_id: str, body: PropagateBody, c: AsCaller) -> dict:
     )
     reply = c.annotator(session_id, "Propagate", request)
     return {"masks": [reply_json(mask) for mask in reply.masks], "stopped": dict(reply.stopped)}
+
+
+@api.post("/sessions/{session_id}/interpolate")
+def interpolate(session_id: str, body: InterpolateBody, c: AsCaller) -> dict:
+    """The slices between this one and the annotated slices next to it, filled: every slice written, and the gaps."""
+    request = annotator_pb2.InterpolateRequest(
+        session_id=session_id,
+        slice=body.slice,
+        class_indices=body.class_indices,
+        request_id=request_id(body.request_id),
+    )
+    reply = c.annotator(session_id, "Interpolate", request)
+    return {"masks": [reply_json(mask) for mask in reply.masks], "gaps": [[g.low, g.high] for g in reply.gaps]}
 
 
 @api.post("/sessions/{session_id}/submit")

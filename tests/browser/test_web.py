@@ -282,6 +282,20 @@ def test_a_person_annotates_in_the_browser(web, page):
         assert page.evaluate(f"saim.state.info.get({x}).clicks") == 0
     assert message.startswith(f"propagated slice {k} to {len(carried['slices'])} slices")
 
+    # interpolate (I): a click two slices away, then the slice between them filled from the two
+    k2 = next(x for x in (k + 2, k - 2) if 0 <= x < g["num_slices"] and (label[:, :, x] == 1).sum() > 30)
+    page.evaluate(f"saim.goToSlice({k2})")
+    page.wait_for_function(f"saim.state.slice === {k2} && saim.state.masks.has({k2})", timeout=60_000)
+    page.keyboard.press("c")
+    click_voxel(page, inner_voxel(label, 1, k2), page.evaluate("saim.state.rtt.length"))
+    page.keyboard.press("i")
+    page.wait_for_function("saim.state.interpolated.length === 1", timeout=120_000)
+    between = (k + k2) // 2
+    filled = page.evaluate("saim.state.interpolated[0]")
+    assert filled["gaps"] == [[min(k, k2), max(k, k2)]] and filled["slices"] == [between]
+    assert (page_mask(page, between, shape) == 1).any() and page.evaluate(f"saim.shownAt({list(voxel)})") == 1
+    assert page.locator("#message").inner_text() == f"filled 1 slices between slices {min(k, k2)}–{max(k, k2)}"
+
     # submit: the annotation is in the bucket in the scan's geometry, with the clicks and the edit in its provenance
     page.click("#submit")
     page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
@@ -292,10 +306,11 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert labels.shape == image.shape and np.allclose(stored.affine, src.affine)
     assert labels[voxel] == liver and (labels[row, col + 5 : col + 10, k] == spleen).all()
     prov = store.get_json(provenance_key(case))
-    assert prov["annotator"] == "alice" and prov["num_clicks"] == 1 and prov["num_edits"] == 1
+    assert prov["annotator"] == "alice" and prov["num_clicks"] == 2 and prov["num_edits"] == 1  # k, then k2
     assert prov["clicks"][0]["voxel"] == list(voxel) and prov["edits"][0]["class"] == 2
-    assert prov["slices_propagated"] == sorted(carried["slices"]) and prov["slices_edited"] == [k]
-    assert prov["num_propagated"] == len(carried["slices"])
+    assert prov["slices_edited"] == sorted([k, k2]) and prov["slices_interpolated"] == [between]
+    assert prov["slices_propagated"] == sorted(set(carried["slices"]) - {k2, between})
+    assert prov["num_propagated"] == len(carried["slices"]) and prov["num_interpolated"] == 1
     for x in carried["slices"]:
         assert (labels[:, :, x] == liver).any()
     assert not store.list(f"drafts/{case}/")  # the draft went with the submission

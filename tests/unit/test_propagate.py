@@ -158,3 +158,52 @@ def test_a_slice_is_carried_to_its_neighbours_until_the_organ_ends(gateways):
         (3, 4, [2]),
     ]
     assert 0 in provenance["slices_accepted_unedited"] and 1 not in provenance["slices_accepted_unedited"]
+
+
+def _painted(rows: slice, cols: slice) -> str:
+    stroke = np.zeros(SHAPE[:2], np.uint8)
+    stroke[rows, cols] = 1
+    return base64.b64encode(zlib.compress(stroke.tobytes())).decode()
+
+
+def test_the_slices_between_two_annotated_ones_are_filled(gateways):
+    (one, two), store, _ = gateways
+    case = one.post("/api/next", headers=AUTH).json()
+    sid = one.post("/api/sessions", headers=AUTH, json={"case_id": case["case_id"], "lease_id": "x"}).json()[
+        "session_id"
+    ]
+    path = f"/api/sessions/{sid}"
+    lone = one.post(f"{path}/interpolate", headers=AUTH, json={"slice": 2})
+    assert lone.status_code == 400 and "no gap between two slices you annotated" in lone.json()["error"]
+    # a structure painted on slices 0 and 4, moved 16 columns between them
+    for k, cols in ((0, slice(4, 12)), (4, slice(20, 28))):
+        edit = one.post(
+            f"{path}/edits", headers=AUTH, json={"slice": k, "class_index": 2, "painted": _painted(slice(5, 13), cols)}
+        )
+        assert edit.status_code == 200, edit.text
+    filled = two.post(f"{path}/interpolate", headers=AUTH, json={"slice": 2, "request_id": "interpolate-01"})
+    assert filled.status_code == 200, filled.text
+    assert filled.json()["gaps"] == [[0, 4]] and [m["slice"] for m in filled.json()["masks"]] == [1, 2, 3]
+    centres = []
+    for m in filled.json()["masks"]:
+        region = _mask(m) == 2
+        assert 40 <= region.sum() <= 90  # about the 8 x 8 painted, neither vanished nor smeared
+        centres.append(np.argwhere(region).mean(axis=0))
+    np.testing.assert_allclose([c[1] for c in centres], [11.5, 15.5, 19.5], atol=1.0)  # a quarter of the way each
+    assert all(abs(c[0] - 8.5) < 1.0 for c in centres)
+
+    click = one.post(f"{path}/clicks", headers=AUTH, json={"voxel": [*VESSEL, 2], "class_index": 2})
+    assert click.status_code == 200  # slice 2 is the person's now: two gaps on both sides of it
+    again = one.post(f"{path}/interpolate", headers=AUTH, json={"slice": 2, "class_indices": [2]})
+    assert again.json()["gaps"] == [[0, 2], [2, 4]] and [m["slice"] for m in again.json()["masks"]] == [1, 3]
+    undone = one.post(f"{path}/undo", headers=AUTH, json={"slice": 3})
+    assert (_mask(undone.json()) == _mask(filled.json()["masks"][2])).all()  # back to the first interpolation
+    refused = one.post(f"{path}/interpolate", headers=AUTH, json={"slice": 2, "class_indices": [7]})
+    assert refused.status_code == 400 and "not foreground classes" in refused.json()["error"]
+
+    submitted = one.post(f"{path}/submit", headers=AUTH, json={"submission_id": "submit-0002"})
+    provenance = store.get_json(submitted.json()["provenance_key"])
+    assert provenance["slices_edited"] == [0, 2, 4] and provenance["slices_interpolated"] == [1, 3]
+    assert provenance["num_interpolated"] == 4  # 1, 2 (later clicked), 3, then 1 again; the second 3 undone
+    assert {tuple(i["between"]) for i in provenance["interpolations"]} == {(0, 4), (0, 2)}
+    assert 1 not in provenance["slices_accepted_unedited"]

@@ -30,10 +30,12 @@ const state = {
   resumed: null, // the draft found at the last open
   timings: null, // the last new case: loading the volume, setting up the mask layer (ms)
   propagated: [], // per propagation: {from, slices written}
+  interpolated: [], // per interpolation: {from, slices written, gaps}
 };
 let layout = null; // the loaded volume's voxel mapping and mask-layer indexing (drawingLayout); null while loading
 let queue = Promise.resolve(); // operations apply in order
 let autoWindow = null;
+const CASE_BUTTONS = ["submit", "undo", "accept", "propagate", "interpolate"]; // usable while a case is open
 
 const nv = new Niivue({
   backColor: [0.07, 0.08, 0.1, 1],
@@ -301,6 +303,21 @@ function propagate() {
   });
 }
 
+// Interpolation: the slices between this one and the slices the person corrected above and below it, filled per
+// class by the annotator (shape-based interpolation of the classes on both); each one shown.
+function interpolate() {
+  const k = state.slice;
+  return enqueue(async () => {
+    const body = { slice: k, request_id: newId() };
+    const reply = await retried("POST", "/interpolate", body, "the interpolation");
+    for (const mask of reply.masks) await applyMask(mask);
+    const slices = reply.masks.map((m) => m.slice);
+    state.interpolated.push({ from: k, slices, gaps: reply.gaps });
+    const gaps = reply.gaps.map(([lo, hi]) => `${lo}–${hi}`).join(" and ");
+    setMessage(`filled ${slices.length} slices between slices ${gaps}`);
+  });
+}
+
 // Brush and eraser: a stroke is painted locally (preview) and sent as one edit when the button is released.
 let stroke = null;
 
@@ -387,6 +404,7 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "ArrowDown" || e.key === "PageDown") moveSlices(-1);
   else if (e.key === "Enter") accept();
   else if (e.key === "p") propagate();
+  else if (e.key === "i") interpolate();
   else if (e.key === "+" || e.key === "=") zoom(1.25);
   else if (e.key === "-") zoom(0.8);
   else return;
@@ -509,7 +527,7 @@ async function openCase(resume = false) {
   const masks = performance.now();
   for (const k of new Set([...s.draft_slices, state.slice])) await ensureMask(k);
   if (state.timings) state.timings.mask_ms = performance.now() - masks;
-  $("submit").disabled = $("undo").disabled = $("accept").disabled = $("propagate").disabled = false;
+  for (const id of CASE_BUTTONS) $(id).disabled = false;
   const n = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
   setMessage(
     s.draft_slices.length
@@ -526,7 +544,7 @@ async function submit() {
   state.session = null;
   sessionStorage.removeItem("saim.case");
   $("case").textContent = "–";
-  $("submit").disabled = $("undo").disabled = $("accept").disabled = $("propagate").disabled = true;
+  for (const id of CASE_BUTTONS) $(id).disabled = true;
   return reply;
 }
 
@@ -567,6 +585,7 @@ $("submit").onclick = () => enqueue(submit);
 $("undo").onclick = undo;
 $("accept").onclick = accept;
 $("propagate").onclick = propagate;
+$("interpolate").onclick = interpolate;
 $("radius").oninput = () => ($("radius-v").textContent = $("radius").value);
 $("opacity").oninput = () => nv.setDrawOpacity(Number($("opacity").value) / 100);
 $("window").onchange = () => setWindow($("window").value);

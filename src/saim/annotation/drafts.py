@@ -34,7 +34,7 @@ from saim.storage.pool import draft_prefix, draft_slice_key, session_key
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # 3: request ids, 4: propagations; format 2 and 3 drafts (before them) are still read
+FORMAT = 4  # 3: request ids, 4: propagations and interpolations; format 2 and 3 drafts are still read
 READABLE = (2, 3, 4)
 MAGIC = b"SAIMDRAFT"
 ZLIB_LEVEL = 1
@@ -47,6 +47,8 @@ def _op_json(op: Op) -> dict:
         out.update(voxel=list(op.voxel), model_click=[c.cls, c.y, c.x, c.positive])
     if op.source is not None:  # a propagation: its result is the mask after it
         out.update(source=op.source, classes=list(op.classes))
+    if op.between is not None:  # an interpolation: likewise
+        out.update(between=list(op.between), classes=list(op.classes))
     return out
 
 
@@ -99,6 +101,9 @@ def decode_slice(data: bytes, slice_shape: tuple[int, int]) -> SliceState:
             )
         elif o["kind"] == "propagate":
             ops.append(Op("propagate", 0, o["model_version"], source=o["source"], classes=tuple(o["classes"])))
+        elif o["kind"] == "interpolate":
+            low, high = o["between"]
+            ops.append(Op("interpolate", 0, o["model_version"], classes=tuple(o["classes"]), between=(low, high)))
         else:
             ops.append(Op("edit", o["cls"], o["model_version"], painted=next(strokes).astype(bool)))
     return SliceState(

@@ -30,15 +30,18 @@ AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a clic
 
 REQUESTS_KEPT = 32  # request ids a slice remembers: a retry arrives within seconds, not 32 operations later
 
+PERSONAL = ("click", "edit")  # operations that are the person's own work (the others are derived from it)
+
 RESAMPLING = "model probabilities resampled bilinearly to the source grid, then argmax"
 
 
 @dataclass(frozen=True)
 class Op:
-    """One interaction on a slice: a click (voxel, model-grid click), a brush/eraser edit (painted pixels), or a
-    propagation (the model's answer with a neighbouring slice's mask as its previous mask; `source`)."""
+    """One interaction on a slice: a click (voxel, model-grid click), a brush/eraser edit (painted pixels), a
+    propagation (the model's answer with a neighbouring slice's mask as its previous mask; `source`) or an
+    interpolation between two annotated slices (`between`)."""
 
-    kind: str  # "click" | "edit" | "propagate"
+    kind: str  # "click" | "edit" | "propagate" | "interpolate"
     cls: int
     model_version: str
     positive: bool = True
@@ -46,7 +49,8 @@ class Op:
     model_click: Click | None = None
     painted: np.ndarray | None = None  # bool (rows, cols), edits only
     source: int | None = None  # the slice whose mask was carried here, propagations only
-    classes: tuple[int, ...] = ()  # the classes carried, propagations only
+    classes: tuple[int, ...] = ()  # the classes carried (propagations) or filled (interpolations)
+    between: tuple[int, int] | None = None  # the two annotated slices an interpolation filled between
 
     def describe(self, index: int) -> dict:
         out = {"slice": index, "class": self.cls, "model_version": self.model_version}
@@ -57,6 +61,9 @@ class Op:
         if self.source is not None:  # a propagation
             del out["class"]
             out.update(source=self.source, classes=list(self.classes))
+        if self.between is not None:  # an interpolation
+            del out["class"]
+            out.update(between=list(self.between), classes=list(self.classes))
         return out
 
 
@@ -269,7 +276,35 @@ class AnnotationSession:
         """Whether the slice has the person's own clicks or edits (a propagation never overwrites them)."""
         with self.lock:
             state = self.slices.get(index)
-            return state is not None and any(op.kind != "propagate" for op in state.ops)
+            return state is not None and any(op.kind in PERSONAL for op in state.ops)
+
+    def annotated(self) -> list[int]:
+        """The slices with the person's own clicks or edits, in order."""
+        with self.lock:
+            return self._annotated()
+
+    def _annotated(self) -> list[int]:
+        return sorted(i for i, s in self.slices.items() if any(op.kind in PERSONAL for op in s.ops))
+
+    def interpolate(
+        self, model: ServedModel, index: int, between: tuple[int, int], regions: dict[int, np.ndarray]
+    ) -> tuple[np.ndarray, SliceState]:
+        """Slice `index` between two annotated slices takes the interpolated `regions` ({class: bool (rows, cols)}):
+        those classes as interpolated, its other classes as they were, the person's strokes on top."""
+        with self.lock:
+            self._ensure_auto(model, [index])
+            state = self.slices[index]
+            mask = state.mask.copy()
+            classes = tuple(sorted(regions))
+            mask[np.isin(mask, classes)] = 0
+            for cls in classes:
+                mask[regions[cls]] = cls
+            mask = self._reapply_edits(state, mask)
+            state.ops.append(Op("interpolate", 0, model.version, classes=classes, between=between))
+            state.history.append(mask)
+            self.last_active = time.monotonic()
+            self.on_screen.set()
+            return mask, state
 
     def propagate(
         self, model: ServedModel, source: int, index: int, classes: tuple[int, ...]
@@ -362,8 +397,13 @@ class AnnotationSession:
         return self.geometry.volume(out)
 
     def provenance(self, seconds_client: float | None) -> dict:
-        edited = sorted(i for i, s in self.slices.items() if any(op.kind != "propagate" for op in s.ops))
-        propagated = sorted(i for i, s in self.slices.items() if s.ops and i not in edited)
+        """What the annotation's provenance JSON says of the session; called with the session's lock held."""
+        edited = self._annotated()  # the caller holds the lock (Submit)
+
+        def derived(kind: str) -> list[int]:  # not the person's own: what the last operation on the slice made it
+            return sorted(i for i, s in self.slices.items() if i not in edited and s.ops and s.ops[-1].kind == kind)
+
+        propagated, interpolated = derived("propagate"), derived("interpolate")
         ops = [(i, op) for i in sorted(self.slices) for op in self.slices[i].ops]
         auto_versions = sorted({s.auto_version for i, s in self.slices.items() if not s.ops and s.auto_version})
         return {
@@ -381,9 +421,14 @@ class AnnotationSession:
             "num_edits": sum(op.kind == "edit" for _, op in ops),
             "propagations": [op.describe(i) for i, op in ops if op.kind == "propagate"],
             "num_propagated": sum(op.kind == "propagate" for _, op in ops),
+            "interpolations": [op.describe(i) for i, op in ops if op.kind == "interpolate"],
+            "num_interpolated": sum(op.kind == "interpolate" for _, op in ops),
             "slices_edited": edited,
             "slices_propagated": propagated,  # the model's answers carried from a neighbour, not edited after
-            "slices_accepted_unedited": sorted(set(range(self.geometry.num_slices)) - set(edited) - set(propagated)),
+            "slices_interpolated": interpolated,  # filled between annotated slices, not edited after
+            "slices_accepted_unedited": sorted(
+                set(range(self.geometry.num_slices)) - set(edited) - set(propagated) - set(interpolated)
+            ),
             "accepted_unedited_model_versions": auto_versions,
             "resampling": RESAMPLING,
             "seconds_spent_server": round(time.time() - self.started_at, 3),

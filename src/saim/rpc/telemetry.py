@@ -22,6 +22,9 @@ SESSIONS_REBUILT = Counter("saim_sessions_rebuilt_total", "Sessions a replica re
 PROPAGATED_SLICES = Counter(
     "saim_propagated_slices_total", "Slices written by carrying a neighbouring slice's mask (Propagate)"
 )
+INTERPOLATED_SLICES = Counter(
+    "saim_interpolated_slices_total", "Slices written by interpolating between two annotated slices (Interpolate)"
+)
 DRAFT_FAILURES = Counter("saim_draft_save_failures_total", "Draft writes that failed (the next operation retries)")
 OPEN_LATENCY = Histogram("saim_open_session_seconds", "OpenSession latency (automatic prediction of a series)")
 MODEL_VERSION = Gauge("saim_model_version", "Numeric part of the model version this process serves", ["service"])

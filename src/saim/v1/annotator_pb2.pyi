@@ -239,6 +239,34 @@ class PropagateResponse(_message.Message):
     stopped: _containers.ScalarMap[str, str]
     def __init__(self, masks: _Optional[_Iterable[_Union[MaskResponse, _Mapping]]] = ..., stopped: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class InterpolateRequest(_message.Message):
+    __slots__ = ("session_id", "slice", "class_indices", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDICES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    slice: int
+    class_indices: _containers.RepeatedScalarFieldContainer[int]
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_indices: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Gap(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: int
+    high: int
+    def __init__(self, low: _Optional[int] = ..., high: _Optional[int] = ...) -> None: ...
+
+class InterpolateResponse(_message.Message):
+    __slots__ = ("masks", "gaps")
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    GAPS_FIELD_NUMBER: _ClassVar[int]
+    masks: _containers.RepeatedCompositeFieldContainer[MaskResponse]
+    gaps: _containers.RepeatedCompositeFieldContainer[Gap]
+    def __init__(self, masks: _Optional[_Iterable[_Union[MaskResponse, _Mapping]]] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
     __slots__ = ("session_id", "seconds_spent", "submission_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.PropagateRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.PropagateResponse.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_unary(
+                '/saim.v1.AnnotatorService/Interpolate',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.InterpolateResponse.FromString,
+                _registered_method=True)
         self.Submit = channel.unary_unary(
                 '/saim.v1.AnnotatorService/Submit',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.SubmitRequest.SerializeToString,
@@ -156,6 +161,15 @@ class AnnotatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interpolate(self, request, context):
+        """Fill the slices between two slices the person annotated (their own clicks or edits) by shape-based
+        interpolation of each class present on both: the gaps on both sides of `slice` when it is annotated, else the
+        gap around it. Each slice filled is an operation of its own (undo takes it back), listed in the provenance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Submit(self, request, context):
         """Store the annotation (NIfTI label map in the scan's geometry + provenance), then emit AnnotationSubmitted.
         Slices never touched take the model's automatic prediction and are listed as accepted-unedited.
@@ -206,6 +220,11 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
                     servicer.Propagate,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.PropagateRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.PropagateResponse.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.InterpolateRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.InterpolateResponse.SerializeToString,
             ),
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
@@ -434,6 +453,33 @@ class AnnotatorService:
             '/saim.v1.AnnotatorService/Propagate',
             saim_dot_v1_dot_annotator__pb2.PropagateRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.PropagateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/Interpolate',
+            saim_dot_v1_dot_annotator__pb2.InterpolateRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.InterpolateResponse.FromString,
             options,
             channel_credentials,
             insecure,
