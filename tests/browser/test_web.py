@@ -296,6 +296,40 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert (page_mask(page, between, shape) == 1).any() and page.evaluate(f"saim.shownAt({list(voxel)})") == 1
     assert page.locator("#message").inner_text() == f"filled 1 slices between slices {min(k, k2)}–{max(k, k2)}"
 
+    # linked views (V): the three planes and a 3D render around one crosshair; prompts in the acquisition plane only
+    acquisition = page.evaluate("saim.nv.opts.sliceType")
+    page.keyboard.press("v")
+    assert page.evaluate("saim.nv.opts.sliceType") == 3  # Niivue's MULTIPLANAR
+    page.wait_for_timeout(300)
+    tiles = page.evaluate("saim.nv.screenSlices.map((t) => [t.axCorSag, ...t.leftTopWidthHeight])")
+    assert sorted(t[0] for t in tiles) == [0, 1, 2, 4]  # axial, coronal, sagittal, render
+    page.screenshot(path=str(SHOTS / "multiplanar.png"))
+    clicks = page.evaluate("saim.state.rtt.length")
+    rect, dpr = page.evaluate("[saim.nv.canvas.getBoundingClientRect().toJSON(), saim.nv.uiData.dpr || 1]")
+    for axis, left, top, width, height in tiles:
+        if axis != acquisition:  # another plane or the render: reviewed, never a prompt
+            page.mouse.click(rect["x"] + (left + width / 2) / dpr, rect["y"] + (top + height / 2) / dpr)
+    page.wait_for_timeout(1000)
+    assert page.evaluate("saim.state.rtt.length") == clicks
+    click_voxel(page, inner_voxel(label, 1, k2), clicks)  # in the acquisition plane's tile: a click as before
+    page.keyboard.press("v")
+    assert page.evaluate("saim.nv.opts.sliceType") == acquisition
+
+    # outlines (O) and a class hidden: the picture changes, the masks do not
+    shown = canvas_shot(page)
+    page.keyboard.press("o")
+    assert page.evaluate("saim.nv.drawRimOpacity") == 1
+    page.wait_for_timeout(300)
+    outlined = canvas_shot(page)
+    assert (np.abs(outlined - shown).sum(axis=2) > 30).mean() > 0.0005
+    page.keyboard.press("o")
+    page.click('#classes input.shown[data-k="1"]')
+    assert page.evaluate("Array.from(saim.state.hidden)") == [1]
+    page.wait_for_timeout(300)
+    assert (np.abs(canvas_shot(page) - shown).sum(axis=2) > 30).mean() > 0.0005
+    page.click('#classes input.shown[data-k="1"]')
+    assert page.evaluate("saim.state.hidden.size") == 0 and (page_mask(page, k2, shape) == 1).any()
+
     # submit: the annotation is in the bucket in the scan's geometry, with the clicks and the edit in its provenance
     page.click("#submit")
     page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
@@ -306,7 +340,7 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert labels.shape == image.shape and np.allclose(stored.affine, src.affine)
     assert labels[voxel] == liver and (labels[row, col + 5 : col + 10, k] == spleen).all()
     prov = store.get_json(provenance_key(case))
-    assert prov["annotator"] == "alice" and prov["num_clicks"] == 2 and prov["num_edits"] == 1  # k, then k2
+    assert prov["annotator"] == "alice" and prov["num_clicks"] == 3 and prov["num_edits"] == 1  # k, k2 twice
     assert prov["clicks"][0]["voxel"] == list(voxel) and prov["edits"][0]["class"] == 2
     assert prov["slices_edited"] == sorted([k, k2]) and prov["slices_interpolated"] == [between]
     assert prov["slices_propagated"] == sorted(set(carried["slices"]) - {k2, between})

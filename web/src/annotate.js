@@ -8,7 +8,7 @@
 // The mask is shown in Niivue's drawing layer (a uint8 bitmap in RAS voxel order, one texture upload per change)
 // rather than as a second volume: a volume layer is re-oriented on the GPU for the whole scan at every update, which
 // in software WebGL costs seconds at 512 x 512 x 200.
-import { DRAG_MODE, Niivue, SLICE_TYPE, cmapper } from "@niivue/niivue";
+import { DRAG_MODE, Niivue, SHOW_RENDER, SLICE_TYPE, cmapper } from "@niivue/niivue";
 import { api, authHeaders, colour, deflate, inflate, login, setMessage } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +31,9 @@ const state = {
   timings: null, // the last new case: loading the volume, setting up the mask layer (ms)
   propagated: [], // per propagation: {from, slices written}
   interpolated: [], // per interpolation: {from, slices written, gaps}
+  hidden: new Set(), // classes not shown in the mask layer
+  views: "acquisition", // or "multiplanar": the three planes and a 3D render, one crosshair
+  outline: false, // the mask layer as outlines only
 };
 let layout = null; // the loaded volume's voxel mapping and mask-layer indexing (drawingLayout); null while loading
 let queue = Promise.resolve(); // operations apply in order
@@ -47,6 +50,10 @@ const nv = new Niivue({
   isColorbar: false,
   dragAndDropEnabled: false,
   isRadiologicalConvention: true, // patient right on the screen's left, as radiologists read
+  // the keys are the page's (C: clicks, P: propagate, V: views); Niivue's own would also cycle clip planes and views
+  clipPlaneHotKey: "",
+  cycleClipPlaneHotKey: "",
+  viewModeHotKey: "",
   mouseEventConfig: {
     leftButton: { primary: DRAG_MODE.none, withShift: DRAG_MODE.none, withCtrl: DRAG_MODE.none },
     rightButton: DRAG_MODE.none,
@@ -106,8 +113,11 @@ function sliceType() {
 
 const dpr = () => nv.uiData.dpr || window.devicePixelRatio || 1;
 
+// Prompts are given in the acquisition plane only; the other planes and the 3D render are for review.
 function voxelAtEvent(e) {
   const pos = nv.getNoPaddingNoBorderCanvasRelativeMousePosition(e, canvas);
+  const tile = nv.tileIndex(pos.x * dpr(), pos.y * dpr());
+  if (tile < 0 || nv.screenSlices[tile].axCorSag !== sliceType()) return null;
   const frac = nv.canvasPos2frac([pos.x * dpr(), pos.y * dpr()]);
   if (!frac || frac[0] < 0) return null;
   const v = layout.toNative(nv.frac2vox(frac));
@@ -147,10 +157,38 @@ function drawColormap() {
     R: idx.map((k) => colour(k)[0]),
     G: idx.map((k) => colour(k)[1]),
     B: idx.map((k) => colour(k)[2]),
-    A: idx.map((k) => (k === 0 ? 0 : 255)),
+    A: idx.map((k) => (k === 0 || state.hidden.has(k) ? 0 : 255)),
     I: idx,
     labels: ["background", ...state.classes],
   };
+}
+
+// The class colours, without setDrawColormap: it re-renders every layer (seconds for a large scan in software GL).
+function applyColours() {
+  nv.drawLut = cmapper.makeDrawLut(drawColormap());
+  nv.refreshColormaps();
+  nv.drawScene();
+}
+
+function showClass(k, shown) {
+  if (shown) state.hidden.delete(k);
+  else state.hidden.add(k);
+  applyColours();
+}
+
+function setViews(all) {
+  state.views = all ? "multiplanar" : "acquisition";
+  $("views").checked = all;
+  nv.opts.multiplanarShowRender = all ? SHOW_RENDER.ALWAYS : SHOW_RENDER.NEVER;
+  nv.setSliceType(all ? SLICE_TYPE.MULTIPLANAR : sliceType());
+}
+
+// Outlines: the mask layer's interior nearly clear, its rim opaque (Niivue's drawRimOpacity).
+function setOutline(on) {
+  state.outline = on;
+  $("outline").checked = on;
+  nv.drawRimOpacity = on ? 1.0 : -1;
+  nv.setDrawOpacity(on ? 0.02 : Number($("opacity").value) / 100);
 }
 
 function writeSlice(k, mask) {
@@ -405,6 +443,8 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "Enter") accept();
   else if (e.key === "p") propagate();
   else if (e.key === "i") interpolate();
+  else if (e.key === "v") setViews(state.views !== "multiplanar");
+  else if (e.key === "o") setOutline(!state.outline);
   else if (e.key === "+" || e.key === "=") zoom(1.25);
   else if (e.key === "-") zoom(0.8);
   else return;
@@ -466,7 +506,17 @@ function renderClasses() {
     key.textContent = k;
     b.append(swatch, document.createTextNode(name), key); // class names come from the dataset: text, never HTML
     b.onclick = () => selectClass(k);
-    box.append(b);
+    const eye = document.createElement("input"); // shown in the mask layer, or hidden; beside the class, not in it
+    eye.type = "checkbox";
+    eye.className = "shown";
+    eye.dataset.k = k;
+    eye.title = `show ${name}`;
+    eye.checked = !state.hidden.has(k);
+    eye.onchange = () => showClass(k, eye.checked);
+    const row = document.createElement("div");
+    row.className = "cls-row";
+    row.append(eye, b);
+    box.append(row);
   });
   selectClass(Math.min(state.active, state.classes.length));
 }
@@ -506,12 +556,11 @@ async function openCase(resume = false) {
     autoWindow = [back.cal_min, back.cal_max];
     layout = drawingLayout(back);
     nv.createEmptyDrawing(); // the mask layer (the pen stays off: clicks and strokes are ours)
-    // the class colours, without setDrawColormap: it re-renders every layer (seconds for a large scan in software GL)
     nv.drawLut = cmapper.makeDrawLut(drawColormap());
     nv.refreshColormaps();
-    nv.setDrawOpacity(Number($("opacity").value) / 100);
+    setOutline(state.outline);
     const t2 = performance.now();
-    nv.setSliceType(sliceType());
+    setViews(state.views === "multiplanar");
     renderClasses();
     goToSlice(s.draft_slices.length ? s.draft_slices[0] : Math.floor(state.g.num_slices / 2));
     state.timings = {
@@ -587,7 +636,9 @@ $("accept").onclick = accept;
 $("propagate").onclick = propagate;
 $("interpolate").onclick = interpolate;
 $("radius").oninput = () => ($("radius-v").textContent = $("radius").value);
-$("opacity").oninput = () => nv.setDrawOpacity(Number($("opacity").value) / 100);
+$("opacity").oninput = () => setOutline(state.outline);
+$("views").onchange = () => setViews($("views").checked);
+$("outline").onchange = () => setOutline($("outline").checked);
 $("window").onchange = () => setWindow($("window").value);
 $("zoom-in").onclick = () => zoom(1.25);
 $("zoom-out").onclick = () => zoom(0.8);
@@ -606,6 +657,7 @@ window.saim = {
     return nv.drawBitmap[r[0] + r[1] * d[1] + r[2] * d[1] * d[2]];
   },
   goToSlice,
+  showClass,
   nv,
   ready: false,
 };
