@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from saim.model.clicks import click_fidelity
+from saim.model.clicks import click_fidelity, click_overshoot, click_precision
 from saim.model.config import ModelConfig
 from saim.model.encoding import Click
 from saim.training.metrics import dice_auc
@@ -85,8 +85,9 @@ def test_number_of_clicks_counts_until_the_target_and_caps():
     gt[1, 0:16, 0:16] = 1  # a full slice: each 5x5 click covers a little more, never 85 % within 2 clicks
     images = np.zeros(gt.shape, np.float32)
     noc = number_of_clicks(_EchoPredictor(), images, gt, targets=(0.85,), max_clicks=2)
-    # slice 0: 1 click; slice 1: capped at 2; slice 2: nothing to segment, mIoU 1.0 from the start: 0 clicks
-    assert noc[0.85] == (1 + 2 + 0) / 3
+    # slice 0: 1 click; slice 1: capped at 2; slice 2 has nothing to segment: not counted (it would be 0 clicks)
+    assert noc[0.85] == (1 + 2) / 2
+    assert np.isnan(number_of_clicks(_EchoPredictor(), images[2:], gt[2:], targets=(0.85,))[0.85])
 
 
 def test_dice_auc_is_the_area_under_each_images_dice_over_five_click_rounds():
@@ -112,3 +113,25 @@ def test_click_fidelity_is_the_share_of_the_clicks_disk_the_answer_follows():
     assert click_fidelity(answer, gt, click, 3) == pytest.approx(1 - 11 / 29)  # 29 pixels within radius 3
     assert click_fidelity(gt * 0, gt, Click(1, 1, 1, False), 2) == 1.0  # a negative click obeyed
     assert click_fidelity(gt, gt, Click(1, 10, 10, False), 2) is None  # the truth disagrees with every pixel
+
+
+def test_an_answer_that_overshoots_scores_lower_fidelity_than_one_that_does_not():
+    """Two answers to one positive click in a 10 x 10 square: one fills the square, one also paints the clicked class
+    across the square's border (inside the disk) and far away. Recall alone cannot tell them apart."""
+    gt = np.zeros((30, 30), np.uint8)
+    gt[5:15, 5:15] = 1
+    click = Click(cls=1, y=13, x=10, positive=True)  # two rows from the border: the disk of radius 4 crosses it
+    right = gt.copy()
+    over = gt.copy()
+    over[15:18, 6:15] = 1  # across the border, within the disk
+    over[20:28, 20:28] = 1  # far away
+    before = np.zeros_like(gt)
+    assert click_fidelity(right, gt, click, 4) == click_fidelity(over, gt, click, 4) == 1.0
+    assert click_precision(right, gt, click, 4) == 1.0
+    assert click_precision(over, gt, click, 4) < 0.85
+    assert click_overshoot(before, right, gt, [click], 4) == 0.0
+    # broken outside the disk (49 pixels within radius 4): the 64 far away and 14 of the 27 across the border
+    assert click_overshoot(before, over, gt, [click], 4) == pytest.approx((64 + 14) / 49)
+    negative = Click(cls=1, y=20, x=20, positive=False)
+    assert click_precision(gt, gt, negative, 3) == 1.0  # background said where background is
+    assert click_overshoot(over, over, gt, [], 3) is None

@@ -50,17 +50,44 @@ def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | N
     return ErrorRegion(size, Click(cls=cls, y=int(y), x=int(x), positive=positive))
 
 
+def _disk(shape: tuple[int, int], click: Click, radius: float) -> np.ndarray:
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - click.y) ** 2 + (xx - click.x) ** 2 <= radius**2
+
+
+def _meaning(labels: np.ndarray, click: Click) -> np.ndarray:
+    """Where `labels` agree with the click: its class for a positive click, any other for a negative one."""
+    return labels == click.cls if click.positive else labels != click.cls
+
+
 def click_fidelity(answer: np.ndarray, gt: np.ndarray, click: Click, radius: float) -> float | None:
-    """How far an answer follows one click: of the pixels within `radius` of the click where the ground truth agrees
-    with it (the clicked class for a positive click, any other for a negative one), the share the answer gives the
-    click's meaning. A perfect answer scores 1 wherever the click sits; None when no such pixel exists."""
-    h, w = answer.shape
-    r = int(radius)
-    y0, y1, x0, x1 = max(click.y - r, 0), min(click.y + r + 1, h), max(click.x - r, 0), min(click.x + r + 1, w)
-    yy, xx = np.ogrid[y0:y1, x0:x1]
-    disk = (yy - click.y) ** 2 + (xx - click.x) ** 2 <= radius**2
-    truth, said = gt[y0:y1, x0:x1] == click.cls, answer[y0:y1, x0:x1] == click.cls
-    if not click.positive:
-        truth, said = ~truth, ~said
-    agree = disk & truth
-    return float(said[agree].mean()) if agree.any() else None
+    """How far an answer follows one click (its recall within the disk): of the pixels within `radius` of the click
+    where the ground truth agrees with it (the clicked class for a positive click, any other for a negative one),
+    the share the answer gives the click's meaning. A perfect answer scores 1 wherever the click sits; None when no
+    such pixel exists. An answer that overshoots scores 1 here too: `click_precision` and `click_overshoot` see it."""
+    disk = _disk(answer.shape, click, radius)
+    agree = disk & _meaning(gt, click)
+    return float(_meaning(answer, click)[agree].mean()) if agree.any() else None
+
+
+def click_precision(answer: np.ndarray, gt: np.ndarray, click: Click, radius: float) -> float | None:
+    """Of the pixels within `radius` of the click that the answer gives the click's meaning, the share where the
+    ground truth agrees: an answer that paints the clicked class across a border inside the disk scores lower.
+    None when the answer gives no pixel of the disk the click's meaning."""
+    said = _disk(answer.shape, click, radius) & _meaning(answer, click)
+    return float(_meaning(gt, click)[said].mean()) if said.any() else None
+
+
+def click_overshoot(
+    before: np.ndarray, after: np.ndarray, gt: np.ndarray, clicks: list[Click], radius: float
+) -> float | None:
+    """What a round of clicks broke elsewhere: the pixels outside every click's disk that were right before the
+    answer and are wrong after it, per pixel of the disks (0: nothing broken; 1: as many pixels broken elsewhere as
+    the clicks cover). None without clicks."""
+    if not clicks:
+        return None
+    near = np.zeros(gt.shape, bool)
+    for click in clicks:
+        near |= _disk(gt.shape, click, radius)
+    broken = ~near & (before == gt) & (after != gt)
+    return float(broken.sum() / near.sum())

@@ -350,6 +350,8 @@ class Emulation:
                 "noc90": metrics.get("noc90"),
                 "dice_auc5": metrics.get("dice_auc5"),
                 "click_fidelity": metrics["click_fidelity"],
+                "click_precision": metrics["click_precision"],
+                "click_overshoot": metrics["click_overshoot"],
                 "annotation_miou": annotation_miou,
                 "auto_miou_selected": auto_miou_selected,
                 "gate": gate,
@@ -385,7 +387,7 @@ def _num(v: float) -> float | None:
 
 TABLE_HEADER = (
     f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'NoC90':>6} "
-    f"{'DiceAUC5':>8} {'fidel.':>6} {'annot.':>7} {'gate':>9} {'train s':>8}"
+    f"{'DiceAUC5':>8} {'fidel.':>6} {'prec.':>6} {'over.':>6} {'annot.':>7} {'gate':>9} {'train s':>8}"
 )
 
 
@@ -400,6 +402,7 @@ def format_row(row: dict) -> str:
         f"{row['iteration']:>3} {frac:>10} {row['miou']:>7.3f} {_fmt(row['miou_classical'], '.3f'):>9} "
         f"{row['interactive_miou']:>7.3f} {_fmt(row['noc85'], '.2f'):>6} {_fmt(row['noc90'], '.2f'):>6} "
         f"{_fmt(row['dice_auc5'], '.3f'):>8} {_fmt(row['click_fidelity'], '.3f'):>6} "
+        f"{_fmt(row.get('click_precision'), '.3f'):>6} {_fmt(row.get('click_overshoot'), '.3f'):>6} "
         f"{_fmt(row['annotation_miou'], '.3f'):>7} {gate:>9} {row['train_seconds']:>8.1f}"
     )
 

@@ -40,6 +40,8 @@ MEASURES = {
     "dice_auc5": "dice_auc5",
     "interactive3_miou": "interactive_miou",
     "click_fidelity": "click_fidelity",
+    "click_precision": "click_precision",
+    "click_overshoot": "click_overshoot",
     "annotation_miou": "annotation_miou",
     "annotated_fraction": "annotated_fraction",
     "ratio_to_classical": "ratio_to_classical",

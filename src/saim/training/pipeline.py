@@ -103,8 +103,9 @@ class TrainingPipeline:
             "test_miou": test["miou"],
             "test_interactive_miou": test["interactive_miou"],
         }
-        if test["click_fidelity"] is not None:
-            metrics["test_click_fidelity"] = test["click_fidelity"]
+        for measure in ("click_fidelity", "click_precision", "click_overshoot"):
+            if test[measure] is not None:
+                metrics[f"test_{measure}"] = test[measure]
         metrics.update({f"test_iou_{c}": v for c, v in test["per_class_iou"].items() if v is not None})
         return metrics
 

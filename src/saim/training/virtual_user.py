@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saim.model.clicks import Click, click_fidelity, largest_error
+from saim.model.clicks import Click, click_fidelity, click_overshoot, click_precision, largest_error
 from saim.model.predictor import InteractivePredictor
 from saim.training.metrics import image_mious
 
@@ -33,6 +33,8 @@ class AnnotationResult:
     rounds: list[np.ndarray] = field(default_factory=list)  # the labels before any click, then after each round
     fidelity: list[float] = field(default_factory=list)  # per click: saim.model.clicks.click_fidelity of its answer
     click_counts: list[list[int]] = field(default_factory=list)  # after each round: each image's clicks so far
+    precision: list[float] = field(default_factory=list)  # per click: click_precision of its answer
+    overshoot: list[float] = field(default_factory=list)  # per image and round with clicks: click_overshoot
 
 
 class VirtualUser:
@@ -43,11 +45,14 @@ class VirtualUser:
 
     def annotate(self, predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray) -> AnnotationResult:
         """k rounds; each round adds at most one click per class per image, then the model answers. Every round is
-        kept (a round in which no image needs a click repeats the labels), with each click's fidelity."""
+        kept (a round in which no image needs a click repeats the labels), with each click's fidelity (recall and
+        precision within its disk) and each answer's overshoot beyond the round's disks."""
         k, radius = predictor.config.num_classes, predictor.config.radius
         pred = predictor.predict(images)
         rounds = [pred.copy()]
         fidelity: list[float] = []
+        precision: list[float] = []
+        overshoot: list[float] = []
         clicks: list[list[Click]] = [[] for _ in range(len(images))]
         counts: list[list[int]] = []
         for _ in range(self.clicks_per_class):
@@ -60,12 +65,16 @@ class VirtualUser:
                     new_by_image[i] = new
             if touched:
                 idx = np.array(touched)
+                before = pred[idx].copy()
                 pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx])
-                for i, new in new_by_image.items():
+                for n, (i, new) in enumerate(new_by_image.items()):
                     fidelity += [f for c in new if (f := click_fidelity(pred[i], gt[i], c, radius)) is not None]
+                    precision += [p for c in new if (p := click_precision(pred[i], gt[i], c, radius)) is not None]
+                    broken = click_overshoot(before[n], pred[i], gt[i], new, radius)
+                    overshoot += [] if broken is None else [broken]
             rounds.append(pred.copy())
             counts.append([len(c) for c in clicks])
-        return AnnotationResult(pred, clicks, rounds, fidelity, counts)
+        return AnnotationResult(pred, clicks, rounds, fidelity, counts, precision, overshoot)
 
 
 def number_of_clicks(
@@ -75,8 +84,13 @@ def number_of_clicks(
     targets: tuple[float, ...] = (0.85, 0.90),
     max_clicks: int = 20,
 ) -> dict[float, float]:
-    """NoC@target: mean clicks until the per-image mIoU reaches each target, capped at `max_clicks`."""
+    """NoC@target: mean clicks until the per-image mIoU reaches each target, capped at `max_clicks`, over the images
+    with foreground (as Dice-AUC): an empty slice would count as reached at 0 clicks. NaN when no image has any."""
     k = predictor.config.num_classes
+    foreground = gt.reshape(len(gt), -1).any(axis=1)
+    if not foreground.any():
+        return {t: float("nan") for t in targets}
+    images, gt = images[foreground], gt[foreground]
     pred = predictor.predict(images)
     iou = image_mious(gt, pred, k)
     noc = {t: np.where(iou >= t, 0.0, np.nan) for t in targets}
