@@ -351,6 +351,12 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         session.geometry.check_slice(index)
         return self._operate(session, index, request.request_id, lambda model: session.undo(model, index))
 
+    def Redo(self, request: annotator_pb2.UndoRequest, context: grpc.ServicerContext) -> annotator_pb2.MaskResponse:
+        session = self._session(request.session_id)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        return self._operate(session, index, request.request_id, lambda model: session.redo(model, index))
+
     def Propagate(
         self, request: annotator_pb2.PropagateRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.PropagateResponse:

@@ -467,6 +467,12 @@ def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
     return reply_json(c.annotator(session_id, "Undo", request))
 
 
+@api.post("/sessions/{session_id}/redo")
+def redo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
+    request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice, request_id=request_id(body.request_id))
+    return reply_json(c.annotator(session_id, "Redo", request))
+
+
 @api.post("/sessions/{session_id}/propagate")
 def propagate(session_id: str, body: PropagateBody, c: AsCaller) -> dict:
     """The slice's mask carried to its neighbours by the model: every slice written, and why each direction stopped."""

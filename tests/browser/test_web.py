@@ -224,6 +224,11 @@ def test_a_person_annotates_in_the_browser(web, page):
     page.keyboard.press("u")
     page.wait_for_function(f"saim.state.info.get({k}).clicks === 0", timeout=60_000)
     np.testing.assert_array_equal(page_mask(page, k, shape), before_mask)
+    page.keyboard.press("Control+y")  # redo brings the click's answer back, undo takes it again
+    page.wait_for_function(f"saim.state.info.get({k}).clicks === 1", timeout=60_000)
+    np.testing.assert_array_equal(page_mask(page, k, shape), after_mask)
+    page.click("#undo")
+    page.wait_for_function(f"saim.state.info.get({k}).clicks === 0", timeout=60_000)
 
     # click again, then a brush stroke of spleen (class 2)
     click_voxel(page, voxel, 1)

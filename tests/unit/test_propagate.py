@@ -118,6 +118,11 @@ def test_a_slice_is_carried_to_its_neighbours_until_the_organ_ends(gateways):
     assert again.status_code == 200 and [m["slice"] for m in again.json()["masks"]] == [3, 1]
     undone = two.post(f"{path}/undo", headers=AUTH, json={"slice": 3})
     assert _mask(undone.json())[ORGAN] == 0  # a propagated slice is taken back like any operation
+    redone = one.post(f"{path}/redo", headers=AUTH, json={"slice": 3})  # and redone, on the other replica
+    assert redone.status_code == 200 and _mask(redone.json())[ORGAN] == 1
+    assert _mask(two.post(f"{path}/undo", headers=AUTH, json={"slice": 3}).json())[ORGAN] == 0
+    nothing_to_redo = one.post(f"{path}/redo", headers=AUTH, json={"slice": 4})
+    assert nothing_to_redo.status_code == 400 and "nothing undone to redo" in nothing_to_redo.json()["error"]
 
     vessel = one.post(f"{path}/clicks", headers=AUTH, json={"voxel": [*VESSEL, 4], "class_index": 2})
     assert _mask(vessel.json())[VESSEL] == 2

@@ -58,6 +58,32 @@ def test_edits_stay_on_top_and_undo_restores(echo):
     np.testing.assert_array_equal(s.undo(model, 1)[0], clicked)
 
 
+def test_redo_applies_again_what_undo_took_back_until_a_new_operation(echo):
+    from saim.annotation.drafts import decode_slice, encode_slice
+
+    s, model = echo
+    _, clicked, _ = s.add_click(model, (20, 20, 1), 1, True)
+    stroke = np.zeros((70, 50), bool)
+    stroke[30:35, 30:35] = True
+    painted, _ = s.edit(model, 1, 2, stroke)
+    s.undo(model, 1)
+    s.undo(model, 1)
+    again, state = s.redo(model, 1)  # the click first: the last undone comes back first
+    np.testing.assert_array_equal(again, clicked)
+    assert [op.kind for op in state.ops] == ["click"] and [op.kind for op, _ in state.undone] == ["edit"]
+    restored = decode_slice(encode_slice(state), (70, 50))  # another replica reads the draft: redo goes on there
+    assert [op.kind for op, _ in restored.undone] == ["edit"]
+    np.testing.assert_array_equal(restored.undone[0][1], painted)
+    np.testing.assert_array_equal(restored.undone[0][0].painted, stroke)
+    np.testing.assert_array_equal(s.redo(model, 1)[0], painted)
+    with pytest.raises(InvalidInput, match="nothing undone to redo"):
+        s.redo(model, 1)
+    s.undo(model, 1)
+    s.add_click(model, (40, 10, 1), 2, True)  # a new operation: what was undone is gone
+    with pytest.raises(InvalidInput, match="nothing undone to redo"):
+        s.redo(model, 1)
+
+
 def test_bad_requests_are_invalid_input(echo):
     s, model = echo
     with pytest.raises(InvalidInput, match="outside the scan's grid"):

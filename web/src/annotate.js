@@ -38,7 +38,7 @@ const state = {
 let layout = null; // the loaded volume's voxel mapping and mask-layer indexing (drawingLayout); null while loading
 let queue = Promise.resolve(); // operations apply in order
 let autoWindow = null;
-const CASE_BUTTONS = ["submit", "undo", "accept", "propagate", "interpolate"]; // usable while a case is open
+const CASE_BUTTONS = ["submit", "undo", "redo", "accept", "propagate", "interpolate"]; // usable while a case is open
 
 const nv = new Niivue({
   backColor: [0.07, 0.08, 0.1, 1],
@@ -319,6 +319,15 @@ function undo() {
   });
 }
 
+function redo() {
+  const k = state.slice;
+  return enqueue(async () => {
+    const reply = await retried("POST", "/redo", { slice: k, request_id: newId() }, "redo");
+    await applyMask(reply);
+    setMessage(`redone on slice ${k}`);
+  });
+}
+
 // Propagation: the slice's mask carried by the model to the neighbouring slices, both ways, until the structure ends
 // or a slice the person clicked or edited; each slice it writes comes back and is shown (undo takes one back).
 function propagate() {
@@ -437,7 +446,9 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "c") selectTool("click");
   else if (e.key === "b") selectTool("brush");
   else if (e.key === "e") selectTool("eraser");
+  else if ((e.key === "y" && (e.ctrlKey || e.metaKey)) || (e.key === "Z" && (e.ctrlKey || e.metaKey))) redo();
   else if (e.key === "u" || (e.key === "z" && (e.ctrlKey || e.metaKey))) undo();
+  else if (e.key === "r") redo();
   else if (e.key === "ArrowUp" || e.key === "PageUp") moveSlices(1);
   else if (e.key === "ArrowDown" || e.key === "PageDown") moveSlices(-1);
   else if (e.key === "Enter") accept();
@@ -632,6 +643,7 @@ setInterval(async () => {
 $("next").onclick = () => enqueue(() => openCase());
 $("submit").onclick = () => enqueue(submit);
 $("undo").onclick = undo;
+$("redo").onclick = redo;
 $("accept").onclick = accept;
 $("propagate").onclick = propagate;
 $("interpolate").onclick = interpolate;

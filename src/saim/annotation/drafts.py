@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from saim.storage.pool import draft_prefix, draft_slice_key, session_key
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # 3: request ids, 4: propagations and interpolations; format 2 and 3 drafts are still read
+FORMAT = 4  # 3: request ids, 4: propagations, interpolations, undone operations; format 2 and 3 are still read
 READABLE = (2, 3, 4)
 MAGIC = b"SAIMDRAFT"
 ZLIB_LEVEL = 1
@@ -53,19 +54,23 @@ def _op_json(op: Op) -> dict:
 
 
 def encode_slice(state: SliceState) -> bytes:
-    """One slice's state: a JSON header (operations, sizes), then zlib (level 1: the fastest, and a click's latency
-    includes it) of the automatic mask, the mask after each operation and each stroke."""
+    """One slice's state: a JSON header (operations, undone operations, sizes), then zlib (level 1: the fastest, and
+    a click's latency includes it) of the automatic mask, the mask after each operation, each undone operation's
+    mask, and the strokes of the edits among them."""
     shape = state.mask.shape
     auto = state.auto if state.auto is not None else np.zeros(shape, np.uint8)
-    strokes = [op.painted for op in state.ops if op.kind == "edit"]
+    undone_ops = [op for op, _ in state.undone]
+    strokes = [op.painted for op in (*state.ops, *undone_ops) if op.kind == "edit"]
     meta = {
         "format": FORMAT,
         "shape": list(shape),
         "auto_version": state.auto_version,
         "ops": [_op_json(op) for op in state.ops],
+        "undone": [_op_json(op) for op in undone_ops],
         "request_ids": state.request_ids,
     }
-    raw = b"".join(np.ascontiguousarray(a, np.uint8).tobytes() for a in (auto, *state.history, *strokes))
+    planes = (auto, *state.history, *(mask for _, mask in state.undone), *strokes)
+    raw = b"".join(np.ascontiguousarray(a, np.uint8).tobytes() for a in planes)
     header = json.dumps(meta).encode()
     return MAGIC + len(header).to_bytes(4, "little") + header + zlib.compress(raw, ZLIB_LEVEL)
 
@@ -80,10 +85,10 @@ def decode_slice(data: bytes, slice_shape: tuple[int, int]) -> SliceState:
         raise SaimError(
             f"draft of format {meta.get('format')} and shape {meta.get('shape')} does not fit {slice_shape}"
         )
-    ops_meta = meta["ops"]
-    edits = sum(o["kind"] == "edit" for o in ops_meta)
+    ops_meta, undone_meta = meta["ops"], meta.get("undone", [])
+    edits = sum(o["kind"] == "edit" for o in (*ops_meta, *undone_meta))
     pixels = slice_shape[0] * slice_shape[1]
-    expected = pixels * (1 + len(ops_meta) + edits)
+    expected = pixels * (1 + len(ops_meta) + len(undone_meta) + edits)
     try:
         raw = zlib.decompressobj().decompress(data[start + n :], expected + 1)  # bounded
     except zlib.error as exc:
@@ -91,28 +96,33 @@ def decode_slice(data: bytes, slice_shape: tuple[int, int]) -> SliceState:
     if len(raw) != expected:
         raise SaimError(f"draft holds {len(raw)} bytes where {expected} were expected")
     planes = np.frombuffer(raw, np.uint8).reshape(-1, *slice_shape)
-    auto, history, strokes = planes[0], list(planes[1 : 1 + len(ops_meta)]), iter(planes[1 + len(ops_meta) :])
-    ops = []
-    for o in ops_meta:
-        if o["kind"] == "click":
-            cls, y, x, positive = o["model_click"]
-            ops.append(
-                Op("click", o["cls"], o["model_version"], o["positive"], tuple(o["voxel"]), Click(cls, y, x, positive))
-            )
-        elif o["kind"] == "propagate":
-            ops.append(Op("propagate", 0, o["model_version"], source=o["source"], classes=tuple(o["classes"])))
-        elif o["kind"] == "interpolate":
-            low, high = o["between"]
-            ops.append(Op("interpolate", 0, o["model_version"], classes=tuple(o["classes"]), between=(low, high)))
-        else:
-            ops.append(Op("edit", o["cls"], o["model_version"], painted=next(strokes).astype(bool)))
+    n_ops, n_undone = len(ops_meta), len(undone_meta)
+    auto, history = planes[0], list(planes[1 : 1 + n_ops])
+    undone_masks = list(planes[1 + n_ops : 1 + n_ops + n_undone])
+    strokes = iter(planes[1 + n_ops + n_undone :])
+    ops = [_op_from_json(o, strokes) for o in ops_meta]
+    undone = [(_op_from_json(o, strokes), mask.copy()) for o, mask in zip(undone_meta, undone_masks, strict=True)]
     return SliceState(
         auto=auto.copy(),
         auto_version=meta["auto_version"],
         ops=ops,
         history=[h.copy() for h in history],
+        undone=undone,
         request_ids=list(meta.get("request_ids", [])),
     )
+
+
+def _op_from_json(o: dict, strokes: Iterator[np.ndarray]) -> Op:
+    """One operation of a draft's header; an edit takes the next stroke plane."""
+    if o["kind"] == "click":
+        cls, y, x, positive = o["model_click"]
+        return Op("click", o["cls"], o["model_version"], o["positive"], tuple(o["voxel"]), Click(cls, y, x, positive))
+    if o["kind"] == "propagate":
+        return Op("propagate", 0, o["model_version"], source=o["source"], classes=tuple(o["classes"]))
+    if o["kind"] == "interpolate":
+        low, high = o["between"]
+        return Op("interpolate", 0, o["model_version"], classes=tuple(o["classes"]), between=(low, high))
+    return Op("edit", o["cls"], o["model_version"], painted=next(strokes).astype(bool))
 
 
 class DraftStore:

@@ -73,6 +73,7 @@ class SliceState:
     auto_version: str | None = None
     ops: list[Op] = field(default_factory=list)
     history: list[np.ndarray] = field(default_factory=list)  # the mask after each op (for undo)
+    undone: list[tuple[Op, np.ndarray]] = field(default_factory=list)  # undone ops and their masks (for redo)
     # the latest requests applied (a retry: answered)
     request_ids: list[str] = field(default_factory=list)
     etag: str | None = None  # the stored draft this state was read from or written as (saim.annotation.drafts)
@@ -95,6 +96,12 @@ class SliceState:
 
     def count(self, kind: str) -> int:
         return sum(op.kind == kind for op in self.ops)
+
+    def push(self, op: Op, mask: np.ndarray) -> None:
+        """A new operation and the mask after it; what was undone can no longer be redone."""
+        self.ops.append(op)
+        self.history.append(mask)
+        self.undone.clear()
 
 
 @dataclass
@@ -256,17 +263,8 @@ class AnnotationSession:
             clicks = [op.model_click for op in state.ops if op.kind == "click"] + [click]
             answer = self.compute.run(self._answer_click, model, index, clicks, state.mask)
             mask = self._reapply_edits(state, self._honour_clicks(state, answer, (row, col, click)))
-            state.ops.append(
-                Op(
-                    "click",
-                    click.cls,
-                    model.version,
-                    click.positive,
-                    (int(voxel[0]), int(voxel[1]), int(voxel[2])),
-                    click,
-                )
-            )
-            state.history.append(mask)
+            voxel_at = (int(voxel[0]), int(voxel[1]), int(voxel[2]))
+            state.push(Op("click", click.cls, model.version, click.positive, voxel_at, click), mask)
             self.versions_used.add(model.version)
             self.last_active = time.monotonic()
             self.on_screen.set()
@@ -300,8 +298,7 @@ class AnnotationSession:
             for cls in classes:
                 mask[regions[cls]] = cls
             mask = self._reapply_edits(state, mask)
-            state.ops.append(Op("interpolate", 0, model.version, classes=classes, between=between))
-            state.history.append(mask)
+            state.push(Op("interpolate", 0, model.version, classes=classes, between=between), mask)
             self.last_active = time.monotonic()
             self.on_screen.set()
             return mask, state
@@ -327,8 +324,7 @@ class AnnotationSession:
             mask[np.isin(mask, classes)] = 0
             mask[found] = answer[found]
             mask = self._reapply_edits(state, mask)
-            state.ops.append(Op("propagate", 0, model.version, source=int(source), classes=tuple(classes)))
-            state.history.append(mask)
+            state.push(Op("propagate", 0, model.version, source=int(source), classes=tuple(classes)), mask)
             self.versions_used.add(model.version)
             self.last_active = time.monotonic()
             self.on_screen.set()
@@ -366,8 +362,7 @@ class AnnotationSession:
             state = self.slices[index]
             mask = state.mask.copy()
             mask[painted] = cls
-            state.ops.append(Op("edit", int(cls), model.version, painted=painted))
-            state.history.append(mask)
+            state.push(Op("edit", int(cls), model.version, painted=painted), mask)
             self.last_active = time.monotonic()
             self.on_screen.set()
             return mask, state
@@ -379,8 +374,22 @@ class AnnotationSession:
             state = self.slices.get(index)
             if state is None or not state.ops:
                 raise InvalidInput(f"slice {index} has no click or edit to undo")
-            state.ops.pop()
-            state.history.pop()
+            state.undone.append((state.ops.pop(), state.history.pop()))
+            self.last_active = time.monotonic()
+            self.on_screen.set()
+            return state.mask, state
+
+    def redo(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
+        """Apply again the operation the last undo on the slice took back (its mask as it was), unless a new
+        operation came since."""
+        with self.lock:
+            self.geometry.check_slice(index)
+            state = self.slices.get(index)
+            if state is None or not state.undone:
+                raise InvalidInput(f"slice {index} has nothing undone to redo")
+            op, mask = state.undone.pop()
+            state.ops.append(op)
+            state.history.append(mask)
             self.last_active = time.monotonic()
             self.on_screen.set()
             return state.mask, state

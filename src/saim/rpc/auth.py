@@ -27,6 +27,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/saim.v1.AnnotatorService/AddClick": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/EditSlice": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Undo": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/Redo": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Propagate": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Interpolate": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Submit": frozenset({ANNOTATOR, ADMIN}),

@@ -74,6 +74,11 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
                 _registered_method=True)
+        self.Redo = channel.unary_unary(
+                '/saim.v1.AnnotatorService/Redo',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+                _registered_method=True)
         self.Propagate = channel.unary_unary(
                 '/saim.v1.AnnotatorService/Propagate',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.PropagateRequest.SerializeToString,
@@ -151,6 +156,13 @@ class AnnotatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Redo(self, request, context):
+        """Apply again the operation the last Undo on the slice took back; a new operation on the slice since ends that.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Propagate(self, request, context):
         """Carry a slice's mask to its neighbours with the model: each next slice is predicted with the mask of the one
         before as the model's previous mask, slice after slice, until the carried classes vanish, a slice the person
@@ -213,6 +225,11 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
             ),
             'Undo': grpc.unary_unary_rpc_method_handler(
                     servicer.Undo,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
+            ),
+            'Redo': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redo,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.UndoRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
             ),
@@ -424,6 +441,33 @@ class AnnotatorService:
             request,
             target,
             '/saim.v1.AnnotatorService/Undo',
+            saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Redo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/Redo',
             saim_dot_v1_dot_annotator__pb2.UndoRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
             options,
