@@ -73,8 +73,13 @@ class AnnotatorDeps:
     propagate_max_slices: int = 40  # a propagation's walk per direction unless the request says (ServingConfig)
 
 
-class _Vanished(Exception):
-    """A propagation's next slice has none of the carried classes: the walk ends there."""
+class _WalkEnds(Exception):
+    """A propagation's next slice is not written: none of the carried classes is on it ("vanished"), or the person
+    clicked or edited it, here or on another replica ("edited")."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
@@ -399,19 +404,19 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         for index in range(start + step, start + step * (limit + 1), step):
             if not 0 <= index < session.geometry.num_slices:
                 return "edge"
-            if session.touched_by_person(index):
-                return "edited"
 
             def carry(model: ServedModel, source: int = source, index: int = index) -> tuple[np.ndarray, SliceState]:
+                if session.touched_by_person(index):  # as the draft is now: _operate has read it again
+                    raise _WalkEnds("edited")
                 mask, state, present = session.propagate(model, source, index, classes)
                 if not present:  # nothing applied, nothing stored: a retry asks the model again
-                    raise _Vanished
+                    raise _WalkEnds("vanished")
                 return mask, state
 
             try:
                 answer = self._operate(session, index, f"{request_id[:120]}-{index}" if request_id else "", carry)
-            except _Vanished:
-                return "vanished"
+            except _WalkEnds as end:
+                return end.reason
             reply.masks.append(answer)
             source = index
         return "limit"
