@@ -67,6 +67,29 @@ def test_random_strategy_is_seeded_and_draws_anew_each_call():
     assert a.score(None, pool) != first
 
 
+class _Foreground:
+    """A predictor whose answer is foreground exactly where the image is non-zero."""
+
+    def predict(self, images):
+        return (np.asarray(images) > 0).astype(np.uint8)
+
+
+def test_foreground_aware_random_draws_series_in_proportion_to_their_predicted_foreground():
+    """Over many draws the series with 4x the predicted foreground comes first about 4x as often; one with none is
+    still drawn, rarely; the draw is seeded and new at each call."""
+    pool = {"much": np.zeros((2, 10, 10)), "little": np.zeros((2, 10, 10)), "none": np.zeros((2, 10, 10))}
+    pool["much"][:, :4] = 1  # 40 % foreground
+    pool["little"][:, :1] = 1  # 10 %
+    strategy = make_strategy("fg_random", seed=7)
+    firsts = [top_n(strategy.score(_Foreground(), pool), 1)[0] for _ in range(2000)]
+    much, little = firsts.count("much"), firsts.count("little")
+    assert 3.0 <= much / little <= 5.5  # 40 / 10: weighted, not uniform (which would give 1)
+    assert firsts.count("none") < 20
+    assert make_strategy("fg_random", 1).score(_Foreground(), pool) == make_strategy("fg_random", 1).score(
+        _Foreground(), pool
+    )
+
+
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError, match="unknown selection strategy"):
         make_strategy("mc-dropout-typo")

@@ -1,7 +1,7 @@
 """Data selection (paper §3.2): score the unannotated pool, pick the top N series.
 
 A strategy is one small class with one method, `score`; new criteria (MC-dropout, representativeness, external
-metadata) plug in beside these two.
+metadata) plug in beside these.
 """
 
 from __future__ import annotations
@@ -53,13 +53,44 @@ class RandomStrategy(SelectionStrategy):
         return {case: float(v) for case, v in zip(sorted(pool), draws, strict=True)}
 
 
-STRATEGIES: dict[str, type[SelectionStrategy]] = {"entropy": EntropyStrategy, "random": RandomStrategy}
+class ForegroundRandomStrategy(SelectionStrategy):
+    """Foreground-aware random (after nnActive, arXiv 2511.19183: the random baseline no method reliably beat): a
+    random draw in which a series is as likely to come first as the model predicts foreground in it. Weighted
+    sampling without replacement (Efraimidis and Spirakis): the key u ** (1 / w) with u uniform and w the series'
+    predicted foreground share; the n highest keys are a weighted sample of n series. A series where nothing is
+    predicted keeps a small weight, so no series is never drawn."""
+
+    name = "fg_random"
+    MIN_WEIGHT = 1e-3
+
+    def __init__(self, seed: int = 0):
+        self._rng = np.random.default_rng(seed)
+
+    def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
+        cases = sorted(pool)
+        if not cases:
+            return {}
+        shares = [float((predictor.predict(pool[c]) > 0).mean()) for c in cases]
+        draws = self._rng.random(len(cases))
+        return {
+            case: float(np.log(u) / max(w, self.MIN_WEIGHT))  # log of u ** (1 / w): the same order, no underflow
+            for case, u, w in zip(cases, draws, shares, strict=True)
+        }
+
+
+STRATEGIES: dict[str, type[SelectionStrategy]] = {
+    "entropy": EntropyStrategy,
+    "random": RandomStrategy,
+    "fg_random": ForegroundRandomStrategy,
+}
 
 
 def make_strategy(name: str, seed: int = 0) -> SelectionStrategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {name!r}; choose from {sorted(STRATEGIES)}")
-    return RandomStrategy(seed) if name == "random" else STRATEGIES[name]()
+    if name in ("random", "fg_random"):
+        return STRATEGIES[name](seed)  # type: ignore[call-arg]
+    return STRATEGIES[name]()
 
 
 def top_n(scores: Mapping[str, float], n: int) -> list[str]:
