@@ -90,6 +90,27 @@ def test_foreground_aware_random_draws_series_in_proportion_to_their_predicted_f
     )
 
 
+def test_mc_dropout_entropy_is_seeded_and_without_dropout_is_the_entropy():
+    from saim.errors import InvalidInput
+    from tests.unit.echo import echo_predictor
+
+    torch.manual_seed(0)
+    predictor = InteractivePredictor(ModelConfig(classes=("a", "b"), image_size=32, encoder="resnet18"))
+    images = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    plain = predictor.mean_entropy(images)
+    np.testing.assert_allclose(predictor.mc_dropout_entropy(images, passes=3, p=0.0), plain, rtol=1e-5)
+    once = predictor.mc_dropout_entropy(images, passes=4, p=0.3, seed=1)
+    np.testing.assert_array_equal(predictor.mc_dropout_entropy(images, passes=4, p=0.3, seed=1), once)
+    assert not np.allclose(once, plain)  # dropout changes the answers it averages
+    np.testing.assert_array_equal(predictor.mean_entropy(images), plain)  # the hook is gone afterwards
+    pool = {"x": images[:1], "yz": images[1:]}
+    scores = make_strategy("mc_dropout", seed=1).score(predictor, pool)
+    expected = make_strategy("mc_dropout", seed=1).score(predictor, pool)
+    assert scores == expected and set(scores) == {"x", "yz"}
+    with pytest.raises(InvalidInput, match="needs a network with a decoder"):
+        echo_predictor(ModelConfig(classes=("a",), image_size=32)).mc_dropout_entropy(images, 2, 0.2)
+
+
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError, match="unknown selection strategy"):
         make_strategy("mc-dropout-typo")

@@ -155,6 +155,35 @@ class InteractivePredictor:
         ]
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
+    @torch.inference_mode()
+    def mc_dropout_entropy(
+        self, images: np.ndarray, passes: int, p: float, seed: int = 0, batch_size: int = 32
+    ) -> np.ndarray:
+        """Mean per-pixel predictive entropy (nats) of each image's automatic prediction under Monte Carlo dropout
+        (B,): `passes` forwards with dropout `p` on the encoder features the decoder reads (the network has no
+        dropout layers of its own), the entropy of their mean probabilities. Seeded: the same images give the same
+        answer; p = 0 gives `mean_entropy`."""
+        decoder = getattr(self.network, "decoder", None)
+        if not isinstance(decoder, torch.nn.Module):
+            raise InvalidInput("MC dropout needs a network with a decoder (a segmentation-models-pytorch Unet)")
+
+        def drop(module, args):
+            features = args[0]
+            return ([torch.nn.functional.dropout2d(f, p, training=True) for f in features],)
+
+        hook = decoder.register_forward_pre_hook(drop)
+        out = []
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                for start in range(0, len(images), batch_size):
+                    chunk = images[start : start + batch_size]
+                    runs = [next(self._probabilities_on_device(chunk, None, None, batch_size)) for _ in range(passes)]
+                    out.append(pixel_entropy(torch.stack(runs).mean(dim=0)).flatten(1).mean(dim=1).cpu())
+        finally:
+            hook.remove()
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
     def predict(self, images: np.ndarray, clicks=None, prev_masks=None) -> np.ndarray:
         """Label maps (B, H, W) uint8."""
         return self.probabilities(images, clicks, prev_masks).argmax(axis=1).astype(np.uint8)
