@@ -362,17 +362,24 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         session.geometry.check_slice(index)
         return self._operate(session, index, request.request_id, lambda model: session.redo(model, index))
 
+    def _across_slices(
+        self, request: annotator_pb2.PropagateRequest | annotator_pb2.InterpolateRequest
+    ) -> tuple[AnnotationSession, int]:
+        """The session and slice of an operation that writes other slices (each through `_operate`), checked."""
+        session = self._session(request.session_id)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        check_request_id(request.request_id)
+        self._renew(session)
+        return session, index
+
     def Propagate(
         self, request: annotator_pb2.PropagateRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.PropagateResponse:
-        session = self._session(request.session_id)
-        start = int(request.slice)
-        session.geometry.check_slice(start)
-        check_request_id(request.request_id)
         if request.direction not in (-1, 0, 1):
             raise InvalidInput(f"direction {request.direction}: +1, -1 or 0 (both)")
+        session, start = self._across_slices(request)
         limit = int(request.max_slices) or self.d.propagate_max_slices
-        self._renew(session)
         if self.d.drafts is not None:
             self.d.drafts.refresh(session, start)
         classes = tuple(sorted(set(request.class_indices)))
@@ -424,14 +431,9 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
     def Interpolate(
         self, request: annotator_pb2.InterpolateRequest, context: grpc.ServicerContext
     ) -> annotator_pb2.InterpolateResponse:
-        session = self._session(request.session_id)
-        index = int(request.slice)
-        session.geometry.check_slice(index)
-        check_request_id(request.request_id)
+        session, index = self._across_slices(request)
         classes = tuple(sorted(set(request.class_indices))) or tuple(range(1, session.num_classes + 1))
-        if not all(1 <= c <= session.num_classes for c in classes):
-            raise InvalidInput(f"classes {list(classes)} are not foreground classes 1..{session.num_classes}")
-        self._renew(session)
+        session.check_classes(classes)
         if self.d.drafts is not None:
             self.d.drafts.refresh_all(session)  # what the person annotated, as every replica saw it
         annotated = session.annotated()
@@ -444,7 +446,8 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         gaps = [(low, high) for low, high in gaps if high - low > 1]
         if not gaps:
             raise InvalidInput(
-                f"slice {index}: no gap between two slices you annotated (clicks or edits) next to it to fill"
+                f"nothing to fill at slice {index}: interpolation needs a slice you clicked or edited on each side "
+                "of the gap (this slice may be one of them)"
             )
         p, q = session.geometry.inplane_axes
         spacing = (session.geometry.spacing[p], session.geometry.spacing[q])

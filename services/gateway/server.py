@@ -463,14 +463,17 @@ def edit(session_id: str, body: EditBody, c: AsCaller, gw: AsGateway) -> dict:
 
 @api.post("/sessions/{session_id}/undo")
 def undo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
-    request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice, request_id=request_id(body.request_id))
-    return reply_json(c.annotator(session_id, "Undo", request))
+    return _undo_or_redo("Undo", session_id, body, c)
 
 
 @api.post("/sessions/{session_id}/redo")
 def redo(session_id: str, body: UndoBody, c: AsCaller) -> dict:
+    return _undo_or_redo("Redo", session_id, body, c)
+
+
+def _undo_or_redo(method: str, session_id: str, body: UndoBody, c: Caller) -> dict:
     request = annotator_pb2.UndoRequest(session_id=session_id, slice=body.slice, request_id=request_id(body.request_id))
-    return reply_json(c.annotator(session_id, "Redo", request))
+    return reply_json(c.annotator(session_id, method, request))
 
 
 @api.post("/sessions/{session_id}/propagate")

@@ -177,6 +177,16 @@ class AnnotationSession:
                 self.versions_used.update(op.model_version for op in state.ops)
 
     # ---- slices ----------------------------------------------------------------------------------------------
+    def _active(self) -> None:
+        """A request for a slice's mask or an operation: the session is in use, and its case is on screen."""
+        self.last_active = time.monotonic()
+        self.on_screen.set()
+
+    def check_classes(self, classes: tuple[int, ...]) -> None:
+        """The foreground classes an operation names (propagation, interpolation)."""
+        if not classes or not all(1 <= c <= self.num_classes for c in classes):
+            raise InvalidInput(f"classes {list(classes)} are not foreground classes 1..{self.num_classes}")
+
     def _state(self, index: int) -> SliceState:
         self.geometry.check_slice(index)
         return self.slices.setdefault(index, SliceState())
@@ -232,8 +242,7 @@ class AnnotationSession:
         """The slice's current mask (the automatic prediction until it is clicked or edited)."""
         with self.lock:
             self._ensure_auto(model, [index])
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             state = self.slices[index]
             return state.mask, state
 
@@ -266,8 +275,7 @@ class AnnotationSession:
             voxel_at = (int(voxel[0]), int(voxel[1]), int(voxel[2]))
             state.push(Op("click", click.cls, model.version, click.positive, voxel_at, click), mask)
             self.versions_used.add(model.version)
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             return index, mask, state
 
     def touched_by_person(self, index: int) -> bool:
@@ -299,8 +307,7 @@ class AnnotationSession:
                 mask[regions[cls]] = cls
             mask = self._reapply_edits(state, mask)
             state.push(Op("interpolate", 0, model.version, classes=classes, between=between), mask)
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             return mask, state
 
     def propagate(
@@ -309,8 +316,7 @@ class AnnotationSession:
         """Slice `index` predicted with slice `source`'s mask of `classes` as the model's previous mask, no clicks:
         where the answer has those classes they replace the slice's pixels of them; its other classes stay. Returns
         (mask, state, whether any carried class is on it); nothing is applied when none is (the structure ended)."""
-        if not classes or not all(1 <= c <= self.num_classes for c in classes):
-            raise InvalidInput(f"propagated classes {list(classes)} are not foreground classes 1..{self.num_classes}")
+        self.check_classes(classes)
         with self.lock:
             self._ensure_auto(model, [source, index])
             carried = self.slices[source].mask
@@ -326,8 +332,7 @@ class AnnotationSession:
             mask = self._reapply_edits(state, mask)
             state.push(Op("propagate", 0, model.version, source=int(source), classes=tuple(classes)), mask)
             self.versions_used.add(model.version)
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             return mask, state, True
 
     def _answer_click(self, model: ServedModel, index: int, clicks: list[Click], previous: np.ndarray) -> np.ndarray:
@@ -363,8 +368,7 @@ class AnnotationSession:
             mask = state.mask.copy()
             mask[painted] = cls
             state.push(Op("edit", int(cls), model.version, painted=painted), mask)
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             return mask, state
 
     def undo(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
@@ -375,8 +379,7 @@ class AnnotationSession:
             if state is None or not state.ops:
                 raise InvalidInput(f"slice {index} has no click or edit to undo")
             state.undone.append((state.ops.pop(), state.history.pop()))
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             return state.mask, state
 
     def redo(self, model: ServedModel, index: int) -> tuple[np.ndarray, SliceState]:
@@ -390,8 +393,7 @@ class AnnotationSession:
             op, mask = state.undone.pop()
             state.ops.append(op)
             state.history.append(mask)
-            self.last_active = time.monotonic()
-            self.on_screen.set()
+            self._active()
             return state.mask, state
 
     # ---- submission ------------------------------------------------------------------------------------------
