@@ -231,3 +231,16 @@ def test_a_class_without_labels_is_an_error_not_a_silent_zero(monkeypatch):
     split = Split(test=[], val=[], initial=[_toy("s0", [1])], pool=[_toy("s1", [1, 2])])
     with pytest.raises(SaimError, match="initial set"):
         fixed._initial_set(split, ModelConfig(classes=("a", "b")), (None, None))
+
+
+def test_the_cvpr_protocol_and_noc_at_the_ends_only():
+    """--protocol cvpr adds the challenge's volume measures to every iteration; --noc-at ends measures NoC and
+    Dice-AUC at the first and the last iteration only."""
+    cfg = EmulationConfig(**{**TINY, "baseline": "none", "protocol": "cvpr", "noc_at": "ends"})
+    rows = Emulation(cfg, show_progress=False).run()["iterations"]
+    assert len(rows) == 3
+    for row in rows:
+        assert 0 <= row["cvpr_dice"] <= 1 and 0 <= row["cvpr_nsd"] <= 1
+        assert 0 <= row["cvpr_dice_auc"] <= 4 and 0 <= row["cvpr_nsd_auc"] <= 4
+    assert rows[0]["noc85"] is not None and rows[2]["noc85"] is not None
+    assert rows[1]["noc85"] is None and rows[1]["dice_auc5"] is None

@@ -137,8 +137,33 @@ def test_the_replicas_serving_settings_win_over_the_versions_recommendation(tiny
     as_stored = LiveModel(registry, serving=ServingConfig())
     as_stored.load_current()
     assert as_stored.current.predictor.config.refine_steps == 0  # nothing set on the replica: the recommendation
-    own = LiveModel(registry, serving=ServingConfig(refine_steps=12, refine_radius=3.0, click_time_cap_s=0.5))
+    assert as_stored.current.predictor.config.refine_reach == tiny_model_config.refine_reach
+    serving = ServingConfig(refine_steps=12, refine_radius=3.0, refine_reach="anywhere", click_time_cap_s=0.5)
+    own = LiveModel(registry, serving=serving)
     own.load_current()
     served = own.current.predictor
     assert (served.config.refine_steps, served.config.refine_radius, served.refine_time_cap_s) == (12, 3.0, 0.5)
+    assert served.config.refine_reach == "anywhere" and served.config.reach is None
     assert registry.metadata("v0000").raw["model_config"]["refine_steps"] == 0  # the version is not rewritten
+
+
+def test_the_reach_keeps_the_refined_answer_near_the_clicks_only(tiny_model_config):
+    """Anywhere, the refinement changes pixels far from the click; with a reach of 1.5 click radii every changed
+    pixel lies within 3 px of the click, and there the answer is the one refined anywhere."""
+    plain, refined = _predictors(tiny_model_config, steps=20)
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    auto = plain.predict(image)[0]
+    ys, xs = np.nonzero(auto != 1)
+    click = Click(1, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]), True)
+    ignored = plain.predict(image, [[click]])[0]
+    refined.config = replace(refined.config, refine_reach="anywhere")
+    anywhere = refined.predict(image, [[click]])[0]
+    refined.config = replace(refined.config, refine_reach=1.5)
+    assert refined.config.reach == 3.0
+    near = refined.predict(image, [[click]])[0]
+    yy, xx = np.ogrid[:32, :32]
+    within = (yy - click.y) ** 2 + (xx - click.x) ** 2 <= 3.0**2
+    assert (anywhere != ignored)[~within].any()  # this network's refinement reaches beyond 3 px
+    assert not (near != ignored)[~within].any()
+    np.testing.assert_array_equal(near[within], anywhere[within])
+    assert ModelConfig.from_dict({"classes": ["a"]}).reach is None  # a model saved before the reach: anywhere

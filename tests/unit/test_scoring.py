@@ -1,6 +1,8 @@
 """Sharded scoring, the selector's side (saim.selection.scoring.ShardedScoring): the plan, the requests, the merge, the
 resend. The scorer workers and the broker are real in tests/integration/test_scoring.py."""
 
+import numpy as np
+
 from saim.events import SCORING_REQUESTED
 from saim.registry.live import ServedModel
 from saim.selection.scoring import ScoreTable, part_document, part_key, split_parts, stored_part
@@ -37,7 +39,8 @@ class Workers:
             self.lost[event.part] -= 1
             return
         cases = list(event.case_ids)
-        table = ScoreTable(event.model_version, {c: float(c[-2:]) for c in cases}, 1.0, 3 * len(cases))
+        per_class = {c: [float(c[-2:]), 1.0] for c in cases} if event.strategy == "clasp_pe" else {}
+        table = ScoreTable(event.model_version, {c: float(c[-2:]) for c in cases}, 1.0, 3 * len(cases), {}, per_class)
         doc = part_document(table, event.strategy, event.part, event.parts, cases, "worker")
         self.store.put_json(part_key(event.model_version, event.part), doc)
 
@@ -111,3 +114,24 @@ def test_a_part_with_a_series_that_failed_to_decode_is_complete_and_the_failure_
     table = Sharded(store, workers, EntropyStrategy(), parts=2, clock=clock, sleep=clock.sleep).score(MODEL, CASES)
     assert workers.requests == [] and table.failed == {broken: "not a NIfTI"}
     assert set(table.scores) == set(CASES) - {broken} and table.covers(CASES)
+
+
+def test_per_class_scores_travel_through_the_parts_and_the_pool_scoring():
+    """A strategy that picks per class (ClaSP PE) gets its per-class scores back from the workers' parts, and the
+    in-process scoring of a group keeps them beside the summary score."""
+    from saim.selection.scoring import _score_group
+    from saim.selection.strategies import make_strategy
+
+    store, clock = MemoryStore(), Clock()
+    strategy = make_strategy("clasp_pe")
+    table = Sharded(store, Workers(store), strategy, parts=3, clock=clock, sleep=clock.sleep).score(MODEL, CASES)
+    assert table.class_scores == {c: [float(c[-2:]), 1.0] for c in CASES}
+
+    class PerClass:
+        def class_entropy(self, slices):
+            return np.stack([slices.mean(axis=(1, 2)), 2 * slices.mean(axis=(1, 2))], axis=1)
+
+    scores, class_scores = {}, {}
+    group = {"a": np.ones((2, 4, 4)), "b": np.zeros((3, 4, 4))}
+    _score_group(strategy, ServedModel("v1", predictor=PerClass(), metadata={}), group, scores, class_scores)
+    assert class_scores == {"a": [1.0, 2.0], "b": [0.0, 0.0]} and scores == {"a": 3.0, "b": 0.0}

@@ -6,7 +6,13 @@ import torch
 
 from saim.model.config import ModelConfig
 from saim.model.predictor import InteractivePredictor, pixel_entropy
-from saim.selection.strategies import EntropyStrategy, RandomStrategy, make_strategy, top_n
+from saim.selection.strategies import (
+    ClassStratifiedPowerEntropyStrategy,
+    EntropyStrategy,
+    RandomStrategy,
+    make_strategy,
+    top_n,
+)
 
 
 def test_uniform_probabilities_have_entropy_log_c():
@@ -114,3 +120,66 @@ def test_mc_dropout_entropy_is_seeded_and_without_dropout_is_the_entropy():
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError, match="unknown selection strategy"):
         make_strategy("mc-dropout-typo")
+
+
+def test_class_entropy_is_the_entropy_split_by_class_probability():
+    """Summed over classes with the background's share, the class-wise entropy is the mean entropy."""
+    predictor = InteractivePredictor(ModelConfig(classes=("a", "b"), image_size=32, encoder="resnet18"))
+    images = np.random.default_rng(1).random((3, 32, 32)).astype(np.float32)
+    probs = predictor.probabilities(images)
+    per_pixel = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
+    expected = (per_pixel[:, None] * probs[:, 1:]).reshape(3, 2, -1).mean(axis=2)
+    np.testing.assert_allclose(predictor.class_entropy(images, batch_size=2), expected, rtol=1e-4)
+
+
+def _clasp_pick(class_scores, n, round=1, seed=0, **kwargs):
+    strategy = make_strategy("clasp_pe", seed) if not kwargs else ClassStratifiedPowerEntropyStrategy(seed, **kwargs)
+    scores = {c: strategy.summary(v) for c, v in class_scores.items()}
+    return strategy.pick(scores, n, class_scores, round)
+
+
+def test_clasp_pe_fills_the_batch_class_by_class():
+    """Class 1's uncertainty dwarfs class 2's in every series: entropy would take only class-1 series; without noise
+    ClaSP PE takes the best series of each class in turn."""
+    class_scores = {
+        "big1": [0.9, 0.0001],
+        "big2": [0.8, 0.0002],
+        "big3": [0.7, 0.0003],
+        "small1": [0.01, 0.004],
+        "small2": [0.01, 0.003],
+    }
+    assert top_n({c: sum(v) for c, v in class_scores.items()}, 2) == ["big1", "big2"]
+    picked = _clasp_pick(class_scores, 2, noise=0.0)
+    assert sorted(picked) == ["big1", "small1"]
+    assert sorted(_clasp_pick(class_scores, 4, noise=0.0)) == ["big1", "big2", "small1", "small2"]
+
+
+def test_clasp_pe_noise_decays_from_round_to_round_and_is_seeded():
+    """Power noise: in round 1 (temperature 1) a series with half the score of the best is drawn first about a third
+    of the time (scores 2:1 -> 1/3), by round 5 (temperature 1/16: 2^16 : 1) almost never; the same seed and round
+    draw the same."""
+    class_scores = {"best": [0.2], "half": [0.1]}
+    strategy = make_strategy("clasp_pe", 0)
+    assert [strategy.temperature(r) for r in (1, 2, 3)] == [1.0, 0.5, 0.25]
+
+    def firsts(round):
+        return sum(_clasp_pick(class_scores, 1, round, seed)[0] == "half" for seed in range(600)) / 600
+
+    assert 0.25 <= firsts(1) <= 0.42
+    assert firsts(5) < 0.01
+    assert _clasp_pick(class_scores, 2, 1, seed=4) == _clasp_pick(class_scores, 2, 1, seed=4)
+
+
+def test_clasp_pe_scores_per_class_through_the_pool_scoring_and_picks_from_the_table():
+    """The selector's path: score_pool keeps the per-class scores in the table, the table hands them to the pick."""
+    from saim.selection.scoring import ScoreTable
+
+    table = ScoreTable(
+        "v1", {"a": 1.0, "b": 0.5, "c": 0.2}, 0.0, 0, {}, {"a": [1.0, 0.0], "b": [0.5, 0.0], "c": [0.0, 0.2]}
+    )
+    strategy = ClassStratifiedPowerEntropyStrategy(0, noise=0.0)
+    assert sorted(table.pick(strategy, {"a", "b", "c"}, 2, 1)) == ["a", "c"]
+    assert table.pick(strategy, {"b", "c"}, 1, 1) in (["b"], ["c"])  # only candidates
+    assert table.pick(EntropyStrategy(), {"a", "b", "c"}, 2, 1) == ["a", "b"]  # the top n for the others
+    merged = ScoreTable("v0", {}, 0.0, 0).merged(table)
+    assert merged.class_scores == table.class_scores

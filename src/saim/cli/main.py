@@ -24,13 +24,15 @@ EMULATION_SPLIT = {
 
 
 def _add_emulate(sub) -> None:
+    from saim.selection.strategies import STRATEGIES
+
     p = sub.add_parser(
         "emulate",
         help="run the emulated SAIM scenario with a virtual user (paper §4.2)",
         description="Pre-train on a small annotated set, then per iteration: select series, annotate "
         "them with the virtual user driving the current model, retrain, evaluate on a fixed test set.",
     )
-    p.add_argument("--selection", choices=["entropy", "random", "fg_random", "mc_dropout"], default="entropy")
+    p.add_argument("--selection", choices=sorted(STRATEGIES), default="entropy")
     p.add_argument(
         "--baseline",
         choices=["none", "classical"],
@@ -45,16 +47,26 @@ def _add_emulate(sub) -> None:
 
 
 def _add_experiment(sub) -> None:
-    from saim.research.experiment import TimeModel
+    from saim.research.experiment import REFERENCE, STRATEGIES, TimeModel
 
     p = sub.add_parser(
         "experiment",
-        help="SAIM-entropy, SAIM-random and the classical baseline over several seeds, aggregated (mean ± sd)",
-        description="Per seed: the emulation with entropy selection and the classical baseline, and with random "
-        "selection; then per iteration mean and sample sd over seeds of test mIoU, the SAIM/classical ratio, "
-        "NoC@85/90, Dice-AUC5, 3-click mIoU and an annotation-time estimate (saim.research.experiment).",
+        help="SAIM with each selection strategy and the classical baseline over several seeds (mean ± sd, paired "
+        "differences)",
+        description="Per seed: one emulation per selection strategy from one pre-trained model (the first with the "
+        "classical baseline); then per iteration mean and sample sd over seeds of test mIoU, the SAIM/classical "
+        "ratio, NoC@85/90, Dice-AUC5, 3-click mIoU, click recall, precision and overshoot and an annotation-time "
+        f"estimate, and with {REFERENCE} among the strategies each other's paired difference against it with a 95 %% "
+        "interval (saim.research.experiment).",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--strategies",
+        type=lambda text: tuple(t.strip() for t in text.split(",") if t.strip()),
+        default=STRATEGIES,
+        help=f"comma-separated selection strategies, one arm each (default: {','.join(STRATEGIES)}; "
+        f"e.g. {REFERENCE},entropy,clasp_pe,mc_dropout,random)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="emulations run at once, each in its own process (default: 1)")
     _add_emulation_args(p)
     times = p.add_argument_group("annotation-time model (an estimate; saim.research.experiment.TimeModel)")
@@ -88,6 +100,20 @@ def _add_emulation_args(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-noc", action="store_true", help="skip NoC@85/90 and Dice-AUC (the costlier measures)")
     p.add_argument(
+        "--noc-at",
+        choices=["every", "ends"],
+        default="every",
+        help="measure NoC@85/90 and Dice-AUC at every iteration, or at the first and the last only (default: every)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["saim", "cvpr"],
+        default="saim",
+        help="cvpr adds the CVPR 2025 interactive 3D challenge's measures on each test series as a volume: 5 clicks "
+        "at the distance-transform peak of each class's largest 3D error component, DSC_AUC, NSD_AUC, final DSC "
+        "and NSD (saim.training.evaluation.evaluate_cvpr)",
+    )
+    p.add_argument(
         "--no-gate",
         action="store_true",
         help="use every retrained version for the next round (the paper's raw curve); by default a version worse on "
@@ -113,6 +139,8 @@ def _emulation_config(args, **fixed):
         device=args.device,
         threads=args.threads,
         noc=not args.no_noc,
+        noc_at=args.noc_at,
+        protocol=args.protocol,
         gate=not args.no_gate,
         promotion_tolerance=args.promotion_tolerance,
         **fixed,
@@ -120,13 +148,17 @@ def _emulation_config(args, **fixed):
 
 
 def _cmd_experiment(args) -> int:
-    from saim.research.experiment import TimeModel, format_markdown, plot_experiment, run_experiment
+    from saim.research.experiment import TimeModel, format_markdown, plot_experiment, run_experiment, verdict
 
     cfg = _emulation_config(args)
     time_model = TimeModel(**{f: getattr(args, f) for f in asdict(TimeModel())})
-    report = run_experiment(cfg, args.seeds, time_model, show_progress=not args.quiet, jobs=args.jobs)
+    report = run_experiment(
+        cfg, args.seeds, time_model, show_progress=not args.quiet, jobs=args.jobs, strategies=args.strategies
+    )
     table = format_markdown(report)
     print(table)
+    if report["paired"]:
+        print(verdict(report))
     print(f"seeds {report['seeds']}; wall {report['wall_seconds']:.0f} s")
     _write_outputs(args.report, report, args.plot, plot_experiment)
     if args.markdown:

@@ -31,8 +31,10 @@ class ErrorRegion:
     click: Click
 
 
-def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | None:
-    """The largest connected error region of class `cls` and the click that corrects it; None if no error."""
+def largest_error_region(gt: np.ndarray, pred: np.ndarray, cls: int) -> tuple[int, np.ndarray, bool] | None:
+    """The largest connected error region of class `cls` in label arrays of any dimension (a slice, or a volume for
+    the CVPR protocol's 3D clicks): its size, its mask and whether it is missed (positive) rather than false; a
+    missed region wins a tie in size. None if there is no error."""
     best: tuple[int, np.ndarray, bool] | None = None
     for mask, positive in (((gt == cls) & (pred != cls), True), ((pred == cls) & (gt != cls), False)):
         regions, n = ndimage.label(mask)
@@ -42,12 +44,25 @@ def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | N
         i = int(np.argmax(sizes))
         if best is None or sizes[i] > best[0]:
             best = (int(sizes[i]), regions == i + 1, positive)
+    return best
+
+
+def farthest_from_boundary(region: np.ndarray) -> tuple[int, ...]:
+    """The region's distance-transform peak (the array's border counts as boundary; the first peak in raster
+    order)."""
+    inner = tuple(slice(1, -1) for _ in region.shape)
+    dist = ndimage.distance_transform_edt(np.pad(region, 1))[inner]
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), dist.shape))
+
+
+def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | None:
+    """The largest connected error region of class `cls` and the click that corrects it; None if no error."""
+    best = largest_error_region(gt, pred, cls)
     if best is None:
         return None
     size, region, positive = best
-    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return ErrorRegion(size, Click(cls=cls, y=int(y), x=int(x), positive=positive))
+    y, x = farthest_from_boundary(region)
+    return ErrorRegion(size, Click(cls=cls, y=y, x=x, positive=positive))
 
 
 def _disk(shape: tuple[int, int], click: Click, radius: float) -> np.ndarray:

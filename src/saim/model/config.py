@@ -13,6 +13,7 @@ from typing import Literal
 from saim.options import option
 
 CLICK_RADIUS_SHARE = 3 / 64  # chosen with tools/click_study.py (docs/results.md)
+REFINE_REACH_RADII: float | Literal["anywhere"] = 2.0  # chosen with tools/refine_reach.py (docs/results.md)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class ModelConfig:
         "the refinement's loss covers this radius (pixels at model resolution) around each click: 0 is the clicked "
         "pixel only (f-BRS), the click radius asks for its whole disk (docs/results.md compares the two)",
     )
+    refine_reach: float | Literal["anywhere"] = option(
+        REFINE_REACH_RADII,
+        "the refinement's changes are kept only within this many click radii of one of the slice's clicks, or "
+        "'anywhere' in the slice; farther away the unrefined answer stays (docs/results.md measures the choice)",
+    )
 
     @property
     def num_classes(self) -> int:
@@ -49,6 +55,11 @@ class ModelConfig:
     def radius(self) -> float:
         """The click radius in pixels at model resolution (click_radius, or 3/64 of the model size)."""
         return self.click_radius if self.click_radius is not None else self.image_size * CLICK_RADIUS_SHARE
+
+    @property
+    def reach(self) -> float | None:
+        """How far from a click refinement may change the answer, in pixels at model resolution (None: anywhere)."""
+        return None if self.refine_reach == "anywhere" else float(self.refine_reach) * self.radius
 
     @property
     def in_channels(self) -> int:
@@ -65,6 +76,7 @@ class ModelConfig:
         d = dict(d)
         d["classes"] = tuple(d["classes"])
         d.setdefault("refine_steps", 0)  # a model saved before refinement existed answers as it did
+        d.setdefault("refine_reach", "anywhere")  # and one saved before the reach existed keeps changes anywhere
         return cls(**d)
 
 
@@ -79,6 +91,9 @@ class ServingConfig:
     refine_radius: float | None = option(
         None, "the refinement loss's radius on this replica (unset: the model version's recommendation)"
     )
+    refine_reach: float | Literal["anywhere"] | None = option(
+        None, "how far from a click the refinement may change the answer on this replica (unset: the version's)"
+    )
     click_time_cap_s: float = option(
         1.0,
         "a click's refinement stops once it has run this long (seconds), so it never holds the next person's click "
@@ -91,4 +106,5 @@ class ServingConfig:
     def applied_to(self, config: ModelConfig) -> ModelConfig:
         steps = config.refine_steps if self.refine_steps is None else self.refine_steps
         radius = config.refine_radius if self.refine_radius is None else self.refine_radius
-        return replace(config, refine_steps=steps, refine_radius=radius)
+        reach = config.refine_reach if self.refine_reach is None else self.refine_reach
+        return replace(config, refine_steps=steps, refine_radius=radius, refine_reach=reach)

@@ -124,7 +124,14 @@ class InteractivePredictor:
             if clicks is not None and self.config.refine_steps > 0:
                 cfg = self.config
                 probs = refine(
-                    self.network, x, k, clicks[start:stop], cfg.refine_steps, cfg.refine_radius, self.refine_time_cap_s
+                    self.network,
+                    x,
+                    k,
+                    clicks[start:stop],
+                    cfg.refine_steps,
+                    cfg.refine_radius,
+                    self.refine_time_cap_s,
+                    cfg.reach,
                 )
             else:
                 with autocast(self.device):
@@ -154,6 +161,18 @@ class InteractivePredictor:
             for p in self._probabilities_on_device(images, None, None, batch_size)
         ]
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+    @torch.inference_mode()
+    def class_entropy(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Per image and foreground class, the predictive entropy that belongs to the class (B, K): the per-pixel
+        entropy weighted by the class's probability, summed over pixels and divided by the image's pixels. Computed on
+        the device; only B x K numbers leave it."""
+        k = self.config.num_classes
+        out = [
+            (pixel_entropy(p)[:, None] * p[:, 1:]).flatten(2).mean(dim=2).float().cpu()
+            for p in self._probabilities_on_device(images, None, None, batch_size)
+        ]
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, k))
 
     @torch.inference_mode()
     def mc_dropout_entropy(

@@ -5,8 +5,10 @@ the encoder's stride-4 features are optimised (Adam, a few steps; the encoder ru
 are repeated) until the answer gives every click's pixel the click's meaning, with a loss on the pixels within
 `radius` of each click that still disagree (0: the clicked pixel itself, f-BRS's loss on click positions). The
 decoder then propagates the change as it learnt to. Only the changes the clicks ask for are kept: pixels that take a
-positively clicked class, or leave a negatively clicked one; everything else keeps the unrefined answer. An image
-whose clicks are all followed is not touched.
+positively clicked class, or leave a negatively clicked one, and (with `reach`) only within that distance of one of
+the image's clicks; everything else keeps the unrefined answer. An image whose clicks are all followed is not
+touched. Without a reach the changes in the clicks' direction are kept anywhere in the slice, so refinement can only
+raise a click's fidelity while it breaks pixels far away (saim.model.clicks.click_overshoot counts those).
 
 The loss's footprint and the number of steps are serving settings (ModelConfig.refine_radius, refine_steps); what
 each costs and gains is measured in docs/results.md. A click the network ignores costs up to `steps` decoder passes
@@ -37,6 +39,17 @@ def _click_index(clicks: list[list[Click]], device: torch.device) -> tuple[torch
     if not flat:
         return tuple(torch.zeros(0, dtype=torch.long, device=device) for _ in range(5))
     return tuple(torch.tensor(column, device=device) for column in zip(*flat, strict=True))
+
+
+def near_clicks(clicks: list[list[Click]], shape: torch.Size, reach: float, device: torch.device) -> torch.Tensor:
+    """(B, H, W) bool: the pixels within `reach` of one of the image's clicks (of any class)."""
+    yy = torch.arange(shape[0], device=device).view(-1, 1)
+    xx = torch.arange(shape[1], device=device).view(1, -1)
+    near = torch.zeros(len(clicks), *shape, dtype=torch.bool, device=device)
+    for i, image_clicks in enumerate(clicks):
+        for c in image_clicks:
+            near[i] |= (yy - c.y) ** 2 + (xx - c.x) ** 2 <= reach**2
+    return near
 
 
 def ignored(labels: torch.Tensor, index: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -73,10 +86,12 @@ def refine(
     steps: int,
     radius: float = 0.0,
     time_cap_s: float | None = None,
+    reach: float | None = None,
 ) -> torch.Tensor:
     """Probabilities (B, K+1, H, W) for the encoded input x (B, 1 + 3K, H, W): the network's own where they follow
-    every click, refined where they do not, with the loss on the pixels within `radius` of each click. The network is
-    in eval mode; its weights do not change. With `time_cap_s` the steps stop once the call has run that long (the
+    every click, refined where they do not, with the loss on the pixels within `radius` of each click and the
+    refined answer kept only within `reach` of a click (None: anywhere). The network is in eval mode; its weights do
+    not change. With `time_cap_s` the steps stop once the call has run that long (the
     answer is the last step's)."""
     started = time.perf_counter()
     k = num_classes
@@ -128,4 +143,6 @@ def refine(
                     asked[i] |= (labels[i] == cls) & (base_labels[i] != cls)
                 for cls in {c.cls for c in image_clicks if not c.positive}:
                     asked[i] |= (base_labels[i] == cls) & (labels[i] != cls)
+            if reach is not None:
+                asked &= near_clicks(clicks, labels.shape[-2:], reach, labels.device)
             return torch.where(asked[:, None], refined, torch.softmax(base, dim=1))

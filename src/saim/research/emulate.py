@@ -24,9 +24,9 @@ from saim.errors import SaimError
 from saim.model.config import ModelConfig
 from saim.model.device import precision, resolve_device
 from saim.model.predictor import InteractivePredictor
-from saim.selection.strategies import make_strategy, top_n
+from saim.selection.strategies import make_strategy, select
 from saim.training.config import TrainConfig
-from saim.training.evaluation import evaluate
+from saim.training.evaluation import CVPR_MEASURES, evaluate, evaluate_cvpr
 from saim.training.metrics import iou_per_class, mean_iou
 from saim.training.pipeline import promotion_decision
 from saim.training.recipe import train_predictor
@@ -45,7 +45,7 @@ class EmulationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # seed and device are set per run
     max_slices: int | None = 8
     clicks: int = 3
-    selection: Literal["entropy", "random", "fg_random", "mc_dropout"] = "entropy"
+    selection: Literal["entropy", "random", "fg_random", "mc_dropout", "clasp_pe"] = "entropy"
     baseline: Literal["none", "classical"] = "none"
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] (saim.model.device)
@@ -53,6 +53,8 @@ class EmulationConfig:
     synthetic_series: int = 24
     synthetic_slices: int = 12
     noc: bool = True
+    noc_at: Literal["every", "ends"] = "every"  # NoC and Dice-AUC at every iteration, or at the first and last only
+    protocol: Literal["saim", "cvpr"] = "saim"  # cvpr: also the CVPR 2025 challenge's volume measures (evaluate_cvpr)
     gate: bool = True  # the services' promotion gate: a version worse on validation does not annotate the next round
     promotion_tolerance: float = 0.02  # as SAIM_PROMOTION_TOLERANCE
 
@@ -302,8 +304,7 @@ class Emulation:
                 if not pool:
                     log.info("pool exhausted after %d iterations", it - 1)
                     break
-                scores = strategy.score(model, {c: s.images for c, s in pool.items()})
-                selected = top_n(scores, batch)
+                selected, _ = select(strategy, model, {c: s.images for c, s in pool.items()}, batch, it)
                 chosen = [pool.pop(c) for c in selected]
                 images, gt = stack(chosen)
                 annotated = user.annotate(model, images, gt)
@@ -330,7 +331,10 @@ class Emulation:
                     classical_model = self._train(
                         mc, list(classical_set.values()), cfg.seed + it, classical_model, f"classical it {it}"
                     ).predictor
-            metrics = evaluate(model, split.test, cfg.clicks, cfg.noc)
+            ends = it == 0 or it == cfg.iterations or not pool
+            metrics = evaluate(model, split.test, cfg.clicks, cfg.noc and (cfg.noc_at == "every" or ends))
+            if cfg.protocol == "cvpr":
+                metrics.update(evaluate_cvpr(model, split.test))
             if cfg.baseline == "classical":
                 miou_classical = (
                     metrics["miou"] if it == 0 else evaluate(classical_model, split.test, cfg.clicks, False)["miou"]
@@ -352,6 +356,7 @@ class Emulation:
                 "click_fidelity": metrics["click_fidelity"],
                 "click_precision": metrics["click_precision"],
                 "click_overshoot": metrics["click_overshoot"],
+                **{key: metrics.get(key) for key in CVPR_MEASURES if cfg.protocol == "cvpr"},
                 "annotation_miou": annotation_miou,
                 "auto_miou_selected": auto_miou_selected,
                 "gate": gate,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from saim.errors import Conflict, FailedPrecondition, NotFound, PermissionDenied, SaimError
 from saim.registry.live import ServedModel
 from saim.selection.scoring import LocalScoring, ScoreTable, Scoring, scores_key
-from saim.selection.strategies import SelectionStrategy, top_n
+from saim.selection.strategies import SelectionStrategy
 from saim.storage.pool import DECODE_WORKERS, PoolStore, provenance_key
 
 log = logging.getLogger(__name__)
@@ -216,10 +216,10 @@ class SelectionLoop:
         if self.iteration >= self.max_iterations or self.scores is None:
             return None
         unannotated = set(self.unannotated())
-        candidates = {c: s for c, s in self.scores.scores.items() if c in unannotated}
-        if not candidates:
+        if not unannotated & set(self.scores.scores):
             return None
-        self.batch = Batch(self.iteration + 1, top_n(candidates, self.batch_size), self.scores.version)
+        chosen = self.scores.pick(self.strategy, unannotated, self.batch_size, self.iteration + 1)
+        self.batch = Batch(self.iteration + 1, chosen, self.scores.version)
         self._save()
         log.info("opened batch %d with %s (scores of %s)", self.batch.iteration, self.batch.cases, self.scores.version)
         return self.batch
@@ -238,6 +238,7 @@ class SelectionLoop:
                 "model_version": model.version,
                 "strategy": self.strategy.name,
                 "scores": table.scores,
+                "class_scores": table.class_scores,
                 "failed": table.failed,
                 "seconds": table.seconds,
             },
@@ -262,6 +263,7 @@ class SelectionLoop:
             0.0,
             0,
             {c: str(failed[c]) for c in cases if c in failed},
+            {c: [float(x) for x in v] for c, v in stored.get("class_scores", {}).items() if c in cases},
         )
 
     def on_annotation(self, case: str, iteration: int, annotator: str = "") -> Batch | None:

@@ -46,6 +46,8 @@ class ScoreTable:
     seconds: float
     slices: int
     failed: dict[str, str] = field(default_factory=dict)  # case -> why it could not be decoded (never selected)
+    # case -> one score per foreground class, for a strategy that picks per class (SelectionStrategy.per_class)
+    class_scores: dict[str, list[float]] = field(default_factory=dict)
 
     def merged(self, more: ScoreTable) -> ScoreTable:
         """This table with `more`'s scores added (series added to the pool), under `more`'s version."""
@@ -55,7 +57,14 @@ class ScoreTable:
             self.seconds + more.seconds,
             self.slices + more.slices,
             {**self.failed, **more.failed},
+            {**self.class_scores, **more.class_scores},
         )
+
+    def pick(self, strategy: SelectionStrategy, cases: set[str], n: int, round: int) -> list[str]:
+        """The strategy's choice of n among `cases` from this table (the top n for most strategies)."""
+        candidates = {c: s for c, s in self.scores.items() if c in cases}
+        per_class = {c: v for c, v in self.class_scores.items() if c in candidates}
+        return strategy.pick(candidates, n, per_class, round)
 
     def covers(self, cases: list[str]) -> bool:
         return set(cases) <= set(self.scores) | set(self.failed)
@@ -82,6 +91,7 @@ def score_pool(
     `failed` and handed to `report`: one broken series never stops the pool's scoring."""
     started = time.perf_counter()
     scores: dict[str, float] = {}
+    class_scores: dict[str, list[float]] = {}
     failed: dict[str, str] = {}
     slices = 0
     group: dict = {}
@@ -97,12 +107,23 @@ def score_pool(
         group[series.case] = series.images
         held += series.num_slices
         if held >= group_slices:
-            scores.update(strategy.score(model.predictor, group))
+            _score_group(strategy, model, group, scores, class_scores)
             slices, group, held = slices + held, {}, 0
     if group:
-        scores.update(strategy.score(model.predictor, group))
+        _score_group(strategy, model, group, scores, class_scores)
         slices += held
-    return ScoreTable(model.version, scores, time.perf_counter() - started, slices, failed)
+    return ScoreTable(model.version, scores, time.perf_counter() - started, slices, failed, class_scores)
+
+
+def _score_group(
+    strategy: SelectionStrategy, model: ServedModel, group: dict, scores: dict, class_scores: dict
+) -> None:
+    if strategy.per_class:
+        per_class = strategy.score_classes(model.predictor, group)
+        class_scores.update(per_class)
+        scores.update({case: strategy.summary(values) for case, values in per_class.items()})
+    else:
+        scores.update(strategy.score(model.predictor, group))
 
 
 def split_parts(cases: list[str], parts: int) -> list[list[str]]:
@@ -120,6 +141,7 @@ def part_document(table: ScoreTable, strategy: str, part: int, parts: int, cases
         "parts": parts,
         "cases": sorted(cases),
         "scores": table.scores,
+        "class_scores": table.class_scores,
         "failed": table.failed,
         "seconds": table.seconds,
         "slices": table.slices,
@@ -231,4 +253,5 @@ class ShardedScoring:
         scores = {c: float(s) for doc in found.values() for c, s in doc["scores"].items()}
         failed = {c: str(why) for doc in found.values() for c, why in doc.get("failed", {}).items()}
         slices = sum(int(doc.get("slices", 0)) for doc in found.values())
-        return ScoreTable(version, scores, time.perf_counter() - started, slices, failed)
+        per_class = {c: [float(x) for x in v] for doc in found.values() for c, v in doc.get("class_scores", {}).items()}
+        return ScoreTable(version, scores, time.perf_counter() - started, slices, failed, per_class)

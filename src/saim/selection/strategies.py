@@ -1,13 +1,15 @@
-"""Data selection (paper §3.2): score the unannotated pool, pick the top N series.
+"""Data selection (paper §3.2): score the unannotated pool, pick N series.
 
-A strategy is one small class with one method, `score`; new criteria (MC-dropout, representativeness, external
-metadata) plug in beside these.
+A strategy is one small class: `score` gives each series a number, `pick` takes N of them (the top N unless the
+strategy says otherwise). A strategy that picks per class (`per_class`) scores each series once per foreground class
+(`score_classes`); the score table keeps those and hands them to `pick`. The selector (saim.selection.loop, through
+saim.selection.scoring's table) and the emulation (saim.research.emulate) use the same classes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -17,10 +19,29 @@ from saim.model.predictor import InteractivePredictor
 class SelectionStrategy(ABC):
     name: str = "abstract"
     uses_model: bool = True  # False: scores need no forward pass (sharded scoring is not worth it)
+    per_class: bool = False  # True: scored per foreground class (score_classes), picked from those
 
     @abstractmethod
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Informativeness of each series (higher = annotate sooner). pool: case -> slices (S, H, W)."""
+
+    def score_classes(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
+        """Per series, one score per foreground class (strategies with `per_class`)."""
+        raise NotImplementedError(f"{self.name} scores series, not classes")
+
+    def summary(self, class_scores: Sequence[float]) -> float:
+        """The one number a per-class strategy's table shows for a series (the selector's status, the stored table)."""
+        return float(np.sum(class_scores))
+
+    def pick(
+        self,
+        scores: Mapping[str, float],
+        n: int,
+        class_scores: Mapping[str, Sequence[float]] | None = None,
+        round: int = 1,
+    ) -> list[str]:
+        """The n series to annotate in selection round `round` (1, 2, ...): the n highest scores."""
+        return top_n(scores, n)
 
 
 class EntropyStrategy(SelectionStrategy):
@@ -100,20 +121,102 @@ class MCDropoutEntropyStrategy(SelectionStrategy):
         return {case: float(part.mean()) for case, part in zip(cases, np.split(per_slice, bounds), strict=True)}
 
 
+class ClassStratifiedPowerEntropyStrategy(SelectionStrategy):
+    """Class-stratified, scheduled power predictive entropy, after ClaSP PE (Lüth, Traub et al., arXiv 2601.13677),
+    as we read its description, for whole series instead of 3D patches:
+
+    - **class-wise predictive entropy**: per series and foreground class, the mean over its slices of the per-pixel
+      entropy weighted by the class's probability (InteractivePredictor.class_entropy): the uncertainty that
+      belongs to that class;
+    - **class-stratified**: the batch is filled class by class in turn (a class order drawn per round), each turn
+      taking the not yet chosen series with the highest noisy score of that class, so a rare structure gets its
+      share of the batch however little entropy it adds to a whole series;
+    - **log-scale power noise on a decaying schedule**: the noisy score is log(score) + T x Gumbel noise, which
+      draws series in proportion to score ** (1 / T) (power sampling, Kirsch et al. 2023); T = `noise` x
+      `decay` ** (round - 1) falls from round to round (1, 0.5, 0.25, ... by default), from diverse early picks to
+      greedy ones later.
+
+    The noise is drawn at `pick` from (seed, round): a restarted selector picks the same series again."""
+
+    name = "clasp_pe"
+    per_class = True
+    NOISE, DECAY = 1.0, 0.5
+    FLOOR = 1e-12  # a class the model never predicts in a series: a score of (almost) nothing, never log(0)
+
+    def __init__(self, seed: int = 0, noise: float = NOISE, decay: float = DECAY):
+        if noise < 0 or not 0 < decay <= 1:
+            raise ValueError(f"need noise >= 0 and 0 < decay <= 1, got {noise} and {decay}")
+        self.seed, self.noise, self.decay = seed, noise, decay
+
+    def temperature(self, round: int) -> float:
+        return self.noise * self.decay ** max(0, round - 1)
+
+    def score_classes(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
+        cases = list(pool)
+        if not cases:
+            return {}
+        per_slice = predictor.class_entropy(np.concatenate([pool[c] for c in cases]))
+        bounds = np.cumsum([len(pool[c]) for c in cases])[:-1]
+        return {
+            case: [float(v) for v in part.mean(axis=0)]
+            for case, part in zip(cases, np.split(per_slice, bounds), strict=True)
+        }
+
+    def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {case: self.summary(v) for case, v in self.score_classes(predictor, pool).items()}
+
+    def pick(
+        self,
+        scores: Mapping[str, float],
+        n: int,
+        class_scores: Mapping[str, Sequence[float]] | None = None,
+        round: int = 1,
+    ) -> list[str]:
+        cases = sorted(scores)
+        if not class_scores or any(c not in class_scores for c in cases):  # a table stored without them
+            return top_n(scores, n)
+        table = np.array([class_scores[c] for c in cases], dtype=np.float64)  # (cases, K)
+        rng = np.random.default_rng([self.seed, round])
+        noisy = np.log(np.maximum(table, self.FLOOR)) + self.temperature(round) * rng.gumbel(size=table.shape)
+        order = rng.permutation(table.shape[1])
+        chosen: list[str] = []
+        free = np.ones(len(cases), bool)
+        while len(chosen) < min(n, len(cases)):
+            k = order[len(chosen) % len(order)]
+            i = int(np.argmax(np.where(free, noisy[:, k], -np.inf)))
+            free[i] = False
+            chosen.append(cases[i])
+        return chosen
+
+
 STRATEGIES: dict[str, type[SelectionStrategy]] = {
     "entropy": EntropyStrategy,
     "random": RandomStrategy,
     "fg_random": ForegroundRandomStrategy,
     "mc_dropout": MCDropoutEntropyStrategy,
+    "clasp_pe": ClassStratifiedPowerEntropyStrategy,
 }
 
 
 def make_strategy(name: str, seed: int = 0) -> SelectionStrategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown selection strategy {name!r}; choose from {sorted(STRATEGIES)}")
-    if name in ("random", "fg_random", "mc_dropout"):
+    if name in ("random", "fg_random", "mc_dropout", "clasp_pe"):
         return STRATEGIES[name](seed)  # type: ignore[call-arg]
     return STRATEGIES[name]()
+
+
+def select(
+    strategy: SelectionStrategy, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray], n: int, round: int
+) -> tuple[list[str], dict[str, float]]:
+    """Score `pool` and pick n series in one process (the emulation; the selector keeps a score table between the
+    two). Returns the picked series and every series' score."""
+    if strategy.per_class:
+        per_class = strategy.score_classes(predictor, pool)
+        scores = {case: strategy.summary(v) for case, v in per_class.items()}
+        return strategy.pick(scores, n, per_class, round), scores
+    scores = strategy.score(predictor, pool)
+    return strategy.pick(scores, n, None, round), scores
 
 
 def top_n(scores: Mapping[str, float], n: int) -> list[str]:

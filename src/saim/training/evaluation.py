@@ -1,15 +1,17 @@
 """Evaluation of an interactive predictor on labelled series: automatic and interactive mIoU, per-class IoU, NoC.
 
 Shared by the trainer's pipeline (every published version is evaluated on the fixed validation and test splits)
-and the emulated scenario."""
+and the emulated scenario. `evaluate_cvpr` adds the CVPR 2025 interactive 3D challenge's protocol on whole series
+(`saim emulate --protocol cvpr`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from saim.data.slices import Series, stack
+from saim.model.clicks import Click, farthest_from_boundary, largest_error_region
 from saim.model.predictor import InteractivePredictor
-from saim.training.metrics import dice_auc, iou_per_class, mean_iou
+from saim.training.metrics import auc, dice_auc, iou_per_class, mean_iou, surface_dice
 from saim.training.virtual_user import VirtualUser, number_of_clicks
 
 AUC_CLICKS = 5  # Dice-AUC over this many click rounds (the CVPR 2025 interactive 3D challenge's protocol)
@@ -42,3 +44,73 @@ def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int,
         nocs = {t: (None if np.isnan(v) else v) for t, v in number_of_clicks(predictor, images, gt).items()}
         out.update(noc85=nocs[0.85], noc90=nocs[0.90], dice_auc5=dice_auc(gt, result.rounds[1 : AUC_CLICKS + 1], k))
     return out
+
+
+CVPR_CLICKS = 5
+CVPR_MEASURES = ("cvpr_dice_auc", "cvpr_nsd_auc", "cvpr_dice", "cvpr_nsd")
+NSD_TOLERANCE = 2.0  # voxels of the model grid (the challenge states its tolerance in mm of the source spacing)
+
+
+def largest_error_3d(gt: np.ndarray, pred: np.ndarray, cls: int) -> tuple[int, Click] | None:
+    """The largest 3D connected error component of class `cls` in a volume (S, H, W) and the click that corrects it,
+    at the component's distance-transform peak (positive on missed voxels, negative on extra ones); with its slice."""
+    best = largest_error_region(gt, pred, cls)
+    if best is None:
+        return None
+    _, region, positive = best
+    z, y, x = farthest_from_boundary(region)
+    return z, Click(cls=cls, y=y, x=x, positive=positive)
+
+
+def _volume_scores(gt: np.ndarray, pred: np.ndarray, num_classes: int, tolerance: float) -> tuple[float, float]:
+    """Mean Dice and NSD over the foreground classes present in the volume's ground truth (NaN if none is)."""
+    dice, nsd = [], []
+    for c in range(1, num_classes + 1):
+        g, p = gt == c, pred == c
+        if not g.any():
+            continue
+        dice.append(2 * (g & p).sum() / (g.sum() + p.sum()))
+        nsd.append(surface_dice(g, p, tolerance))
+    return (float(np.mean(dice)), float(np.mean(nsd))) if dice else (float("nan"), float("nan"))
+
+
+def evaluate_cvpr(
+    predictor: InteractivePredictor,
+    series: list[Series],
+    clicks: int = CVPR_CLICKS,
+    tolerance: float = NSD_TOLERANCE,
+) -> dict:
+    """The CVPR 2025 interactive 3D challenge's protocol, on each series as one volume (its slices stacked; with
+    `max_slices` those are a spaced subset of the scan's): the automatic prediction, then `clicks` rounds in which
+    every class gets one click at the distance-transform peak of its largest 3D connected error component, placed on
+    that voxel's slice; the slices clicked in a round are predicted again with all their clicks so far and their
+    previous answer. After each round, the volume's Dice and NSD (tolerance in voxels) averaged over the classes
+    present; DSC_AUC and NSD_AUC over rounds 1..clicks (trapezoids, 0..clicks-1) and the final DSC and NSD, each
+    averaged over the series with foreground."""
+    k = predictor.config.num_classes
+    per_series = []
+    for s in series:
+        gt = np.asarray(s.truth)
+        if not (gt > 0).any():
+            continue
+        pred = predictor.predict(s.images)
+        placed: list[list[Click]] = [[] for _ in range(len(gt))]
+        curve = []
+        for _ in range(clicks):
+            touched = set()
+            for c in range(1, k + 1):
+                found = largest_error_3d(gt, pred, c)
+                if found is not None:
+                    z, click = found
+                    placed[z].append(click)
+                    touched.add(z)
+            if touched:
+                idx = np.array(sorted(touched))
+                pred[idx] = predictor.predict(s.images[idx], [placed[z] for z in idx], pred[idx])
+            curve.append(_volume_scores(gt, pred, k, tolerance))
+        dice, nsd = [d for d, _ in curve], [n for _, n in curve]
+        per_series.append((auc(dice), auc(nsd), dice[-1], nsd[-1]))
+    if not per_series:
+        return dict.fromkeys(CVPR_MEASURES)
+    means = np.array(per_series).mean(axis=0)
+    return {key: float(v) for key, v in zip(CVPR_MEASURES, means, strict=True)}

@@ -48,3 +48,32 @@ def dice_auc(gt: np.ndarray, rounds: list[np.ndarray], num_classes: int) -> floa
         return float("nan")
     curves = per_image[keep]
     return float(np.mean(curves[:, 1:].sum(axis=1) + curves[:, :-1].sum(axis=1)) / 2)
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """The voxels of a boolean mask (2D or 3D) with a neighbour outside it (face connectivity)."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def surface_dice(gt: np.ndarray, pred: np.ndarray, tolerance: float) -> float:
+    """Normalised surface Dice (NSD) of two boolean masks: the share of both surfaces' voxels that lie within
+    `tolerance` voxels of the other surface (Nikolov et al. 2021, as the CVPR 2025 interactive 3D challenge scores
+    it, there in mm). 1 when both are empty, 0 when only one is."""
+    from scipy import ndimage
+
+    sg, sp = surface(gt), surface(pred)
+    if not sg.any() and not sp.any():
+        return 1.0
+    if not sg.any() or not sp.any():
+        return 0.0
+    to_gt = ndimage.distance_transform_edt(~sg)
+    to_pred = ndimage.distance_transform_edt(~sp)
+    close = (to_pred[sg] <= tolerance).sum() + (to_gt[sp] <= tolerance).sum()
+    return float(close / (sg.sum() + sp.sum()))
+
+
+def auc(curve: list[float]) -> float:
+    """Area under a per-round curve, trapezoids of width 1 (0 to n - 1 for n rounds)."""
+    return float(np.sum(curve[1:]) + np.sum(curve[:-1])) / 2
