@@ -91,7 +91,8 @@ def step_profile(net: torch.nn.Module, mc: ModelConfig, batch: int, steps: int, 
 
     def bare() -> None:
         with autocast(device):
-            logits = net(encode(images, zeros, zeros, zeros).contiguous(memory_format=memory_format(device))).float()
+            x = encode(images, zeros, zeros, zeros, zeros if mc.box_prompts else None)
+            logits = net(x.contiguous(memory_format=memory_format(device))).float()
         loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -350,6 +350,31 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
             lambda model: session.edit(model, index, int(request.class_index), painted),
         )
 
+    def AddBox(self, request: annotator_pb2.AddBoxRequest, context: grpc.ServicerContext) -> annotator_pb2.MaskResponse:
+        session = self._session(request.session_id)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        region = (request.row0, request.col0, request.row1, request.col1)
+        return self._operate(
+            session, index, request.request_id, lambda model: session.add_box(model, index, request.class_index, region)
+        )
+
+    def AddScribble(
+        self, request: annotator_pb2.AddScribbleRequest, context: grpc.ServicerContext
+    ) -> annotator_pb2.MaskResponse:
+        session = self._session(request.session_id)
+        index = int(request.slice)
+        session.geometry.check_slice(index)
+        if len(request.rows) != len(request.cols):
+            raise InvalidInput(f"the scribble has {len(request.rows)} rows and {len(request.cols)} columns")
+        path = list(zip(request.rows, request.cols, strict=True))
+        return self._operate(
+            session,
+            index,
+            request.request_id,
+            lambda model: session.add_scribble(model, index, request.class_index, request.positive, path),
+        )
+
     def Undo(self, request: annotator_pb2.UndoRequest, context: grpc.ServicerContext) -> annotator_pb2.MaskResponse:
         session = self._session(request.session_id)
         index = int(request.slice)

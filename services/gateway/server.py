@@ -204,6 +204,25 @@ class EditBody(Strict):
     request_id: str = Field("", pattern=REQUEST_ID)
 
 
+class BoxBody(Strict):
+    slice: int = Field(ge=0)
+    class_index: int = Field(ge=1)
+    box: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt, NonNegativeInt] = Field(
+        description="row0, col0, row1, col1 in the slice's pixels, corners inclusive"
+    )
+    request_id: str = Field("", pattern=REQUEST_ID)
+
+
+class ScribbleBody(Strict):
+    slice: int = Field(ge=0)
+    class_index: int = Field(ge=1)
+    positive: bool = True
+    points: list[tuple[NonNegativeInt, NonNegativeInt]] = Field(
+        min_length=1, max_length=4096, description="(row, col) in the slice's pixels, in drawing order"
+    )
+    request_id: str = Field("", pattern=REQUEST_ID)
+
+
 class UndoBody(Strict):
     slice: int = Field(ge=0)
     request_id: str = Field("", pattern=REQUEST_ID)
@@ -459,6 +478,36 @@ def edit(session_id: str, body: EditBody, c: AsCaller, gw: AsGateway) -> dict:
         request_id=request_id(body.request_id),
     )
     return reply_json(c.annotator(session_id, "EditSlice", request))
+
+
+@api.post("/sessions/{session_id}/boxes")
+def box(session_id: str, body: BoxBody, c: AsCaller) -> dict:
+    row0, col0, row1, col1 = body.box
+    request = annotator_pb2.AddBoxRequest(
+        session_id=session_id,
+        slice=body.slice,
+        class_index=body.class_index,
+        row0=row0,
+        col0=col0,
+        row1=row1,
+        col1=col1,
+        request_id=request_id(body.request_id),
+    )
+    return reply_json(c.annotator(session_id, "AddBox", request))
+
+
+@api.post("/sessions/{session_id}/scribbles")
+def scribble(session_id: str, body: ScribbleBody, c: AsCaller) -> dict:
+    request = annotator_pb2.AddScribbleRequest(
+        session_id=session_id,
+        slice=body.slice,
+        class_index=body.class_index,
+        positive=body.positive,
+        rows=[r for r, _ in body.points],
+        cols=[col for _, col in body.points],
+        request_id=request_id(body.request_id),
+    )
+    return reply_json(c.annotator(session_id, "AddScribble", request))
 
 
 @api.post("/sessions/{session_id}/undo")

@@ -29,7 +29,7 @@ CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ig
 
 # Short training (the page is what is tested, but the screenshots should show a model that has learnt something);
 # one batch of two series.
-SETTINGS = stack_settings(epochs=2, steps_per_epoch=25, batch_size=2, iterations=1)
+SETTINGS = stack_settings(epochs=2, steps_per_epoch=25, batch_size=2, iterations=1, SAIM_MODEL__BOX_PROMPTS="true")
 
 
 def chromium_path() -> str:

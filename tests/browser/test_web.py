@@ -130,6 +130,24 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(web):
             "bytes",
         ),
         ("nothing to undo", "POST", f"/api/sessions/{sid}/undo", bob, {"json": {"slice": 1}}, 400, "no click"),
+        (
+            "box outside the slice",
+            "POST",
+            f"/api/sessions/{sid}/boxes",
+            bob,
+            {"json": {"slice": 1, "class_index": 1, "box": [0, 0, g["rows"], 5]}},
+            400,
+            "not a box within",
+        ),
+        (
+            "box with a missing corner",
+            "POST",
+            f"/api/sessions/{sid}/boxes",
+            bob,
+            {"json": {"slice": 1, "class_index": 1, "box": [0, 0, 5]}},
+            400,
+            "box",
+        ),
         ("rollback to no version", "POST", "/api/models/rollback", admin, {"json": {"version": "v0099"}}, 404, "v0099"),
     ]
 
@@ -187,6 +205,17 @@ def click_voxel(page, voxel, n_before: int, button="left"):
     page.wait_for_function(f"saim.state.rtt.length > {n_before}", timeout=60_000)
 
 
+def drag(page, start, end, steps: int, release: bool = True):
+    """A left-button drag on the canvas from one voxel to another (brush strokes, boxes, scribbles)."""
+    a = page.evaluate(f"saim.voxelToClient({list(start)})")
+    b = page.evaluate(f"saim.voxelToClient({list(end)})")
+    page.mouse.move(a["x"], a["y"])
+    page.mouse.down()
+    page.mouse.move(b["x"], b["y"], steps=steps)
+    if release:
+        page.mouse.up()
+
+
 def test_a_person_annotates_in_the_browser(web, page):
     log_in(page, web, "alice")
     take_case(page)
@@ -236,12 +265,7 @@ def test_a_person_annotates_in_the_browser(web, page):
     page.keyboard.press("2")
     page.fill("#radius", "2")
     row, col = voxel[0], voxel[1]
-    start = page.evaluate(f"saim.voxelToClient([{row}, {col + 4}, {k}])")
-    end = page.evaluate(f"saim.voxelToClient([{row}, {col + 10}, {k}])")
-    page.mouse.move(start["x"], start["y"])
-    page.mouse.down()
-    page.mouse.move(end["x"], end["y"], steps=10)
-    page.mouse.up()
+    drag(page, (row, col + 4, k), (row, col + 10, k), steps=10)
     page.wait_for_function(f"saim.state.info.get({k}).edits === 1", timeout=60_000)
     edited = page_mask(page, k, shape)
     assert (edited[row, col + 5 : col + 10] == 2).all()
@@ -335,6 +359,40 @@ def test_a_person_annotates_in_the_browser(web, page):
     page.click('#classes input.shown[data-k="1"]')
     assert page.evaluate("saim.state.hidden.size") == 0 and (page_mask(page, k2, shape) == 1).any()
 
+    # a box (X): dragged around a structure of slice k2, the annotator answers the slice with it as the prompt
+    cls = 2 if (label[:, :, k2] == 2).sum() > 20 else 1
+    rows_in, cols_in = np.nonzero(label[:, :, k2] == cls)
+    corners = (int(rows_in.min()), int(cols_in.min()), int(rows_in.max()), int(cols_in.max()))
+    page.evaluate("document.activeElement.blur()")  # the class checkbox had the focus: keys go to the page again
+    page.keyboard.press("x")
+    page.keyboard.press(str(cls))
+    assert page.evaluate("saim.state.tool") == "box"
+    before_box = page_mask(page, k2, shape)
+    drag(page, (corners[0], corners[1], k2), (corners[2], corners[3], k2), steps=8, release=False)
+    assert page.locator("#box-preview").is_visible()  # the box is shown while it is dragged
+    page.mouse.up()
+    page.wait_for_function("saim.state.boxes.length === 1", timeout=120_000)
+    drawn = page.evaluate("saim.state.boxes[0]")
+    assert drawn["slice"] == k2 and drawn["cls"] == cls
+    assert all(abs(a - b) <= 1 for a, b in zip(drawn["box"], corners, strict=True))  # the voxels under the pointer
+    assert page.locator("#message").inner_text().startswith(f"box for {web.dataset.info.classes[cls - 1]}")
+    after_box = page_mask(page, k2, shape)
+    assert (after_box != before_box).any()  # the slice was answered anew, with the box
+    assert not page.locator("#box-preview").is_visible()
+
+    # a scribble (S): dragged along the liver of slice k2, every voxel under it is liver in the answer
+    page.keyboard.press("s")
+    page.keyboard.press("1")
+    r2, c2, _ = inner_voxel(label, 1, k2)
+    path = [(r2, c2 - 2), (r2, c2 + 2)]
+    drag(page, (*path[0], k2), (*path[1], k2), steps=8)
+    page.wait_for_function("saim.state.scribbles.length === 1", timeout=120_000)
+    drawn_scribble = page.evaluate("saim.state.scribbles[0]")
+    assert drawn_scribble["slice"] == k2 and drawn_scribble["positive"] and drawn_scribble["points"] >= 3
+    scribbled = page_mask(page, k2, shape)
+    assert (scribbled[r2, c2 - 1 : c2 + 2] == 1).all()
+    page.keyboard.press("c")
+
     # submit: the annotation is in the bucket in the scan's geometry, with the clicks and the edit in its provenance
     page.click("#submit")
     page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
@@ -350,6 +408,8 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert prov["slices_edited"] == sorted([k, k2]) and prov["slices_interpolated"] == [between]
     assert prov["slices_propagated"] == sorted(set(carried["slices"]) - {k2, between})
     assert prov["num_propagated"] == len(carried["slices"]) and prov["num_interpolated"] == 1
+    assert prov["num_boxes"] == 1 and prov["boxes"][0]["box"] == drawn["box"] and prov["boxes"][0]["slice"] == k2
+    assert prov["num_scribbles"] == 1 and prov["scribbles"][0]["points"] == drawn_scribble["points"]
     for x in carried["slices"]:
         assert (labels[:, :, x] == liver).any()
     assert not store.list(f"drafts/{case}/")  # the draft went with the submission

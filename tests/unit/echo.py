@@ -42,3 +42,18 @@ def oblique_affine(spacing=(0.7, 0.7, 3.0), degrees=(20.0, -35.0, 10.0), flips=(
     affine[:3, :3] = rz @ ry @ rx @ np.diag(np.array(spacing) * np.array(flips))
     affine[:3, 3] = (-80.0, 40.0, 12.5)
     return affine
+
+
+class BoxEchoNet(EchoNet):
+    """EchoNet that also answers each class inside its box channel (a model with box prompts)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.k
+        out = super().forward(x)
+        return torch.cat([out[:, :1], out[:, 1:] + 10 * x[:, 1 + 3 * k : 1 + 4 * k]], dim=1)
+
+
+def box_echo_predictor(config: ModelConfig) -> InteractivePredictor:
+    return InteractivePredictor(
+        replace(config, refine_steps=0, box_prompts=True), network=BoxEchoNet(config.num_classes)
+    )

@@ -189,3 +189,56 @@ def test_a_click_is_never_ignored_even_by_a_network_that_ignores_it(says):
     _, mask, _ = s.add_click(model, (50, 10, 3), 1, False)
     assert mask[50, 10] != 1 and mask[13, 41] != 2  # earlier clicks of the slice still hold
     assert s.labels(model)[36, 24, 2] == 2
+
+
+def test_a_box_answers_its_class_inside_it_stays_for_later_clicks_and_is_a_draft_operation():
+    from saim.annotation.drafts import decode_slice, encode_slice
+    from tests.unit.echo import box_echo_predictor
+
+    s, model = _session(box_echo_predictor(ModelConfig(classes=("a", "b"), image_size=32, click_radius=2)))
+    auto = s.mask(model, 1)[0].copy()
+    mask, state = s.add_box(model, 1, 2, (10, 5, 40, 30))
+    assert (mask[14:37, 9:27] == 2).all()  # inside the box (the model grid's pixels are ~2.2 source pixels)
+    assert not (mask[50:, 35:] == 2).any() and (mask[50:, 35:] == auto[50:, 35:]).all()  # outside it, as before
+    _, clicked, state = s.add_click(model, (60, 45, 1), 1, True)
+    assert clicked[60, 45] == 1 and (clicked[14:37, 9:27] == 2).all()  # the box stays for the slice's later answers
+    assert [op.kind for op in state.ops] == ["box", "click"] and s.touched_by_person(1)
+    restored = decode_slice(encode_slice(state), (70, 50))
+    assert restored.ops[0].region == (10, 5, 40, 30) and restored.ops[0].model_box == state.ops[0].model_box
+    provenance = s.provenance(None)
+    assert provenance["num_boxes"] == 1 and provenance["boxes"][0]["box"] == [10, 5, 40, 30]
+    s.undo(model, 1)
+    np.testing.assert_array_equal(s.undo(model, 1)[0], auto)
+    with pytest.raises(InvalidInput, match="is not a box within the 70x50 slice"):
+        s.add_box(model, 1, 2, (10, 5, 70, 30))
+    with pytest.raises(InvalidInput, match="box class 3 is not a foreground class"):
+        s.add_box(model, 1, 3, (10, 5, 20, 30))
+
+
+def test_a_model_without_box_prompts_refuses_a_box(echo):
+    s, model = echo
+    with pytest.raises(InvalidInput, match="trained without box prompts: use clicks"):
+        s.add_box(model, 1, 1, (10, 5, 20, 30))
+
+
+def test_a_scribble_marks_its_path_stays_for_later_clicks_and_is_a_draft_operation(echo):
+    from saim.annotation.drafts import decode_slice, encode_slice
+
+    s, model = echo
+    path = [(35, c) for c in range(5, 45)]
+    mask, state = s.add_scribble(model, 2, 1, True, path)
+    assert all(mask[r, c] == 1 for r, c in path)  # the echo model paints each click's disk along it
+    assert len(state.ops[0].model_clicks) >= 5 and state.clicks == list(state.ops[0].model_clicks)
+    _, after, state = s.add_click(model, (10, 10, 2), 2, True)
+    assert all(after[r, c] == 1 for r, c in path) and after[10, 10] == 2
+    restored = decode_slice(encode_slice(state), (70, 50))
+    assert restored.ops[0].path == tuple(path) and restored.ops[0].model_clicks == state.ops[0].model_clicks
+    provenance = s.provenance(None)
+    assert provenance["num_scribbles"] == 1 and provenance["scribbles"][0]["points"] == len(path)
+    assert 2 in provenance["slices_edited"]
+    removed, _ = s.add_scribble(model, 2, 1, False, [(35, c) for c in range(20, 30)])
+    assert all(removed[35, c] != 1 for c in range(20, 30))  # a negative scribble takes its class away on its path
+    with pytest.raises(InvalidInput, match="the scribble has no point"):
+        s.add_scribble(model, 2, 1, True, [])
+    with pytest.raises(InvalidInput, match="the scribble leaves the 70x50 slice"):
+        s.add_scribble(model, 2, 1, True, [(69, 49), (70, 49)])

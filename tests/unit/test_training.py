@@ -61,7 +61,13 @@ def test_input_encoding_shapes_and_channel_order():
     assert x.shape == (2, 1 + 3 * k, s, s)
     assert x[0, 1 + 1, 5, 5] == 1 and x[0, 1:].sum() == 1
     assert torch.equal(x[:, :1], images)  # the image channel as preprocessed (saim.data.intensity)
+    boxes = torch.zeros(2, k, s, s)
+    boxes[1, 2, 2:4, 2:4] = 1
+    with_boxes = encode(images, pos, neg, prev, boxes)
+    assert with_boxes.shape == (2, 1 + 4 * k, s, s) and torch.equal(with_boxes[:, : 1 + 3 * k], x)  # boxes come last
+    assert with_boxes[1, 1 + 3 * k + 2, 2:4, 2:4].sum() == 4
     assert ModelConfig(classes=("a", "b", "c")).in_channels == 10
+    assert ModelConfig(classes=("a", "b", "c"), box_prompts=True).in_channels == 13
 
 
 def test_click_rasterisation_disk_and_gaussian():
@@ -155,20 +161,20 @@ def test_propagation_samples_start_from_the_neighbours_ground_truth(tiny_model_c
     neighbours[:, 10:22, 6:18] = 1  # the structure moved a little from one slice to the next
     neighbours[:, 0:4, 0:4] = 2
     images = torch.randn(b, 1, s, s, generator=gen)
-    tc = TrainConfig(p_no_clicks=0.0, p_propagation=1.0, click_rounds=0)
+    tc = TrainConfig(p_no_clicks=0.0, p_propagation=1.0, click_rounds=0, p_box=0.0)
     net = torch.nn.Conv2d(mc.in_channels, mc.num_classes + 1, 1)
     has = torch.ones(b, dtype=torch.bool)
     has[:8] = False  # slices without a known neighbour are never carried
     x = simulate_interaction(net, images, labels, mc, tc, gen, neighbours, has)
     k = mc.num_classes
     clicks = x[:, 1 : 1 + 2 * k].flatten(1).abs().sum(1) > 0
-    prev = x[:, 1 + 2 * k :]
+    prev = x[:, 1 + 2 * k : 1 + 3 * k]
     carried = (prev == one_hot_foreground(neighbours, k)).flatten(1).all(1)
     assert carried[8:].all() and not carried[:8].any()
     silent = int((~clicks[8:]).sum())
     assert 10 <= silent <= 46  # about half of the 56 carried samples get no click at all; the rest are corrected
     plain = simulate_interaction(net, images, labels, mc, TrainConfig(p_no_clicks=0.0, p_propagation=0.0), gen)
-    assert not (plain[:, 1 + 2 * k :] == one_hot_foreground(neighbours, k)).flatten(1).all(1).any()
+    assert not (plain[:, 1 + 2 * k : 1 + 3 * k] == one_hot_foreground(neighbours, k)).flatten(1).all(1).any()
 
 
 def test_sampled_clicks_fall_in_error_regions_with_the_right_sign():

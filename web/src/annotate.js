@@ -30,6 +30,8 @@ const state = {
   resumed: null, // the draft found at the last open
   timings: null, // the last new case: loading the volume, setting up the mask layer (ms)
   propagated: [], // per propagation: {from, slices written}
+  boxes: [], // per box: {slice, cls, box: [row0, col0, row1, col1]}
+  scribbles: [], // per scribble: {slice, cls, positive, points}
   interpolated: [], // per interpolation: {from, slices written, gaps}
   hidden: new Set(), // classes not shown in the mask layer
   views: "acquisition", // or "multiplanar": the three planes and a 3D render, one crosshair
@@ -405,6 +407,80 @@ function endStroke() {
   });
 }
 
+// Box: dragged in the acquisition plane around a structure of the active class, sent when the button is released;
+// the annotator answers the slice with the box as the model's prompt.
+let boxDrag = null;
+
+function showBoxPreview() {
+  const el = $("box-preview");
+  const a = voxelToClient(boxDrag.start);
+  const b = voxelToClient(boxDrag.end);
+  if (!a || !b) return;
+  Object.assign(el.style, {
+    left: `${Math.min(a.x, b.x)}px`,
+    top: `${Math.min(a.y, b.y)}px`,
+    width: `${Math.abs(b.x - a.x)}px`,
+    height: `${Math.abs(b.y - a.y)}px`,
+  });
+  el.classList.remove("hidden");
+}
+
+function endBox() {
+  const done = boxDrag;
+  boxDrag = null;
+  $("box-preview").classList.add("hidden");
+  if (!done) return;
+  const [p, q] = inplane();
+  const rows = [done.start[p], done.end[p]].sort((x, y) => x - y);
+  const cols = [done.start[q], done.end[q]].sort((x, y) => x - y);
+  const cls = state.active;
+  enqueue(async () => {
+    const body = { slice: done.slice, class_index: cls, box: [rows[0], cols[0], rows[1], cols[1]], request_id: newId() };
+    const reply = await retried("POST", "/boxes", body, "the box");
+    await applyMask(reply);
+    state.boxes.push({ slice: done.slice, cls, box: body.box });
+    setMessage(`box for ${state.classes[cls - 1]} on slice ${done.slice}: rows ${rows.join("–")}, columns ${cols.join("–")}`);
+  });
+}
+
+// Scribble: a path dragged along a structure (left button: the active class; right button or Shift: not it), shown
+// as it is drawn and sent when the button is released; the model takes it as clicks along the path.
+let scribble = null;
+
+function addScribblePoint(v) {
+  const [p, q] = inplane();
+  const point = [v[p], v[q]];
+  const last = scribble.points[scribble.points.length - 1];
+  if (last && last[0] === point[0] && last[1] === point[1]) return;
+  scribble.points.push(point);
+  const { c0, s } = layout;
+  nv.drawBitmap[c0 + scribble.slice * s[state.g.slice_axis] + point[0] * s[p] + point[1] * s[q]] = scribble.positive
+    ? state.active
+    : 0;
+  if (!scribble.frame) {
+    const k = scribble.slice;
+    scribble.frame = requestAnimationFrame(() => {
+      if (scribble) scribble.frame = 0;
+      repaint(k);
+    });
+  }
+}
+
+function endScribble() {
+  const done = scribble;
+  scribble = null;
+  if (!done) return;
+  const cls = state.active;
+  enqueue(async () => {
+    const body = { slice: done.slice, class_index: cls, positive: done.positive, points: done.points, request_id: newId() };
+    const reply = await retried("POST", "/scribbles", body, "the scribble");
+    await applyMask(reply);
+    state.scribbles.push({ slice: done.slice, cls, positive: done.positive, points: done.points.length });
+    const what = done.positive ? "" : "not ";
+    setMessage(`scribble of ${done.points.length} points (${what}${state.classes[cls - 1]}) on slice ${done.slice}`);
+  });
+}
+
 // ---- mouse and keys ------------------------------------------------------------------------------------------------
 // Left and right buttons are ours (clicks, strokes): Niivue never sees them, so a click costs no redraw of its own
 // and the crosshair stays put. The middle button (pan) and the wheel (slices) stay Niivue's.
@@ -423,6 +499,19 @@ canvas.addEventListener("pointerdown", (e) => {
   if (!state.session || !layout || e.button === 1) return;
   const v = voxelAtEvent(e);
   if (!v) return;
+  if (state.tool === "scribble" && (e.button === 0 || e.button === 2)) {
+    const positive = e.button === 0 && !e.shiftKey;
+    scribble = { slice: v[state.g.slice_axis], positive, points: [], frame: 0 };
+    canvas.setPointerCapture(e.pointerId);
+    addScribblePoint(v);
+    return;
+  }
+  if (state.tool === "box" && e.button === 0) {
+    boxDrag = { slice: v[state.g.slice_axis], start: v, end: v };
+    canvas.setPointerCapture(e.pointerId);
+    showBoxPreview();
+    return;
+  }
   if (state.tool !== "click" && e.button === 0) {
     stroke = { slice: v[state.g.slice_axis], tool: state.tool, pixels: new Uint8Array(state.g.rows * state.g.cols) };
     canvas.setPointerCapture(e.pointerId);
@@ -432,12 +521,30 @@ canvas.addEventListener("pointerdown", (e) => {
   if (e.button === 0 || e.button === 2) click(v, e.button === 0 && !e.shiftKey);
 });
 canvas.addEventListener("pointermove", (e) => {
+  if (scribble) {
+    const v = voxelAtEvent(e);
+    if (v && v[state.g.slice_axis] === scribble.slice) addScribblePoint(v);
+    return;
+  }
+  if (boxDrag) {
+    const v = voxelAtEvent(e);
+    if (v && v[state.g.slice_axis] === boxDrag.slice) {
+      boxDrag.end = v;
+      showBoxPreview();
+    }
+    return;
+  }
   if (!stroke) return;
   const v = voxelAtEvent(e);
   if (v && v[state.g.slice_axis] === stroke.slice) paintDisk(v);
 });
-canvas.addEventListener("pointerup", endStroke);
-canvas.addEventListener("pointercancel", endStroke);
+canvas.addEventListener("pointerup", () => (scribble ? endScribble() : boxDrag ? endBox() : endStroke()));
+canvas.addEventListener("pointercancel", () => {
+  boxDrag = null;
+  scribble = null;
+  $("box-preview").classList.add("hidden");
+  endStroke();
+});
 
 window.addEventListener("keydown", (e) => {
   if (!state.session || e.target.tagName === "INPUT") return;
@@ -446,6 +553,8 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "c") selectTool("click");
   else if (e.key === "b") selectTool("brush");
   else if (e.key === "e") selectTool("eraser");
+  else if (e.key === "x") selectTool("box");
+  else if (e.key === "s") selectTool("scribble");
   else if ((e.key === "y" && (e.ctrlKey || e.metaKey)) || (e.key === "Z" && (e.ctrlKey || e.metaKey))) redo();
   else if (e.key === "u" || (e.key === "z" && (e.ctrlKey || e.metaKey))) undo();
   else if (e.key === "r") redo();

@@ -29,14 +29,14 @@ import numpy as np
 from saim.annotation.session import AnnotationSession, Op, SliceState
 from saim.data.geometry import ScanGeometry
 from saim.errors import Conflict, NotFound, SaimError
-from saim.model.clicks import Click
+from saim.model.clicks import Box, Click
 from saim.storage.objects import ObjectStore
 from saim.storage.pool import draft_prefix, draft_slice_key, session_key
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # 3: request ids, 4: propagations, interpolations, undone operations; format 2 and 3 are still read
-READABLE = (2, 3, 4)
+FORMAT = 5  # 3: request ids, 4: propagations, interpolations, undone operations, 5: boxes, scribbles; 2-4 still read
+READABLE = (2, 3, 4, 5)
 MAGIC = b"SAIMDRAFT"
 ZLIB_LEVEL = 1
 
@@ -50,6 +50,12 @@ def _op_json(op: Op) -> dict:
         out.update(source=op.source, classes=list(op.classes))
     if op.between is not None:  # an interpolation: likewise
         out.update(between=list(op.between), classes=list(op.classes))
+    if op.path:  # a scribble
+        clicks = [[c.cls, c.y, c.x, c.positive] for c in op.model_clicks]
+        out.update(path=[list(p) for p in op.path], model_clicks=clicks)
+    if op.region is not None and op.model_box is not None:  # a box
+        b = op.model_box
+        out.update(region=list(op.region), model_box=[b.cls, b.y0, b.x0, b.y1, b.x1])
     return out
 
 
@@ -122,6 +128,13 @@ def _op_from_json(o: dict, strokes: Iterator[np.ndarray]) -> Op:
     if o["kind"] == "interpolate":
         low, high = o["between"]
         return Op("interpolate", 0, o["model_version"], classes=tuple(o["classes"]), between=(low, high))
+    if o["kind"] == "scribble":
+        path = tuple((int(r), int(c)) for r, c in o["path"])
+        clicks = tuple(Click(cls, y, x, positive) for cls, y, x, positive in o["model_clicks"])
+        return Op("scribble", o["cls"], o["model_version"], o["positive"], path=path, model_clicks=clicks)
+    if o["kind"] == "box":
+        row0, col0, row1, col1 = o["region"]
+        return Op("box", o["cls"], o["model_version"], region=(row0, col0, row1, col1), model_box=Box(*o["model_box"]))
     return Op("edit", o["cls"], o["model_version"], painted=next(strokes).astype(bool))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from saim.data.slices import Series
 from saim.errors import InvalidInput, NotFound
-from saim.model.clicks import Click
+from saim.model.clicks import Box, Click, scribble_clicks
 from saim.model.compute import Compute, Inline
 from saim.registry.live import ServedModel
 
@@ -30,18 +30,22 @@ AUTO_BATCH = 4  # untouched slices predicted per forward pass (at submit: a clic
 
 REQUESTS_KEPT = 32  # request ids a slice remembers: a retry arrives within seconds, not 32 operations later
 
-PERSONAL = ("click", "edit")  # operations that are the person's own work (the others are derived from it)
+# operations that are the person's own work (the others are derived from it)
+PERSONAL = ("click", "edit", "box", "scribble")
+
+MAX_SCRIBBLE_POINTS = 4096
 
 RESAMPLING = "model probabilities resampled bilinearly to the source grid, then argmax"
 
 
 @dataclass(frozen=True)
 class Op:
-    """One interaction on a slice: a click (voxel, model-grid click), a brush/eraser edit (painted pixels), a
-    propagation (the model's answer with a neighbouring slice's mask as its previous mask; `source`) or an
-    interpolation between two annotated slices (`between`)."""
+    """One interaction on a slice: a click (voxel, model-grid click), a brush/eraser edit (painted pixels), a box
+    around a structure (`region` in the slice's pixels, `model_box` on the model grid), a propagation (the model's
+    answer with a neighbouring slice's mask as its previous mask; `source`) or an interpolation between two annotated
+    slices (`between`)."""
 
-    kind: str  # "click" | "edit" | "propagate" | "interpolate"
+    kind: str  # "click" | "edit" | "box" | "scribble" | "propagate" | "interpolate"
     cls: int
     model_version: str
     positive: bool = True
@@ -51,6 +55,10 @@ class Op:
     source: int | None = None  # the slice whose mask was carried here, propagations only
     classes: tuple[int, ...] = ()  # the classes carried (propagations) or filled (interpolations)
     between: tuple[int, int] | None = None  # the two annotated slices an interpolation filled between
+    region: tuple[int, int, int, int] | None = None  # a box: row0, col0, row1, col1 of the slice, inclusive
+    model_box: Box | None = None  # the box on the model grid
+    path: tuple[tuple[int, int], ...] = ()  # a scribble: its points (row, col) on the slice, in drawing order
+    model_clicks: tuple[Click, ...] = ()  # a scribble as the model takes it: clicks along its path
 
     def describe(self, index: int) -> dict:
         out = {"slice": index, "class": self.cls, "model_version": self.model_version}
@@ -58,6 +66,11 @@ class Op:
             out.update(voxel=list(self.voxel), positive=self.positive)
         if self.painted is not None:  # an edit
             out.update(pixels=int(self.painted.sum()))
+        if self.region is not None:  # a box
+            out.update(box=list(self.region))
+        if self.path:  # a scribble
+            first, last = list(self.path[0]), list(self.path[-1])
+            out.update(points=len(self.path), positive=self.positive, first=first, last=last)
         if self.source is not None:  # a propagation
             del out["class"]
             out.update(source=self.source, classes=list(self.classes))
@@ -96,6 +109,23 @@ class SliceState:
 
     def count(self, kind: str) -> int:
         return sum(op.kind == kind for op in self.ops)
+
+    @property
+    def clicks(self) -> list[Click]:
+        """The slice's clicks on the model grid, each scribble's along its path included, in the order given."""
+        out: list[Click] = []
+        for op in self.ops:
+            if op.kind == "click" and op.model_click is not None:
+                out.append(op.model_click)
+            elif op.kind == "scribble":
+                out.extend(op.model_clicks)
+        return out
+
+    @property
+    def boxes(self) -> list[Box]:
+        """The slice's boxes on the model grid, the latest per class: what every later answer on it keeps."""
+        latest = {op.cls: op.model_box for op in self.ops if op.kind == "box" and op.model_box is not None}
+        return [latest[c] for c in sorted(latest)]
 
     def push(self, op: Op, mask: np.ndarray) -> None:
         """A new operation and the mask after it; what was undone can no longer be redone."""
@@ -269,14 +299,74 @@ class AnnotationSession:
         with self.lock:
             self._ensure_auto(model, [index])
             state = self.slices[index]
-            clicks = [op.model_click for op in state.ops if op.kind == "click"] + [click]
-            answer = self.compute.run(self._answer_click, model, index, clicks, state.mask)
+            clicks = [*state.clicks, click]
+            answer = self.compute.run(self._answer_click, model, index, clicks, state.mask, state.boxes)
             mask = self._reapply_edits(state, self._honour_clicks(state, answer, (row, col, click)))
             voxel_at = (int(voxel[0]), int(voxel[1]), int(voxel[2]))
             state.push(Op("click", click.cls, model.version, click.positive, voxel_at, click), mask)
             self.versions_used.add(model.version)
             self._active()
             return index, mask, state
+
+    def add_box(
+        self, model: ServedModel, index: int, cls: int, region: tuple[int, int, int, int]
+    ) -> tuple[np.ndarray, SliceState]:
+        """A box around a structure of class `cls` on slice `index` (row0, col0, row1, col1 of the slice, corners
+        inclusive): the model answers with the slice's boxes (this one replacing an earlier box of the class), its
+        clicks and its current mask; the person's strokes and clicked voxels stay."""
+        self.geometry.check_slice(index)
+        row0, col0, row1, col1 = (int(v) for v in region)
+        rows, cols = self.geometry.slice_shape
+        if not (0 <= row0 <= row1 < rows and 0 <= col0 <= col1 < cols):
+            raise InvalidInput(
+                f"box rows {row0}-{row1}, columns {col0}-{col1} is not a box within the {rows}x{cols} slice"
+            )
+        corners = [self.geometry.pixel_to_model(r, c, self.size) for r, c in ((row0, col0), (row1, col1))]
+        (y0, y1), (x0, x1) = (sorted(v) for v in zip(*corners, strict=True))
+        box = Box(int(cls), y0, x0, y1, x1)
+        model.predictor.validate_box(box)
+        with self.lock:
+            self._ensure_auto(model, [index])
+            state = self.slices[index]
+            boxes = [b for b in state.boxes if b.cls != box.cls] + [box]
+            answer = self.compute.run(self._answer_click, model, index, state.clicks, state.mask, boxes)
+            mask = self._reapply_edits(state, self._honour(answer, self._placed(state)))
+            state.push(Op("box", box.cls, model.version, region=(row0, col0, row1, col1), model_box=box), mask)
+            self.versions_used.add(model.version)
+            self._active()
+            return mask, state
+
+    def add_scribble(
+        self, model: ServedModel, index: int, cls: int, positive: bool, path: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, SliceState]:
+        """A scribble of class `cls` on slice `index` along `path` ((row, col) of the slice, in drawing order): the
+        model takes it as clicks of its sign along the path (a click radius apart on the model grid) with the slice's
+        other prompts; every voxel on the path keeps the scribble's meaning, as a clicked voxel does."""
+        self.geometry.check_slice(index)
+        rows, cols = self.geometry.slice_shape
+        if not path:
+            raise InvalidInput("the scribble has no point")
+        if len(path) > MAX_SCRIBBLE_POINTS:
+            raise InvalidInput(f"the scribble has {len(path)} points, at most {MAX_SCRIBBLE_POINTS} are taken")
+        points = tuple((int(r), int(c)) for r, c in path)
+        if not all(0 <= r < rows and 0 <= c < cols for r, c in points):
+            raise InvalidInput(f"the scribble leaves the {rows}x{cols} slice")
+        on_grid = [self.geometry.pixel_to_model(r, c, self.size) for r, c in points]
+        clicks = tuple(scribble_clicks(on_grid, int(cls), bool(positive), model.predictor.config.radius))
+        for click in clicks:
+            model.predictor.validate_click(click)
+        with self.lock:
+            self._ensure_auto(model, [index])
+            state = self.slices[index]
+            answer = self.compute.run(
+                self._answer_click, model, index, [*state.clicks, *clicks], state.mask, state.boxes
+            )
+            op = Op("scribble", int(cls), model.version, bool(positive), path=points, model_clicks=clicks)
+            mask = self._reapply_edits(state, self._honour(answer, [*self._placed(state), *self._placed_on(op)]))
+            state.push(op, mask)
+            self.versions_used.add(model.version)
+            self._active()
+            return mask, state
 
     def touched_by_person(self, index: int) -> bool:
         """Whether the slice has the person's own clicks or edits (a propagation never overwrites them)."""
@@ -335,9 +425,19 @@ class AnnotationSession:
             self._active()
             return mask, state, True
 
-    def _answer_click(self, model: ServedModel, index: int, clicks: list[Click], previous: np.ndarray) -> np.ndarray:
+    def _answer_click(
+        self,
+        model: ServedModel,
+        index: int,
+        clicks: list[Click],
+        previous: np.ndarray,
+        boxes: list[Box] | tuple[Box, ...] = (),
+    ) -> np.ndarray:
+        """The model's answer on slice `index` at source resolution, from its clicks, its previous mask and (a model
+        with box prompts) its boxes."""
         prev = self.geometry.to_model(previous[None], self.size, nearest=True)
-        probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev)
+        given = [list(boxes)] if boxes and model.predictor.config.box_prompts else None
+        probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev, boxes=given)
         return self._to_source(probs)[0]
 
     def _honour_clicks(self, state: SliceState, mask: np.ndarray, new: tuple[int, int, Click]) -> np.ndarray:
@@ -345,8 +445,24 @@ class AnnotationSession:
         positive click there, and not the class of a negative click (background instead). The model grid already
         honours them (saim.model.predictor.honour_clicks); resampling back could move a voxel next to the class
         boundary across it."""
-        placed = [(*self.geometry.split_voxel(op.voxel)[1:], op.model_click) for op in state.ops if op.kind == "click"]
-        for row, col, click in [*placed, new]:
+        return self._honour(mask, [*self._placed(state), new])
+
+    def _placed(self, state: SliceState) -> list[tuple[int, int, Click]]:
+        """The slice's clicks and scribbles where the person put them: (row, col) of the slice and the meaning."""
+        return [placed for op in state.ops for placed in self._placed_on(op)]
+
+    def _placed_on(self, op: Op) -> list[tuple[int, int, Click]]:
+        if op.kind == "click" and op.voxel is not None and op.model_click is not None:
+            row, col = self.geometry.split_voxel(op.voxel)[1:]
+            return [(row, col, op.model_click)]
+        if op.kind == "scribble":
+            meaning = Click(op.cls, 0, 0, op.positive)
+            return [(row, col, meaning) for row, col in op.path]
+        return []
+
+    @staticmethod
+    def _honour(mask: np.ndarray, clicks: list[tuple[int, int, Click]]) -> np.ndarray:
+        for row, col, click in clicks:
             if click.positive:
                 mask[row, col] = click.cls
             elif mask[row, col] == click.cls:
@@ -430,6 +546,10 @@ class AnnotationSession:
             "edits": [op.describe(i) for i, op in ops if op.kind == "edit"],
             "num_clicks": sum(op.kind == "click" for _, op in ops),
             "num_edits": sum(op.kind == "edit" for _, op in ops),
+            "boxes": [op.describe(i) for i, op in ops if op.kind == "box"],
+            "num_boxes": sum(op.kind == "box" for _, op in ops),
+            "scribbles": [op.describe(i) for i, op in ops if op.kind == "scribble"],
+            "num_scribbles": sum(op.kind == "scribble" for _, op in ops),
             "propagations": [op.describe(i) for i, op in ops if op.kind == "propagate"],
             "num_propagated": sum(op.kind == "propagate" for _, op in ops),
             "interpolations": [op.describe(i) for i, op in ops if op.kind == "interpolate"],

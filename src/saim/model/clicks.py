@@ -26,6 +26,32 @@ class Click:
 
 
 @dataclass(frozen=True)
+class Box:
+    """A box around one structure at model resolution, corners inclusive: "class `cls` is in here, and only here"."""
+
+    cls: int
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+
+def box_around(labels: np.ndarray, cls: int, margin: int = 0) -> Box | None:
+    """The tight box around class `cls` in a label map (widened by `margin` px, kept on the slice); None if absent."""
+    ys, xs = np.nonzero(labels == cls)
+    if ys.size == 0:
+        return None
+    h, w = labels.shape
+    return Box(
+        cls,
+        max(int(ys.min()) - margin, 0),
+        max(int(xs.min()) - margin, 0),
+        min(int(ys.max()) + margin, h - 1),
+        min(int(xs.max()) + margin, w - 1),
+    )
+
+
+@dataclass(frozen=True)
 class ErrorRegion:
     size: int
     click: Click
@@ -106,3 +132,45 @@ def click_overshoot(
         near |= _disk(gt.shape, click, radius)
     broken = ~near & (before == gt) & (after != gt)
     return float(broken.sum() / near.sum())
+
+
+def scribble_points(region: np.ndarray) -> list[tuple[int, int]]:
+    """The virtual user's scribble through an error region (bool (H, W)): from the region's distance-transform peak
+    both ways along its longest axis (the principal axis of its pixels), one pixel at a time while inside the
+    region; the points in order from one end to the other."""
+    ys, xs = np.nonzero(region)
+    if ys.size == 0:
+        return []
+    py, px = farthest_from_boundary(region)
+    peak = (py, px)
+    if ys.size < 2:
+        return [peak]
+    coords = np.stack([ys, xs], axis=1).astype(np.float64)
+    _, vectors = np.linalg.eigh(np.cov(coords.T))
+    axis = vectors[:, -1]  # the direction of the largest spread
+    h, w = region.shape
+    ends: list[list[tuple[int, int]]] = []
+    for sign in (-1.0, 1.0):
+        walk: list[tuple[int, int]] = []
+        for t in range(1, h + w):
+            y, x = (int(round(v)) for v in np.asarray(peak) + sign * t * axis)
+            if not (0 <= y < h and 0 <= x < w) or not region[y, x]:
+                break
+            if not walk or walk[-1] != (y, x):
+                walk.append((y, x))
+        ends.append(walk)
+    return [*reversed(ends[0]), peak, *ends[1]]
+
+
+def scribble_clicks(points: list[tuple[int, int]], cls: int, positive: bool, spacing: float) -> list[Click]:
+    """A scribble as the model takes it: clicks of its class and sign along its path, at most `spacing` pixels
+    apart (every point kept where the path turns more finely), the path's ends included."""
+    out: list[Click] = []
+    last: tuple[int, int] | None = None
+    for i, (y, x) in enumerate(points):
+        end = i == len(points) - 1
+        if last is None or end or (y - last[0]) ** 2 + (x - last[1]) ** 2 >= spacing**2:
+            if last != (y, x):
+                out.append(Click(cls=cls, y=int(y), x=int(x), positive=positive))
+            last = (y, x)
+    return out

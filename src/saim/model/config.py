@@ -28,6 +28,11 @@ class ModelConfig:
         "click radius in pixels at model resolution (default: 3/64 of the model size, so that a click covers the same "
         "share of the slice at every size)",
     )
+    box_prompts: bool = option(
+        False,
+        "the network takes a box per class as a prompt, trained with the virtual user's boxes (one more input channel "
+        "per class; a model without them answers clicks only)",
+    )
 
     refine_steps: int = option(
         20,
@@ -63,8 +68,8 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
-        """Image + positive and negative click maps per class + previous mask per class."""
-        return 1 + 3 * self.num_classes
+        """Image + positive and negative click maps per class + previous mask per class (+ a box map per class)."""
+        return 1 + (4 if self.box_prompts else 3) * self.num_classes
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,7 +81,8 @@ class ModelConfig:
         d = dict(d)
         d["classes"] = tuple(d["classes"])
         d.setdefault("refine_steps", 0)  # a model saved before refinement existed answers as it did
-        d.setdefault("refine_reach", "anywhere")  # and one saved before the reach existed keeps changes anywhere
+        d.setdefault("refine_reach", "anywhere")  # one saved before the reach existed keeps changes anywhere
+        d.setdefault("box_prompts", False)  # and one saved before box prompts takes clicks only
         return cls(**d)
 
 

@@ -1,7 +1,9 @@
-"""The predictor's input encoding: image, per-class positive/negative click maps, per-class previous mask.
+"""The predictor's input encoding: image, per-class positive/negative click maps, per-class previous mask, and
+(for models with box prompts) per-class box maps.
 
-Channel layout for K foreground classes: [image, pos_1..pos_K, neg_1..neg_K, prev_1..prev_K].
-Clicks are rasterised as disks or Gaussians of a configurable radius (pixels at model resolution).
+Channel layout for K foreground classes: [image, pos_1..pos_K, neg_1..neg_K, prev_1..prev_K(, box_1..box_K)].
+Clicks are rasterised as disks or Gaussians of a configurable radius (pixels at model resolution); a box as 1 inside
+it, corners included. The box channels come last, so the click and memory channels sit where they always did.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from saim.model.clicks import Click
+from saim.model.clicks import Box, Click
 
 
 def _grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,13 +68,41 @@ def rasterize_clicks(
     return out[0], out[1]
 
 
+def rasterize_boxes(boxes: list[list[Box]], num_classes: int, size: int, device="cpu") -> torch.Tensor:
+    """Per-image box lists -> box maps (B, K, H, W): 1 inside each box of its class."""
+    maps = torch.zeros(len(boxes), num_classes, size, size)
+    for i, image_boxes in enumerate(boxes):
+        for b in image_boxes:
+            maps[i, b.cls - 1, b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] = 1.0
+    return maps.to(device)
+
+
+def paint_boxes(
+    maps: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, y1: torch.Tensor, x1: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """One box per (b, k) into maps (B, K, H, W) where valid (corners (B, K), inclusive): the batched form, for the
+    boxes simulated at training time."""
+    _, _, h, w = maps.shape
+    yy = torch.arange(h, device=maps.device).view(1, 1, h, 1)
+    xx = torch.arange(w, device=maps.device).view(1, 1, 1, w)
+    inside = (yy >= y0[..., None, None]) & (yy <= y1[..., None, None]) & (xx >= x0[..., None, None])
+    inside &= (xx <= x1[..., None, None]) & valid[..., None, None]
+    return torch.maximum(maps, inside.float())
+
+
 def one_hot_foreground(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, H, W) int in 0..K -> (B, K, H, W) float masks of the foreground classes."""
     classes = torch.arange(1, num_classes + 1, device=labels.device).view(1, -1, 1, 1)
     return (labels[:, None] == classes).float()
 
 
-def encode(images: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-    """images (B, 1, H, W), preprocessed by modality (saim.data.intensity); pos/neg/prev (B, K, H, W) -> network
-    input (B, 1 + 3K, H, W)."""
-    return torch.cat([images, pos, neg, prev], dim=1)
+def encode(
+    images: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    prev: torch.Tensor,
+    boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """images (B, 1, H, W), preprocessed by modality (saim.data.intensity); pos/neg/prev (and boxes, for a model
+    with box prompts) (B, K, H, W) -> network input (B, 1 + 3K (+ K), H, W)."""
+    return torch.cat([images, pos, neg, prev] + ([] if boxes is None else [boxes]), dim=1)

@@ -18,9 +18,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from saim.errors import InvalidInput
+from saim.model.clicks import Box
 from saim.model.config import ModelConfig, ServingConfig
 from saim.model.device import autocast, is_cuda, memory_format
-from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_clicks
+from saim.model.encoding import Click, encode, one_hot_foreground, rasterize_boxes, rasterize_clicks
 from saim.model.refine import refine
 
 MODEL_FORMAT = "saim-model/1"
@@ -98,14 +99,41 @@ class InteractivePredictor:
         if not (0 <= c.y < s and 0 <= c.x < s):
             raise InvalidInput(f"click ({c.y}, {c.x}) is outside the {s}x{s} slice")
 
+    def box_tensor(self, boxes: list[list[Box]] | None, b: int) -> torch.Tensor | None:
+        """Per-image box lists -> box maps (B, K, H, W) for a model with box prompts (zeros without boxes); None for
+        a model without them."""
+        cfg = self.config
+        if not cfg.box_prompts:
+            return None
+        if boxes is None:
+            return torch.zeros(b, cfg.num_classes, cfg.image_size, cfg.image_size, device=self.device)
+        return rasterize_boxes(boxes, cfg.num_classes, cfg.image_size, self.device)
+
+    def validate_box(self, box: Box) -> None:
+        k, s = self.config.num_classes, self.config.image_size
+        if not self.config.box_prompts:
+            raise InvalidInput("this model version was trained without box prompts: use clicks")
+        if not 1 <= box.cls <= k:
+            raise InvalidInput(f"box class {box.cls} is not a foreground class (1..{k})")
+        if not (0 <= box.y0 <= box.y1 < s and 0 <= box.x0 <= box.x1 < s):
+            raise InvalidInput(f"box ({box.y0}, {box.x0})-({box.y1}, {box.x1}) is not a box within the {s}x{s} slice")
+
     def _probabilities_on_device(
-        self, images: np.ndarray, clicks: list[list[Click]] | None, prev_masks: np.ndarray | None, batch_size: int
+        self,
+        images: np.ndarray,
+        clicks: list[list[Click]] | None,
+        prev_masks: np.ndarray | None,
+        batch_size: int,
+        boxes: list[list[Box]] | None = None,
     ):
         """Per batch: softmax probabilities (b, K+1, H, W), fp32, on the predictor's device."""
         images = np.asarray(images, dtype=np.float32)
         s = self.config.image_size
         if images.ndim != 3 or images.shape[1:] != (s, s):
             raise InvalidInput(f"images must be (B, {s}, {s}), got {images.shape}")
+        for image_boxes in boxes or []:
+            for box in image_boxes:
+                self.validate_box(box)
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
             img = torch.from_numpy(images[start:stop]).to(self.device)[:, None]
@@ -120,7 +148,8 @@ class InteractivePredictor:
                 prev = one_hot_foreground(
                     torch.from_numpy(np.asarray(prev_masks[start:stop])).long().to(self.device), k
                 )
-            x = encode(img, pos, neg, prev).contiguous(memory_format=memory_format(self.device))
+            box_maps = self.box_tensor(None if boxes is None else boxes[start:stop], b)
+            x = encode(img, pos, neg, prev, box_maps).contiguous(memory_format=memory_format(self.device))
             if clicks is not None and self.config.refine_steps > 0:
                 cfg = self.config
                 probs = refine(
@@ -146,9 +175,11 @@ class InteractivePredictor:
         clicks: list[list[Click]] | None = None,
         prev_masks: np.ndarray | None = None,
         batch_size: int = 32,
+        boxes: list[list[Box]] | None = None,
     ) -> np.ndarray:
-        """images (B, H, W) preprocessed; clicks per image; prev_masks (B, H, W) label maps -> probs (B, K+1, H, W)."""
-        out = [p.cpu().numpy() for p in self._probabilities_on_device(images, clicks, prev_masks, batch_size)]
+        """images (B, H, W) preprocessed; clicks per image; prev_masks (B, H, W) label maps; boxes per image (a model
+        with box prompts) -> probs (B, K+1, H, W)."""
+        out = [p.cpu().numpy() for p in self._probabilities_on_device(images, clicks, prev_masks, batch_size, boxes)]
         s = self.config.image_size
         return np.concatenate(out) if out else np.zeros((0, self.config.num_classes + 1, s, s), np.float32)
 
@@ -203,13 +234,12 @@ class InteractivePredictor:
             hook.remove()
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
-    def predict(self, images: np.ndarray, clicks=None, prev_masks=None) -> np.ndarray:
+    def predict(self, images: np.ndarray, clicks=None, prev_masks=None, boxes=None) -> np.ndarray:
         """Label maps (B, H, W) uint8."""
-        return self.probabilities(images, clicks, prev_masks).argmax(axis=1).astype(np.uint8)
+        return self.probabilities(images, clicks, prev_masks, boxes=boxes).argmax(axis=1).astype(np.uint8)
 
     # ---- weights IO ------------------------------------------------------------------------------------------
     def describe(self, **extra) -> dict:
-        k = self.config.num_classes
         meta = {
             "format": MODEL_FORMAT,
             "architecture": {"library": "segmentation_models_pytorch", "name": "Unet", "encoder": self.config.encoder},
@@ -219,10 +249,11 @@ class InteractivePredictor:
                 "channels": ["image"]
                 + [f"pos_{c}" for c in self.config.classes]
                 + [f"neg_{c}" for c in self.config.classes]
-                + [f"prev_{c}" for c in self.config.classes],
+                + [f"prev_{c}" for c in self.config.classes]
+                + ([f"box_{c}" for c in self.config.classes] if self.config.box_prompts else []),
                 "image": "preprocessed by modality: see the preprocessing entry (saim.data.intensity)",
                 "clicks": f"{self.config.click_encoding} radius {self.config.radius:g} px",
-                "in_channels": 1 + 3 * k,
+                "in_channels": self.config.in_channels,
             },
             "created_at": datetime.now(UTC).isoformat(),
         }

@@ -356,6 +356,9 @@ class Emulation:
                 "click_fidelity": metrics["click_fidelity"],
                 "click_precision": metrics["click_precision"],
                 "click_overshoot": metrics["click_overshoot"],
+                "scribble_miou": metrics.get("scribble_miou"),  # one scribble per class after the automatic answer
+                "box_miou": metrics.get("box_miou"),  # one tight box per class (a model with box prompts)
+                "box_click_miou": metrics.get("box_click_miou"),  # the box, then 2 click rounds
                 **{key: metrics.get(key) for key in CVPR_MEASURES if cfg.protocol == "cvpr"},
                 "annotation_miou": annotation_miou,
                 "auto_miou_selected": auto_miou_selected,
@@ -391,7 +394,7 @@ def _num(v: float) -> float | None:
 
 
 TABLE_HEADER = (
-    f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'NoC85':>6} {'NoC90':>6} "
+    f"{'it':>3} {'annotated':>10} {'mIoU':>7} {'classical':>9} {'inter.':>7} {'box':>6} {'NoC85':>6} {'NoC90':>6} "
     f"{'DiceAUC5':>8} {'fidel.':>6} {'prec.':>6} {'over.':>6} {'annot.':>7} {'gate':>9} {'train s':>8}"
 )
 
@@ -405,7 +408,8 @@ def format_row(row: dict) -> str:
     gate = "promoted" if row["gate"]["promoted"] else "rejected"
     return (
         f"{row['iteration']:>3} {frac:>10} {row['miou']:>7.3f} {_fmt(row['miou_classical'], '.3f'):>9} "
-        f"{row['interactive_miou']:>7.3f} {_fmt(row['noc85'], '.2f'):>6} {_fmt(row['noc90'], '.2f'):>6} "
+        f"{row['interactive_miou']:>7.3f} {_fmt(row.get('box_miou'), '.3f'):>6} "
+        f"{_fmt(row['noc85'], '.2f'):>6} {_fmt(row['noc90'], '.2f'):>6} "
         f"{_fmt(row['dice_auc5'], '.3f'):>8} {_fmt(row['click_fidelity'], '.3f'):>6} "
         f"{_fmt(row.get('click_precision'), '.3f'):>6} {_fmt(row.get('click_overshoot'), '.3f'):>6} "
         f"{_fmt(row['annotation_miou'], '.3f'):>7} {gate:>9} {row['train_seconds']:>8.1f}"

@@ -26,6 +26,8 @@ POLICY: dict[str, frozenset[str]] = {
     "/saim.v1.AnnotatorService/GetVolume": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/AddClick": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/EditSlice": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/AddBox": frozenset({ANNOTATOR, ADMIN}),
+    "/saim.v1.AnnotatorService/AddScribble": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Undo": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Redo": frozenset({ANNOTATOR, ADMIN}),
     "/saim.v1.AnnotatorService/Propagate": frozenset({ANNOTATOR, ADMIN}),

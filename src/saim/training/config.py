@@ -36,6 +36,16 @@ class TrainConfig:
         "share of the interactive samples whose previous mask is a neighbouring slice's ground truth (the "
         "annotator's Propagate), half of them without clicks",
     )
+    p_scribble: float = option(
+        0.15,
+        "share of the click rounds in which the virtual user draws a scribble along each class's largest error "
+        "region instead of clicking on it",
+    )
+    p_box: float = option(
+        0.25,
+        "share of the interactive samples that get a box around each class present (its sides jittered by up to a "
+        "tenth of its size), half of them without clicks (a model with box prompts)",
+    )
     correction_weight: float = option(0.0, "extra loss weight on the pixels an interactive input gets wrong (0: none)")
     click_weight: float = option(0.0, "extra loss weight on the pixels within the input's clicks (0: none)")
     augment: bool = option(True, "the paper's intensity and flip augmentations")

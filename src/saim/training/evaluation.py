@@ -9,12 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 from saim.data.slices import Series, stack
-from saim.model.clicks import Click, farthest_from_boundary, largest_error_region
+from saim.model.clicks import (
+    Click,
+    farthest_from_boundary,
+    largest_error_region,
+    scribble_clicks,
+    scribble_points,
+)
 from saim.model.predictor import InteractivePredictor
 from saim.training.metrics import auc, dice_auc, iou_per_class, mean_iou, surface_dice
-from saim.training.virtual_user import VirtualUser, number_of_clicks
+from saim.training.virtual_user import VirtualUser, number_of_clicks, tight_boxes
 
 AUC_CLICKS = 5  # Dice-AUC over this many click rounds (the CVPR 2025 interactive 3D challenge's protocol)
+BOX_CLICKS = 2  # a model with box prompts: the mIoU after one tight box per class, then after this many click rounds
 
 
 def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int, noc: bool) -> dict:
@@ -23,7 +30,10 @@ def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int,
     the recall of each click's meaning within its disk, and `click_precision`; and `click_overshoot`, the pixels an
     answer broke outside the round's disks per pixel of them). With `noc` also the interactive measures that cost
     more forwards: NoC@85 and NoC@90 (mean clicks until the per-image mIoU reaches 85 % / 90 %, capped at 20, over
-    the images with foreground) and Dice-AUC over 5 rounds of one click per class (`dice_auc5`, 0..4)."""
+    the images with foreground) and Dice-AUC over 5 rounds of one click per class (`dice_auc5`, 0..4). A model with
+    box prompts also answers one tight box per class present (`box_miou`) and then 2 click rounds (`box_click_miou`);
+    every model one scribble per class along its largest error region after the automatic answer
+    (`scribble_miou`)."""
     images, gt = stack(series)
     k = predictor.config.num_classes
     rounds = max(clicks, AUC_CLICKS) if noc else clicks
@@ -40,6 +50,11 @@ def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int,
         "click_precision": float(np.mean(result.precision)) if result.precision else None,
         "click_overshoot": float(np.mean(result.overshoot)) if result.overshoot else None,
     }
+    out["scribble_miou"] = mean_iou(gt, scribble_round(predictor, images, gt, auto), k)
+    if predictor.config.box_prompts:
+        boxed = VirtualUser(BOX_CLICKS).annotate(predictor, images, gt, tight_boxes(gt, k))
+        out["box_miou"] = mean_iou(gt, boxed.rounds[0], k)
+        out["box_click_miou"] = mean_iou(gt, boxed.rounds[BOX_CLICKS], k)
     if noc:
         nocs = {t: (None if np.isnan(v) else v) for t, v in number_of_clicks(predictor, images, gt).items()}
         out.update(noc85=nocs[0.85], noc90=nocs[0.90], dice_auc5=dice_auc(gt, result.rounds[1 : AUC_CLICKS + 1], k))
@@ -49,6 +64,24 @@ def evaluate(predictor: InteractivePredictor, series: list[Series], clicks: int,
 CVPR_CLICKS = 5
 CVPR_MEASURES = ("cvpr_dice_auc", "cvpr_nsd_auc", "cvpr_dice", "cvpr_nsd")
 NSD_TOLERANCE = 2.0  # voxels of the model grid (the challenge states its tolerance in mm of the source spacing)
+
+
+def scribble_round(predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray, auto: np.ndarray) -> np.ndarray:
+    """The answers after one scribble per class (along its largest error region, saim.model.clicks.scribble_points)
+    drawn on the automatic answers `auto`; images without an error keep theirs."""
+    k = predictor.config.num_classes
+    drawn: list[list[Click]] = []
+    for g, a in zip(gt, auto, strict=True):
+        strokes = []
+        for c in range(1, k + 1):
+            if (found := largest_error_region(g, a, c)) is not None:
+                strokes += scribble_clicks(scribble_points(found[1]), c, found[2], predictor.config.radius)
+        drawn.append(strokes)
+    out = auto.copy()
+    idx = [i for i, strokes in enumerate(drawn) if strokes]
+    if idx:
+        out[idx] = predictor.predict(images[idx], [drawn[i] for i in idx], auto[idx])
+    return out
 
 
 def largest_error_3d(gt: np.ndarray, pred: np.ndarray, cls: int) -> tuple[int, Click] | None:

@@ -103,8 +103,15 @@ class TrainingPipeline:
             "test_miou": test["miou"],
             "test_interactive_miou": test["interactive_miou"],
         }
-        for measure in ("click_fidelity", "click_precision", "click_overshoot"):
-            if test[measure] is not None:
+        for measure in (
+            "click_fidelity",
+            "click_precision",
+            "click_overshoot",
+            "scribble_miou",
+            "box_miou",
+            "box_click_miou",
+        ):
+            if test.get(measure) is not None:
                 metrics[f"test_{measure}"] = test[measure]
         metrics.update({f"test_iou_{c}": v for c, v in test["per_class_iou"].items() if v is not None})
         return metrics

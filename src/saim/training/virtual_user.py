@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from saim.model.clicks import Click, click_fidelity, click_overshoot, click_precision, largest_error
+from saim.model.clicks import Box, Click, box_around, click_fidelity, click_overshoot, click_precision, largest_error
 from saim.model.predictor import InteractivePredictor
 from saim.training.metrics import image_mious
 
@@ -18,6 +18,11 @@ from saim.training.metrics import image_mious
 def next_click(gt: np.ndarray, pred: np.ndarray, cls: int) -> Click | None:
     region = largest_error(gt, pred, cls)
     return None if region is None else region.click
+
+
+def tight_boxes(gt: np.ndarray, num_classes: int) -> list[list[Box]]:
+    """Per image (gt (N, H, W)), the tight box around every class present: what the virtual user draws."""
+    return [[b for c in range(1, num_classes + 1) if (b := box_around(g, c)) is not None] for g in gt]
 
 
 def worst_click(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> Click | None:
@@ -43,12 +48,15 @@ class VirtualUser:
     def __init__(self, clicks_per_class: int = 3):
         self.clicks_per_class = clicks_per_class
 
-    def annotate(self, predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray) -> AnnotationResult:
+    def annotate(
+        self, predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray, boxes: list[list[Box]] | None = None
+    ) -> AnnotationResult:
         """k rounds; each round adds at most one click per class per image, then the model answers. Every round is
         kept (a round in which no image needs a click repeats the labels), with each click's fidelity (recall and
-        precision within its disk) and each answer's overshoot beyond the round's disks."""
+        precision within its disk) and each answer's overshoot beyond the round's disks. With `boxes` (per image, a
+        model with box prompts) the first answer is the boxes' and every later one keeps them."""
         k, radius = predictor.config.num_classes, predictor.config.radius
-        pred = predictor.predict(images)
+        pred = predictor.predict(images) if boxes is None else predictor.predict(images, boxes=boxes)
         rounds = [pred.copy()]
         fidelity: list[float] = []
         precision: list[float] = []
@@ -66,7 +74,11 @@ class VirtualUser:
             if touched:
                 idx = np.array(touched)
                 before = pred[idx].copy()
-                pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx])
+                given = ([clicks[i] for i in idx], pred[idx])
+                if boxes is None:
+                    pred[idx] = predictor.predict(images[idx], *given)
+                else:
+                    pred[idx] = predictor.predict(images[idx], *given, boxes=[boxes[i] for i in idx])
                 for n, (i, new) in enumerate(new_by_image.items()):
                     fidelity += [f for c in new if (f := click_fidelity(pred[i], gt[i], c, radius)) is not None]
                     precision += [p for c in new if (p := click_precision(pred[i], gt[i], c, radius)) is not None]

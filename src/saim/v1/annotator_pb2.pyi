@@ -182,6 +182,44 @@ class EditSliceRequest(_message.Message):
     request_id: str
     def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., painted: _Optional[_Union[SliceMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class AddBoxRequest(_message.Message):
+    __slots__ = ("session_id", "slice", "class_index", "row0", "col0", "row1", "col1", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ROW0_FIELD_NUMBER: _ClassVar[int]
+    COL0_FIELD_NUMBER: _ClassVar[int]
+    ROW1_FIELD_NUMBER: _ClassVar[int]
+    COL1_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    slice: int
+    class_index: int
+    row0: int
+    col0: int
+    row1: int
+    col1: int
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., row0: _Optional[int] = ..., col0: _Optional[int] = ..., row1: _Optional[int] = ..., col1: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AddScribbleRequest(_message.Message):
+    __slots__ = ("session_id", "slice", "class_index", "positive", "rows", "cols", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    slice: int
+    class_index: int
+    positive: bool
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    cols: _containers.RepeatedScalarFieldContainer[int]
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., slice: _Optional[int] = ..., class_index: _Optional[int] = ..., positive: _Optional[bool] = ..., rows: _Optional[_Iterable[int]] = ..., cols: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
 class UndoRequest(_message.Message):
     __slots__ = ("session_id", "slice", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

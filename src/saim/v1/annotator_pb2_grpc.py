@@ -64,6 +64,16 @@ class AnnotatorServiceStub:
                 request_serializer=saim_dot_v1_dot_annotator__pb2.EditSliceRequest.SerializeToString,
                 response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
                 _registered_method=True)
+        self.AddBox = channel.unary_unary(
+                '/saim.v1.AnnotatorService/AddBox',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.AddBoxRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+                _registered_method=True)
+        self.AddScribble = channel.unary_unary(
+                '/saim.v1.AnnotatorService/AddScribble',
+                request_serializer=saim_dot_v1_dot_annotator__pb2.AddScribbleRequest.SerializeToString,
+                response_deserializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+                _registered_method=True)
         self.GetVolume = channel.unary_stream(
                 '/saim.v1.AnnotatorService/GetVolume',
                 request_serializer=saim_dot_v1_dot_annotator__pb2.GetVolumeRequest.SerializeToString,
@@ -136,6 +146,23 @@ class AnnotatorServiceServicer:
 
     def EditSlice(self, request, context):
         """A brush or eraser edit on one slice: the painted pixels take class_index (0 erases to background).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddBox(self, request, context):
+        """A box around a structure of class_index on one slice: the model answers with the slice's boxes (this one
+        replacing an earlier box of the class), clicks and current mask. INVALID_ARGUMENT for a model version trained
+        without box prompts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddScribble(self, request, context):
+        """A scribble on one slice: positive (or negative) evidence of class_index along its path, which the model takes
+        as clicks along it; it stays with the slice for its later answers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,6 +243,16 @@ def add_AnnotatorServiceServicer_to_server(servicer, server):
             'EditSlice': grpc.unary_unary_rpc_method_handler(
                     servicer.EditSlice,
                     request_deserializer=saim_dot_v1_dot_annotator__pb2.EditSliceRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
+            ),
+            'AddBox': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddBox,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.AddBoxRequest.FromString,
+                    response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
+            ),
+            'AddScribble': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddScribble,
+                    request_deserializer=saim_dot_v1_dot_annotator__pb2.AddScribbleRequest.FromString,
                     response_serializer=saim_dot_v1_dot_annotator__pb2.MaskResponse.SerializeToString,
             ),
             'GetVolume': grpc.unary_stream_rpc_method_handler(
@@ -388,6 +425,60 @@ class AnnotatorService:
             target,
             '/saim.v1.AnnotatorService/EditSlice',
             saim_dot_v1_dot_annotator__pb2.EditSliceRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddBox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/AddBox',
+            saim_dot_v1_dot_annotator__pb2.AddBoxRequest.SerializeToString,
+            saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddScribble(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saim.v1.AnnotatorService/AddScribble',
+            saim_dot_v1_dot_annotator__pb2.AddScribbleRequest.SerializeToString,
             saim_dot_v1_dot_annotator__pb2.MaskResponse.FromString,
             options,
             channel_credentials,
