@@ -149,7 +149,9 @@ def test_paired_differences_and_the_verdict_follow_the_seeds():
     assert entropy["wins"] == 3 and entropy["ci95"][0] < 0 < entropy["ci95"][1]
     report = {"reference": "saim_fg_random", "paired": out}
     text = verdict(report)
-    assert text.startswith("On test mIoU at the last iteration, beats saim_fg_random: saim_clasp_pe (+0.036")
+    assert text.startswith(
+        "On test mIoU at the last iteration, better than saim_fg_random (95 % interval above 0): saim_clasp_pe (+0.036"
+    )
     assert "saim_entropy" not in text
     # the same seeds with clasp_pe behind everywhere: no arm beats the reference, and it is named as worse
     per_seed["saim_clasp_pe"] = _seeds(0.66, 0.69, 0.64, 0.66, 0.65)

@@ -214,7 +214,7 @@ def verdict(report: dict, measure: str = "last_miou") -> str:
     label = {"last_miou": "test mIoU at the last iteration", "mean_miou": "mean test mIoU over the iterations"}
     what = label.get(measure, measure)
     if better:
-        head = f"On {what}, beats {reference}: " + "; ".join(better) + "."
+        head = f"On {what}, better than {reference} (95 % interval above 0): " + "; ".join(better) + "."
     else:
         head = f"On {what}, no strategy beats {reference}: no 95 % interval of a difference lies above 0."
     return head + (f" Worse than {reference}: " + "; ".join(worse) + "." if worse else "")
