@@ -370,6 +370,7 @@ def test_a_person_annotates_in_the_browser(web, page):
     before_box = page_mask(page, k2, shape)
     drag(page, (corners[0], corners[1], k2), (corners[2], corners[3], k2), steps=8, release=False)
     assert page.locator("#box-preview").is_visible()  # the box is shown while it is dragged
+    page.screenshot(path=str(SHOTS / "box.png"))
     page.mouse.up()
     page.wait_for_function("saim.state.boxes.length === 1", timeout=120_000)
     drawn = page.evaluate("saim.state.boxes[0]")

@@ -55,7 +55,7 @@ class _EchoPredictor:
         self.config = ModelConfig(classes=("a",), image_size=16)
         self.calls = 0
 
-    def predict(self, images, clicks=None, prev_masks=None):
+    def predict(self, images, clicks=None, prev_masks=None, boxes=None):
         self.calls += 1
         out = np.zeros(images.shape, np.uint8) if prev_masks is None else prev_masks.copy()
         for i, cl in enumerate(clicks or []):

@@ -203,6 +203,9 @@ def test_a_box_answers_its_class_inside_it_stays_for_later_clicks_and_is_a_draft
     _, clicked, state = s.add_click(model, (60, 45, 1), 1, True)
     assert clicked[60, 45] == 1 and (clicked[14:37, 9:27] == 2).all()  # the box stays for the slice's later answers
     assert [op.kind for op in state.ops] == ["box", "click"] and s.touched_by_person(1)
+    _, state = s.add_box(model, 1, 2, (50, 30, 60, 40))  # a second box of the class replaces the first as a prompt
+    assert state.prompts()[1] == [state.ops[-1].model_box] and state.prompts()[0] == [state.ops[1].model_click]
+    s.undo(model, 1)
     restored = decode_slice(encode_slice(state), (70, 50))
     assert restored.ops[0].region == (10, 5, 40, 30) and restored.ops[0].model_box == state.ops[0].model_box
     provenance = s.provenance(None)
@@ -228,7 +231,7 @@ def test_a_scribble_marks_its_path_stays_for_later_clicks_and_is_a_draft_operati
     path = [(35, c) for c in range(5, 45)]
     mask, state = s.add_scribble(model, 2, 1, True, path)
     assert all(mask[r, c] == 1 for r, c in path)  # the echo model paints each click's disk along it
-    assert len(state.ops[0].model_clicks) >= 5 and state.clicks == list(state.ops[0].model_clicks)
+    assert len(state.ops[0].model_clicks) >= 5 and state.prompts()[0] == list(state.ops[0].model_clicks)
     _, after, state = s.add_click(model, (10, 10, 2), 2, True)
     assert all(after[r, c] == 1 for r, c in path) and after[10, 10] == 2
     restored = decode_slice(encode_slice(state), (70, 50))

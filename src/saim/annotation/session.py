@@ -60,6 +60,13 @@ class Op:
     path: tuple[tuple[int, int], ...] = ()  # a scribble: its points (row, col) on the slice, in drawing order
     model_clicks: tuple[Click, ...] = ()  # a scribble as the model takes it: clicks along its path
 
+    @property
+    def prompt_clicks(self) -> tuple[Click, ...]:
+        """The clicks on the model grid this operation adds to its slice's prompts (a click's, a scribble's)."""
+        if self.kind == "click" and self.model_click is not None:
+            return (self.model_click,)
+        return self.model_clicks if self.kind == "scribble" else ()
+
     def describe(self, index: int) -> dict:
         out = {"slice": index, "class": self.cls, "model_version": self.model_version}
         if self.voxel is not None:  # a click
@@ -110,22 +117,12 @@ class SliceState:
     def count(self, kind: str) -> int:
         return sum(op.kind == kind for op in self.ops)
 
-    @property
-    def clicks(self) -> list[Click]:
-        """The slice's clicks on the model grid, each scribble's along its path included, in the order given."""
-        out: list[Click] = []
-        for op in self.ops:
-            if op.kind == "click" and op.model_click is not None:
-                out.append(op.model_click)
-            elif op.kind == "scribble":
-                out.extend(op.model_clicks)
-        return out
-
-    @property
-    def boxes(self) -> list[Box]:
-        """The slice's boxes on the model grid, the latest per class: what every later answer on it keeps."""
-        latest = {op.cls: op.model_box for op in self.ops if op.kind == "box" and op.model_box is not None}
-        return [latest[c] for c in sorted(latest)]
+    def prompts(self, new: Op | None = None) -> tuple[list[Click], list[Box]]:
+        """The slice's prompts on the model grid with `new` added: every click (a scribble's along its path
+        included, in the order given) and the latest box per class (what every later answer on it keeps)."""
+        ops = [*self.ops, *([] if new is None else [new])]
+        latest = {op.cls: op.model_box for op in ops if op.kind == "box" and op.model_box is not None}
+        return [c for op in ops for c in op.prompt_clicks], [latest[c] for c in sorted(latest)]
 
     def push(self, op: Op, mask: np.ndarray) -> None:
         """A new operation and the mask after it; what was undone can no longer be redone."""
@@ -296,17 +293,9 @@ class AnnotationSession:
         y, x = self.geometry.pixel_to_model(row, col, self.size)
         click = Click(cls=int(cls), y=y, x=x, positive=bool(positive))
         model.predictor.validate_click(click)
-        with self.lock:
-            self._ensure_auto(model, [index])
-            state = self.slices[index]
-            clicks = [*state.clicks, click]
-            answer = self.compute.run(self._answer_click, model, index, clicks, state.mask, state.boxes)
-            mask = self._reapply_edits(state, self._honour_clicks(state, answer, (row, col, click)))
-            voxel_at = (int(voxel[0]), int(voxel[1]), int(voxel[2]))
-            state.push(Op("click", click.cls, model.version, click.positive, voxel_at, click), mask)
-            self.versions_used.add(model.version)
-            self._active()
-            return index, mask, state
+        voxel_at = (int(voxel[0]), int(voxel[1]), int(voxel[2]))
+        mask, state = self._prompt(model, index, Op("click", click.cls, model.version, click.positive, voxel_at, click))
+        return index, mask, state
 
     def add_box(
         self, model: ServedModel, index: int, cls: int, region: tuple[int, int, int, int]
@@ -325,16 +314,8 @@ class AnnotationSession:
         (y0, y1), (x0, x1) = (sorted(v) for v in zip(*corners, strict=True))
         box = Box(int(cls), y0, x0, y1, x1)
         model.predictor.validate_box(box)
-        with self.lock:
-            self._ensure_auto(model, [index])
-            state = self.slices[index]
-            boxes = [b for b in state.boxes if b.cls != box.cls] + [box]
-            answer = self.compute.run(self._answer_click, model, index, state.clicks, state.mask, boxes)
-            mask = self._reapply_edits(state, self._honour(answer, self._placed(state)))
-            state.push(Op("box", box.cls, model.version, region=(row0, col0, row1, col1), model_box=box), mask)
-            self.versions_used.add(model.version)
-            self._active()
-            return mask, state
+        op = Op("box", box.cls, model.version, region=(row0, col0, row1, col1), model_box=box)
+        return self._prompt(model, index, op)
 
     def add_scribble(
         self, model: ServedModel, index: int, cls: int, positive: bool, path: list[tuple[int, int]]
@@ -355,14 +336,19 @@ class AnnotationSession:
         clicks = tuple(scribble_clicks(on_grid, int(cls), bool(positive), model.predictor.config.radius))
         for click in clicks:
             model.predictor.validate_click(click)
+        op = Op("scribble", int(cls), model.version, bool(positive), path=points, model_clicks=clicks)
+        return self._prompt(model, index, op)
+
+    def _prompt(self, model: ServedModel, index: int, op: Op) -> tuple[np.ndarray, SliceState]:
+        """A click, box or scribble on slice `index`: the model answers with the slice's prompts and `op`'s and its
+        current mask; the voxels the person clicked or scribbled keep their meaning and the strokes stay on top."""
         with self.lock:
             self._ensure_auto(model, [index])
             state = self.slices[index]
-            answer = self.compute.run(
-                self._answer_click, model, index, [*state.clicks, *clicks], state.mask, state.boxes
-            )
-            op = Op("scribble", int(cls), model.version, bool(positive), path=points, model_clicks=clicks)
-            mask = self._reapply_edits(state, self._honour(answer, [*self._placed(state), *self._placed_on(op)]))
+            clicks, boxes = state.prompts(op)
+            answer = self.compute.run(self._answer_click, model, index, clicks, state.mask, boxes)
+            placed = [spot for done in (*state.ops, op) for spot in self._placed_on(done)]
+            mask = self._reapply_edits(state, self._honour(answer, placed))
             state.push(op, mask)
             self.versions_used.add(model.version)
             self._active()
@@ -440,18 +426,8 @@ class AnnotationSession:
         probs = model.predictor.probabilities(self.series.images[index : index + 1], [clicks], prev, boxes=given)
         return self._to_source(probs)[0]
 
-    def _honour_clicks(self, state: SliceState, mask: np.ndarray, new: tuple[int, int, Click]) -> np.ndarray:
-        """A click is never ignored, at source resolution too: the clicked voxel has the class of the slice's latest
-        positive click there, and not the class of a negative click (background instead). The model grid already
-        honours them (saim.model.predictor.honour_clicks); resampling back could move a voxel next to the class
-        boundary across it."""
-        return self._honour(mask, [*self._placed(state), new])
-
-    def _placed(self, state: SliceState) -> list[tuple[int, int, Click]]:
-        """The slice's clicks and scribbles where the person put them: (row, col) of the slice and the meaning."""
-        return [placed for op in state.ops for placed in self._placed_on(op)]
-
     def _placed_on(self, op: Op) -> list[tuple[int, int, Click]]:
+        """Where the person put a click or a scribble: (row, col) of the slice and its meaning."""
         if op.kind == "click" and op.voxel is not None and op.model_click is not None:
             row, col = self.geometry.split_voxel(op.voxel)[1:]
             return [(row, col, op.model_click)]
@@ -462,6 +438,10 @@ class AnnotationSession:
 
     @staticmethod
     def _honour(mask: np.ndarray, clicks: list[tuple[int, int, Click]]) -> np.ndarray:
+        """A click is never ignored, at source resolution too: each clicked (or scribbled) voxel has the class of
+        the slice's latest positive prompt there, and not the class of a negative one (background instead). The
+        model grid already honours them (saim.model.predictor.honour_clicks); resampling back could move a voxel next
+        to the class boundary across it."""
         for row, col, click in clicks:
             if click.positive:
                 mask[row, col] = click.cls

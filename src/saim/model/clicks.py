@@ -174,3 +174,13 @@ def scribble_clicks(points: list[tuple[int, int]], cls: int, positive: bool, spa
                 out.append(Click(cls=cls, y=int(y), x=int(x), positive=positive))
             last = (y, x)
     return out
+
+
+def error_scribble(gt: np.ndarray, pred: np.ndarray, cls: int, spacing: float) -> list[Click]:
+    """The virtual user's scribble for class `cls`: along its largest error region (positive where the class is
+    missed, negative where it is wrongly predicted), as clicks `spacing` apart; none without an error."""
+    found = largest_error_region(gt, pred, cls)
+    if found is None:
+        return []
+    _, region, positive = found
+    return scribble_clicks(scribble_points(region), cls, positive, spacing)

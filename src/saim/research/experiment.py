@@ -142,14 +142,9 @@ def arm_rows(reports: dict[str, dict], time_model: TimeModel) -> dict[str, list[
 # after the first (the area under the learning curve, per iteration) and the 3-click mIoU at the last iteration
 PAIRED = {
     "last_miou": lambda rows: rows[-1]["miou"],
-    "mean_miou": lambda rows: _mean([r["miou"] for r in rows[1:]]),
+    "mean_miou": lambda rows: mean_sd([r["miou"] for r in rows[1:]])[0],
     "last_interactive3_miou": lambda rows: rows[-1].get("interactive_miou"),
 }
-
-
-def _mean(values: list) -> float | None:
-    xs = [v for v in values if v is not None]
-    return float(np.mean(xs)) if xs else None
 
 
 def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -175,11 +170,8 @@ def paired(per_seed: dict[str, list[list[dict]]], reference: str) -> dict[str, d
             continue
         entry = {}
         for name, measure in PAIRED.items():
-            diffs = [
-                measure(rows) - measure(ref)
-                for rows, ref in zip(seeds, ref_rows, strict=True)
-                if measure(rows) is not None and measure(ref) is not None
-            ]
+            pairs = [(measure(rows), measure(ref)) for rows, ref in zip(seeds, ref_rows, strict=True)]
+            diffs = [a - b for a, b in pairs if a is not None and b is not None]
             if not diffs:
                 continue
             mean, low, high = t_interval(diffs)
@@ -301,7 +293,7 @@ def run_experiment(
         "reference": reference,
         "time_model": asdict(time_model),
         "arms": {arm: {"iterations": aggregate(per_seed[arm])} for arm in arms},
-        "paired": paired(per_seed, reference) if reference and len(seeds) > 0 else {},
+        "paired": paired(per_seed, reference) if reference else {},
         "per_seed": per_seed,
         "runs": runs,
         "wall_seconds": round(time.perf_counter() - started, 1),

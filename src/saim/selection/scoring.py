@@ -23,7 +23,7 @@ from typing import Protocol
 
 from saim.errors import NotFound, SaimError
 from saim.registry.live import ServedModel
-from saim.selection.strategies import SelectionStrategy
+from saim.selection.strategies import SelectionStrategy, score_all
 from saim.storage.pool import DECODE_WORKERS, PoolStore
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,10 @@ def score_pool(
 def _score_group(
     strategy: SelectionStrategy, model: ServedModel, group: dict, scores: dict, class_scores: dict
 ) -> None:
-    if strategy.per_class:
-        per_class = strategy.score_classes(model.predictor, group)
-        class_scores.update(per_class)
-        scores.update({case: strategy.summary(values) for case, values in per_class.items()})
-    else:
-        scores.update(strategy.score(model.predictor, group))
+    """One group's scores into `scores` (and, for a strategy that picks per class, its per-class ones)."""
+    more, per_class = score_all(strategy, model.predictor, group)
+    scores.update(more)
+    class_scores.update(per_class)
 
 
 def split_parts(cases: list[str], parts: int) -> list[list[str]]:

@@ -163,7 +163,7 @@ class ClassStratifiedPowerEntropyStrategy(SelectionStrategy):
         }
 
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {case: self.summary(v) for case, v in self.score_classes(predictor, pool).items()}
+        return score_all(self, predictor, pool)[0]
 
     def pick(
         self,
@@ -206,17 +206,24 @@ def make_strategy(name: str, seed: int = 0) -> SelectionStrategy:
     return STRATEGIES[name]()
 
 
+def score_all(
+    strategy: SelectionStrategy, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Each series' score and, for a strategy that picks per class, its per-class scores (else none): what a score
+    table keeps (saim.selection.scoring) and what `pick` takes."""
+    if strategy.per_class:
+        per_class = strategy.score_classes(predictor, pool)
+        return {case: strategy.summary(v) for case, v in per_class.items()}, per_class
+    return strategy.score(predictor, pool), {}
+
+
 def select(
     strategy: SelectionStrategy, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray], n: int, round: int
 ) -> tuple[list[str], dict[str, float]]:
     """Score `pool` and pick n series in one process (the emulation; the selector keeps a score table between the
     two). Returns the picked series and every series' score."""
-    if strategy.per_class:
-        per_class = strategy.score_classes(predictor, pool)
-        scores = {case: strategy.summary(v) for case, v in per_class.items()}
-        return strategy.pick(scores, n, per_class, round), scores
-    scores = strategy.score(predictor, pool)
-    return strategy.pick(scores, n, None, round), scores
+    scores, per_class = score_all(strategy, predictor, pool)
+    return strategy.pick(scores, n, per_class or None, round), scores
 
 
 def top_n(scores: Mapping[str, float], n: int) -> list[str]:

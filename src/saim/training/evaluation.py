@@ -9,13 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from saim.data.slices import Series, stack
-from saim.model.clicks import (
-    Click,
-    farthest_from_boundary,
-    largest_error_region,
-    scribble_clicks,
-    scribble_points,
-)
+from saim.model.clicks import Click, error_scribble, farthest_from_boundary, largest_error_region
 from saim.model.predictor import InteractivePredictor
 from saim.training.metrics import auc, dice_auc, iou_per_class, mean_iou, surface_dice
 from saim.training.virtual_user import VirtualUser, number_of_clicks, tight_boxes
@@ -68,15 +62,12 @@ NSD_TOLERANCE = 2.0  # voxels of the model grid (the challenge states its tolera
 
 def scribble_round(predictor: InteractivePredictor, images: np.ndarray, gt: np.ndarray, auto: np.ndarray) -> np.ndarray:
     """The answers after one scribble per class (along its largest error region, saim.model.clicks.scribble_points)
-    drawn on the automatic answers `auto`; images without an error keep theirs."""
-    k = predictor.config.num_classes
-    drawn: list[list[Click]] = []
-    for g, a in zip(gt, auto, strict=True):
-        strokes = []
-        for c in range(1, k + 1):
-            if (found := largest_error_region(g, a, c)) is not None:
-                strokes += scribble_clicks(scribble_points(found[1]), c, found[2], predictor.config.radius)
-        drawn.append(strokes)
+    (saim.model.clicks.error_scribble) drawn on the automatic answers `auto`; images without an error keep theirs."""
+    k, spacing = predictor.config.num_classes, predictor.config.radius
+    drawn = [
+        [click for c in range(1, k + 1) for click in error_scribble(g, a, c, spacing)]
+        for g, a in zip(gt, auto, strict=True)
+    ]
     out = auto.copy()
     idx = [i for i, strokes in enumerate(drawn) if strokes]
     if idx:

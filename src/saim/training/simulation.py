@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from saim.model.clicks import Click, largest_error, largest_error_region, scribble_clicks, scribble_points
+from saim.model.clicks import Click, error_scribble, largest_error
 from saim.model.config import ModelConfig
 from saim.model.device import argmax_autocast
 from saim.model.encoding import encode, one_hot_foreground, paint_boxes, paint_clicks, rasterize_clicks
@@ -70,16 +70,13 @@ def virtual_user_scribbles(
     labels: torch.Tensor, pred_labels: torch.Tensor, allow: torch.Tensor, spacing: float
 ) -> list[list[Click]]:
     """The virtual user's scribble for every allowed (b, k) with an error: along the largest error region of class
-    k+1 (saim.model.clicks.scribble_points), as clicks `spacing` apart; per sample, one list of clicks."""
+    k+1 (saim.model.clicks.error_scribble), as clicks `spacing` apart; per sample, one list of clicks."""
     b, k = allow.shape
     gt_np, pred_np, allow_np = labels.cpu().numpy(), pred_labels.cpu().numpy(), allow.cpu().numpy()
-    out: list[list[Click]] = [[] for _ in range(b)]
-    for i in range(b):
-        for c in range(k):
-            if allow_np[i, c] and (found := largest_error_region(gt_np[i], pred_np[i], c + 1)) is not None:
-                _, region, positive = found
-                out[i] += scribble_clicks(scribble_points(region), c + 1, positive, spacing)
-    return out
+    return [
+        [click for c in range(k) if allow_np[i, c] for click in error_scribble(gt_np[i], pred_np[i], c + 1, spacing)]
+        for i in range(b)
+    ]
 
 
 def jittered_boxes(gt: torch.Tensor, gen: torch.Generator, jitter: float = 0.1) -> tuple[torch.Tensor, ...]:

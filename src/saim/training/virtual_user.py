@@ -56,7 +56,7 @@ class VirtualUser:
         precision within its disk) and each answer's overshoot beyond the round's disks. With `boxes` (per image, a
         model with box prompts) the first answer is the boxes' and every later one keeps them."""
         k, radius = predictor.config.num_classes, predictor.config.radius
-        pred = predictor.predict(images) if boxes is None else predictor.predict(images, boxes=boxes)
+        pred = predictor.predict(images, boxes=boxes)
         rounds = [pred.copy()]
         fidelity: list[float] = []
         precision: list[float] = []
@@ -74,11 +74,8 @@ class VirtualUser:
             if touched:
                 idx = np.array(touched)
                 before = pred[idx].copy()
-                given = ([clicks[i] for i in idx], pred[idx])
-                if boxes is None:
-                    pred[idx] = predictor.predict(images[idx], *given)
-                else:
-                    pred[idx] = predictor.predict(images[idx], *given, boxes=[boxes[i] for i in idx])
+                kept = None if boxes is None else [boxes[i] for i in idx]
+                pred[idx] = predictor.predict(images[idx], [clicks[i] for i in idx], pred[idx], boxes=kept)
                 for n, (i, new) in enumerate(new_by_image.items()):
                     fidelity += [f for c in new if (f := click_fidelity(pred[i], gt[i], c, radius)) is not None]
                     precision += [p for c in new if (p := click_precision(pred[i], gt[i], c, radius)) is not None]
