@@ -24,6 +24,7 @@ from saim.events import (
     new_meta,
 )
 from saim.model.compute import Compute, Inline
+from saim.model.config import ServingConfig
 from saim.registry import LiveModel, ServedModel, version_number
 from saim.rpc import telemetry as m
 from saim.rpc.auth import require_actor
@@ -70,7 +71,8 @@ class AnnotatorDeps:
     prefill: bool = True  # predict untouched slices in the background while the person works (Submit is quick)
     overlap: int = 1  # annotators per case: > 1 keeps every rater's copy under raters/{case}/
     drafts: DraftStore | None = None  # every operation's slice saved before the answer (saim.annotation.drafts)
-    propagate_max_slices: int = 40  # a propagation's walk per direction unless the request says (ServingConfig)
+    # a propagation's walk per direction unless the request says
+    propagate_max_slices: int = ServingConfig().propagate_max_slices
 
 
 class _WalkEnds(Exception):

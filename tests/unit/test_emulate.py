@@ -103,6 +103,18 @@ def test_a_pretraining_of_other_settings_is_refused():
     assert Emulation(replace(cfg, selection="random", baseline="none", iterations=1), False).run(pretrained)
 
 
+def test_the_arms_share_the_pretrained_models_test_measures_made_with_their_own_settings():
+    cfg = EmulationConfig(**TINY)
+    pretrained = Emulation(cfg, show_progress=False).pretrain()
+    assert set(pretrained.first) >= {"miou", "interactive_miou", "click_overshoot"}
+    marked = replace(pretrained, first={**pretrained.first, "miou": -1.0})  # iteration 0 reads it, not a new measure
+    arm = replace(cfg, selection="random", iterations=1)
+    assert Emulation(arm, show_progress=False).run(marked)["iterations"][0]["miou"] == -1.0
+    # other evaluation settings measure again; with the same, the measures agree with a fresh run's
+    other = Emulation(replace(arm, clicks=cfg.clicks + 1), show_progress=False).run(marked)["iterations"][0]
+    assert other["miou"] == pretrained.first["miou"] and other["clicks_per_class"] == cfg.clicks + 1
+
+
 def test_each_arm_fine_tunes_from_its_own_previous_model(monkeypatch):
     """The classical baseline must start from the pre-trained model, never from a SAIM-trained one."""
     import saim.research.emulate as emulate

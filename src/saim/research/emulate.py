@@ -88,6 +88,8 @@ class Pretrained:
     seconds: float  # the chosen model's training time
     wall_seconds: float  # choosing the set and pre-training, in all
     key: tuple  # what decides the pre-training: data, split, sizes, model, training recipe, seed, device
+    first: dict  # the pre-trained model's measures on the test series (iteration 0 of every arm)
+    first_key: tuple  # what decides those measures besides the pre-training: clicks, NoC, protocol
 
     def predictor(self, device: str) -> InteractivePredictor:
         return InteractivePredictor.from_bytes(self.weights, self.metadata, device=device)
@@ -153,6 +155,10 @@ class Emulation:
     def _val_miou(self, predictor, val: tuple[np.ndarray, np.ndarray]) -> float:
         """What the promotion gate compares: the automatic prediction's mIoU on the validation series."""
         return mean_iou(val[1], predictor.predict(val[0]), predictor.config.num_classes)
+
+    def _auto_miou(self, predictor, test: list[Series]) -> float:
+        """The automatic prediction's mIoU on the test series (the classical baseline's measure; `evaluate`'s miou)."""
+        return self._val_miou(predictor, stack(test))
 
     def _initial_set(self, split: Split, mc: ModelConfig, val: tuple[np.ndarray, np.ndarray]):
         """The initial (pre-training) set, its pre-trained model and how it was chosen. A fixed fraction is taken as
@@ -235,6 +241,16 @@ class Emulation:
             cfg.threads,
         )
 
+    def _evaluation_key(self) -> tuple:
+        return (self.cfg.clicks, self.cfg.noc, self.cfg.protocol)
+
+    def _evaluate(self, model: InteractivePredictor, test: list[Series], ends: bool) -> dict:
+        cfg = self.cfg
+        metrics = evaluate(model, test, cfg.clicks, cfg.noc and (cfg.noc_at == "every" or ends))
+        if cfg.protocol == "cvpr":
+            metrics.update(evaluate_cvpr(model, test))
+        return metrics
+
     def _open(self) -> tuple[tuple[str, ...], Split, ModelConfig]:
         cfg = self.cfg
         if cfg.threads:
@@ -245,11 +261,13 @@ class Emulation:
         return tuple(classes), split_series(series, cfg), replace(cfg.model, classes=tuple(classes))
 
     def pretrain(self) -> Pretrained:
-        """Choose the initial set and pre-train on it (what `run` does first), for runs that share it."""
+        """Choose the initial set, pre-train on it and measure the model on the test series (what `run` does first), for
+        runs that share it."""
         started = time.perf_counter()
         _, split, mc = self._open()
         initial, _, result, info = self._initial_set(split, mc, stack(split.val))
         predictor = result.predictor
+        first = self._evaluate(predictor, split.test, ends=True)
         return Pretrained(
             initial=tuple(s.case for s in initial),
             weights=predictor.to_bytes(),
@@ -258,6 +276,8 @@ class Emulation:
             seconds=result.stats["seconds"],
             wall_seconds=round(time.perf_counter() - started, 1),
             key=self._pretraining_key(),
+            first=first,
+            first_key=self._evaluation_key(),
         )
 
     def _adopt(self, pretrained: Pretrained, split: Split) -> tuple[list[Series], list[Series], InteractivePredictor]:
@@ -331,14 +351,12 @@ class Emulation:
                     classical_model = self._train(
                         mc, list(classical_set.values()), cfg.seed + it, classical_model, f"classical it {it}"
                     ).predictor
-            ends = it == 0 or it == cfg.iterations or not pool
-            metrics = evaluate(model, split.test, cfg.clicks, cfg.noc and (cfg.noc_at == "every" or ends))
-            if cfg.protocol == "cvpr":
-                metrics.update(evaluate_cvpr(model, split.test))
+            if it == 0 and pretrained is not None and pretrained.first_key == self._evaluation_key():
+                metrics = pretrained.first  # the same model on the same test series: measured once per seed
+            else:
+                metrics = self._evaluate(model, split.test, ends=it == 0 or it == cfg.iterations or not pool)
             if cfg.baseline == "classical":
-                miou_classical = (
-                    metrics["miou"] if it == 0 else evaluate(classical_model, split.test, cfg.clicks, False)["miou"]
-                )
+                miou_classical = metrics["miou"] if it == 0 else self._auto_miou(classical_model, split.test)
             else:
                 miou_classical = None
             row = {
