@@ -1,4 +1,5 @@
-"""Selector service: entropy scores of the pool under the current model, batches and work distribution."""
+"""Selector service: the selection strategy's scores of the pool under the current model, batches and work
+distribution."""
 
 from __future__ import annotations
 

@@ -122,7 +122,10 @@ class ServiceSettings(StorageSettings):
     )
     batch_size: int = 3  # series per iteration
     max_iterations: int = 3
-    selection: str = "entropy"
+    selection: str = Field(
+        "fg_random",
+        description="selection strategy (saim.selection.strategies): fg_random, entropy, clasp_pe, mc_dropout, random",
+    )
     seed: int = 0
     max_message_mb: int = 16
     session_ttl_s: float = Field(1800.0, description="idle annotator sessions are dropped after this")

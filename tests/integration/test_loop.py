@@ -86,12 +86,12 @@ def test_annotations_carry_full_provenance_and_clicks_use_the_batch_model(comple
 
 def test_every_score_is_stamped_with_the_version_that_made_it(completed_run):
     reply = completed_run.selector().GetScores(selector_pb2.GetScoresRequest(), timeout=10)
-    assert reply.strategy == "entropy"
+    assert reply.strategy == "fg_random"  # the default
     assert {s.model_version for s in reply.scores} == {"v0002"}
     store = completed_run.stack.store()
     for version in ("v0000", "v0001", "v0002"):
         table = store.get_json(f"scores/{version}.json")
-        assert table["model_version"] == version and table["strategy"] == "entropy"
+        assert table["model_version"] == version and table["strategy"] == "fg_random"
     # each table covers only series that were unannotated when it was made; the pool shrinks as batches are annotated
     # (the pool of the original import: test_export's `saim admin import` may have added a series since)
     whole_pool = set(store.get_json("dataset/splits.json")["pool"])

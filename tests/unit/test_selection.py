@@ -1,4 +1,5 @@
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from saim.selection.strategies import (
     RandomStrategy,
     make_strategy,
     top_n,
+    weighted_sample,
 )
 
 
@@ -65,12 +67,20 @@ def test_entropy_strategy_scores_series_by_mean_over_slices():
     assert predictor.calls == [9]  # the series' slices share the network's batches
 
 
-def test_random_strategy_is_seeded_and_draws_anew_each_call():
+def test_random_strategy_draws_at_pick_from_seed_and_round():
+    """Scores need no model; the draw is uniform, the same for the same (seed, round) however the table was scored
+    (whole or in shards, before or after a restart), and a new one in the next round."""
     pool = {f"c{i}": None for i in range(10)}
-    a, b = RandomStrategy(3), RandomStrategy(3)
-    first = a.score(None, pool)
-    assert first == b.score(None, pool)
-    assert a.score(None, pool) != first
+    strategy = RandomStrategy(3)
+    scores = strategy.score(None, pool)
+    assert scores == dict.fromkeys(pool, 1.0)
+    shards = {**strategy.score(None, {c: None for c in list(pool)[:4]}), **RandomStrategy(3).score(None, pool)}
+    first = strategy.pick(scores, 3, round=1)
+    assert len(set(first)) == 3
+    assert RandomStrategy(3).pick(shards, 3, round=1) == first
+    assert strategy.pick(scores, 3, round=2) != first or strategy.pick(scores, 3, round=3) != first
+    counts = Counter(c for r in range(1, 3001) for c in strategy.pick(scores, 1, round=r))
+    assert min(counts.values()) > 220 and max(counts.values()) < 380  # uniform: 300 each out of 3000
 
 
 class _Foreground:
@@ -81,19 +91,25 @@ class _Foreground:
 
 
 def test_foreground_aware_random_draws_series_in_proportion_to_their_predicted_foreground():
-    """Over many draws the series with 4x the predicted foreground comes first about 4x as often; one with none is
-    still drawn, rarely; the draw is seeded and new at each call."""
+    """The score is the predicted foreground share; over many rounds the series with 4x the foreground comes first
+    about 4x as often; one with none is still drawn, rarely; a round's draw is fixed by (seed, round)."""
     pool = {"much": np.zeros((2, 10, 10)), "little": np.zeros((2, 10, 10)), "none": np.zeros((2, 10, 10))}
     pool["much"][:, :4] = 1  # 40 % foreground
     pool["little"][:, :1] = 1  # 10 %
     strategy = make_strategy("fg_random", seed=7)
-    firsts = [top_n(strategy.score(_Foreground(), pool), 1)[0] for _ in range(2000)]
-    much, little = firsts.count("much"), firsts.count("little")
-    assert 3.0 <= much / little <= 5.5  # 40 / 10: weighted, not uniform (which would give 1)
-    assert firsts.count("none") < 20
-    assert make_strategy("fg_random", 1).score(_Foreground(), pool) == make_strategy("fg_random", 1).score(
-        _Foreground(), pool
-    )
+    scores = strategy.score(_Foreground(), pool)
+    assert scores == pytest.approx({"much": 0.4, "little": 0.1, "none": 0.0})
+    firsts = Counter(strategy.pick(scores, 1, round=r)[0] for r in range(1, 2001))
+    assert 3.0 <= firsts["much"] / firsts["little"] <= 5.5  # 40 / 10: weighted, not uniform (which would give 1)
+    assert firsts["none"] < 20
+    assert make_strategy("fg_random", 7).pick(scores, 2, round=5) == strategy.pick(scores, 2, round=5)
+    assert sorted(strategy.pick(scores, 5, round=1)) == ["little", "much", "none"]  # n beyond the pool: all of it
+
+
+def test_weighted_sample_floors_small_weights_and_is_empty_for_an_empty_pool():
+    assert weighted_sample({}, 3, seed=0, round=1, floor=1e-3) == []
+    heavy = Counter(weighted_sample({"a": 0.0, "b": 1.0}, 1, seed=1, round=r, floor=0.5)[0] for r in range(2000))
+    assert 0.25 < heavy["a"] / 2000 < 0.42  # weight 0 counts as 0.5 against 1: a third of the draws
 
 
 def test_mc_dropout_entropy_is_seeded_and_without_dropout_is_the_entropy():

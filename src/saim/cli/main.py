@@ -32,7 +32,7 @@ def _add_emulate(sub) -> None:
         description="Pre-train on a small annotated set, then per iteration: select series, annotate "
         "them with the virtual user driving the current model, retrain, evaluate on a fixed test set.",
     )
-    p.add_argument("--selection", choices=sorted(STRATEGIES), default="entropy")
+    p.add_argument("--selection", choices=sorted(STRATEGIES), default="fg_random")
     p.add_argument(
         "--baseline",
         choices=["none", "classical"],

@@ -45,7 +45,7 @@ class EmulationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # seed and device are set per run
     max_slices: int | None = 8
     clicks: int = 3
-    selection: Literal["entropy", "random", "fg_random", "mc_dropout", "clasp_pe"] = "entropy"
+    selection: Literal["entropy", "random", "fg_random", "mc_dropout", "clasp_pe"] = "fg_random"
     baseline: Literal["none", "classical"] = "none"
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] (saim.model.device)

@@ -60,43 +60,47 @@ class EntropyStrategy(SelectionStrategy):
         return {case: float(part.mean()) for case, part in zip(cases, np.split(per_slice, bounds), strict=True)}
 
 
-class RandomStrategy(SelectionStrategy):
-    """Baseline: uniform random scores from a seeded generator (a new draw each call)."""
+class SampledStrategy(SelectionStrategy):
+    """A strategy that draws its batch: each series as likely to be drawn as its score (a score below `floor`
+    counts as `floor`). The draw happens at `pick`, from (seed, round) (weighted_sample), so a restarted selector
+    or a pool scored in shards draws the same series."""
+
+    floor: float = 1.0
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def pick(
+        self,
+        scores: Mapping[str, float],
+        n: int,
+        class_scores: Mapping[str, Sequence[float]] | None = None,
+        round: int = 1,
+    ) -> list[str]:
+        return weighted_sample(scores, n, self.seed, round, self.floor)
+
+
+class RandomStrategy(SampledStrategy):
+    """Baseline: n series drawn uniformly at random; every series scores 1.0 (no forward pass)."""
 
     name = "random"
     uses_model = False
 
-    def __init__(self, seed: int = 0):
-        self._rng = np.random.default_rng(seed)
-
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
-        draws = self._rng.random(len(pool))
-        return {case: float(v) for case, v in zip(sorted(pool), draws, strict=True)}
+        return dict.fromkeys(pool, 1.0)
 
 
-class ForegroundRandomStrategy(SelectionStrategy):
+class ForegroundRandomStrategy(SampledStrategy):
     """Foreground-aware random (after nnActive, arXiv 2511.19183: the random baseline no method reliably beat): a
-    random draw in which a series is as likely to come first as the model predicts foreground in it. Weighted
-    sampling without replacement (Efraimidis and Spirakis): the key u ** (1 / w) with u uniform and w the series'
-    predicted foreground share; the n highest keys are a weighted sample of n series. A series where nothing is
-    predicted keeps a small weight, so no series is never drawn."""
+    random draw in which a series is as likely to come first as the model predicts foreground in it. The score is
+    the series' predicted foreground share. A series where nothing is predicted keeps a small weight, so no series
+    is never drawn."""
 
     name = "fg_random"
-    MIN_WEIGHT = 1e-3
-
-    def __init__(self, seed: int = 0):
-        self._rng = np.random.default_rng(seed)
+    floor = 1e-3
 
     def score(self, predictor: InteractivePredictor, pool: Mapping[str, np.ndarray]) -> dict[str, float]:
-        cases = sorted(pool)
-        if not cases:
-            return {}
-        shares = [float((predictor.predict(pool[c]) > 0).mean()) for c in cases]
-        draws = self._rng.random(len(cases))
-        return {
-            case: float(np.log(u) / max(w, self.MIN_WEIGHT))  # log of u ** (1 / w): the same order, no underflow
-            for case, u, w in zip(cases, draws, shares, strict=True)
-        }
+        return {case: float((predictor.predict(pool[case]) > 0).mean()) for case in pool}
 
 
 class MCDropoutEntropyStrategy(SelectionStrategy):
@@ -229,3 +233,16 @@ def select(
 def top_n(scores: Mapping[str, float], n: int) -> list[str]:
     """The n highest-scoring cases; ties broken by case id so the result is deterministic."""
     return [case for case, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def weighted_sample(weights: Mapping[str, float], n: int, seed: int, round: int, floor: float) -> list[str]:
+    """n cases drawn without replacement, each in proportion to its weight (a weight below `floor` > 0 counts as
+    `floor`), from a generator seeded by (seed, round): the same table and round give the same draw wherever it is
+    made. Efraimidis and Spirakis: the key u ** (1 / w) with u uniform; the n highest keys are the sample (compared
+    as log(u) / w, the same order without underflow)."""
+    cases = sorted(weights)
+    if not cases:
+        return []
+    draws = np.random.default_rng([seed, round]).random(len(cases))
+    keys = {case: float(np.log(u) / max(weights[case], floor)) for case, u in zip(cases, draws, strict=True)}
+    return top_n(keys, n)

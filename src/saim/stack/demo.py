@@ -136,7 +136,8 @@ def drive(
         for w in workers:
             w.join(timeout=30)
     latencies = [x for w in workers for x in w.stats.click_latency_ms]
-    rows = version_rows(models, total, clicks, "entropy")
+    strategy = selector.GetScores(selector_pb2.GetScoresRequest(), timeout=30).strategy  # what the selector ran
+    rows = version_rows(models, total, clicks, strategy)
     return {
         "iterations": rows,
         # the served version: the last promoted one (the gate may have kept later ones out)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class SelectorServiceStub:
-    """Data selection: entropy scores of the unannotated pool under the current model, batches, work distribution.
+    """Data selection: the selection strategy's scores of the unannotated pool under the current model, batches, work
+    distribution.
     """
 
     def __init__(self, channel):
@@ -63,7 +64,8 @@ class SelectorServiceStub:
 
 
 class SelectorServiceServicer:
-    """Data selection: entropy scores of the unannotated pool under the current model, batches, work distribution.
+    """Data selection: the selection strategy's scores of the unannotated pool under the current model, batches, work
+    distribution.
     """
 
     def GetStatus(self, request, context):
@@ -137,7 +139,8 @@ def add_SelectorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SelectorService:
-    """Data selection: entropy scores of the unannotated pool under the current model, batches, work distribution.
+    """Data selection: the selection strategy's scores of the unannotated pool under the current model, batches, work
+    distribution.
     """
 
     @staticmethod
