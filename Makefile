@@ -10,7 +10,7 @@ NNUNET_STAMP := $(NNUNET_VENV)/.saim-installed
 OUT ?= out
 WEB_STAMP := web/dist/.built
 
-.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench bench-scale gpu-bench results proto totalseg clean
+.PHONY: setup web browser-tools deploy-tools nnunet-tools demo emulate test test-unit test-integration test-browser test-chaos chaos test-deploy lint bench bench-annotate bench-scale gpu-bench results proto totalseg clean
 
 setup: $(STAMP) $(WEB_STAMP)
 
@@ -109,6 +109,12 @@ bench: setup
 # $(OUT)/bench-scale.json (about 9 minutes).
 bench-scale: setup
 	$(BIN)/python tools/bench_scale.py --out $(OUT)/bench-scale.json
+
+# A virtual annotator in the real page (chromium, gateway, annotator) annotates phantom series until every class reaches
+# Dice 0.90, once with clicks only and once with a box, propagation and review; prints the interactions per series
+# and writes $(OUT)/bench-annotate/report.json (trains its model the first time).
+bench-annotate: setup browser-tools
+	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate
 
 # One GPU: rescoring, a click and training (with its profile) at 256 and 512 px against the bare model, and the
 # projected time to rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's

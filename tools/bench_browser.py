@@ -50,6 +50,21 @@ def gateway(annotator_port: int, case: str):
                 ch.close()
 
 
+def open_case(pw, url: str):
+    """Chromium on the page at `url`, logged in, the case taken (Next case) and on screen: (browser, page, seconds
+    from Next case to its first mask)."""
+    browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(url + "/")
+    page.fill("#token", "bench-token")
+    page.click("#login-form button")
+    page.wait_for_function("window.saim && window.saim.ready", timeout=60_000)
+    t0 = time.perf_counter()
+    page.click("#next")
+    page.wait_for_function(OPENED, timeout=600_000, polling=100)
+    return browser, page, time.perf_counter() - t0
+
+
 def browser_clicks(
     annotator_port: int,
     case: str,
@@ -65,16 +80,7 @@ def browser_clicks(
 
     with gateway(annotator_port, case) as url:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(url + "/")
-            page.fill("#token", "bench-token")
-            page.click("#login-form button")
-            page.wait_for_function("window.saim && window.saim.ready", timeout=60_000)
-            t0 = time.perf_counter()
-            page.click("#next")
-            page.wait_for_function(OPENED, timeout=600_000, polling=100)
-            open_s = time.perf_counter() - t0
+            browser, page, open_s = open_case(pw, url)
             rng = np.random.default_rng(0)
             k = shape[2] // 2
             for n in range(clicks + warmup):

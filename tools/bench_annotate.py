@@ -1,0 +1,359 @@
+"""`make bench-annotate`: a virtual annotator in the real page annotates whole series until every class reaches the
+Dice target against the ground truth, once slice by slice with clicks only and once with a box, propagation and
+review; it prints the interactions per series, the wall time in the page and the person-time of the time model.
+
+Everything a person's input passes is the real thing -- Debian's chromium driven by Playwright, the annotator page
+(web/dist), the HTTP gateway, a real annotator servicer with the model -- except the selector, a stand-in that hands
+out the series being annotated (tests.unit.harness.OneCaseSelector). The virtual annotator sees what a person sees
+(the page's masks, `saim.state.masks`) and acts as a person does: keys for the class, the tool and propagation, mouse
+clicks and drags at the voxels' screen positions (`saim.voxelToClient`), Enter to accept a slice.
+
+Its rule on a slice: while a class's Dice on the slice is below the target and its largest error region is a
+structure a person would correct (at least `--min-error` pixels), click at that region's innermost pixel (positive
+for a missed region, negative -- the right button -- for a false one), at most `--max-clicks` per slice. With
+`--assisted` it first draws a box around each class on the slice where the structures are largest, corrects that
+slice, propagates it (P), and in the review walk draws a box before clicking where a class is mostly missed and
+propagates again from a corrected slice when the next slice is wrong too; a second walk corrects what a later
+propagation changed. Interpolation is not part of this rule.
+
+The model is trained here on phantom series other than those annotated (with box prompts and the propagation
+samples of the training recipe), once per settings, and kept in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.bench_browser import gateway, open_case  # noqa: E402
+
+from saim.data import phantom  # noqa: E402
+from saim.data.dataset import NnUNetDataset  # noqa: E402
+from saim.data.sources import load_series  # noqa: E402
+from saim.data.splits import Splits  # noqa: E402
+from saim.model.clicks import box_around, largest_error  # noqa: E402
+from saim.model.config import ModelConfig  # noqa: E402
+from saim.model.predictor import InteractivePredictor  # noqa: E402
+from saim.storage.pool import import_dataset  # noqa: E402
+from saim.training.config import TrainConfig  # noqa: E402
+from saim.training.recipe import train_predictor  # noqa: E402
+from tests.unit.fakes import MemoryStore  # noqa: E402
+from tests.unit.harness import serve_annotator  # noqa: E402
+
+SECONDS_PER_CLICK, SECONDS_PER_SLICE, MANUAL_SECONDS_PER_SLICE = 3.0, 1.9, 15.0  # the experiment's time model
+WAIT_MS = 120_000
+
+
+def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> list[float | None]:
+    """Dice of each foreground class (None where neither has it)."""
+    out: list[float | None] = []
+    for c in range(1, num_classes + 1):
+        g, p = gt == c, pred == c
+        total = int(g.sum() + p.sum())
+        out.append(None if total == 0 else 2.0 * int((g & p).sum()) / total)
+    return out
+
+
+@dataclass
+class Tally:
+    clicks: int = 0
+    boxes: int = 0
+    scribbles: int = 0
+    propagations: int = 0
+    interpolations: int = 0
+    slices_accepted: int = 0
+    slices_corrected: int = 0  # slices that got at least one click or box
+    slices_at_cap: list[int] = field(default_factory=list)  # slices left below the target after --max-clicks
+
+    @property
+    def interactions(self) -> int:
+        return self.clicks + self.boxes + self.scribbles + self.propagations + self.interpolations
+
+
+class PageAnnotator:
+    """The virtual annotator at the page: reads the masks the page shows, acts with keys and the mouse."""
+
+    def __init__(self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool):
+        self.page, self.label = page, label
+        self.target, self.min_error, self.max_clicks, self.boxes = target, min_error, max_clicks, boxes
+        g = page.evaluate("saim.state.session.geometry")
+        self.axis, self.rows, self.cols, self.num_slices = g["slice_axis"], g["rows"], g["cols"], g["num_slices"]
+        self.num_classes = len(page.evaluate("saim.state.classes"))
+        self.tally = Tally()
+        self.touched: set[int] = set()
+
+    # ---- what the page shows --------------------------------------------------------------------------------------
+    def gt(self, k: int) -> np.ndarray:
+        return np.take(self.label, k, axis=self.axis)  # rows x cols over the in-plane axes, in increasing order
+
+    def mask(self, k: int) -> np.ndarray:
+        data = self.page.evaluate("k => Array.from(saim.state.masks.get(k))", k)
+        return np.asarray(data, np.uint8).reshape(self.rows, self.cols)
+
+    def go(self, k: int) -> None:
+        self.page.evaluate("k => saim.goToSlice(k)", k)
+        self.page.wait_for_function(
+            "k => saim.state.slice === k && saim.state.masks.has(k)", arg=k, timeout=WAIT_MS, polling=50
+        )
+
+    def needs(self, gt: np.ndarray, pred: np.ndarray):
+        """The largest error region a person would correct on the slice (None when the slice is right)."""
+        regions = []
+        for c, d in enumerate(dice_per_class(gt, pred, self.num_classes), start=1):
+            if d is None or d >= self.target:
+                continue
+            r = largest_error(gt, pred, c)
+            if r is not None and r.size >= self.min_error:
+                regions.append(r)
+        return max(regions, key=lambda r: r.size) if regions else None
+
+    # ---- what the person does -------------------------------------------------------------------------------------
+    def _voxel(self, k: int, row: int, col: int) -> list[int]:
+        p, q = [a for a in range(3) if a != self.axis]
+        v = [0, 0, 0]
+        v[self.axis], v[p], v[q] = k, row, col
+        return v
+
+    def _screen(self, k: int, row: int, col: int) -> tuple[float, float]:
+        pos = self.page.evaluate("v => saim.voxelToClient(v)", self._voxel(k, row, col))
+        return pos["x"], pos["y"]
+
+    def _class(self, c: int) -> None:
+        if self.page.evaluate("saim.state.active") != c:
+            self.page.keyboard.press(str(c))
+
+    def _count(self, what: str) -> int:
+        return self.page.evaluate(f"saim.state.{what}.length")
+
+    def _wait(self, what: str, n: int) -> None:
+        self.page.wait_for_function(f"saim.state.{what}.length > {n}", timeout=WAIT_MS, polling=50)
+
+    def click(self, k: int, cls: int, row: int, col: int, positive: bool) -> None:
+        self._class(cls)
+        x, y = self._screen(k, row, col)
+        n = self._count("rtt")
+        self.page.mouse.click(x, y, button="left" if positive else "right")
+        self._wait("rtt", n)
+        self.tally.clicks += 1
+
+    def box(self, k: int, cls: int, gt: np.ndarray) -> None:
+        b = box_around(gt, cls)
+        if b is None:
+            return
+        self._class(cls)
+        self.page.keyboard.press("x")
+        n = self._count("boxes")
+        x0, y0 = self._screen(k, b.y0, b.x0)
+        x1, y1 = self._screen(k, b.y1, b.x1)
+        self.page.mouse.move(x0, y0)
+        self.page.mouse.down()
+        self.page.mouse.move(x1, y1, steps=4)
+        self.page.mouse.up()
+        self._wait("boxes", n)
+        self.page.keyboard.press("c")
+        self.tally.boxes += 1
+
+    def propagate(self) -> None:
+        n = self._count("propagated")
+        self.page.keyboard.press("p")
+        self._wait("propagated", n)
+        self.tally.propagations += 1
+
+    def correct(self, k: int, boxes: bool) -> bool:
+        """Make slice k right (the page on it); True if it needed anything."""
+        gt, pred = self.gt(k), self.mask(k)
+        acted = False
+        if boxes:  # a class mostly missed: a box around it first
+            for c, d in enumerate(dice_per_class(gt, pred, self.num_classes), start=1):
+                if d is not None and d < 0.5 and (gt == c).sum() >= self.min_error:
+                    self.box(k, c, gt)
+                    acted = True
+            pred = self.mask(k)
+        for _ in range(self.max_clicks):
+            region = self.needs(gt, pred)
+            if region is None:
+                break
+            c = region.click
+            self.click(k, c.cls, c.y, c.x, c.positive)
+            acted = True
+            pred = self.mask(k)
+        else:
+            if self.needs(gt, pred) is not None:
+                self.tally.slices_at_cap.append(k)
+        if acted:
+            self.tally.slices_corrected += 1
+            self.touched.add(k)
+        return acted
+
+    def accept(self) -> None:
+        self.page.keyboard.press("Enter")
+        self.tally.slices_accepted += 1
+
+    # ---- the two ways of working ----------------------------------------------------------------------------------
+    def clicks_only(self) -> None:
+        for k in range(self.num_slices):
+            self.go(k)
+            self.correct(k, boxes=False)
+            self.accept()
+
+    def assisted(self) -> None:
+        areas = [int((self.gt(k) > 0).sum()) for k in range(self.num_slices)]
+        key = int(np.argmax(areas))
+        self.go(key)
+        gt = self.gt(key)
+        if self.boxes:
+            for c in range(1, self.num_classes + 1):
+                if (gt == c).sum() >= self.min_error:
+                    self.box(key, c, gt)
+        self.correct(key, boxes=False)
+        self.propagate()
+        for walk in range(2):  # a later propagation may change a slice accepted before: the second walk fixes it
+            for k in range(self.num_slices):
+                self.go(k)
+                fixed = self.correct(k, boxes=self.boxes)
+                if walk == 0:
+                    self.accept()
+                nxt = k + 1
+                if fixed and nxt < self.num_slices and nxt not in self.touched:
+                    self.go(nxt)
+                    if self.needs(self.gt(nxt), self.mask(nxt)) is not None:
+                        self.go(k)
+                        self.propagate()
+
+    def volume(self) -> np.ndarray:
+        out = np.zeros_like(self.label)
+        for k in range(self.num_slices):
+            self.go(k)
+            index = [slice(None)] * 3
+            index[self.axis] = k
+            out[tuple(index)] = self.mask(k)
+        return out
+
+
+def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page, open_s = open_case(pw, url)
+        opened = time.perf_counter()
+        page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a button
+        person = PageAnnotator(page, label, args.target, args.min_error, args.max_clicks, boxes=mode == "assisted")
+        if mode == "assisted":
+            person.assisted()
+        else:
+            person.clicks_only()
+        done = time.perf_counter()
+        result = person.volume()
+        message = page.text_content("#message")
+        browser.close()
+    t = person.tally
+    dice = dice_per_class(label, result, person.num_classes)
+    fg_slices = int(sum((person.gt(k) > 0).any() for k in range(person.num_slices)))
+    person_s = SECONDS_PER_CLICK * t.interactions + SECONDS_PER_SLICE * person.num_slices
+    return {
+        "mode": mode,
+        **{k: v for k, v in asdict(t).items()},
+        "interactions": t.interactions,
+        "dice": dice,
+        "min_dice": min(d for d in dice if d is not None),
+        "slices": person.num_slices,
+        "slices_with_foreground": fg_slices,
+        "open_s": open_s,
+        "page_s": done - opened,
+        "person_s": person_s,
+        "manual_s": MANUAL_SECONDS_PER_SLICE * fg_slices,
+        "last_message": message,
+    }
+
+
+def trained_model(ds: NnUNetDataset, cases: list[str], mc: ModelConfig, tc: TrainConfig, out: Path):
+    """The model trained on `cases`, kept in `out` under a key of the settings (trained again when they change)."""
+    key = hashlib.sha256(json.dumps([cases, asdict(mc), asdict(tc)], sort_keys=True, default=str).encode()).hexdigest()
+    directory = out / f"model-{key[:12]}"
+    if directory.is_dir() and any(directory.iterdir()):
+        return InteractivePredictor.load(directory), 0.0
+    series = [s for s in load_series(ds, mc.image_size, None) if s.case in cases]
+    images = np.concatenate([s.images for s in series])
+    labels = np.concatenate([s.labels for s in series])
+    t0 = time.perf_counter()
+    result = train_predictor(mc, images, labels, tc, series_counts=[s.num_slices for s in series])
+    seconds = time.perf_counter() - t0
+    result.predictor.save(directory)
+    return result.predictor, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("out/bench-annotate"))
+    ap.add_argument("--series", type=int, default=2, help="phantom series annotated (each in both ways)")
+    ap.add_argument("--train-series", type=int, default=16, help="phantom series the model is trained on")
+    ap.add_argument("--depth", type=int, default=24, help="slices per phantom series")
+    ap.add_argument("--size", type=int, default=96, help="phantom in-plane size (voxels)")
+    ap.add_argument("--image-size", type=int, default=64, help="the model's input size")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--target", type=float, default=0.90, help="Dice per class a slice (and the series) must reach")
+    ap.add_argument("--min-error", type=int, default=4, help="error regions smaller than this are not corrected")
+    ap.add_argument("--max-clicks", type=int, default=10, help="clicks per slice at most")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (training and the annotator)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = phantom.generate(
+        args.out / f"phantoms-{args.train_series + args.series}x{args.depth}x{args.size}-s{args.seed}",
+        num_series=args.train_series + args.series,
+        depth=args.depth,
+        size=args.size,
+        seed=args.seed,
+    )
+    ds = NnUNetDataset(root)
+    cases = ds.cases
+    train_cases, bench_cases = cases[: args.train_series], cases[args.train_series :]
+    mc = ModelConfig(classes=tuple(ds.info.classes), image_size=args.image_size, box_prompts=True)
+    tc = TrainConfig(epochs=args.epochs, seed=args.seed, loader_workers=0)
+    predictor, train_s = trained_model(ds, train_cases, mc, tc, args.out)
+    rows = []
+    for case in bench_cases:
+        _, label, _ = ds.load_case(case)
+        for mode in ("clicks", "assisted"):
+            # a bucket and an annotator of its own for each run: the second must not resume the first one's draft
+            store = MemoryStore()
+            import_dataset(store, ds, Splits(tuple(train_cases[:4]), (), (), (case,)), image_size=args.image_size)
+            with serve_annotator(store, predictor, args.image_size) as (port, _), gateway(port, case) as url:
+                row = {"case": case, **annotate_series(url, label, mode, args)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    by_mode = {m: [r for r in rows if r["mode"] == m] for m in ("clicks", "assisted")}
+    mean = {
+        m: {k: float(np.mean([r[k] for r in rs])) for k in ("interactions", "clicks", "page_s", "person_s", "min_dice")}
+        for m, rs in by_mode.items()
+    }
+    report = {
+        "command": " ".join(sys.argv),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "train_seconds": train_s,
+        "rows": rows,
+        "mean": mean,
+        "interaction_ratio": mean["clicks"]["interactions"] / max(mean["assisted"]["interactions"], 1e-9),
+    }
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"interactions per series: clicks only {mean['clicks']['interactions']:.1f}, assisted "
+        f"{mean['assisted']['interactions']:.1f} ({report['interaction_ratio']:.1f}x fewer); lowest class Dice "
+        f"{mean['clicks']['min_dice']:.3f} and {mean['assisted']['min_dice']:.3f}; person-time "
+        f"{mean['clicks']['person_s'] / 60:.1f} and {mean['assisted']['person_s'] / 60:.1f} min"
+    )
+
+
+if __name__ == "__main__":
+    main()
