@@ -12,9 +12,9 @@ Its rule on a slice: while a class's Dice on the slice is below the target and i
 structure a person would correct (at least `--min-error` pixels), click at that region's innermost pixel (positive
 for a missed region, negative -- the right button -- for a false one), at most `--max-clicks` per slice. With
 `--assisted` it first draws a box around each class on the slice where the structures are largest, corrects that
-slice, propagates it (P), and in the review walk draws a box before clicking where a class is mostly missed and
-propagates again from a corrected slice when the next slice is wrong too; a second walk corrects what a later
-propagation changed. Interpolation is not part of this rule.
+slice, propagates it (P), and in the review walk draws a box before clicking where a class is mostly missed (with
+`--repropagate` it also propagates again from a corrected slice when the next slice is wrong too); a second walk
+corrects what a later propagation changed. Interpolation is not part of this rule.
 
 The model is trained here on phantom series other than those annotated (with box prompts and the propagation
 samples of the training recipe), once per settings, and kept in --out.
@@ -83,8 +83,10 @@ class Tally:
 class PageAnnotator:
     """The virtual annotator at the page: reads the masks the page shows, acts with keys and the mouse."""
 
-    def __init__(self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool):
-        self.page, self.label = page, label
+    def __init__(
+        self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool, repropagate: bool
+    ):
+        self.page, self.label, self.repropagate = page, label, repropagate
         self.target, self.min_error, self.max_clicks, self.boxes = target, min_error, max_clicks, boxes
         g = page.evaluate("saim.state.session.geometry")
         self.axis, self.rows, self.cols, self.num_slices = g["slice_axis"], g["rows"], g["cols"], g["num_slices"]
@@ -224,7 +226,7 @@ class PageAnnotator:
                 if walk == 0:
                     self.accept()
                 nxt = k + 1
-                if fixed and nxt < self.num_slices and nxt not in self.touched:
+                if self.repropagate and fixed and nxt < self.num_slices and nxt not in self.touched:
                     self.go(nxt)
                     if self.needs(self.gt(nxt), self.mask(nxt)) is not None:
                         self.go(k)
@@ -247,7 +249,9 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
         browser, page, open_s = open_case(pw, url)
         opened = time.perf_counter()
         page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a button
-        person = PageAnnotator(page, label, args.target, args.min_error, args.max_clicks, boxes=mode == "assisted")
+        person = PageAnnotator(
+            page, label, args.target, args.min_error, args.max_clicks, mode == "assisted", args.repropagate
+        )
         if mode == "assisted":
             person.assisted()
         else:
@@ -304,6 +308,12 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.90, help="Dice per class a slice (and the series) must reach")
     ap.add_argument("--min-error", type=int, default=4, help="error regions smaller than this are not corrected")
     ap.add_argument("--max-clicks", type=int, default=10, help="clicks per slice at most")
+    ap.add_argument(
+        "--repropagate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="in the review, propagate again from a corrected slice when the next slice is wrong too",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (training and the annotator)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
