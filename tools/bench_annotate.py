@@ -266,7 +266,7 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
     person_s = SECONDS_PER_CLICK * t.interactions + SECONDS_PER_SLICE * person.num_slices
     return {
         "mode": mode,
-        **{k: v for k, v in asdict(t).items()},
+        **asdict(t),
         "interactions": t.interactions,
         "dice": dice,
         "min_dice": min(d for d in dice if d is not None),
