@@ -46,6 +46,7 @@ from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.storage.pool import import_dataset  # noqa: E402
 from saim.training.config import TrainConfig  # noqa: E402
+from saim.training.metrics import iou_per_class  # noqa: E402
 from saim.training.recipe import train_predictor  # noqa: E402
 from tests.unit.fakes import MemoryStore  # noqa: E402
 from tests.unit.harness import serve_annotator  # noqa: E402
@@ -54,14 +55,10 @@ SECONDS_PER_CLICK, SECONDS_PER_SLICE, MANUAL_SECONDS_PER_SLICE = 3.0, 1.9, 15.0 
 WAIT_MS = 120_000
 
 
-def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> list[float | None]:
-    """Dice of each foreground class (None where neither has it)."""
-    out: list[float | None] = []
-    for c in range(1, num_classes + 1):
-        g, p = gt == c, pred == c
-        total = int(g.sum() + p.sum())
-        out.append(None if total == 0 else 2.0 * int((g & p).sum()) / total)
-    return out
+def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Dice of each foreground class, from its IoU (NaN where neither map has it)."""
+    iou = iou_per_class(gt, pred, num_classes)
+    return 2 * iou / (1 + iou)
 
 
 @dataclass
@@ -72,8 +69,8 @@ class Tally:
     propagations: int = 0
     interpolations: int = 0
     slices_accepted: int = 0
-    slices_corrected: int = 0  # slices that got at least one click or box
-    slices_at_cap: list[int] = field(default_factory=list)  # slices left below the target after --max-clicks
+    corrected: set[int] = field(default_factory=set)  # slices that got at least one click or box
+    at_cap: set[int] = field(default_factory=set)  # slices left below the target after --max-clicks
 
     @property
     def interactions(self) -> int:
@@ -92,7 +89,6 @@ class PageAnnotator:
         self.axis, self.rows, self.cols, self.num_slices = g["slice_axis"], g["rows"], g["cols"], g["num_slices"]
         self.num_classes = len(page.evaluate("saim.state.classes"))
         self.tally = Tally()
-        self.touched: set[int] = set()
 
     # ---- what the page shows --------------------------------------------------------------------------------------
     def gt(self, k: int) -> np.ndarray:
@@ -112,7 +108,7 @@ class PageAnnotator:
         """The largest error region a person would correct on the slice (None when the slice is right)."""
         regions = []
         for c, d in enumerate(dice_per_class(gt, pred, self.num_classes), start=1):
-            if d is None or d >= self.target:
+            if not d < self.target:  # right, or the class in neither map (NaN)
                 continue
             r = largest_error(gt, pred, c)
             if r is not None and r.size >= self.min_error:
@@ -177,7 +173,7 @@ class PageAnnotator:
         acted = False
         if boxes:  # a class mostly missed: a box around it first
             for c, d in enumerate(dice_per_class(gt, pred, self.num_classes), start=1):
-                if d is not None and d < 0.5 and (gt == c).sum() >= self.min_error:
+                if d < 0.5 and (gt == c).sum() >= self.min_error:
                     self.box(k, c, gt)
                     acted = True
             pred = self.mask(k)
@@ -191,10 +187,9 @@ class PageAnnotator:
             pred = self.mask(k)
         else:
             if self.needs(gt, pred) is not None:
-                self.tally.slices_at_cap.append(k)
+                self.tally.at_cap.add(k)
         if acted:
-            self.tally.slices_corrected += 1
-            self.touched.add(k)
+            self.tally.corrected.add(k)
         return acted
 
     def accept(self) -> None:
@@ -226,7 +221,7 @@ class PageAnnotator:
                 if walk == 0:
                     self.accept()
                 nxt = k + 1
-                if self.repropagate and fixed and nxt < self.num_slices and nxt not in self.touched:
+                if self.repropagate and fixed and nxt < self.num_slices and nxt not in self.tally.corrected:
                     self.go(nxt)
                     if self.needs(self.gt(nxt), self.mask(nxt)) is not None:
                         self.go(k)
@@ -266,10 +261,12 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
     person_s = SECONDS_PER_CLICK * t.interactions + SECONDS_PER_SLICE * person.num_slices
     return {
         "mode": mode,
-        **asdict(t),
+        **{k: v for k, v in asdict(t).items() if k not in ("corrected", "at_cap")},
+        "slices_corrected": len(t.corrected),
+        "slices_at_cap": sorted(t.at_cap),
         "interactions": t.interactions,
-        "dice": dice,
-        "min_dice": min(d for d in dice if d is not None),
+        "dice": [None if np.isnan(d) else float(d) for d in dice],
+        "min_dice": float(np.nanmin(dice)),
         "slices": person.num_slices,
         "slices_with_foreground": fg_slices,
         "open_s": open_s,
