@@ -110,11 +110,14 @@ bench: setup
 bench-scale: setup
 	$(BIN)/python tools/bench_scale.py --out $(OUT)/bench-scale.json
 
-# A virtual annotator in the real page (chromium, gateway, annotator) annotates phantom series until every class reaches
-# Dice 0.90, once with clicks only and once with a box, propagation and review; prints the interactions per series
-# and writes $(OUT)/bench-annotate/report.json (trains its model the first time).
+# A virtual annotator in the real page (chromium, gateway, annotator) annotates phantom series and the TotalSegmentator
+# CT until every class reaches Dice 0.90, once with clicks only and once assisted (boxes, propagation, a walk that
+# carries corrections on); prints the interactions per series and writes $(OUT)/bench-annotate/report-<data>.json
+# (trains its models the first time); then thinner phantom slices (72 over the same extent) in bench-annotate-thin.
 bench-annotate: setup browser-tools
-	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate
+	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data phantoms
+	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data totalseg
+	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate-thin --data phantoms --depth 72 --train-series 8
 
 # One GPU: rescoring, a click and training (with its profile) at 256 and 512 px against the bare model, and the
 # projected time to rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's

@@ -10,14 +10,14 @@ clicks and drags at the voxels' screen positions (`saim.voxelToClient`), Enter t
 
 Its rule on a slice: while a class's Dice on the slice is below the target and its largest error region is a
 structure a person would correct (at least `--min-error` pixels), click at that region's innermost pixel (positive
-for a missed region, negative -- the right button -- for a false one), at most `--max-clicks` per slice. With
-`--assisted` it first draws a box around each class on the slice where the structures are largest, corrects that
-slice, propagates it (P), and in the review walk draws a box before clicking where a class is mostly missed (with
-`--repropagate` it also propagates again from a corrected slice when the next slice is wrong too); a second walk
-corrects what a later propagation changed. Interpolation is not part of this rule.
+for a missed region, negative -- the right button -- for a false one), at most `--max-clicks` per slice. Clicks
+only walks the slices in order. Assisted corrects the slice where the structures are largest and propagates it
+both ways (P); then it walks up and down from there. On every slice it draws a box before clicking where a class is
+mostly missed (Dice under 0.5), and it carries a slice it corrected on one way (] or [) when the next slice is wrong
+too (`PageAnnotator.assisted`). Interpolation is not part of this rule.
 
-The model is trained here on phantom series other than those annotated (with box prompts and the propagation
-samples of the training recipe), once per settings, and kept in --out.
+The model is trained here on series other than those annotated (with box prompts and the propagation samples of the
+training recipe), once per settings, and kept in --out: phantoms, or the TotalSegmentator CT (`--data totalseg`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.bench_browser import gateway, open_case  # noqa: E402
 
-from saim.data import phantom  # noqa: E402
+from saim.data import phantom, totalseg  # noqa: E402
 from saim.data.dataset import NnUNetDataset  # noqa: E402
 from saim.data.sources import load_series  # noqa: E402
 from saim.data.splits import Splits  # noqa: E402
@@ -80,10 +80,8 @@ class Tally:
 class PageAnnotator:
     """The virtual annotator at the page: reads the masks the page shows, acts with keys and the mouse."""
 
-    def __init__(
-        self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool, repropagate: bool
-    ):
-        self.page, self.label, self.repropagate = page, label, repropagate
+    def __init__(self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool):
+        self.page, self.label = page, label
         self.target, self.min_error, self.max_clicks, self.boxes = target, min_error, max_clicks, boxes
         g = page.evaluate("saim.state.session.geometry")
         self.axis, self.rows, self.cols, self.num_slices = g["slice_axis"], g["rows"], g["cols"], g["num_slices"]
@@ -161,9 +159,10 @@ class PageAnnotator:
         self.page.keyboard.press("c")
         self.tally.boxes += 1
 
-    def propagate(self) -> None:
+    def propagate(self, direction: int) -> None:
+        """P both ways, ] up, [ down."""
         n = self._count("propagated")
-        self.page.keyboard.press("p")
+        self.page.keyboard.press({0: "p", 1: "]", -1: "["}[direction])
         self._wait("propagated", n)
         self.tally.propagations += 1
 
@@ -204,28 +203,28 @@ class PageAnnotator:
             self.accept()
 
     def assisted(self) -> None:
+        """The slice where the structures are largest corrected and propagated both ways (P), then a walk up and a
+        walk down from it: each slice corrected (a box where a class is mostly missed, then clicks), and when it
+        needed correcting and the next slice is wrong too, carried on one way from it (] or [). A one-way propagation
+        never writes behind the walk, so one pass ends it."""
         areas = [int((self.gt(k) > 0).sum()) for k in range(self.num_slices)]
         key = int(np.argmax(areas))
         self.go(key)
-        gt = self.gt(key)
-        if self.boxes:
-            for c in range(1, self.num_classes + 1):
-                if (gt == c).sum() >= self.min_error:
-                    self.box(key, c, gt)
-        self.correct(key, boxes=False)
-        self.propagate()
-        for walk in range(2):  # a later propagation may change a slice accepted before: the second walk fixes it
-            for k in range(self.num_slices):
+        self.correct(key, boxes=self.boxes)
+        self.accept()
+        self.go(key)
+        self.propagate(0)
+        for step, end in ((1, self.num_slices), (-1, -1)):
+            for k in range(key + step, end, step):
                 self.go(k)
                 fixed = self.correct(k, boxes=self.boxes)
-                if walk == 0:
-                    self.accept()
-                nxt = k + 1
-                if self.repropagate and fixed and nxt < self.num_slices and nxt not in self.tally.corrected:
-                    self.go(nxt)
+                self.accept()
+                nxt = k + step
+                if fixed and 0 <= nxt < self.num_slices:
+                    self.go(nxt)  # a look at the next slice: is what was carried there wrong too?
                     if self.needs(self.gt(nxt), self.mask(nxt)) is not None:
                         self.go(k)
-                        self.propagate()
+                        self.propagate(step)
 
     def volume(self) -> np.ndarray:
         out = np.zeros_like(self.label)
@@ -244,9 +243,7 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
         browser, page, open_s = open_case(pw, url)
         opened = time.perf_counter()
         page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a button
-        person = PageAnnotator(
-            page, label, args.target, args.min_error, args.max_clicks, mode == "assisted", args.repropagate
-        )
+        person = PageAnnotator(page, label, args.target, args.min_error, args.max_clicks, mode == "assisted")
         if mode == "assisted":
             person.assisted()
         else:
@@ -258,6 +255,10 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
     t = person.tally
     dice = dice_per_class(label, result, person.num_classes)
     fg_slices = int(sum((person.gt(k) > 0).any() for k in range(person.num_slices)))
+    # how far a perfect carry gets: each slice's ground truth scored against the one below it
+    neighbour = [
+        dice_per_class(person.gt(k), person.gt(k - 1), person.num_classes) for k in range(1, person.num_slices)
+    ]
     person_s = SECONDS_PER_CLICK * t.interactions + SECONDS_PER_SLICE * person.num_slices
     return {
         "mode": mode,
@@ -269,6 +270,7 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
         "min_dice": float(np.nanmin(dice)),
         "slices": person.num_slices,
         "slices_with_foreground": fg_slices,
+        "neighbour_dice": float(np.nanmean(neighbour)),
         "open_s": open_s,
         "page_s": done - opened,
         "person_s": person_s,
@@ -293,50 +295,86 @@ def trained_model(ds: NnUNetDataset, cases: list[str], mc: ModelConfig, tc: Trai
     return result.predictor, seconds
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out/bench-annotate"))
-    ap.add_argument("--series", type=int, default=2, help="phantom series annotated (each in both ways)")
-    ap.add_argument("--train-series", type=int, default=16, help="phantom series the model is trained on")
-    ap.add_argument("--depth", type=int, default=24, help="slices per phantom series")
-    ap.add_argument("--size", type=int, default=96, help="phantom in-plane size (voxels)")
-    ap.add_argument("--image-size", type=int, default=64, help="the model's input size")
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--target", type=float, default=0.90, help="Dice per class a slice (and the series) must reach")
-    ap.add_argument("--min-error", type=int, default=4, help="error regions smaller than this are not corrected")
-    ap.add_argument("--max-clicks", type=int, default=10, help="clicks per slice at most")
-    ap.add_argument(
-        "--repropagate",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="in the review, propagate again from a corrected slice when the next slice is wrong too",
-    )
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (training and the annotator)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Bench:
+    """What is annotated and what the model learns from: per annotated case, the cases its model is trained on."""
+
+    dataset: NnUNetDataset
+    bench_cases: list[str]
+    train_cases: dict[str, list[str]]
+    model: ModelConfig
+
+
+def phantom_bench(args) -> Bench:
+    """Phantom series: the last `--series` annotated, one model trained on the `--train-series` before them. Their
+    anatomy spans 120 mm whatever `--depth`: more slices are thinner ones (24: 5 mm)."""
     root = phantom.generate(
         args.out / f"phantoms-{args.train_series + args.series}x{args.depth}x{args.size}-s{args.seed}",
         num_series=args.train_series + args.series,
         depth=args.depth,
         size=args.size,
         seed=args.seed,
+        affine=np.diag([1.5, 1.5, 120.0 / args.depth, 1.0]),
     )
     ds = NnUNetDataset(root)
-    cases = ds.cases
-    train_cases, bench_cases = cases[: args.train_series], cases[args.train_series :]
-    mc = ModelConfig(classes=tuple(ds.info.classes), image_size=args.image_size, box_prompts=True)
+    train, bench = ds.cases[: args.train_series], ds.cases[args.train_series :]
+    mc = ModelConfig(classes=tuple(ds.info.classes), image_size=args.image_size or 64, box_prompts=True)
+    return Bench(ds, bench, {case: train for case in bench}, mc)
+
+
+def totalseg_bench(args) -> Bench:
+    """The TotalSegmentator CT cut in `--slab`-slice halves: each CT half annotated by a model trained on the other
+    cases (the other CT half and the MR's first slab): 30 slices to learn from, a campaign's weak early model.
+    Refinement as `make results` runs these scans (the models follow few clicks unrefined)."""
+    ds = NnUNetDataset(totalseg.build(args.out / f"totalseg-slab{args.slab}", slab=args.slab, cache_dir=".cache"))
+    bench = [c for c in ds.cases if c.startswith("ts_ct_")][: args.series]
+    mc = ModelConfig(
+        classes=tuple(ds.info.classes),
+        image_size=args.image_size or 96,
+        box_prompts=True,
+        refine_steps=20,
+        refine_radius=3,
+    )
+    return Bench(ds, bench, {case: [c for c in ds.cases if c != case] for case in bench}, mc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("out/bench-annotate"))
+    ap.add_argument(
+        "--data",
+        choices=("phantoms", "totalseg"),
+        default="phantoms",
+        help="phantom series, or the TotalSegmentator CT (from the sdist, cached in .cache)",
+    )
+    ap.add_argument("--series", type=int, default=2, help="series annotated (each in both ways)")
+    ap.add_argument("--train-series", type=int, default=16, help="phantom series the model is trained on")
+    ap.add_argument("--depth", type=int, default=24, help="slices per phantom series (over the same 120 mm)")
+    ap.add_argument("--size", type=int, default=96, help="phantom in-plane size (voxels)")
+    ap.add_argument("--slab", type=int, default=15, help="slices per TotalSegmentator case")
+    ap.add_argument("--image-size", type=int, default=None, help="the model's input size (64 phantoms, 96 CT)")
+    ap.add_argument("--epochs", type=int, default=12, help="training epochs")
+    ap.add_argument("--target", type=float, default=0.90, help="Dice per class a slice (and the series) must reach")
+    ap.add_argument("--min-error", type=int, default=4, help="error regions smaller than this are not corrected")
+    ap.add_argument("--max-clicks", type=int, default=10, help="clicks per slice at most")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (training and the annotator)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bench = totalseg_bench(args) if args.data == "totalseg" else phantom_bench(args)
+    ds, mc = bench.dataset, bench.model
     tc = TrainConfig(epochs=args.epochs, seed=args.seed, loader_workers=0)
-    predictor, train_s = trained_model(ds, train_cases, mc, tc, args.out)
-    rows = []
-    for case in bench_cases:
+    rows, train_s = [], {}
+    for case in bench.bench_cases:
+        train_cases = bench.train_cases[case]
+        predictor, train_s[case] = trained_model(ds, train_cases, mc, tc, args.out)
         _, label, _ = ds.load_case(case)
         for mode in ("clicks", "assisted"):
             # a bucket and an annotator of its own for each run: the second must not resume the first one's draft
             store = MemoryStore()
-            import_dataset(store, ds, Splits(tuple(train_cases[:4]), (), (), (case,)), image_size=args.image_size)
-            with serve_annotator(store, predictor, args.image_size) as (port, _), gateway(port, case) as url:
+            import_dataset(store, ds, Splits(tuple(train_cases[:4]), (), (), (case,)), image_size=mc.image_size)
+            with serve_annotator(store, predictor, mc.image_size) as (port, _), gateway(port, case) as url:
                 row = {"case": case, **annotate_series(url, label, mode, args)}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -349,11 +387,12 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "train_seconds": train_s,
+        "model": asdict(mc),
         "rows": rows,
         "mean": mean,
         "interaction_ratio": mean["clicks"]["interactions"] / max(mean["assisted"]["interactions"], 1e-9),
     }
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"report-{args.data}.json").write_text(json.dumps(report, indent=2))
     print(
         f"interactions per series: clicks only {mean['clicks']['interactions']:.1f}, assisted "
         f"{mean['assisted']['interactions']:.1f} ({report['interaction_ratio']:.1f}x fewer); lowest class Dice "

@@ -459,9 +459,26 @@ def test_a_killed_annotator_loses_no_click_of_an_open_page(web, page):
     page.keyboard.press("u")  # undo reaches back across the restart: the mask as it was shown before the kill
     page.wait_for_function(f"saim.state.info.get({k}).clicks === 3", timeout=60_000)
     np.testing.assert_array_equal(page_mask(page, k, (g["rows"], g["cols"])), shown)
+
+    # a one-way propagation (] up, [ down, towards the farther end): slice k carried that way only
+    way, key = (1, "]") if k < g["num_slices"] / 2 else (-1, "[")
+    behind = [x for x in range(g["num_slices"]) if (x - k) * way < 0]
+    before = {}
+    for x in [*behind, k]:  # each shown once, so the page holds its mask
+        page.evaluate(f"saim.goToSlice({x})")
+        page.wait_for_function(f"saim.state.slice === {x} && saim.state.masks.has({x})", timeout=60_000)
+        before[x] = page_mask(page, x, (g["rows"], g["cols"]))
+    page.keyboard.press(key)
+    page.wait_for_function("saim.state.propagated.length === 1", timeout=120_000)
+    carried = page.evaluate("saim.state.propagated[0]")
+    assert carried["from"] == k and carried["direction"] == way
+    assert carried["slices"] == [k + way * (i + 1) for i in range(len(carried["slices"]))] and carried["slices"]
+    for x in behind:  # nothing written behind it
+        np.testing.assert_array_equal(page_mask(page, x, (g["rows"], g["cols"])), before[x])
     page.click("#submit")
     page.wait_for_function("document.getElementById('message').textContent.startsWith('submitted')", timeout=120_000)
     prov = web.stack.store().get_json(provenance_key(case))
+    assert prov["num_propagated"] == len(carried["slices"]) and prov["slices_propagated"] == sorted(carried["slices"])
     assert [c["voxel"] for c in prov["clicks"]] == [list(first), list(second), list(retried)]
     assert [c["positive"] for c in prov["clicks"]] == [True, False, True]
 

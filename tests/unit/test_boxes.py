@@ -9,7 +9,7 @@ import torch
 
 from saim.data.slices import Series
 from saim.errors import InvalidInput
-from saim.model.clicks import Box, box_around
+from saim.model.clicks import Box, Click, box_around
 from saim.model.config import ModelConfig
 from saim.model.encoding import one_hot_foreground
 from saim.model.predictor import InteractivePredictor
@@ -50,6 +50,34 @@ def test_a_box_reaches_the_network_as_its_class_channel():
     expected[1, :, 0:2] = 2
     np.testing.assert_array_equal(answer, expected)
     assert not predictor.predict(images).any()  # no box: an empty box channel
+
+
+class FloodNet(torch.nn.Module):
+    """Answers class 1 everywhere, class 2 as the runner-up: what a box must bound."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        return torch.tensor([0.0, 3.0, 2.0]).view(1, 3, 1, 1).expand(b, 3, h, w).clone()
+
+
+def test_a_box_bounds_its_class_unless_a_positive_click_of_the_class_lies_outside_it():
+    predictor = InteractivePredictor(CONFIG, network=FloodNet())
+    images = np.zeros((1, 16, 16), np.float32)
+    assert (predictor.predict(images) == 1).all()  # no box: class 1 everywhere
+    probs = predictor.probabilities(images, boxes=[[Box(1, 2, 3, 5, 8)]])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # still probabilities
+    answer = probs.argmax(axis=1)[0]
+    assert (answer[2:6, 3:9] == 1).all()
+    outside = np.ones((16, 16), bool)
+    outside[2:6, 3:9] = False
+    assert (answer[outside] == 2).all()  # class 1's share went to the others in proportion: class 2 next
+    both = predictor.predict(images, boxes=[[Box(1, 2, 3, 5, 8), Box(2, 0, 0, 1, 1)]])[0]
+    assert (both[2:6, 3:9] == 1).all() and (both[:2, :2] == 2).all()
+    assert (both[outside & (np.arange(16)[:, None] > 1)] == 0).all()  # neither class outside its box: background
+    inside_click = predictor.predict(images, [[Click(1, 3, 4, True)]], boxes=[[Box(1, 2, 3, 5, 8)]])[0]
+    assert (inside_click[outside] == 2).all()  # a click in the box keeps the bound
+    outside_click = predictor.predict(images, [[Click(1, 12, 12, True)]], boxes=[[Box(1, 2, 3, 5, 8)]])[0]
+    assert (outside_click == 1).all()  # the person's click says the box was not the whole structure
 
 
 def test_boxes_are_checked_and_a_model_without_box_prompts_refuses_them():

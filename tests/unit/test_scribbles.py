@@ -53,7 +53,10 @@ def test_with_p_scribble_one_the_click_channels_hold_strokes():
     labels = torch.zeros(8, 32, 32, dtype=torch.long)
     labels[:, 8:14, 2:30] = 1
     images = torch.randn(8, 1, 32, 32, generator=gen)
-    net = torch.nn.Conv2d(mc.in_channels, 2, 1)
+    net = torch.nn.Conv2d(mc.in_channels, 2, 1)  # answers background everywhere: the whole bar is missed
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.copy_(torch.tensor([1.0, -1.0]))
     tc = TrainConfig(p_no_clicks=0.0, p_propagation=0.0, p_scribble=1.0, click_rounds=0)
     x = simulate_interaction(net, images, labels, mc, tc, gen)
     clicked = x[:, 1:3].amax(1) > 0  # positive or negative, the one class

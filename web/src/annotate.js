@@ -40,7 +40,8 @@ const state = {
 let layout = null; // the loaded volume's voxel mapping and mask-layer indexing (drawingLayout); null while loading
 let queue = Promise.resolve(); // operations apply in order
 let autoWindow = null;
-const CASE_BUTTONS = ["submit", "undo", "redo", "accept", "propagate", "interpolate"]; // usable while a case is open
+// usable while a case is open
+const CASE_BUTTONS = ["submit", "undo", "redo", "accept", "propagate", "propagate-up", "propagate-down", "interpolate"];
 
 const nv = new Niivue({
   backColor: [0.07, 0.08, 0.1, 1],
@@ -330,20 +331,21 @@ function redo() {
   });
 }
 
-// Propagation: the slice's mask carried by the model to the neighbouring slices, both ways, until the structure ends
-// or a slice the person clicked or edited; each slice it writes comes back and is shown (undo takes one back).
-function propagate() {
+// Propagation: the slice's mask carried by the model to the neighbouring slices, both ways (direction 0) or one way
+// (+1 up, -1 down), until the structure ends or a slice the person clicked or edited; each slice it writes comes
+// back and is shown (undo takes one back). One way is for a walk: correct a slice, carry it on, go on to the next.
+function propagate(direction = 0) {
   const k = state.slice;
   return enqueue(async () => {
     setMessage(`propagating slice ${k} ...`);
-    const body = { slice: k, direction: 0, request_id: newId() };
+    const body = { slice: k, direction, request_id: newId() };
     const reply = await retried("POST", "/propagate", body, "the propagation");
     for (const mask of reply.masks) await applyMask(mask);
     const why = Object.entries(reply.stopped)
       .map(([way, reason]) => `${way}: ${reason}`)
       .join(", ");
     const slices = reply.masks.map((m) => m.slice);
-    state.propagated.push({ from: k, slices });
+    state.propagated.push({ from: k, direction, slices });
     setMessage(
       slices.length
         ? `propagated slice ${k} to ${slices.length} slices (${Math.min(...slices)}–${Math.max(...slices)}; ${why})`
@@ -561,7 +563,9 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "ArrowUp" || e.key === "PageUp") moveSlices(1);
   else if (e.key === "ArrowDown" || e.key === "PageDown") moveSlices(-1);
   else if (e.key === "Enter") accept();
-  else if (e.key === "p") propagate();
+  else if (e.key === "p") propagate(0);
+  else if (e.key === "]") propagate(1);
+  else if (e.key === "[") propagate(-1);
   else if (e.key === "i") interpolate();
   else if (e.key === "v") setViews(state.views !== "multiplanar");
   else if (e.key === "o") setOutline(!state.outline);
@@ -754,7 +758,9 @@ $("submit").onclick = () => enqueue(submit);
 $("undo").onclick = undo;
 $("redo").onclick = redo;
 $("accept").onclick = accept;
-$("propagate").onclick = propagate;
+$("propagate").onclick = () => propagate(0);
+$("propagate-up").onclick = () => propagate(1);
+$("propagate-down").onclick = () => propagate(-1);
 $("interpolate").onclick = interpolate;
 $("radius").oninput = () => ($("radius-v").textContent = $("radius").value);
 $("opacity").oninput = () => setOutline(state.outline);

@@ -63,6 +63,29 @@ def honour_clicks(probs: torch.Tensor, clicks: list[list[Click]]) -> torch.Tenso
     return probs
 
 
+def honour_boxes(probs: torch.Tensor, boxes: list[list[Box]], clicks: list[list[Click]] | None) -> torch.Tensor:
+    """A box says its class is in it and only there: outside the boxes of a class the class loses its share to the
+    other classes in proportion (to the background if it had everything), unless a positive click of the class lies
+    outside them (the person's click says the box was not the whole structure). probs (B, K+1, H, W), changed in
+    place."""
+    h, w = probs.shape[-2:]
+    for i, image_boxes in enumerate(boxes):
+        placed = [] if clicks is None else clicks[i]
+        for cls in sorted({b.cls for b in image_boxes}):
+            inside = torch.zeros(h, w, dtype=torch.bool, device=probs.device)
+            for b in image_boxes:
+                if b.cls == cls:
+                    inside[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] = True
+            if any(c.positive and c.cls == cls and not inside[c.y, c.x] for c in placed):
+                continue
+            p = probs[i]
+            p[cls].masked_fill_(~inside, 0.0)
+            total = p.sum(dim=0)
+            p[0] = torch.where(total > 0, p[0], torch.ones_like(p[0]))
+            p /= p.sum(dim=0, keepdim=True)
+    return probs
+
+
 class InteractivePredictor:
     """Image + clicks + previous mask in, per-class probabilities out."""
 
@@ -166,6 +189,8 @@ class InteractivePredictor:
                 with autocast(self.device):
                     logits = self.network(x)
                 probs = torch.softmax(logits.float(), dim=1)
+            if boxes is not None and self.config.box_prompts:
+                probs = honour_boxes(probs, boxes[start:stop], None if clicks is None else clicks[start:stop])
             yield probs if clicks is None else honour_clicks(probs, clicks[start:stop])
 
     @torch.inference_mode()
