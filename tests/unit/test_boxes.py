@@ -135,6 +135,8 @@ def test_the_evaluation_reports_one_box_and_box_plus_clicks_for_a_box_model_only
     boxed = evaluate(InteractivePredictor(CONFIG, network=BoxNet(2)), series, 1, False)
     assert boxed["box_miou"] == pytest.approx(1.0) and boxed["box_click_miou"] == pytest.approx(1.0)
     ignoring = InteractivePredictor(CONFIG, network=torch.nn.Conv2d(CONFIG.in_channels, 3, 1))
-    torch.nn.init.zeros_(ignoring.network.weight)
+    torch.nn.init.zeros_(ignoring.network.weight)  # background everywhere, whatever the inputs: the bound adds no class
+    with torch.no_grad():
+        ignoring.network.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
     assert evaluate(ignoring, series, 1, False)["box_miou"] < 0.5
     assert "box_miou" not in evaluate(InteractivePredictor(replace(CONFIG, box_prompts=False)), series, 1, False)

@@ -35,6 +35,9 @@ class Box:
     y1: int
     x1: int
 
+    def contains(self, y: int, x: int) -> bool:
+        return self.y0 <= y <= self.y1 and self.x0 <= x <= self.x1
+
 
 def box_around(labels: np.ndarray, cls: int, margin: int = 0) -> Box | None:
     """The tight box around class `cls` in a label map (widened by `margin` px, kept on the slice); None if absent."""

@@ -72,12 +72,12 @@ def honour_boxes(probs: torch.Tensor, boxes: list[list[Box]], clicks: list[list[
     for i, image_boxes in enumerate(boxes):
         placed = [] if clicks is None else clicks[i]
         for cls in sorted({b.cls for b in image_boxes}):
-            inside = torch.zeros(h, w, dtype=torch.bool, device=probs.device)
-            for b in image_boxes:
-                if b.cls == cls:
-                    inside[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] = True
-            if any(c.positive and c.cls == cls and not inside[c.y, c.x] for c in placed):
+            around = [b for b in image_boxes if b.cls == cls]
+            if any(c.positive and c.cls == cls and not any(b.contains(c.y, c.x) for b in around) for c in placed):
                 continue
+            inside = torch.zeros(h, w, dtype=torch.bool, device=probs.device)
+            for b in around:
+                inside[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] = True
             p = probs[i]
             p[cls].masked_fill_(~inside, 0.0)
             total = p.sum(dim=0)
