@@ -111,9 +111,10 @@ bench-scale: setup
 	$(BIN)/python tools/bench_scale.py --out $(OUT)/bench-scale.json
 
 # A virtual annotator in the real page (chromium, gateway, annotator) annotates phantom series and the TotalSegmentator
-# CT until every class reaches Dice 0.90, once with clicks only and once assisted (boxes, propagation, a walk that
-# carries corrections on); prints the interactions per series and writes $(OUT)/bench-annotate/report-<data>.json
-# (trains its models the first time); then thinner phantom slices (72 over the same extent) in bench-annotate-thin.
+# CT until every class reaches Dice 0.90, in three ways: clicks only, assisted (boxes, propagation, a walk that carries
+# corrections on) and interpolated (key slices, interpolation between them, the rest reviewed); prints the interactions
+# per series and writes $(OUT)/bench-annotate/report-<data>.json (trains its models the first time); then thinner
+# phantom slices (72 over the same extent) in bench-annotate-thin.
 bench-annotate: setup browser-tools
 	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data phantoms
 	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data totalseg

@@ -1,6 +1,7 @@
 """`make bench-annotate`: a virtual annotator in the real page annotates whole series until every class reaches the
-Dice target against the ground truth, once slice by slice with clicks only and once with a box, propagation and
-review; it prints the interactions per series, the wall time in the page and the person-time of the time model.
+Dice target against the ground truth, in three ways: slice by slice with clicks only, with propagation (and boxes),
+and with interpolation between key slices (and boxes); it prints the interactions per series, the wall time in the
+page and the person-time of the time model.
 
 Everything a person's input passes is the real thing -- Debian's chromium driven by Playwright, the annotator page
 (web/dist), the HTTP gateway, a real annotator servicer with the model -- except the selector, a stand-in that hands
@@ -14,7 +15,9 @@ for a missed region, negative -- the right button -- for a false one), at most `
 only walks the slices in order. Assisted corrects the slice where the structures are largest and propagates it
 both ways (P); then it walks up and down from there. On every slice it draws a box before clicking where a class is
 mostly missed (Dice under 0.5), and it carries a slice it corrected on one way (] or [) when the next slice is wrong
-too (`PageAnnotator.assisted`). Interpolation is not part of this rule.
+too (`PageAnnotator.assisted`). Interpolated corrects key slices every `--key-every` slices over the structures'
+extent, fills the gaps between the corrected ones (i), then reviews and corrects every other slice
+(`PageAnnotator.interpolated`).
 
 The model is trained here on series other than those annotated (with box prompts and the propagation samples of the
 training recipe), once per settings, and kept in --out: phantoms, or the TotalSegmentator CT (`--data totalseg`).
@@ -159,6 +162,13 @@ class PageAnnotator:
         self.page.keyboard.press("c")
         self.tally.boxes += 1
 
+    def interpolate(self) -> None:
+        """i: the slices between this one and the corrected slices above and below it, filled."""
+        n = self._count("interpolated")
+        self.page.keyboard.press("i")
+        self._wait("interpolated", n)
+        self.tally.interpolations += 1
+
     def propagate(self, direction: int) -> None:
         """P both ways, ] up, [ down."""
         n = self._count("propagated")
@@ -226,6 +236,31 @@ class PageAnnotator:
                         self.go(k)
                         self.propagate(step)
 
+    def interpolated(self, every: int) -> None:
+        """Key slices every `every` slices from the structures' first slice to their last corrected (a box where a
+        class is mostly missed, then clicks); the gaps between the key slices that needed it filled (i on every
+        second one: it fills the gaps on both its sides); then every other slice reviewed and corrected. A key slice
+        that needed nothing is not one the page interpolates from: it lies in a gap and is reviewed with the rest."""
+        present = [k for k in range(self.num_slices) if (self.gt(k) > 0).any()]
+        keys = sorted({*range(present[0], present[-1] + 1, every), present[-1]})
+        corrected = []
+        for k in keys:
+            self.go(k)
+            if self.correct(k, boxes=self.boxes):
+                corrected.append(k)
+            self.accept()
+        for n in range(1, len(corrected), 2):
+            low, k = corrected[n - 1], corrected[n]
+            high = corrected[n + 1] if n + 1 < len(corrected) else k
+            if k - low > 1 or high - k > 1:
+                self.go(k)
+                self.interpolate()
+        for k in range(self.num_slices):
+            if k not in corrected:
+                self.go(k)
+                self.correct(k, boxes=self.boxes)
+                self.accept()
+
     def volume(self) -> np.ndarray:
         out = np.zeros_like(self.label)
         for k in range(self.num_slices):
@@ -243,9 +278,11 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
         browser, page, open_s = open_case(pw, url)
         opened = time.perf_counter()
         page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a button
-        person = PageAnnotator(page, label, args.target, args.min_error, args.max_clicks, mode == "assisted")
+        person = PageAnnotator(page, label, args.target, args.min_error, args.max_clicks, mode != "clicks")
         if mode == "assisted":
             person.assisted()
+        elif mode == "interpolated":
+            person.interpolated(args.key_every)
         else:
             person.clicks_only()
         done = time.perf_counter()
@@ -357,9 +394,14 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.90, help="Dice per class a slice (and the series) must reach")
     ap.add_argument("--min-error", type=int, default=4, help="error regions smaller than this are not corrected")
     ap.add_argument("--max-clicks", type=int, default=10, help="clicks per slice at most")
+    ap.add_argument("--ways", default="clicks,assisted,interpolated", help="the ways of working run, comma-separated")
+    ap.add_argument("--key-every", type=int, default=4, help="interpolated: a key slice every this many slices")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (training and the annotator)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    ways = args.ways.split(",")
+    if ways[0] != "clicks" or not set(ways) <= {"clicks", "assisted", "interpolated"}:
+        ap.error("--ways: clicks first (what the others are compared with), then assisted and/or interpolated")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     bench = totalseg_bench(args) if args.data == "totalseg" else phantom_bench(args)
@@ -370,7 +412,7 @@ def main() -> None:
         train_cases = bench.train_cases[case]
         predictor, train_s[case] = trained_model(ds, train_cases, mc, tc, args.out)
         _, label, _ = ds.load_case(case)
-        for mode in ("clicks", "assisted"):
+        for mode in ways:
             # a bucket and an annotator of its own for each run: the second must not resume the first one's draft
             store = MemoryStore()
             import_dataset(store, ds, Splits(tuple(train_cases[:4]), (), (), (case,)), image_size=mc.image_size)
@@ -378,7 +420,7 @@ def main() -> None:
                 row = {"case": case, **annotate_series(url, label, mode, args)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    by_mode = {m: [r for r in rows if r["mode"] == m] for m in ("clicks", "assisted")}
+    by_mode = {m: [r for r in rows if r["mode"] == m] for m in ways}
     mean = {
         m: {k: float(np.mean([r[k] for r in rs])) for k in ("interactions", "clicks", "page_s", "person_s", "min_dice")}
         for m, rs in by_mode.items()
@@ -390,15 +432,17 @@ def main() -> None:
         "model": asdict(mc),
         "rows": rows,
         "mean": mean,
-        "interaction_ratio": mean["clicks"]["interactions"] / max(mean["assisted"]["interactions"], 1e-9),
+        "interaction_ratio": {  # clicks only's interactions per series over each other way's
+            m: mean["clicks"]["interactions"] / max(mean[m]["interactions"], 1e-9) for m in ways[1:]
+        },
     }
     (args.out / f"report-{args.data}.json").write_text(json.dumps(report, indent=2))
-    print(
-        f"interactions per series: clicks only {mean['clicks']['interactions']:.1f}, assisted "
-        f"{mean['assisted']['interactions']:.1f} ({report['interaction_ratio']:.1f}x fewer); lowest class Dice "
-        f"{mean['clicks']['min_dice']:.3f} and {mean['assisted']['min_dice']:.3f}; person-time "
-        f"{mean['clicks']['person_s'] / 60:.1f} and {mean['assisted']['person_s'] / 60:.1f} min"
-    )
+    for m in ways:
+        fewer = f" ({report['interaction_ratio'][m]:.1f}x fewer)" if m != "clicks" else ""
+        print(
+            f"{m}: {mean[m]['interactions']:.1f} interactions per series{fewer}, lowest class Dice "
+            f"{mean[m]['min_dice']:.3f}, person-time {mean[m]['person_s'] / 60:.1f} min"
+        )
 
 
 if __name__ == "__main__":
