@@ -16,8 +16,8 @@ only walks the slices in order. Assisted corrects the slice where the structures
 both ways (P); then it walks up and down from there. On every slice it draws a box before clicking where a class is
 mostly missed (Dice under 0.5), and it carries a slice it corrected on one way (] or [) when the next slice is wrong
 too (`PageAnnotator.assisted`). Interpolated corrects key slices every `--key-every` slices over the structures'
-extent, fills the gaps between the corrected ones (i), then reviews and corrects every other slice
-(`PageAnnotator.interpolated`).
+extent, fills a gap between two corrected ones (i) where the model's answers in it are mostly wrong, then reviews
+and corrects every other slice (`PageAnnotator.interpolated`).
 
 The model is trained here on series other than those annotated (with box prompts and the propagation samples of the
 training recipe), once per settings, and kept in --out: phantoms, or the TotalSegmentator CT (`--data totalseg`).
@@ -71,7 +71,7 @@ class Tally:
     scribbles: int = 0
     propagations: int = 0
     interpolations: int = 0
-    slices_accepted: int = 0
+    slices_accepted: int = 0  # Enter presses: a slice reviewed again after a fill is accepted again
     corrected: set[int] = field(default_factory=set)  # slices that got at least one click or box
     at_cap: set[int] = field(default_factory=set)  # slices left below the target after --max-clicks
 
@@ -236,25 +236,47 @@ class PageAnnotator:
                         self.go(k)
                         self.propagate(step)
 
+    def wrong(self, k: int) -> bool:
+        """Whether slice k, as the page shows it, still needs correcting (a look at it: the page goes there)."""
+        self.go(k)
+        return self.needs(self.gt(k), self.mask(k)) is not None
+
     def interpolated(self, every: int) -> None:
-        """Key slices every `every` slices from the structures' first slice to their last corrected (a box where a
-        class is mostly missed, then clicks); the gaps between the key slices that needed it filled (i on every
-        second one: it fills the gaps on both its sides); then every other slice reviewed and corrected. A key slice
-        that needed nothing is not one the page interpolates from: it lies in a gap and is reviewed with the rest."""
+        """A walk up over key slices every `every` slices of the structures' extent: each key slice that is wrong is
+        corrected (a box where a class is mostly missed, then clicks), and the gap between two corrected key slices
+        is filled (i) when most of the model's answers in it were wrong (the person scrolled through them on the
+        way); a gap the model got mostly right keeps the model's answers. Then every other slice is reviewed and
+        corrected. i fills the gaps on both sides of the slice it is pressed on, so a needed gap waits for the next
+        one: if that is needed too, one i on the key slice between them fills both; if not, the waiting gap is
+        filled alone before the next key slice is corrected (until then nothing above bounds a gap)."""
         present = [k for k in range(self.num_slices) if (self.gt(k) > 0).any()]
         keys = sorted({*range(present[0], present[-1] + 1, every), present[-1]})
-        corrected = []
+        corrected: list[int] = []
+        waiting = False  # the gap below corrected[-1] is to be filled
         for k in keys:
-            self.go(k)
-            if self.correct(k, boxes=self.boxes):
-                corrected.append(k)
-            self.accept()
-        for n in range(1, len(corrected), 2):
-            low, k = corrected[n - 1], corrected[n]
-            high = corrected[n + 1] if n + 1 < len(corrected) else k
-            if k - low > 1 or high - k > 1:
-                self.go(k)
+            if not self.wrong(k):
+                self.accept()  # right as it is: not a bound, it lies in a gap and is reviewed with the rest
+                continue
+            last = corrected[-1] if corrected else None
+            gap = range(last + 1, k) if last is not None else range(0)
+            needed = len(gap) > 0 and 2 * sum(self.wrong(j) for j in gap) > len(gap)
+            if waiting and not needed:
+                self.go(corrected[-1])
                 self.interpolate()
+                waiting = False
+            self.go(k)
+            self.correct(k, boxes=self.boxes)
+            self.accept()
+            if needed and waiting:
+                self.go(corrected[-1])
+                self.interpolate()
+                waiting = False
+            elif needed:
+                waiting = True
+            corrected.append(k)
+        if waiting:
+            self.go(corrected[-1])
+            self.interpolate()
         for k in range(self.num_slices):
             if k not in corrected:
                 self.go(k)
