@@ -28,8 +28,9 @@ class EchoNet(torch.nn.Module):
 
 
 def echo_predictor(config: ModelConfig) -> InteractivePredictor:
-    """It follows every click, so there is nothing to refine (and no encoder to refine on)."""
-    return InteractivePredictor(replace(config, refine_steps=0), network=EchoNet(config.num_classes))
+    """It follows every click, so there is nothing to refine (and no encoder to refine on); it takes no box prompts
+    (box_echo_predictor does)."""
+    return InteractivePredictor(replace(config, refine_steps=0, box_prompts=False), network=EchoNet(config.num_classes))
 
 
 def oblique_affine(spacing=(0.7, 0.7, 3.0), degrees=(20.0, -35.0, 10.0), flips=(-1, 1, -1)) -> np.ndarray:

@@ -43,7 +43,7 @@ def test_save_load_round_trip_describes_itself(tmp_path, tiny_model_config):
     on_disk = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert on_disk == meta
     assert meta["architecture"] == {"library": "segmentation_models_pytorch", "name": "Unet", "encoder": "resnet18"}
-    assert meta["classes"] == ["background", "a", "b"] and meta["input_encoding"]["in_channels"] == 7
+    assert meta["classes"] == ["background", "a", "b"] and meta["input_encoding"]["in_channels"] == 9  # with boxes
     assert meta["model_config"]["image_size"] == 32 and meta["training_set"] == ["c1", "c2"]
     q = InteractivePredictor.load(tmp_path / "m")
     img = np.random.default_rng(1).random((2, 32, 32)).astype(np.float32)

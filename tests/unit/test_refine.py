@@ -15,8 +15,11 @@ RADIUS = 2
 
 
 def _predictors(config, steps):
+    """An untrained network and the same one refined. The cases below were set up on the clicks-only input (seed 0's
+    weights, these images); refinement works on the features whatever the input channels, and on an untrained
+    network whether a click is ignored depends on the draw, so the input stays the one they were set up on."""
     torch.manual_seed(0)
-    plain = InteractivePredictor(replace(config, click_radius=RADIUS, refine_steps=0))
+    plain = InteractivePredictor(replace(config, click_radius=RADIUS, refine_steps=0, box_prompts=False))
     refined = InteractivePredictor(replace(plain.config, refine_steps=steps), network=plain.network)
     return plain, refined
 

@@ -66,8 +66,8 @@ def test_input_encoding_shapes_and_channel_order():
     with_boxes = encode(images, pos, neg, prev, boxes)
     assert with_boxes.shape == (2, 1 + 4 * k, s, s) and torch.equal(with_boxes[:, : 1 + 3 * k], x)  # boxes come last
     assert with_boxes[1, 1 + 3 * k + 2, 2:4, 2:4].sum() == 4
-    assert ModelConfig(classes=("a", "b", "c")).in_channels == 10
-    assert ModelConfig(classes=("a", "b", "c"), box_prompts=True).in_channels == 13
+    assert ModelConfig(classes=("a", "b", "c"), box_prompts=False).in_channels == 10
+    assert ModelConfig(classes=("a", "b", "c")).in_channels == 13  # box prompts by default
 
 
 def test_click_rasterisation_disk_and_gaussian():

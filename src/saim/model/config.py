@@ -29,9 +29,9 @@ class ModelConfig:
         "share of the slice at every size)",
     )
     box_prompts: bool = option(
-        False,
+        True,
         "the network takes a box per class as a prompt, trained with the virtual user's boxes (one more input channel "
-        "per class; a model without them answers clicks only)",
+        "per class; a model without them answers clicks only and refuses a box)",
     )
 
     refine_steps: int = option(
