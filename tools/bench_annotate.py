@@ -162,8 +162,9 @@ class PageAnnotator:
         self.page.keyboard.press("c")
         self.tally.boxes += 1
 
-    def interpolate(self) -> None:
-        """i: the slices between this one and the corrected slices above and below it, filled."""
+    def interpolate(self, k: int) -> None:
+        """i on slice k: the slices between it and the corrected slices above and below it, filled."""
+        self.go(k)
         n = self._count("interpolated")
         self.page.keyboard.press("i")
         self._wait("interpolated", n)
@@ -257,26 +258,19 @@ class PageAnnotator:
             if not self.wrong(k):
                 self.accept()  # right as it is: not a bound, it lies in a gap and is reviewed with the rest
                 continue
-            last = corrected[-1] if corrected else None
-            gap = range(last + 1, k) if last is not None else range(0)
-            needed = len(gap) > 0 and 2 * sum(self.wrong(j) for j in gap) > len(gap)
+            gap = range(corrected[-1] + 1, k) if corrected else range(0)
+            needed = len(gap) > 0 and 2 * sum(map(self.wrong, gap)) > len(gap)
             if waiting and not needed:
-                self.go(corrected[-1])
-                self.interpolate()
-                waiting = False
+                self.interpolate(corrected[-1])  # alone: k is not corrected yet, nothing above bounds a gap
             self.go(k)
             self.correct(k, boxes=self.boxes)
             self.accept()
-            if needed and waiting:
-                self.go(corrected[-1])
-                self.interpolate()
-                waiting = False
-            elif needed:
-                waiting = True
+            if waiting and needed:
+                self.interpolate(corrected[-1])  # both gaps, below it and up to k
+            waiting = needed and not waiting
             corrected.append(k)
         if waiting:
-            self.go(corrected[-1])
-            self.interpolate()
+            self.interpolate(corrected[-1])
         for k in range(self.num_slices):
             if k not in corrected:
                 self.go(k)
