@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from saim.model.config import ModelConfig
-from saim.stack.local import LocalStack
+from saim.stack.local import LocalStack, free_port
 from saim.training import distributed
 from saim.training.checkpoint import Checkpoints, fingerprint
 from saim.training.config import TrainConfig
@@ -76,11 +76,8 @@ def test_ranks_whose_validation_disagrees_stop_together(tmp_path):
     in the next epoch's gradient all-reduce until the collective timed out."""
     import json
     import multiprocessing
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # the rendezvous port, outside the range the ranks' own connections draw from
     ctx = multiprocessing.get_context("spawn")
     outs = [tmp_path / f"rank{r}.json" for r in range(2)]
     procs = [ctx.Process(target=_disagreeing_rank, args=(r, port, str(outs[r]))) for r in range(2)]

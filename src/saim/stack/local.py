@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -50,10 +51,44 @@ def embedded_model_settings(image_size: int = EMBEDDED_IMAGE_SIZE) -> dict[str, 
     return {"SAIM_MODEL__IMAGE_SIZE": str(image_size), "SAIM_MODEL__REFINE_STEPS": str(EMBEDDED_REFINE_STEPS)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+EPHEMERAL_DEFAULT = (32768, 60999)  # Linux's ip_local_port_range unless changed
+_given: set[int] = set()  # the ports this process has handed out
+_pick = random.SystemRandom()  # a test's random.seed must not make two processes pick alike
+
+
+def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections."""
+    try:
+        low, high = (int(n) for n in path.read_text().split())
+    except (OSError, ValueError):
+        return EPHEMERAL_DEFAULT
+    return low, high
+
+
+def free_port(ephemeral: tuple[int, int] | None = None) -> int:
+    """A loopback port that nothing listens on, for a process started later, and not one handed out before.
+
+    It is drawn outside the kernel's ephemeral range. A port from bind(("", 0)) comes from that range and is free
+    only until some outgoing connection takes it as its source port (the Kafka clients open many), and a service
+    started on it then exits with EADDRINUSE. Ports outside the range are never taken that way."""
+    low, high = ephemeral or ephemeral_range()
+    spans = [(lo, hi) for lo, hi in ((10000, low - 1), (high + 1, 65535)) if hi >= lo]
+    if not spans:
+        raise SaimError(f"no ports outside the ephemeral range {low}-{high}")
+    weights = [hi - lo + 1 for lo, hi in spans]
+    for _ in range(200):
+        lo, hi = _pick.choices(spans, weights)[0]
+        port = _pick.randint(lo, hi)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # conflicts with a listener on any IPv4 address, loopback included
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise SaimError(f"no free port found outside the ephemeral range {low}-{high}")
 
 
 def wait_port(port: int, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
