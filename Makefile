@@ -114,7 +114,8 @@ bench-scale: setup
 # CT until every class reaches Dice 0.90, in three ways: clicks only, assisted (boxes, propagation, a walk that carries
 # corrections on) and interpolated (key slices, interpolation between them, the rest reviewed); prints the interactions
 # per series and writes $(OUT)/bench-annotate/report-<data>.json (trains its models the first time); then thinner
-# phantom slices (72 over the same extent, four series) in bench-annotate-thin.
+# phantom slices (72 over the same extent, four series) in bench-annotate-thin. The phantom models work at the
+# phantoms' own 96 px in-plane grid.
 bench-annotate: setup browser-tools
 	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data phantoms
 	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data totalseg
