@@ -68,8 +68,8 @@ def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range"))
 def free_port(ephemeral: tuple[int, int] | None = None) -> int:
     """A loopback port that nothing listens on, for a process started later, and not one handed out before.
 
-    It is drawn outside the kernel's ephemeral range. A port from bind(("", 0)) comes from that range and is free
-    only until some outgoing connection takes it as its source port (the Kafka clients open many), and a service
+    It is drawn outside the kernel's ephemeral range. A port from bind(("127.0.0.1", 0)) comes from that range and is
+    free only until some outgoing connection takes it as its source port (the Kafka clients open many), and a service
     started on it then exits with EADDRINUSE. Ports outside the range are never taken that way."""
     low, high = ephemeral or ephemeral_range()
     spans = [(lo, hi) for lo, hi in ((10000, low - 1), (high + 1, 65535)) if hi >= lo]
