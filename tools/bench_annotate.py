@@ -74,9 +74,8 @@ class Tally:
     propagations: int = 0
     interpolations: int = 0
     slices_accepted: int = 0  # Enter presses: a slice reviewed again after a fill is accepted again
-    corrected: set[int] = field(default_factory=set)  # slices that got at least one click or box
     at_cap: set[int] = field(default_factory=set)  # slices left below the target after --max-clicks
-    prompts_on: dict[int, int] = field(default_factory=dict)  # slice -> clicks and boxes on it
+    prompts_on: dict[int, int] = field(default_factory=dict)  # slice -> clicks and boxes on it (the slices corrected)
 
     def on(self, k: int) -> None:
         self.prompts_on[k] = self.prompts_on.get(k, 0) + 1
@@ -188,12 +187,11 @@ class PageAnnotator:
     def correct(self, k: int, boxes: bool) -> bool:
         """Make slice k right (the page on it); True if it needed anything."""
         gt, pred = self.gt(k), self.mask(k)
-        acted = False
+        before = self.tally.prompts_on.get(k, 0)
         if boxes:  # a class mostly missed: a box around it first
             for c, d in enumerate(dice_per_class(gt, pred, self.num_classes), start=1):
                 if d < 0.5 and (gt == c).sum() >= self.min_error:
                     self.box(k, c, gt)
-                    acted = True
             pred = self.mask(k)
         for _ in range(self.max_clicks):
             region = self.needs(gt, pred)
@@ -201,14 +199,11 @@ class PageAnnotator:
                 break
             c = region.click
             self.click(k, c.cls, c.y, c.x, c.positive)
-            acted = True
             pred = self.mask(k)
         else:
             if self.needs(gt, pred) is not None:
                 self.tally.at_cap.add(k)
-        if acted:
-            self.tally.corrected.add(k)
-        return acted
+        return self.tally.prompts_on.get(k, 0) > before
 
     def accept(self) -> None:
         self.page.keyboard.press("Enter")
@@ -323,9 +318,9 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
     person_s = SECONDS_PER_CLICK * t.interactions + SECONDS_PER_SLICE * person.num_slices
     return {
         "mode": mode,
-        **{k: v for k, v in asdict(t).items() if k not in ("corrected", "at_cap", "prompts_on")},
+        **{k: v for k, v in asdict(t).items() if k not in ("at_cap", "prompts_on")},
         "prompts_on": {str(k): n for k, n in sorted(t.prompts_on.items())},
-        "slices_corrected": len(t.corrected),
+        "slices_corrected": len(t.prompts_on),
         "slices_at_cap": sorted(t.at_cap),
         "interactions": t.interactions,
         "dice": [None if np.isnan(d) else float(d) for d in dice],
