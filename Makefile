@@ -111,16 +111,16 @@ bench-scale: setup
 	$(BIN)/python tools/bench_scale.py --out $(OUT)/bench-scale.json
 
 # A virtual annotator in the real page (chromium, gateway, annotator) annotates phantom series and the TotalSegmentator
-# CT until every class reaches Dice 0.90, in three ways: clicks only, assisted (boxes, propagation, a walk that carries
-# corrections on) and interpolated (key slices, interpolation between them, the rest reviewed); prints the interactions
-# per series and writes $(OUT)/bench-annotate/report-<data>.json (trains its models the first time); then thinner
-# phantom slices (72 over the same extent, four series) in bench-annotate-thin. The phantom models work at the
-# phantoms' own 96 px in-plane grid.
+# CT until every class reaches Dice 0.90, in three ways: slice by slice (clicks, and brush strokes for slivers), assisted
+# (boxes, propagation, a walk that carries corrections on) and interpolated (key slices, interpolation between them,
+# the rest reviewed); prints the interactions per series and writes $(OUT)/bench-annotate/report-<data>.json (trains
+# its models the first time); then thinner phantom slices (72 over the same extent, eight series, the model trained
+# on sixteen) in bench-annotate-thin. The phantom models work at the phantoms' own 96 px in-plane grid.
 bench-annotate: setup browser-tools
 	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data phantoms
 	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate --data totalseg
-	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate-thin --data phantoms --depth 72 --train-series 8 \
-		--series 4
+	$(BIN)/python tools/bench_annotate.py --out $(OUT)/bench-annotate-thin --data phantoms --depth 72 --train-series 16 \
+		--series 8
 
 # One GPU: rescoring, a click and training (with its profile) at 256 and 512 px against the bare model, and the
 # projected time to rescore 120k slices (tools/gpu_bench.sh also runs on a machine with torch and saim's

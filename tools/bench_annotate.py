@@ -1,7 +1,7 @@
 """`make bench-annotate`: a virtual annotator in the real page annotates whole series until every class reaches the
-Dice target against the ground truth, in three ways: slice by slice with clicks only, with propagation (and boxes),
-and with interpolation between key slices (and boxes); it prints the interactions per series, the wall time in the
-page and the person-time of the time model.
+Dice target against the ground truth, in three ways: slice by slice (by-slice), with propagation (and boxes), and with
+interpolation between key slices (and boxes); it prints the interactions per series, the wall time in the page and
+the person-time of the time model.
 
 Everything a person's input passes is the real thing -- Debian's chromium driven by Playwright, the annotator page
 (web/dist), the HTTP gateway, a real annotator servicer with the model -- except the selector, a stand-in that hands
@@ -9,20 +9,23 @@ out the series being annotated (tests.unit.harness.OneCaseSelector). The virtual
 (the page's masks, `saim.state.masks`) and acts as a person does: keys for the class, the tool and propagation, mouse
 clicks and drags at the voxels' screen positions (`saim.voxelToClient`), Enter to accept a slice.
 
-Its rule on a slice: while a class's Dice on the slice is below the target and its largest error region is a
-structure a person would correct (at least `--min-error` pixels), click at that region's innermost pixel (positive
-for a missed region, negative -- the right button -- for a false one), at most `--max-clicks` per slice. Clicks
-only walks the slices in order. Assisted corrects the slice where the structures are largest and propagates it
-both ways (P); then it walks up and down from there. On every slice it draws a box before clicking where a class is
-mostly missed (Dice under 0.5), and it carries a slice it corrected on one way (] or [) when the next slice is wrong
-too (`PageAnnotator.assisted`). Interpolated corrects key slices every `--key-every` slices over the structures'
-extent, fills a gap between two corrected ones (i) where the model's answers in it are mostly wrong, then reviews
-and corrects every other slice (`PageAnnotator.interpolated`).
+Its hand on a slice, the same in every way: while a class's Dice on the slice is below the target and its largest
+error region is a structure a person would correct (at least `--min-error` pixels), it corrects that region, at most
+`--max-clicks` times a slice. A region with depth is clicked at its innermost pixel (positive for a missed region,
+negative -- the right button -- for a false one); a sliver along a border (its innermost pixel at most
+`--stroke-depth` pixels from its edge), which a click of the model's radius would overshoot, is painted with a
+one-voxel brush stroke along it (the eraser for a false region over background). By-slice walks the slices in order
+with that hand alone. Assisted corrects the slice where the structures are largest and propagates it both ways (P);
+then it walks up and down from there, correcting each slice, first with a box where a class is mostly missed (Dice
+under 0.5), and it carries a slice it corrected on one way (] or [) when the next slice is wrong too (unless
+`--no-carry-on`; `PageAnnotator.assisted`). Interpolated corrects key slices every `--key-every` slices over the
+structures' extent, fills a gap between two corrected ones (i) where the model's answers in it are mostly wrong, then
+reviews and corrects every other slice (`PageAnnotator.interpolated`).
 
 The model is trained here on series other than those annotated (with box prompts and the propagation samples of the
 training recipe), once per settings, and kept in --out: phantoms (the model at the scan's in-plane size, `--size`),
-or the TotalSegmentator CT (`--data totalseg`, 96 px). Each row also says which slices the clicks and boxes went to
-(`prompts_on`).
+or the TotalSegmentator CT (`--data totalseg`, 96 px). Each row also says which slices the clicks, boxes and strokes
+went to (`prompts_on`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,7 +50,7 @@ from saim.data import phantom, totalseg  # noqa: E402
 from saim.data.dataset import NnUNetDataset  # noqa: E402
 from saim.data.sources import load_series  # noqa: E402
 from saim.data.splits import Splits  # noqa: E402
-from saim.model.clicks import box_around, largest_error  # noqa: E402
+from saim.model.clicks import box_around, largest_error, largest_error_region  # noqa: E402
 from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.storage.pool import import_dataset  # noqa: E402
@@ -66,31 +70,62 @@ def dice_per_class(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.nda
     return 2 * iou / (1 + iou)
 
 
+def stroke_path(region: np.ndarray) -> list[tuple[int, int]]:
+    """A path through every pixel of a 4-connected region, each step to a 4-neighbour within it (a depth-first walk
+    that steps back the way it came): the pointer's way for a one-voxel brush stroke that paints the region and
+    nothing else."""
+    pixels = set(zip(*(a.tolist() for a in np.nonzero(region)), strict=True))
+    start = min(pixels)
+    path, seen, stack, end = [start], {start}, [start], 1
+    while stack:
+        r, c = stack[-1]
+        nxt = next((n for n in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if n in pixels and n not in seen), None)
+        if nxt is None:
+            stack.pop()
+            if stack:
+                path.append(stack[-1])
+            continue
+        seen.add(nxt)
+        stack.append(nxt)
+        path.append(nxt)
+        end = len(path)
+    return path[:end]  # no walk back from the last new pixel
+
+
+def depth(region: np.ndarray) -> float:
+    """How far the region's innermost pixel lies from its border (1: a line one pixel wide)."""
+    return float(ndimage.distance_transform_edt(np.pad(region, 1)).max())
+
+
 @dataclass
 class Tally:
     clicks: int = 0
     boxes: int = 0
-    scribbles: int = 0
+    strokes: int = 0
+    stroke_voxels: int = 0  # the voxels the strokes went over, all together
     propagations: int = 0
     interpolations: int = 0
     slices_accepted: int = 0  # Enter presses: a slice reviewed again after a fill is accepted again
     at_cap: set[int] = field(default_factory=set)  # slices left below the target after --max-clicks
-    prompts_on: dict[int, int] = field(default_factory=dict)  # slice -> clicks and boxes on it (the slices corrected)
+    prompts_on: dict[int, int] = field(default_factory=dict)  # slice -> clicks, boxes, strokes on it (slices corrected)
 
     def on(self, k: int) -> None:
         self.prompts_on[k] = self.prompts_on.get(k, 0) + 1
 
     @property
     def interactions(self) -> int:
-        return self.clicks + self.boxes + self.scribbles + self.propagations + self.interpolations
+        return self.clicks + self.boxes + self.strokes + self.propagations + self.interpolations
 
 
 class PageAnnotator:
     """The virtual annotator at the page: reads the masks the page shows, acts with keys and the mouse."""
 
-    def __init__(self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool):
+    def __init__(
+        self, page, label: np.ndarray, target: float, min_error: int, max_clicks: int, boxes: bool, stroke_depth: float
+    ):
         self.page, self.label = page, label
         self.target, self.min_error, self.max_clicks, self.boxes = target, min_error, max_clicks, boxes
+        self.stroke_depth = stroke_depth
         g = page.evaluate("saim.state.session.geometry")
         self.axis, self.rows, self.cols, self.num_slices = g["slice_axis"], g["rows"], g["cols"], g["num_slices"]
         self.num_classes = len(page.evaluate("saim.state.classes"))
@@ -169,6 +204,32 @@ class PageAnnotator:
         self.tally.boxes += 1
         self.tally.on(k)
 
+    def stroke(self, k: int, gt: np.ndarray, pred: np.ndarray, region: np.ndarray, positive: bool, cls: int) -> None:
+        """A one-voxel brush stroke over an error region: a missed one painted with its class, a false one with what
+        the ground truth has under most of it (the eraser where that is background)."""
+        value = cls if positive else int(np.argmax(np.bincount(gt[region], minlength=self.num_classes + 1)))
+        if value:
+            self._class(value)
+        self.page.keyboard.press("b" if value else "e")
+        self.page.fill("#radius", "0")
+        points = self.page.evaluate(
+            "vs => vs.map((v) => saim.voxelToClient(v))", [self._voxel(k, r, c) for r, c in stroke_path(region)]
+        )
+        n = self.page.evaluate(f"(saim.state.info.get({k}) || {{edits: 0}}).edits")
+        self.page.mouse.move(points[0]["x"], points[0]["y"])
+        self.page.mouse.down()
+        for p in points[1:]:
+            self.page.mouse.move(p["x"], p["y"])
+        self.page.mouse.up()
+        self.page.wait_for_function(f"saim.state.info.get({k}).edits > {n}", timeout=WAIT_MS, polling=50)
+        self.page.keyboard.press("c")
+        after = self.mask(k)
+        if not ((after[region] == value).all() and (after[~region] == pred[~region]).all()):
+            raise RuntimeError(f"the stroke on slice {k} painted other pixels than the {int(region.sum())} under it")
+        self.tally.strokes += 1
+        self.tally.stroke_voxels += int(region.sum())
+        self.tally.on(k)
+
     def interpolate(self, k: int) -> None:
         """i on slice k: the slices between it and the corrected slices above and below it, filled."""
         self.go(k)
@@ -198,7 +259,13 @@ class PageAnnotator:
             if region is None:
                 break
             c = region.click
-            self.click(k, c.cls, c.y, c.x, c.positive)
+            found = largest_error_region(gt, pred, c.cls)
+            assert found is not None  # the region needs() found
+            _, where, positive = found
+            if depth(where) <= self.stroke_depth:  # a sliver along a border: painted, not clicked
+                self.stroke(k, gt, pred, where, positive, c.cls)
+            else:
+                self.click(k, c.cls, c.y, c.x, c.positive)
             pred = self.mask(k)
         else:
             if self.needs(gt, pred) is not None:
@@ -210,17 +277,17 @@ class PageAnnotator:
         self.tally.slices_accepted += 1
 
     # ---- the two ways of working ----------------------------------------------------------------------------------
-    def clicks_only(self) -> None:
+    def by_slice(self) -> None:
         for k in range(self.num_slices):
             self.go(k)
             self.correct(k, boxes=False)
             self.accept()
 
-    def assisted(self) -> None:
+    def assisted(self, carry_on: bool) -> None:
         """The slice where the structures are largest corrected and propagated both ways (P), then a walk up and a
-        walk down from it: each slice corrected (a box where a class is mostly missed, then clicks), and when it
-        needed correcting and the next slice is wrong too, carried on one way from it (] or [). A one-way propagation
-        never writes behind the walk, so one pass ends it."""
+        walk down from it, each slice corrected (a box where a class is mostly missed, then clicks and strokes). With
+        `carry_on`, a slice that needed correcting is carried on one way (] or [) when the next slice is wrong too; a
+        one-way propagation never writes behind the walk, so one pass ends it."""
         areas = [int((self.gt(k) > 0).sum()) for k in range(self.num_slices)]
         key = int(np.argmax(areas))
         self.go(key)
@@ -234,7 +301,7 @@ class PageAnnotator:
                 fixed = self.correct(k, boxes=self.boxes)
                 self.accept()
                 nxt = k + step
-                if fixed and 0 <= nxt < self.num_slices:
+                if carry_on and fixed and 0 <= nxt < self.num_slices:
                     self.go(nxt)  # a look at the next slice: is what was carried there wrong too?
                     if self.needs(self.gt(nxt), self.mask(nxt)) is not None:
                         self.go(k)
@@ -297,13 +364,15 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
         browser, page, open_s = open_case(pw, url)
         opened = time.perf_counter()
         page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a button
-        person = PageAnnotator(page, label, args.target, args.min_error, args.max_clicks, mode != "clicks")
+        person = PageAnnotator(
+            page, label, args.target, args.min_error, args.max_clicks, mode != "by-slice", args.stroke_depth
+        )
         if mode == "assisted":
-            person.assisted()
+            person.assisted(args.carry_on)
         elif mode == "interpolated":
             person.interpolated(args.key_every)
         else:
-            person.clicks_only()
+            person.by_slice()
         done = time.perf_counter()
         result = person.volume()
         message = page.text_content("#message")
@@ -415,15 +484,28 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12, help="training epochs")
     ap.add_argument("--target", type=float, default=0.90, help="Dice per class a slice (and the series) must reach")
     ap.add_argument("--min-error", type=int, default=4, help="error regions smaller than this are not corrected")
-    ap.add_argument("--max-clicks", type=int, default=10, help="clicks per slice at most")
-    ap.add_argument("--ways", default="clicks,assisted,interpolated", help="the ways of working run, comma-separated")
+    ap.add_argument("--max-clicks", type=int, default=10, help="clicks and strokes per slice at most")
+    ap.add_argument(
+        "--stroke-depth",
+        type=float,
+        default=1.5,
+        help="an error region at most this deep (pixels from its border to its innermost pixel) is painted with a "
+        "one-voxel brush stroke, a deeper one clicked (0: clicks only)",
+    )
+    ap.add_argument(
+        "--carry-on",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="assisted: after correcting a slice, carry it on one way when the next slice is wrong too",
+    )
+    ap.add_argument("--ways", default="by-slice,assisted,interpolated", help="the ways of working run, comma-separated")
     ap.add_argument("--key-every", type=int, default=4, help="interpolated: a key slice every this many slices")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (training and the annotator)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     ways = args.ways.split(",")
-    if ways[0] != "clicks" or not set(ways) <= {"clicks", "assisted", "interpolated"}:
-        ap.error("--ways: clicks first (what the others are compared with), then assisted and/or interpolated")
+    if ways[0] != "by-slice" or not set(ways) <= {"by-slice", "assisted", "interpolated"}:
+        ap.error("--ways: by-slice first (what the others are compared with), then assisted and/or interpolated")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     bench = totalseg_bench(args) if args.data == "totalseg" else phantom_bench(args)
@@ -454,13 +536,13 @@ def main() -> None:
         "model": asdict(mc),
         "rows": rows,
         "mean": mean,
-        "interaction_ratio": {  # clicks only's interactions per series over each other way's
-            m: mean["clicks"]["interactions"] / max(mean[m]["interactions"], 1e-9) for m in ways[1:]
+        "interaction_ratio": {  # by-slice's interactions per series over each other way's
+            m: mean["by-slice"]["interactions"] / max(mean[m]["interactions"], 1e-9) for m in ways[1:]
         },
     }
     (args.out / f"report-{args.data}.json").write_text(json.dumps(report, indent=2))
     for m in ways:
-        fewer = f" ({report['interaction_ratio'][m]:.1f}x fewer)" if m != "clicks" else ""
+        fewer = f" ({report['interaction_ratio'][m]:.1f}x fewer)" if m != "by-slice" else ""
         print(
             f"{m}: {mean[m]['interactions']:.1f} interactions per series{fewer}, lowest class Dice "
             f"{mean[m]['min_dice']:.3f}, person-time {mean[m]['person_s'] / 60:.1f} min"

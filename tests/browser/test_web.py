@@ -392,6 +392,18 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert drawn_scribble["slice"] == k2 and drawn_scribble["positive"] and drawn_scribble["points"] >= 3
     scribbled = page_mask(page, k2, shape)
     assert (scribbled[r2, c2 - 1 : c2 + 2] == 1).all()
+
+    # a one-voxel eraser stroke (radius 0) across it, three pointer events 3 voxels apart: the line between them is
+    # erased too (no gaps), and not a voxel beside it
+    page.keyboard.press("e")
+    page.fill("#radius", "0")
+    drag(page, (r2, c2 - 3, k2), (r2, c2 + 3, k2), steps=2)
+    page.wait_for_function(f"saim.state.info.get({k2}).edits === 1", timeout=60_000)
+    erased = page_mask(page, k2, shape)
+    line = np.zeros(shape, bool)
+    line[r2, c2 - 3 : c2 + 4] = True
+    assert (erased[line] == 0).all()
+    np.testing.assert_array_equal(erased[~line], scribbled[~line])
     page.keyboard.press("c")
 
     # submit: the annotation is in the bucket in the scan's geometry, with the clicks and the edit in its provenance
@@ -404,8 +416,10 @@ def test_a_person_annotates_in_the_browser(web, page):
     assert labels.shape == image.shape and np.allclose(stored.affine, src.affine)
     assert labels[voxel] == liver and (labels[row, col + 5 : col + 10, k] == spleen).all()
     prov = store.get_json(provenance_key(case))
-    assert prov["annotator"] == "alice" and prov["num_clicks"] == 3 and prov["num_edits"] == 1  # k, k2 twice
-    assert prov["clicks"][0]["voxel"] == list(voxel) and prov["edits"][0]["class"] == 2
+    assert prov["annotator"] == "alice" and prov["num_clicks"] == 3 and prov["num_edits"] == 2  # k, k2 twice
+    assert prov["clicks"][0]["voxel"] == list(voxel)
+    assert sorted((e["slice"] == k2, e["class"]) for e in prov["edits"]) == [(False, 2), (True, 0)]
+    assert next(e["pixels"] for e in prov["edits"] if e["slice"] == k2) == 7  # the one-voxel stroke's line
     assert prov["slices_edited"] == sorted([k, k2]) and prov["slices_interpolated"] == [between]
     assert prov["slices_propagated"] == sorted(set(carried["slices"]) - {k2, between})
     assert prov["num_propagated"] == len(carried["slices"]) and prov["num_interpolated"] == 1

@@ -372,6 +372,25 @@ function interpolate() {
 // Brush and eraser: a stroke is painted locally (preview) and sent as one edit when the button is released.
 let stroke = null;
 
+// The stroke covers the line between two pointer events too (a fast drag leaves no gaps); radius 0 paints the voxels
+// under the path only.
+function paintTo(v) {
+  const [p, q] = inplane();
+  const last = stroke.last;
+  stroke.last = v;
+  if (!last) {
+    paintDisk(v);
+    return;
+  }
+  const n = Math.max(Math.abs(v[p] - last[p]), Math.abs(v[q] - last[q]));
+  for (let i = 1; i <= n; i++) {
+    const w = [...v];
+    w[p] = Math.round(last[p] + ((v[p] - last[p]) * i) / n);
+    w[q] = Math.round(last[q] + ((v[q] - last[q]) * i) / n);
+    paintDisk(w);
+  }
+}
+
 function paintDisk(v) {
   const [p, q] = inplane();
   const { rows, cols } = state.g;
@@ -517,7 +536,7 @@ canvas.addEventListener("pointerdown", (e) => {
   if (state.tool !== "click" && e.button === 0) {
     stroke = { slice: v[state.g.slice_axis], tool: state.tool, pixels: new Uint8Array(state.g.rows * state.g.cols) };
     canvas.setPointerCapture(e.pointerId);
-    paintDisk(v);
+    paintTo(v);
     return;
   }
   if (e.button === 0 || e.button === 2) click(v, e.button === 0 && !e.shiftKey);
@@ -538,7 +557,7 @@ canvas.addEventListener("pointermove", (e) => {
   }
   if (!stroke) return;
   const v = voxelAtEvent(e);
-  if (v && v[state.g.slice_axis] === stroke.slice) paintDisk(v);
+  if (v && v[state.g.slice_axis] === stroke.slice) paintTo(v);
 });
 canvas.addEventListener("pointerup", () => (scribble ? endScribble() : boxDrag ? endBox() : endStroke()));
 canvas.addEventListener("pointercancel", () => {
