@@ -276,7 +276,7 @@ class PageAnnotator:
         self.page.keyboard.press("Enter")
         self.tally.slices_accepted += 1
 
-    # ---- the two ways of working ----------------------------------------------------------------------------------
+    # ---- the ways of working --------------------------------------------------------------------------------------
     def by_slice(self) -> None:
         for k in range(self.num_slices):
             self.go(k)
