@@ -406,8 +406,10 @@ def annotate_series(url: str, label: np.ndarray, mode: str, args) -> dict:
 
 
 def trained_model(ds: NnUNetDataset, cases: list[str], mc: ModelConfig, tc: TrainConfig, out: Path):
-    """The model trained on `cases`, kept in `out` under a key of the settings (trained again when they change)."""
-    key = hashlib.sha256(json.dumps([cases, asdict(mc), asdict(tc)], sort_keys=True, default=str).encode()).hexdigest()
+    """The model trained on `cases` of `ds`, kept in `out` under a key of the dataset (its directory names the phantoms'
+    depth, size and seed) and the settings: trained again when any of them changes."""
+    settings = [ds.root.name, cases, asdict(mc), asdict(tc)]
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     directory = out / f"model-{key[:12]}"
     if directory.is_dir() and any(directory.iterdir()):
         return InteractivePredictor.load(directory), 0.0
