@@ -50,7 +50,7 @@ from saim.data import phantom, totalseg  # noqa: E402
 from saim.data.dataset import NnUNetDataset  # noqa: E402
 from saim.data.sources import load_series  # noqa: E402
 from saim.data.splits import Splits  # noqa: E402
-from saim.model.clicks import box_around, largest_error, largest_error_region  # noqa: E402
+from saim.model.clicks import ErrorRegion, box_around, largest_error  # noqa: E402
 from saim.model.config import ModelConfig  # noqa: E402
 from saim.model.predictor import InteractivePredictor  # noqa: E402
 from saim.storage.pool import import_dataset  # noqa: E402
@@ -204,10 +204,11 @@ class PageAnnotator:
         self.tally.boxes += 1
         self.tally.on(k)
 
-    def stroke(self, k: int, gt: np.ndarray, pred: np.ndarray, region: np.ndarray, positive: bool, cls: int) -> None:
+    def stroke(self, k: int, gt: np.ndarray, pred: np.ndarray, error: ErrorRegion) -> np.ndarray:
         """A one-voxel brush stroke over an error region: a missed one painted with its class, a false one with what
-        the ground truth has under most of it (the eraser where that is background)."""
-        value = cls if positive else int(np.argmax(np.bincount(gt[region], minlength=self.num_classes + 1)))
+        the ground truth has under most of it (the eraser where that is background). Returns the slice's new mask."""
+        region, cls = error.mask, error.click.cls
+        value = cls if error.click.positive else int(np.argmax(np.bincount(gt[region], minlength=self.num_classes + 1)))
         if value:
             self._class(value)
         self.page.keyboard.press("b" if value else "e")
@@ -227,8 +228,9 @@ class PageAnnotator:
         if not ((after[region] == value).all() and (after[~region] == pred[~region]).all()):
             raise RuntimeError(f"the stroke on slice {k} painted other pixels than the {int(region.sum())} under it")
         self.tally.strokes += 1
-        self.tally.stroke_voxels += int(region.sum())
+        self.tally.stroke_voxels += error.size
         self.tally.on(k)
+        return after
 
     def interpolate(self, k: int) -> None:
         """i on slice k: the slices between it and the corrected slices above and below it, filled."""
@@ -258,15 +260,12 @@ class PageAnnotator:
             region = self.needs(gt, pred)
             if region is None:
                 break
-            c = region.click
-            found = largest_error_region(gt, pred, c.cls)
-            assert found is not None  # the region needs() found
-            _, where, positive = found
-            if depth(where) <= self.stroke_depth:  # a sliver along a border: painted, not clicked
-                self.stroke(k, gt, pred, where, positive, c.cls)
+            if depth(region.mask) <= self.stroke_depth:  # a sliver along a border: painted, not clicked
+                pred = self.stroke(k, gt, pred, region)
             else:
+                c = region.click
                 self.click(k, c.cls, c.y, c.x, c.positive)
-            pred = self.mask(k)
+                pred = self.mask(k)
         else:
             if self.needs(gt, pred) is not None:
                 self.tally.at_cap.add(k)

@@ -58,6 +58,7 @@ def box_around(labels: np.ndarray, cls: int, margin: int = 0) -> Box | None:
 class ErrorRegion:
     size: int
     click: Click
+    mask: np.ndarray  # the region's pixels (bool, the label's shape)
 
 
 def largest_error_region(gt: np.ndarray, pred: np.ndarray, cls: int) -> tuple[int, np.ndarray, bool] | None:
@@ -91,7 +92,7 @@ def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | N
         return None
     size, region, positive = best
     y, x = farthest_from_boundary(region)
-    return ErrorRegion(size, Click(cls=cls, y=y, x=x, positive=positive))
+    return ErrorRegion(size, Click(cls=cls, y=y, x=x, positive=positive), region)
 
 
 def _disk(shape: tuple[int, int], click: Click, radius: float) -> np.ndarray:
