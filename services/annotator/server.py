@@ -128,8 +128,11 @@ class AnnotatorServicer(annotator_pb2_grpc.AnnotatorServiceServicer):
         """A session on the case, its scan loaded and the annotator's draft restored; not yet served."""
         image, affine = self.d.pool.load_volume(case)
         series = self.d.compute.run(self.d.pool.load_series, case, False, (image, affine), background=True)
-        if version_number(self.d.model.version()) < version_number(at_least):
-            self.d.model.load_current()  # the model event has not reached this replica yet: catch up now
+        served = self.d.model.version()
+        if served is None or version_number(served) < version_number(at_least):
+            # just started (it serves before its start-up load is done) or the model event has not reached it yet:
+            # catch up now (a load under way is waited for, not repeated)
+            self.d.model.load_current()
         model, compute = self.d.model.current, self.d.compute
         session = AnnotationSession.open(case, annotator, iteration, lease, series, image, affine, model, compute)
         if self.d.drafts is not None:

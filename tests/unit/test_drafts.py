@@ -250,6 +250,31 @@ def test_any_replica_serves_any_session_and_the_replicas_never_diverge(dataset):
         assert again.value.code() == grpc.StatusCode.NOT_FOUND and store.stored_versions("annotations/u6.json") == 1
 
 
+def test_a_replica_that_has_just_started_loads_the_model_before_it_rebuilds_a_session(dataset):  # noqa: F811
+    """A restarted replica answers gRPC before its start-up has loaded the current version (the app starts after
+    the server): a click that reaches it then, on a session it rebuilds, waits for the model instead of failing."""
+    import contextlib
+
+    from saim.model.predictor import InteractivePredictor
+    from saim.registry.live import LiveModel
+    from saim.registry.versions import ModelRegistry
+
+    store = MemoryStore()
+    import_dataset(store, dataset, make_splits(dataset.cases, 0, unlabelled=dataset.unlabelled))
+    predictor = InteractivePredictor(ModelConfig(classes=INFO.classes, image_size=32, encoder="resnet18"))
+    with contextlib.ExitStack() as stack:
+        a, deps_a = stack.enter_context(annotator_stub(store, predictor, 32))  # publishes v0000 and serves it
+        b, deps_b = stack.enter_context(annotator_stub(store, predictor, 32, publish=False))
+        deps_b.model = LiveModel(ModelRegistry(store))  # B's start-up load has not run yet
+        for deps in (deps_a, deps_b):
+            deps.drafts = DraftStore(store)
+        sid = a.OpenSession(annotator_pb2.OpenSessionRequest(case_id="u6", annotator_id="ann")).session_id
+        assert _click(a, sid, (20, 20, 3)).clicks_on_slice == 1
+        assert deps_b.model.version() is None
+        answer = _click(b, sid, (22, 20, 3))
+        assert (answer.clicks_on_slice, answer.model_version, deps_b.model.version()) == (2, "v0000", "v0000")
+
+
 def test_a_draft_write_loses_to_the_other_replicas_newer_write():
     """The conditional write: a state read before the other replica's write cannot overwrite it."""
     import threading
