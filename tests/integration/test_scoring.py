@@ -27,10 +27,15 @@ def scorer_status(stack: LocalStack, name: str):
 
 
 def test_a_killed_scorers_parts_are_taken_over_and_the_table_is_whole_and_of_one_version(tmp_path):
-    data = phantom.generate(tmp_path / "dataset", num_series=36, depth=24, size=96, seed=3)
+    data = phantom.generate(tmp_path / "dataset", num_series=36, depth=16, size=96, seed=3)
     stack = LocalStack(
         tmp_path / "stack",
-        settings={"SAIM_MODEL__IMAGE_SIZE": str(SIZE), "SAIM_DECODE_WORKERS": "1", "SAIM_SCORING": "sharded"},
+        settings={
+            "SAIM_MODEL__IMAGE_SIZE": str(SIZE),
+            "SAIM_DECODE_WORKERS": "1",
+            "SAIM_SCORING": "sharded",
+            "SAIM_SELECTION": "entropy",  # the parts scored below are the selector's own: stored parts count
+        },
     )
     publisher = None
     try:
@@ -86,12 +91,13 @@ def test_a_killed_scorers_parts_are_taken_over_and_the_table_is_whole_and_of_one
 
         # The selector itself in sharded mode: at start it merges the stored parts of the current version (none is
         # scored again); a new version's event makes it send the parts, which the surviving worker scores.
+        scored_before = scorer_status(stack, "scorer-1").parts_scored
         stack.start_service("selector")
         stack.wait_serving(["selector"], timeout_s=120)
         selector = selector_pb2_grpc.SelectorServiceStub(stack.channel("selector"))
         status = selector.GetStatus(selector_pb2.GetStatusRequest(), timeout=10)
         assert status.scores_version == version and status.iteration == 1 and len(status.batch) > 0
-        scored_before = scorer_status(stack, "scorer-1").parts_scored
+        assert scorer_status(stack, "scorer-1").parts_scored == scored_before  # opened on the stored parts
         newer = ModelRegistry(store).publish(InteractivePredictor(config), iteration=1).version
         publisher.publish(
             MODEL_PUBLISHED,
