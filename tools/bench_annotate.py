@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -90,11 +89,6 @@ def stroke_path(region: np.ndarray) -> list[tuple[int, int]]:
         path.append(nxt)
         end = len(path)
     return path[:end]  # no walk back from the last new pixel
-
-
-def depth(region: np.ndarray) -> float:
-    """How far the region's innermost pixel lies from its border (1: a line one pixel wide)."""
-    return float(ndimage.distance_transform_edt(np.pad(region, 1)).max())
 
 
 @dataclass
@@ -260,7 +254,7 @@ class PageAnnotator:
             region = self.needs(gt, pred)
             if region is None:
                 break
-            if depth(region.mask) <= self.stroke_depth:  # a sliver along a border: painted, not clicked
+            if region.depth <= self.stroke_depth:  # a sliver along a border: painted, not clicked
                 pred = self.stroke(k, gt, pred, region)
             else:
                 c = region.click

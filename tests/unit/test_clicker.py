@@ -31,6 +31,22 @@ def test_largest_region_wins_and_border_counts_as_boundary():
     assert region.size == 400
     # farthest from the region boundary with the image border counted as boundary: the centre of the block
     assert (region.click.y, region.click.x) in {(9, 29), (9, 30), (10, 29), (10, 30)}
+    assert region.depth == 10.0 and region.mask.sum() == 400
+
+
+def test_an_error_regions_depth_tells_a_sliver_from_a_structure():
+    """The depth the virtual annotator strokes by (tools/bench_annotate.py, at most 1.5 by default): 1 for a band one
+    or two pixels wide, whatever its length; 2 for three; the half-width, rounded up, for a square."""
+    gt = np.zeros((32, 32), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[5, 2:30] = 1  # a missed border line
+    assert largest_error(gt, pred, 1).depth == 1.0
+    gt[6, 2:30] = 1
+    assert largest_error(gt, pred, 1).depth == 1.0
+    gt[7, 2:30] = 1
+    assert largest_error(gt, pred, 1).depth == 2.0
+    pred[10:21, 10:21] = 2  # a false 11x11 square
+    assert largest_error(gt, pred, 2).depth == 6.0
 
 
 def test_no_error_means_no_click():

@@ -59,6 +59,7 @@ class ErrorRegion:
     size: int
     click: Click
     mask: np.ndarray  # the region's pixels (bool, the label's shape)
+    depth: float  # how far its innermost pixel (the click's) lies from its border: 1.0 for a line one pixel wide
 
 
 def largest_error_region(gt: np.ndarray, pred: np.ndarray, cls: int) -> tuple[int, np.ndarray, bool] | None:
@@ -77,12 +78,18 @@ def largest_error_region(gt: np.ndarray, pred: np.ndarray, cls: int) -> tuple[in
     return best
 
 
-def farthest_from_boundary(region: np.ndarray) -> tuple[int, ...]:
+def innermost(region: np.ndarray) -> tuple[tuple[int, ...], float]:
     """The region's distance-transform peak (the array's border counts as boundary; the first peak in raster
-    order)."""
+    order) and its distance from the boundary."""
     inner = tuple(slice(1, -1) for _ in region.shape)
     dist = ndimage.distance_transform_edt(np.pad(region, 1))[inner]
-    return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), dist.shape))
+    peak = int(np.argmax(dist))
+    return tuple(int(v) for v in np.unravel_index(peak, dist.shape)), float(dist.flat[peak])
+
+
+def farthest_from_boundary(region: np.ndarray) -> tuple[int, ...]:
+    """The region's distance-transform peak (innermost's)."""
+    return innermost(region)[0]
 
 
 def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | None:
@@ -91,8 +98,8 @@ def largest_error(gt: np.ndarray, pred: np.ndarray, cls: int) -> ErrorRegion | N
     if best is None:
         return None
     size, region, positive = best
-    y, x = farthest_from_boundary(region)
-    return ErrorRegion(size, Click(cls=cls, y=y, x=x, positive=positive), region)
+    (y, x), depth = innermost(region)
+    return ErrorRegion(size, Click(cls=cls, y=y, x=x, positive=positive), region, depth)
 
 
 def _disk(shape: tuple[int, int], click: Click, radius: float) -> np.ndarray:
